@@ -1,0 +1,48 @@
+/* The LLVM back end: IR functions to native code through LLVM's C API.
+ *
+ * Every IR function becomes one LLVM function with the calling convention
+ *
+ *     void NAME(const void *const *in, void *const *out, void *arena);
+ *
+ * in[i] points at the elements of input i and out[j] at room for output j,
+ * row-major, in the element type of their IR types (f32, f64 or i32).  arena
+ * points at be_arena_bytes(f) bytes aligned to 64 that the function uses for
+ * every intermediate value; the function allocates nothing, reads only its
+ * inputs and the arena, and writes only its outputs and the arena.  Calls
+ * with different arenas and outputs may run concurrently. */
+#ifndef MAMLC_BACKEND_H
+#define MAMLC_BACKEND_H
+
+#include "../ir/ir.h"
+
+typedef struct {
+    const char *target_cpu;     /* NULL: the host CPU and its features */
+    int opt_level;              /* 0..3; 3 runs LLVM's default<O3> */
+} BeOptions;
+
+typedef void (*BeFn)(const void *const *in, void *const *out, void *arena);
+
+typedef struct {
+    double codegen_s;           /* IR to LLVM IR */
+    double optimize_s;          /* LLVMRunPasses */
+    double jit_s;               /* machine code */
+} BeTimes;
+
+typedef struct BeJit BeJit;
+
+/* Bytes of arena that f needs (every intermediate placed at compile time,
+ * buffers reused once their value is dead). */
+size_t be_arena_bytes(const IrFunc *f);
+
+/* Compile every function of m with ORC LLJIT.  Returns NULL after reporting
+ * through d (LLVM errors are consumed and reported, never leaked). */
+BeJit *be_jit_compile(const IrModule *m, const BeOptions *o, Diag *d);
+/* The compiled function `name`, or NULL. */
+BeFn be_jit_lookup(BeJit *j, const char *name);
+const BeTimes *be_jit_times(const BeJit *j);
+void be_jit_free(BeJit *j);
+
+/* Print the LLVM IR of m (optimised unless opt_level is 0). */
+bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d);
+
+#endif

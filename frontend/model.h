@@ -1,0 +1,121 @@
+/* A checked .mdl program: what the rest of the compiler needs from the
+ * frontend.  model_load parses (frontend/lexer.l, frontend/parser.y), builds
+ * the AST (frontend/ast.c) and checks it (frontend/model.c): dims evaluated,
+ * params, task and meta block validated.  Function bodies stay as AST and
+ * are lowered into IR on demand by model_lower_call, once per call site, so
+ * shape-polymorphic `def`s are specialised to the shapes they meet. */
+#ifndef MAMLC_MODEL_H
+#define MAMLC_MODEL_H
+
+#include <stdbool.h>
+#include "../ir/ir.h"
+
+typedef struct Ast Ast;         /* frontend/ast.h */
+
+typedef enum {
+    INIT_ZEROS, INIT_ONES, INIT_HE, INIT_GLOROT, INIT_NORMAL, INIT_UNIFORM, INIT_CONST
+} InitKind;
+
+typedef struct {
+    InitKind kind;
+    double a, b;                /* NORMAL: std in a; UNIFORM: [a, b); CONST: a */
+} ParamInit;
+
+typedef struct {
+    const char *name;
+    IrType type;                /* dtype is the model's real type */
+    ParamInit init;
+    SrcLoc loc;
+} ModelParam;
+
+typedef struct {
+    const char *name;
+    int value;
+    SrcLoc loc;
+} ModelDim;
+
+typedef struct {
+    const char *name;
+    bool is_range;              /* `amplitude = [0.1, 5.0]` */
+    bool is_string;             /* `path = "..."` */
+    bool is_bool;               /* `rotations = true` */
+    double lo, hi;              /* number: lo == hi; range: [lo, hi] */
+    const char *str;
+    SrcLoc loc;
+} TaskArg;
+
+typedef struct {
+    const char *kind;           /* "sinusoid", "external", ... */
+    TaskArg *arg;
+    int narg;
+    IrType support_x, support_y, query_x, query_y;
+    SrcLoc loc;
+} ModelTask;
+
+typedef enum { OPT_ADAM, OPT_SGD } OptimizerKind;
+
+typedef struct {
+    OptimizerKind kind;
+    double lr, beta1, beta2, eps;   /* beta/eps: Adam only */
+} OptimizerConfig;
+
+typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
+
+typedef struct {
+    int inner_steps;            /* default 1 */
+    double inner_lr;            /* default 0.01 */
+    MetaOrder order;            /* default second */
+    int meta_batch;             /* default 25 */
+    OptimizerConfig optimizer;  /* default adam(lr = 0.001) */
+    long iterations;            /* default 70000 */
+    SrcLoc loc;
+} MetaConfig;
+
+typedef struct {
+    const char *name;           /* -D NAME=VALUE */
+    int value;
+} DimOverride;
+
+typedef struct {
+    DType real;                 /* DT_F32 (default) or DT_F64 */
+    const DimOverride *defines;
+    int ndefines;
+} ModelOptions;
+
+typedef struct {
+    const char *file;
+    DType real;
+    Ast *ast;
+    ModelDim *dim;      int ndim;
+    ModelParam *param;  int nparam;
+    ModelTask task;
+    MetaConfig meta;
+    bool has_metric;            /* `def metric(x, y)` present */
+    Arena arena;                /* owns everything above */
+} Model;
+
+/* Read, parse and check the .mdl file at `path`.  Returns NULL after
+ * reporting every error through d (a missing file, syntax, names, dims, meta
+ * keys, ...). */
+Model *model_load(const char *path, const ModelOptions *opt, Diag *d);
+/* The same from text already in memory (fuzzing, tests). */
+Model *model_load_text(const char *file, const char *text, size_t len,
+                       const ModelOptions *opt, Diag *d);
+void model_free(Model *m);
+
+/* Inline a call of the model's function `fn` into f: args[0..nargs) are the
+ * argument values and params[i] stands for the i-th `param`.  Returns the
+ * result value, or IR_NONE after reporting (unknown function, arity, shapes,
+ * a non-differentiable op where `differentiable` is set, recursion). */
+ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn,
+                         const ValueId *params, const ValueId *args, int nargs,
+                         bool differentiable, Diag *d);
+
+/* The location of `def fn`, or a zero location if there is none. */
+SrcLoc model_func_loc(const Model *m, const char *fn);
+bool model_has_func(const Model *m, const char *fn);
+
+/* Print the AST (mamlc --emit=ast). */
+void model_dump_ast(FILE *out, const Model *m);
+
+#endif

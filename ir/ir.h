@@ -1,0 +1,190 @@
+/* The mamlc IR: typed SSA over tensors with static shapes.
+ *
+ * A module holds functions.  A function is a list of nodes in definition
+ * order (every operand precedes its user); a node is one op producing one
+ * value, and a value is named by its node's index (ValueId).  Nodes are
+ * hash-consed on creation, so equal computations share one value.  All
+ * memory belongs to the module's arena.
+ *
+ * Textual form (ir/print.c writes it, ir/parse.c reads it back):
+ *
+ *   func @loss(%W: f32[40,1], %x: f32[10,1]) {
+ *     %0 = transpose %W {perm=[1,0]} : f32[1,40]
+ *     %1 = matmul %x, %0 : f32[10,40]
+ *     %2 = reduce_sum %1 {axes=[0,1]} : f32[]
+ *     return %2
+ *   }
+ */
+#ifndef MAMLC_IR_H
+#define MAMLC_IR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "arena.h"
+#include "../frontend/diag.h"
+
+#define IR_MAX_RANK 6
+#define IR_MAX_DIM  (1 << 24)      /* largest extent of one dimension */
+#define IR_MAX_NUMEL (1LL << 31)   /* largest element count of one tensor */
+
+typedef enum { DT_F32, DT_F64, DT_I32 } DType;
+
+typedef struct {
+    DType dtype;
+    int rank;                   /* 0 for a scalar */
+    int dim[IR_MAX_RANK];       /* extents, row-major; dim[i] >= 1 */
+} IrType;
+
+typedef enum {
+    KIND_LEAF, KIND_UNARY, KIND_BINARY, KIND_REDUCE, KIND_LAYOUT,
+    KIND_MATMUL, KIND_OTHER
+} IrKind;
+
+typedef enum {
+#define OP(id, name, arity, kind) OP_##id,
+#include "ops.def"
+#undef OP
+    OP_COUNT
+} IrOp;
+
+typedef struct {
+    const char *name;           /* spelling in the textual IR */
+    int arity;
+    IrKind kind;
+} IrOpInfo;
+
+extern const IrOpInfo ir_op_info[OP_COUNT];
+
+typedef int32_t ValueId;
+#define IR_NONE ((ValueId)-1)
+
+typedef struct {
+    IrOp op;
+    IrType type;                /* result type */
+    ValueId arg[2];             /* operands; IR_NONE past the op's arity */
+    double value;               /* CONST: the splat value; POWC: the exponent */
+    int ival;                   /* INPUT: argument index; ONEHOT: class count */
+    int nlist;                  /* REDUCE_*, ARGMAX: axes; TRANSPOSE: perm */
+    int list[IR_MAX_RANK];
+    const char *name;           /* INPUT: argument name; else NULL */
+    SrcLoc loc;                 /* source construct this op came from */
+} IrNode;
+
+typedef struct IrModule IrModule;
+
+typedef struct {
+    IrModule *mod;
+    const char *name;
+    IrNode *node;               /* nodes in definition order */
+    int nnode, node_cap;
+    ValueId *input;             /* INPUT nodes by argument position */
+    int ninput, input_cap;
+    ValueId *output;            /* returned values, in order */
+    int noutput, output_cap;
+    int32_t *hash;              /* open-addressing table of node ids; -1 empty */
+    int hash_cap;
+} IrFunc;
+
+struct IrModule {
+    Arena arena;
+    DType real;                 /* the float type: DT_F32 or DT_F64 */
+    IrFunc **func;
+    int nfunc, func_cap;
+};
+
+/* --- types (ir/type.c) --- */
+IrType ir_type(DType dt, int rank, const int *dim);
+IrType ir_scalar(DType dt);
+int64_t ir_numel(IrType t);
+bool ir_type_eq(IrType a, IrType b);
+bool ir_same_shape(IrType a, IrType b);
+/* Writes e.g. "f32[10,40]" into buf (always NUL-terminated); returns buf. */
+char *ir_type_str(IrType t, char *buf, size_t size);
+const char *ir_dtype_name(DType dt);
+size_t ir_dtype_size(DType dt);
+
+/* --- modules and functions (ir/ir.c) --- */
+IrModule *ir_module_new(DType real);
+void ir_module_free(IrModule *m);
+IrFunc *ir_func_new(IrModule *m, const char *name);
+IrFunc *ir_module_find(const IrModule *m, const char *name);
+/* A deep copy of f under a new name in the same module. */
+IrFunc *ir_func_clone(IrFunc *f, const char *name);
+/* An empty function that belongs to m's arena but is not listed in it:
+ * passes build a rewritten body there and move it back with ir_func_take. */
+IrFunc *ir_func_scratch(IrModule *m, const char *name);
+/* Replace dst's body (nodes, inputs, outputs) with src's; src is left empty. */
+void ir_func_take(IrFunc *dst, IrFunc *src);
+
+/* Append argument `name` of type t; returns its value. */
+ValueId ir_input(IrFunc *f, const char *name, IrType t, SrcLoc loc);
+/* Append v to the returned values. */
+void ir_output(IrFunc *f, ValueId v);
+
+static inline IrNode *ir_node(IrFunc *f, ValueId v) { return &f->node[v]; }
+static inline IrType ir_value_type(const IrFunc *f, ValueId v) { return f->node[v].type; }
+
+/* --- building (ir/build.c) ---
+ * ir_emit is the one constructor: it computes the result type with the op's
+ * shape rule (ir/shape.c), returns an existing equal node if there is one,
+ * and else appends `n`.  The caller fills op, operands, attributes and loc;
+ * for RESHAPE/BROADCAST/CONST it also fills n->type with the target type.
+ * On a shape error it reports at n->loc through d (or, with d NULL, prints
+ * an internal error) and returns IR_NONE.  An IR_NONE operand yields IR_NONE
+ * without a second report, so errors propagate quietly. */
+ValueId ir_emit(IrFunc *f, const IrNode *n, Diag *d);
+/* ir_emit without the search for an equal node: always appends (the IR
+ * parser keeps what it reads, so that CSE has something to test on). */
+ValueId ir_append(IrFunc *f, const IrNode *n, Diag *d);
+
+/* Convenience wrappers over ir_emit; d may be NULL where the caller knows
+ * the shapes fit (passes). */
+ValueId ir_const(IrFunc *f, double value, IrType t, SrcLoc loc);
+ValueId ir_unary(IrFunc *f, IrOp op, ValueId x, SrcLoc loc, Diag *d);
+ValueId ir_powc(IrFunc *f, ValueId x, double exponent, SrcLoc loc, Diag *d);
+/* Same-shape elementwise op. */
+ValueId ir_binary(IrFunc *f, IrOp op, ValueId a, ValueId b, SrcLoc loc, Diag *d);
+/* Elementwise op with NumPy broadcasting: inserts BROADCAST as needed. */
+ValueId ir_binary_bcast(IrFunc *f, IrOp op, ValueId a, ValueId b, SrcLoc loc, Diag *d);
+/* The scalar constant c combined with x elementwise (x op c, or c op x). */
+ValueId ir_binary_scalar(IrFunc *f, IrOp op, ValueId x, double c, bool c_first, SrcLoc loc, Diag *d);
+ValueId ir_reduce(IrFunc *f, IrOp op, ValueId x, int naxes, const int *axes, SrcLoc loc, Diag *d);
+ValueId ir_reshape(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d);
+ValueId ir_broadcast(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d);
+/* Inverse of broadcast: sum x down to type t (NumPy rules). */
+ValueId ir_sum_to(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d);
+ValueId ir_transpose(IrFunc *f, ValueId x, const int *perm, SrcLoc loc, Diag *d);
+ValueId ir_matmul(IrFunc *f, ValueId a, ValueId b, SrcLoc loc, Diag *d);
+ValueId ir_onehot(IrFunc *f, ValueId labels, int classes, SrcLoc loc, Diag *d);
+ValueId ir_argmax(IrFunc *f, ValueId x, int axis, SrcLoc loc, Diag *d);
+
+/* --- shape rules (ir/shape.c) ---
+ * Computes n->type from its operands' types and attributes.  On failure
+ * writes a message ("shape mismatch in 'add': f32[3] vs f32[4]") into msg
+ * and returns false. */
+bool ir_infer_type(const IrFunc *f, IrNode *n, char *msg, size_t msgsize);
+
+/* --- text (ir/print.c, ir/parse.c) --- */
+void ir_print_func(FILE *out, const IrFunc *f);
+void ir_print_module(FILE *out, const IrModule *m);
+/* Parse a module from text; locations point into `file`.  Returns NULL after
+ * reporting through d.  The module's real type is that of its first float
+ * value (f32 when it has none). */
+IrModule *ir_parse(const char *file, const char *text, size_t len, Diag *d);
+
+/* --- verifier (ir/verify.c) ---
+ * Checks operand order, arity, attributes and that every type is what its
+ * shape rule gives.  Reports through d; returns true when f is well formed. */
+bool ir_verify_func(const IrFunc *f, Diag *d);
+bool ir_verify_module(const IrModule *m, Diag *d);
+
+/* --- reference evaluator (ir/eval.c) ---
+ * Runs f in double precision, for tests and as the oracle for the code
+ * generator: in[i] holds input i's elements (integers as doubles), out[j]
+ * receives output j.  Slow and allocating; never used inside a step. */
+bool ir_eval(const IrFunc *f, const double *const *in, double *const *out);
+
+#endif

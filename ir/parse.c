@@ -1,0 +1,368 @@
+/* Reader for the textual IR that ir/print.c writes.
+ *
+ *   module = func*
+ *   func   = "func" "@" NAME "(" [arg ("," arg)*] ")" "{" stmt* ret "}"
+ *   arg    = VALUE ":" type
+ *   stmt   = VALUE "=" OP [operand ("," operand)*] [NUMBER] [attrs] ":" type
+ *   attrs  = "{" KEY "=" (NUMBER | "[" [INT ("," INT)*] "]") ("," ...)* "}"
+ *   ret    = "return" [VALUE ("," VALUE)*]
+ *   type   = ("f32" | "f64" | "i32") "[" [INT ("," INT)*] "]"
+ *
+ * VALUE is %NAME; `//` starts a comment.  Declared types are checked against
+ * the shape rules; equal nodes are kept apart (no hash-consing). */
+#include "ir.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *file, *p, *end;
+    int line, col;
+    Diag *d;
+    IrModule *m;
+    /* names of the current function's values */
+    struct { const char *name; ValueId id; } *scope;
+    int nscope, scope_cap;
+} Parser;
+
+static SrcLoc here(const Parser *ps) { return (SrcLoc){ps->file, ps->line, ps->col}; }
+
+static void advance(Parser *ps) {
+    if (*ps->p == '\n') {
+        ps->line++;
+        ps->col = 1;
+    } else
+        ps->col++;
+    ps->p++;
+}
+
+static void skip_space(Parser *ps) {
+    while (ps->p < ps->end) {
+        if (isspace((unsigned char)*ps->p))
+            advance(ps);
+        else if (ps->p + 1 < ps->end && ps->p[0] == '/' && ps->p[1] == '/')
+            while (ps->p < ps->end && *ps->p != '\n')
+                advance(ps);
+        else
+            break;
+    }
+}
+
+static bool at(Parser *ps, char c) {
+    skip_space(ps);
+    return ps->p < ps->end && *ps->p == c;
+}
+
+static bool fail(Parser *ps, const char *what) {
+    skip_space(ps);
+    if (ps->p >= ps->end)
+        diag_error(ps->d, here(ps), "expected %s, found end of file", what);
+    else
+        diag_error(ps->d, here(ps), "expected %s", what);
+    return false;
+}
+
+static bool expect(Parser *ps, char c, const char *what) {
+    if (!at(ps, c))
+        return fail(ps, what);
+    advance(ps);
+    return true;
+}
+
+static bool is_word(char c) { return isalnum((unsigned char)c) || c == '_' || c == '.'; }
+
+/* A run of word characters into buf; false if there is none. */
+static bool word(Parser *ps, char *buf, size_t size, const char *what) {
+    skip_space(ps);
+    size_t n = 0;
+    if (ps->p >= ps->end || !is_word(*ps->p))
+        return fail(ps, what);
+    while (ps->p < ps->end && is_word(*ps->p)) {
+        if (n + 1 < size)
+            buf[n++] = *ps->p;
+        advance(ps);
+    }
+    buf[n] = 0;
+    return true;
+}
+
+static bool keyword(Parser *ps, const char *kw) {
+    skip_space(ps);
+    size_t n = strlen(kw);
+    if ((size_t)(ps->end - ps->p) < n || strncmp(ps->p, kw, n) != 0 ||
+        (ps->p + n < ps->end && is_word(ps->p[n])))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        advance(ps);
+    return true;
+}
+
+static bool number(Parser *ps, double *v) {
+    skip_space(ps);
+    char buf[64];
+    size_t n = 0;
+    while (ps->p + n < ps->end && n + 1 < sizeof buf &&
+           (is_word(ps->p[n]) || ps->p[n] == '-' || ps->p[n] == '+'))
+        n++;
+    memcpy(buf, ps->p, n);
+    buf[n] = 0;
+    char *e;
+    errno = 0;
+    *v = n ? strtod(buf, &e) : 0;
+    if (!n || *e || errno == ERANGE)
+        return fail(ps, "a number");
+    for (size_t i = 0; i < n; i++)
+        advance(ps);
+    return true;
+}
+
+static bool integer(Parser *ps, int *v, const char *what) {
+    SrcLoc loc = here(ps);
+    double x;
+    if (!number(ps, &x))
+        return false;
+    if (x != floor(x) || fabs(x) > 1e9) {
+        diag_error(ps->d, loc, "expected %s", what);
+        return false;
+    }
+    *v = (int)x;
+    return true;
+}
+
+/* type = DTYPE "[" [INT ("," INT)*] "]" */
+static bool parse_type(Parser *ps, IrType *t) {
+    char dt[16];
+    SrcLoc loc = here(ps);
+    if (!word(ps, dt, sizeof dt, "a type"))
+        return false;
+    if (strcmp(dt, "f32") == 0) t->dtype = DT_F32;
+    else if (strcmp(dt, "f64") == 0) t->dtype = DT_F64;
+    else if (strcmp(dt, "i32") == 0) t->dtype = DT_I32;
+    else {
+        diag_error(ps->d, loc, "unknown element type '%s'", dt);
+        return false;
+    }
+    t->rank = 0;
+    if (!expect(ps, '[', "'[' after the element type"))
+        return false;
+    while (!at(ps, ']')) {
+        if (t->rank == IR_MAX_RANK) {
+            diag_error(ps->d, here(ps), "rank exceeds %d", IR_MAX_RANK);
+            return false;
+        }
+        if (t->rank && !expect(ps, ',', "',' or ']'"))
+            return false;
+        if (!integer(ps, &t->dim[t->rank++], "an extent"))
+            return false;
+    }
+    return expect(ps, ']', "']'");
+}
+
+/* --- value names --- */
+
+static ValueId lookup(Parser *ps, const char *name) {
+    for (int i = ps->nscope - 1; i >= 0; i--)
+        if (strcmp(ps->scope[i].name, name) == 0)
+            return ps->scope[i].id;
+    return IR_NONE;
+}
+
+static bool define(Parser *ps, const char *name, ValueId v, SrcLoc loc) {
+    if (lookup(ps, name) != IR_NONE) {
+        diag_error(ps->d, loc, "value '%%%s' is defined twice", name);
+        return false;
+    }
+    Arena *a = &ps->m->arena;
+    ps->scope = arena_grow(a, ps->scope, &ps->scope_cap, ps->nscope + 1, sizeof *ps->scope);
+    ps->scope[ps->nscope].name = arena_strdup(a, name);
+    ps->scope[ps->nscope++].id = v;
+    return true;
+}
+
+static bool value_name(Parser *ps, char *buf, size_t size) {
+    if (!expect(ps, '%', "a value ('%name')"))
+        return false;
+    return word(ps, buf, size, "a value name after '%'");
+}
+
+static bool operand(Parser *ps, ValueId *v) {
+    char name[128];
+    SrcLoc loc = here(ps);
+    skip_space(ps);
+    loc = here(ps);
+    if (!value_name(ps, name, sizeof name))
+        return false;
+    *v = lookup(ps, name);
+    if (*v == IR_NONE) {
+        diag_error(ps->d, loc, "use of undefined value '%%%s'", name);
+        return false;
+    }
+    return true;
+}
+
+/* --- statements --- */
+
+static bool parse_list(Parser *ps, IrNode *n) {
+    if (!expect(ps, '[', "'['"))
+        return false;
+    n->nlist = 0;
+    while (!at(ps, ']')) {
+        if (n->nlist == IR_MAX_RANK)
+            return fail(ps, "']' (at most 6 entries)");
+        if (n->nlist && !expect(ps, ',', "',' or ']'"))
+            return false;
+        if (!integer(ps, &n->list[n->nlist++], "an integer"))
+            return false;
+    }
+    return expect(ps, ']', "']'");
+}
+
+static bool parse_attr(Parser *ps, IrNode *n) {
+    char key[32];
+    SrcLoc loc = here(ps);
+    if (!word(ps, key, sizeof key, "an attribute name") || !expect(ps, '=', "'='"))
+        return false;
+    if (strcmp(key, "axes") == 0 || strcmp(key, "perm") == 0)
+        return parse_list(ps, n);
+    if (strcmp(key, "value") == 0)
+        return number(ps, &n->value);
+    if (strcmp(key, "classes") == 0)
+        return integer(ps, &n->ival, "a class count");
+    if (strcmp(key, "axis") == 0) {
+        n->nlist = 1;
+        return integer(ps, &n->list[0], "an axis");
+    }
+    diag_error(ps->d, loc, "unknown attribute '%s'", key);
+    return false;
+}
+
+static bool find_op(const char *name, IrOp *op) {
+    for (int i = 0; i < OP_COUNT; i++)
+        if (strcmp(ir_op_info[i].name, name) == 0 && i != OP_INPUT) {
+            *op = (IrOp)i;
+            return true;
+        }
+    return false;
+}
+
+/* stmt = VALUE "=" OP operands [NUMBER] [attrs] ":" type */
+static bool parse_stmt(Parser *ps, IrFunc *f) {
+    char name[128], opname[32];
+    skip_space(ps);
+    SrcLoc loc = here(ps);
+    if (!value_name(ps, name, sizeof name) || !expect(ps, '=', "'='"))
+        return false;
+    skip_space(ps);
+    SrcLoc oploc = here(ps);
+    IrNode n = {.arg = {IR_NONE, IR_NONE}, .loc = oploc};
+    if (!word(ps, opname, sizeof opname, "an op name"))
+        return false;
+    if (!find_op(opname, &n.op)) {
+        diag_error(ps->d, oploc, "unknown op '%s'", opname);
+        return false;
+    }
+    for (int i = 0; i < ir_op_info[n.op].arity; i++)
+        if ((i && !expect(ps, ',', "',' and another operand")) || !operand(ps, &n.arg[i]))
+            return false;
+    if (n.op == OP_CONST && !number(ps, &n.value))
+        return false;
+    if (at(ps, '{')) {
+        advance(ps);
+        do {
+            if (!parse_attr(ps, &n))
+                return false;
+        } while (at(ps, ',') && (advance(ps), true));
+        if (!expect(ps, '}', "'}' after attributes"))
+            return false;
+    }
+    IrType declared;
+    if (!expect(ps, ':', "':' and the result type") || !parse_type(ps, &declared))
+        return false;
+    n.type = declared;
+    ValueId v = ir_append(f, &n, ps->d);
+    if (v == IR_NONE)
+        return false;
+    if (!ir_type_eq(f->node[v].type, declared)) {
+        char a[64], b[64];
+        diag_error(ps->d, oploc, "'%s' gives %s, but the declared type is %s", opname,
+                   ir_type_str(f->node[v].type, a, sizeof a), ir_type_str(declared, b, sizeof b));
+        return false;
+    }
+    return define(ps, name, v, loc);
+}
+
+/* func = "func" "@" NAME "(" args ")" "{" stmt* ret "}" */
+static bool parse_func(Parser *ps) {
+    char name[128];
+    if (!expect(ps, '@', "'@' and the function name") || !word(ps, name, sizeof name, "a function name"))
+        return false;
+    if (ir_module_find(ps->m, name)) {
+        diag_error(ps->d, here(ps), "function '@%s' is defined twice", name);
+        return false;
+    }
+    IrFunc *f = ir_func_new(ps->m, name);
+    ps->nscope = 0;
+    if (!expect(ps, '(', "'('"))
+        return false;
+    while (!at(ps, ')')) {
+        if (f->ninput && !expect(ps, ',', "',' or ')'"))
+            return false;
+        skip_space(ps);
+        SrcLoc loc = here(ps);
+        IrType t;
+        if (!value_name(ps, name, sizeof name) || !expect(ps, ':', "':' and a type") || !parse_type(ps, &t))
+            return false;
+        ValueId v = ir_input(f, name, t, loc);
+        if (v == IR_NONE) {
+            diag_error(ps->d, loc, "invalid argument type");
+            return false;
+        }
+        if (!define(ps, name, v, loc))
+            return false;
+    }
+    if (!expect(ps, ')', "')'") || !expect(ps, '{', "'{'"))
+        return false;
+    while (!keyword(ps, "return"))
+        if (!parse_stmt(ps, f))
+            return false;
+    while (at(ps, '%')) {
+        ValueId v;
+        if (!operand(ps, &v))
+            return false;
+        ir_output(f, v);
+        if (!at(ps, ','))
+            break;
+        advance(ps);
+    }
+    return expect(ps, '}', "'}' after the return");
+}
+
+/* The module's real type: that of the first f32/f64 type written. */
+static DType first_real(const char *text, size_t len) {
+    for (size_t i = 0; i + 3 < len; i++)
+        if (text[i] == 'f' && (strncmp(text + i, "f32[", 4) == 0 || strncmp(text + i, "f64[", 4) == 0))
+            return text[i + 1] == '6' ? DT_F64 : DT_F32;
+    return DT_F32;
+}
+
+IrModule *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
+    Parser ps = {.file = file, .p = text, .end = text + len, .line = 1, .col = 1, .d = d};
+    ps.m = ir_module_new(first_real(text, len));
+    diag_add_source(d, file, text, len);
+    for (;;) {
+        skip_space(&ps);
+        if (ps.p >= ps.end)
+            return ps.m;
+        if (!keyword(&ps, "func")) {
+            fail(&ps, "'func'");
+            break;
+        }
+        if (!parse_func(&ps))
+            break;
+    }
+    ir_module_free(ps.m);
+    return NULL;
+}

@@ -1,0 +1,89 @@
+/* The canonical text of the IR (read back by ir/parse.c):
+ *
+ *   func @NAME(%ARG: TYPE, ...) {
+ *     %N = OP %A, %B {ATTR=VALUE, ...} : TYPE
+ *     return %X, ...
+ *   }
+ *
+ * Arguments keep their names; other values are numbered in order. */
+#include "ir.h"
+
+#include <stdlib.h>
+
+/* The shortest decimal that reads back as exactly v. */
+static void print_number(FILE *out, double v) {
+    char buf[32];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            break;
+    }
+    fputs(buf, out);
+}
+
+static void print_value(FILE *out, const IrFunc *f, const int *number, ValueId v) {
+    if (f->node[v].op == OP_INPUT)
+        fprintf(out, "%%%s", f->node[v].name);
+    else
+        fprintf(out, "%%%d", number[v]);
+}
+
+static void print_list(FILE *out, const char *key, const IrNode *n) {
+    fprintf(out, " {%s=[", key);
+    for (int i = 0; i < n->nlist; i++)
+        fprintf(out, i ? ",%d" : "%d", n->list[i]);
+    fputs("]}", out);
+}
+
+static void print_attrs(FILE *out, const IrNode *n) {
+    switch (n->op) {
+    case OP_CONST: fputc(' ', out); print_number(out, n->value); break;
+    case OP_POWC: fputs(" {value=", out); print_number(out, n->value); fputc('}', out); break;
+    case OP_REDUCE_SUM:
+    case OP_REDUCE_MAX: print_list(out, "axes", n); break;
+    case OP_ARGMAX: fprintf(out, " {axis=%d}", n->list[0]); break;
+    case OP_TRANSPOSE: print_list(out, "perm", n); break;
+    case OP_ONEHOT: fprintf(out, " {classes=%d}", n->ival); break;
+    default: break;
+    }
+}
+
+void ir_print_func(FILE *out, const IrFunc *f) {
+    int *number = calloc((size_t)f->nnode + 1, sizeof *number);
+    char ts[64];
+    fprintf(out, "func @%s(", f->name);
+    for (int i = 0; i < f->ninput; i++) {
+        const IrNode *n = &f->node[f->input[i]];
+        fprintf(out, "%s%%%s: %s", i ? ", " : "", n->name, ir_type_str(n->type, ts, sizeof ts));
+    }
+    fputs(") {\n", out);
+    int next = 0;
+    for (ValueId v = 0; v < f->nnode; v++) {
+        const IrNode *n = &f->node[v];
+        if (n->op == OP_INPUT)
+            continue;
+        number[v] = next++;
+        fprintf(out, "  %%%d = %s", number[v], ir_op_info[n->op].name);
+        for (int i = 0; i < ir_op_info[n->op].arity; i++) {
+            fputs(i ? ", " : " ", out);
+            print_value(out, f, number, n->arg[i]);
+        }
+        print_attrs(out, n);
+        fprintf(out, " : %s\n", ir_type_str(n->type, ts, sizeof ts));
+    }
+    fputs("  return", out);
+    for (int i = 0; i < f->noutput; i++) {
+        fputs(i ? ", " : " ", out);
+        print_value(out, f, number, f->output[i]);
+    }
+    fputs("\n}\n", out);
+    free(number);
+}
+
+void ir_print_module(FILE *out, const IrModule *m) {
+    for (int i = 0; i < m->nfunc; i++) {
+        if (i)
+            fputc('\n', out);
+        ir_print_func(out, m->func[i]);
+    }
+}

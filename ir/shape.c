@@ -1,0 +1,227 @@
+/* Shape rules: the result type of every op from its operands' types and its
+ * attributes.  One function per op of ir/ops.def (shape_ID), dispatched
+ * through a table built from ops.def, so adding an op means adding a rule. */
+#include "ir.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+typedef bool ShapeRule(const IrFunc *f, IrNode *n, char *msg, size_t size);
+
+static bool failf(char *msg, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool failf(char *msg, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, size, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static IrType arg_type(const IrFunc *f, const IrNode *n, int i) { return f->node[n->arg[i]].type; }
+
+static const char *opname(const IrNode *n) { return ir_op_info[n->op].name; }
+
+static bool is_float(DType dt) { return dt == DT_F32 || dt == DT_F64; }
+
+/* A type with valid rank, extents and element count. */
+static bool valid_type(IrType t, char *msg, size_t size) {
+    if (t.rank < 0 || t.rank > IR_MAX_RANK)
+        return failf(msg, size, "rank %d is out of range (at most %d)", t.rank, IR_MAX_RANK);
+    int64_t numel = 1;
+    for (int i = 0; i < t.rank; i++) {
+        if (t.dim[i] < 1 || t.dim[i] > IR_MAX_DIM)
+            return failf(msg, size, "extent %d is out of range (1 to %d)", t.dim[i], IR_MAX_DIM);
+        numel *= t.dim[i];
+        if (numel > IR_MAX_NUMEL)
+            return failf(msg, size, "tensor of more than %lld elements", (long long)IR_MAX_NUMEL);
+    }
+    return true;
+}
+
+static bool float_operand(const IrFunc *f, const IrNode *n, int i, char *msg, size_t size) {
+    if (is_float(arg_type(f, n, i).dtype))
+        return true;
+    char s[64];
+    return failf(msg, size, "'%s' needs a real operand, got %s", opname(n),
+                 ir_type_str(arg_type(f, n, i), s, sizeof s));
+}
+
+static bool shape_INPUT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    return valid_type(n->type, msg, size);
+}
+
+static bool shape_CONST(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    return valid_type(n->type, msg, size);
+}
+
+/* Elementwise unary: y has x's type. */
+static bool unary(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    if (!float_operand(f, n, 0, msg, size))
+        return false;
+    n->type = arg_type(f, n, 0);
+    return true;
+}
+#define UNARY_RULE(id) \
+    static bool shape_##id(const IrFunc *f, IrNode *n, char *m, size_t s) { return unary(f, n, m, s); }
+UNARY_RULE(NEG) UNARY_RULE(EXP) UNARY_RULE(LOG) UNARY_RULE(SQRT) UNARY_RULE(TANH)
+UNARY_RULE(SIGMOID) UNARY_RULE(RELU) UNARY_RULE(SOFTPLUS) UNARY_RULE(SIN) UNARY_RULE(COS)
+UNARY_RULE(ABS) UNARY_RULE(SIGN) UNARY_RULE(STEP) UNARY_RULE(POWC)
+
+/* stop_grad is the identity on any type. */
+static bool shape_STOP_GRAD(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    n->type = arg_type(f, n, 0);
+    return true;
+}
+
+/* Elementwise binary: both operands of one shape and dtype. */
+static bool binary(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType a = arg_type(f, n, 0), b = arg_type(f, n, 1);
+    if (!ir_type_eq(a, b)) {
+        char sa[64], sb[64];
+        return failf(msg, size, "shape mismatch in '%s': %s vs %s", opname(n),
+                     ir_type_str(a, sa, sizeof sa), ir_type_str(b, sb, sizeof sb));
+    }
+    n->type = a;
+    return true;
+}
+static bool arith(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    return float_operand(f, n, 0, msg, size) && binary(f, n, msg, size);
+}
+#define ARITH_RULE(id) \
+    static bool shape_##id(const IrFunc *f, IrNode *n, char *m, size_t s) { return arith(f, n, m, s); }
+ARITH_RULE(ADD) ARITH_RULE(SUB) ARITH_RULE(MUL) ARITH_RULE(DIV)
+
+/* eq compares any two values of one type and gives 1 or 0 as a real. */
+static bool shape_EQ(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    if (!binary(f, n, msg, size))
+        return false;
+    n->type.dtype = f->mod->real;
+    return true;
+}
+
+/* Reductions remove the axes in n->list, which must be distinct and valid. */
+static bool reduce(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType x = arg_type(f, n, 0);
+    bool seen[IR_MAX_RANK] = {0};
+    if (n->nlist < 1)
+        return failf(msg, size, "'%s' needs at least one axis", opname(n));
+    for (int i = 0; i < n->nlist; i++) {
+        int a = n->list[i];
+        if (a < 0 || a >= x.rank)
+            return failf(msg, size, "axis %d is out of range for a rank-%d value in '%s'", a, x.rank, opname(n));
+        if (seen[a])
+            return failf(msg, size, "axis %d appears twice in '%s'", a, opname(n));
+        if (i && a < n->list[i - 1])
+            return failf(msg, size, "axes of '%s' must be in increasing order", opname(n));
+        seen[a] = true;
+    }
+    IrType t = {.dtype = x.dtype};
+    for (int i = 0; i < x.rank; i++)
+        if (!seen[i])
+            t.dim[t.rank++] = x.dim[i];
+    n->type = t;
+    return true;
+}
+
+static bool shape_REDUCE_SUM(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    return float_operand(f, n, 0, msg, size) && reduce(f, n, msg, size);
+}
+
+static bool shape_REDUCE_MAX(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    return float_operand(f, n, 0, msg, size) && reduce(f, n, msg, size);
+}
+
+static bool shape_ARGMAX(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    if (n->nlist != 1)
+        return failf(msg, size, "'argmax' takes exactly one axis");
+    if (!float_operand(f, n, 0, msg, size) || !reduce(f, n, msg, size))
+        return false;
+    n->type.dtype = DT_I32;
+    return true;
+}
+
+static bool shape_RESHAPE(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType x = arg_type(f, n, 0);
+    n->type.dtype = x.dtype;
+    if (!valid_type(n->type, msg, size))
+        return false;
+    if (ir_numel(n->type) != ir_numel(x)) {
+        char sa[64], sb[64];
+        return failf(msg, size, "cannot reshape %s (%lld elements) to %s (%lld elements)",
+                     ir_type_str(x, sa, sizeof sa), (long long)ir_numel(x),
+                     ir_type_str(n->type, sb, sizeof sb), (long long)ir_numel(n->type));
+    }
+    return true;
+}
+
+static bool shape_BROADCAST(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType x = arg_type(f, n, 0), t = n->type;
+    t.dtype = x.dtype;
+    n->type = t;
+    if (!valid_type(t, msg, size))
+        return false;
+    bool ok = x.rank <= t.rank;
+    for (int i = 0; ok && i < x.rank; i++) {
+        int d = x.dim[i], to = t.dim[i + t.rank - x.rank];
+        ok = d == to || d == 1;
+    }
+    if (!ok) {
+        char sa[64], sb[64];
+        return failf(msg, size, "cannot broadcast %s to %s", ir_type_str(x, sa, sizeof sa),
+                     ir_type_str(t, sb, sizeof sb));
+    }
+    return true;
+}
+
+static bool shape_TRANSPOSE(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType x = arg_type(f, n, 0), t = {.dtype = x.dtype, .rank = x.rank};
+    bool seen[IR_MAX_RANK] = {0};
+    if (n->nlist != x.rank)
+        return failf(msg, size, "'transpose' of a rank-%d value needs a permutation of %d axes", x.rank, x.rank);
+    for (int i = 0; i < x.rank; i++) {
+        int p = n->list[i];
+        if (p < 0 || p >= x.rank || seen[p])
+            return failf(msg, size, "'transpose' needs a permutation of 0..%d", x.rank - 1);
+        seen[p] = true;
+        t.dim[i] = x.dim[p];
+    }
+    n->type = t;
+    return true;
+}
+
+static bool shape_MATMUL(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType a = arg_type(f, n, 0), b = arg_type(f, n, 1);
+    char sa[64], sb[64];
+    if (!float_operand(f, n, 0, msg, size) || !float_operand(f, n, 1, msg, size))
+        return false;
+    if (a.rank != 2 || b.rank != 2 || a.dim[1] != b.dim[0] || a.dtype != b.dtype)
+        return failf(msg, size, "matrix product needs [m,k] @ [k,n], got %s @ %s",
+                     ir_type_str(a, sa, sizeof sa), ir_type_str(b, sb, sizeof sb));
+    n->type = (IrType){.dtype = a.dtype, .rank = 2, .dim = {a.dim[0], b.dim[1]}};
+    return true;
+}
+
+static bool shape_ONEHOT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType x = arg_type(f, n, 0);
+    char s[64];
+    if (x.dtype != DT_I32)
+        return failf(msg, size, "'onehot' needs i32 labels, got %s", ir_type_str(x, s, sizeof s));
+    if (x.rank >= IR_MAX_RANK)
+        return failf(msg, size, "'onehot' of a rank-%d value exceeds the maximum rank", x.rank);
+    IrType t = x;
+    t.dtype = f->mod->real;
+    t.dim[t.rank++] = n->ival;
+    n->type = t;
+    return valid_type(t, msg, size);
+}
+
+bool ir_infer_type(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    static ShapeRule *const rule[OP_COUNT] = {
+#define OP(id, name, arity, kind) [OP_##id] = shape_##id,
+#include "ops.def"
+#undef OP
+    };
+    if ((unsigned)n->op >= OP_COUNT)
+        return failf(msg, size, "unknown op %d", (int)n->op);
+    return rule[n->op](f, n, msg, size);
+}

@@ -1,0 +1,228 @@
+/* Reverse-mode automatic differentiation as an IR-to-IR transformation.
+ *
+ * Walking the nodes that lie between the inputs of interest and the output,
+ * last to first, each node's adjoint is handed to its op's gradient rule,
+ * which emits the operands' adjoint contributions as ordinary IR.  Rules use
+ * only ops of ir/ops.def that have rules of their own, so the output can be
+ * differentiated again: MAML's second-order meta-gradient is ad_grad applied
+ * to a function that already contains ad_grad's output. */
+#include "passes.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A rule gets node v (a copy), its adjoint g, and sets dx[i] to the adjoint
+ * contribution for operand i, or leaves IR_NONE for zero. */
+typedef void GradRule(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx);
+
+#define X(i) (n->arg[i])
+#define LOC (n->loc)
+static ValueId mul(IrFunc *f, ValueId a, ValueId b, SrcLoc l) { return ir_binary(f, OP_MUL, a, b, l, NULL); }
+static ValueId divide(IrFunc *f, ValueId a, ValueId b, SrcLoc l) { return ir_binary(f, OP_DIV, a, b, l, NULL); }
+static ValueId neg(IrFunc *f, ValueId a, SrcLoc l) { return ir_unary(f, OP_NEG, a, l, NULL); }
+static ValueId unop(IrFunc *f, IrOp op, ValueId a, SrcLoc l) { return ir_unary(f, op, a, l, NULL); }
+static ValueId scaled(IrFunc *f, ValueId a, double c, SrcLoc l) { return ir_binary_scalar(f, OP_MUL, a, c, false, l, NULL); }
+static ValueId one_minus(IrFunc *f, ValueId a, SrcLoc l) { return ir_binary_scalar(f, OP_SUB, a, 1, true, l, NULL); }
+
+/* Ops whose gradient is zero everywhere (or undefined and taken as zero). */
+static void no_grad(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {}
+#define grad_INPUT no_grad
+#define grad_CONST no_grad
+#define grad_SIGN no_grad
+#define grad_STEP no_grad
+#define grad_STOP_GRAD no_grad
+#define grad_EQ no_grad
+#define grad_ARGMAX no_grad
+#define grad_ONEHOT no_grad
+
+/* d(-x) = -g */
+static void grad_NEG(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) { dx[0] = neg(f, g, LOC); }
+/* d exp(x) = g * y */
+static void grad_EXP(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) { dx[0] = mul(f, g, v, LOC); }
+/* d log(x) = g / x */
+static void grad_LOG(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) { dx[0] = divide(f, g, X(0), LOC); }
+/* d sqrt(x) = (g/2) / y */
+static void grad_SQRT(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = divide(f, scaled(f, g, 0.5, LOC), v, LOC);
+}
+/* d tanh(x) = g * (1 - y*y) */
+static void grad_TANH(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, g, one_minus(f, mul(f, v, v, LOC), LOC), LOC);
+}
+/* d sigmoid(x) = g * y * (1 - y) */
+static void grad_SIGMOID(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, mul(f, g, v, LOC), one_minus(f, v, LOC), LOC);
+}
+/* d relu(x) = g * step(x) */
+static void grad_RELU(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, g, unop(f, OP_STEP, X(0), LOC), LOC);
+}
+/* d softplus(x) = g * sigmoid(x) */
+static void grad_SOFTPLUS(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, g, unop(f, OP_SIGMOID, X(0), LOC), LOC);
+}
+/* d sin(x) = g * cos(x) */
+static void grad_SIN(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, g, unop(f, OP_COS, X(0), LOC), LOC);
+}
+/* d cos(x) = -(g * sin(x)) */
+static void grad_COS(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = neg(f, mul(f, g, unop(f, OP_SIN, X(0), LOC), LOC), LOC);
+}
+/* d |x| = g * sign(x) */
+static void grad_ABS(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, g, unop(f, OP_SIGN, X(0), LOC), LOC);
+}
+/* d x^c = g * c * x^(c-1) */
+static void grad_POWC(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    ValueId p = ir_powc(f, X(0), n->value - 1, LOC, NULL);
+    dx[0] = mul(f, scaled(f, g, n->value, LOC), p, LOC);
+}
+/* d(a+b) = (g, g) */
+static void grad_ADD(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) { dx[0] = dx[1] = g; }
+/* d(a-b) = (g, -g) */
+static void grad_SUB(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = g;
+    dx[1] = neg(f, g, LOC);
+}
+/* d(a*b) = (g*b, g*a) */
+static void grad_MUL(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = mul(f, g, X(1), LOC);
+    dx[1] = mul(f, g, X(0), LOC);
+}
+/* d(a/b) = (g/b, -(g*y)/b) */
+static void grad_DIV(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = divide(f, g, X(1), LOC);
+    dx[1] = neg(f, divide(f, mul(f, g, v, LOC), X(1), LOC), LOC);
+}
+
+/* x's type with the reduced axes kept as extent 1. */
+static IrType keepdims(IrType x, const IrNode *n) {
+    IrType t = x;
+    for (int i = 0; i < n->nlist; i++)
+        t.dim[n->list[i]] = 1;
+    return t;
+}
+
+/* g of a reduction, spread back over x's shape. */
+static ValueId spread(IrFunc *f, const IrNode *n, ValueId g) {
+    IrType x = ir_value_type(f, X(0)), k = keepdims(x, n);
+    k.dtype = ir_value_type(f, g).dtype;
+    return ir_broadcast(f, ir_reshape(f, g, k, LOC, NULL), x, LOC, NULL);
+}
+
+/* d sum(x, axes) = broadcast(g) */
+static void grad_REDUCE_SUM(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = spread(f, n, g);
+}
+/* d max(x, axes) = broadcast(g) * (x == broadcast(y)): every maximal
+ * element receives the whole adjoint. */
+static void grad_REDUCE_MAX(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    ValueId mask = ir_binary(f, OP_EQ, X(0), spread(f, n, v), LOC, NULL);
+    dx[0] = mul(f, spread(f, n, g), mask, LOC);
+}
+/* d reshape(x) = reshape(g) back */
+static void grad_RESHAPE(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = ir_reshape(f, g, ir_value_type(f, X(0)), LOC, NULL);
+}
+/* d broadcast(x) = sum_to(g, x) */
+static void grad_BROADCAST(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = ir_sum_to(f, g, ir_value_type(f, X(0)), LOC, NULL);
+}
+/* d transpose(x, p) = transpose(g, p^-1) */
+static void grad_TRANSPOSE(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    int inv[IR_MAX_RANK];
+    for (int i = 0; i < n->nlist; i++)
+        inv[n->list[i]] = i;
+    dx[0] = ir_transpose(f, g, inv, LOC, NULL);
+}
+/* d(a@b) = (g @ b^T, a^T @ g) */
+static void grad_MATMUL(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    static const int swap[2] = {1, 0};
+    dx[0] = ir_matmul(f, g, ir_transpose(f, X(1), swap, LOC, NULL), LOC, NULL);
+    dx[1] = ir_matmul(f, ir_transpose(f, X(0), swap, LOC, NULL), g, LOC, NULL);
+}
+
+static GradRule *const grad_rule[OP_COUNT] = {
+#define OP(id, name, arity, kind) [OP_##id] = grad_##id,
+#include "../ir/ops.def"
+#undef OP
+};
+
+static bool is_real(DType dt) { return dt == DT_F32 || dt == DT_F64; }
+
+/* on[v]: v depends on some wrt value and y depends on v.  Only these nodes
+ * carry adjoints. */
+static bool *on_path(const IrFunc *f, ValueId y, int n, const ValueId *wrt) {
+    bool *from = calloc((size_t)f->nnode, sizeof *from), *to = calloc((size_t)f->nnode, sizeof *to);
+    for (int i = 0; i < n; i++)
+        from[wrt[i]] = true;
+    for (ValueId v = 0; v <= y; v++) {
+        const IrNode *nd = &f->node[v];
+        for (int i = 0; i < ir_op_info[nd->op].arity; i++)
+            from[v] |= from[nd->arg[i]] && nd->op != OP_STOP_GRAD;
+    }
+    to[y] = true;
+    for (ValueId v = y; v >= 0; v--) {
+        const IrNode *nd = &f->node[v];
+        if (to[v])
+            for (int i = 0; i < ir_op_info[nd->op].arity; i++)
+                to[nd->arg[i]] = true;
+        to[v] &= from[v];
+    }
+    free(from);
+    return to;
+}
+
+bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
+    IrType ty = ir_value_type(f, y);
+    if (ty.rank != 0 || !is_real(ty.dtype))
+        return false;
+    bool *on = on_path(f, y, n, wrt);
+    ValueId *adj = malloc((size_t)(y + 1) * sizeof *adj);
+    for (ValueId v = 0; v <= y; v++)
+        adj[v] = IR_NONE;
+    /* a value that is also a wrt stops the walk: its adjoint is the answer */
+    bool *stop = calloc((size_t)y + 1, sizeof *stop);
+    for (int i = 0; i < n; i++)
+        if (wrt[i] <= y)
+            stop[wrt[i]] = true;
+    adj[y] = ir_const(f, 1, ty, f->node[y].loc);
+    for (ValueId v = y; v >= 0; v--) {
+        if (!on[v] || adj[v] == IR_NONE || (stop[v] && v != y))
+            continue;
+        IrNode nd = f->node[v];     /* copy: rules append and may move nodes */
+        ValueId dx[2] = {IR_NONE, IR_NONE};
+        grad_rule[nd.op](f, v, &nd, adj[v], dx);
+        for (int i = 0; i < ir_op_info[nd.op].arity; i++) {
+            ValueId a = nd.arg[i];
+            if (dx[i] == IR_NONE || !on[a])
+                continue;
+            adj[a] = adj[a] == IR_NONE ? dx[i] : ir_binary(f, OP_ADD, adj[a], dx[i], nd.loc, NULL);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        ValueId w = wrt[i];
+        grads[i] = w <= y && adj[w] != IR_NONE ? adj[w] : ir_const(f, 0, ir_value_type(f, w), f->node[w].loc);
+    }
+    free(adj);
+    free(stop);
+    free(on);
+    return true;
+}
+
+bool pass_grad(IrFunc *f) {
+    if (f->noutput != 1 || f->ninput == 0)
+        return false;
+    ValueId *wrt = calloc((size_t)f->ninput, sizeof *wrt), *g = calloc((size_t)f->ninput, sizeof *g);
+    int n = 0;
+    for (int i = 0; i < f->ninput; i++)
+        if (is_real(ir_value_type(f, f->input[i]).dtype))
+            wrt[n++] = f->input[i];
+    bool ok = ad_grad(f, f->output[0], n, wrt, g);
+    for (int i = 0; ok && i < n; i++)
+        ir_output(f, g[i]);
+    free(wrt);
+    free(g);
+    return ok;
+}

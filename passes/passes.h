@@ -1,0 +1,64 @@
+/* IR-to-IR passes.  Each pass is one file with one entry point that reports
+ * whether it changed anything; the pipeline (passes/pipeline.c) is the list
+ * that runs them. */
+#ifndef MAMLC_PASSES_H
+#define MAMLC_PASSES_H
+
+#include "../frontend/model.h"
+#include "../ir/ir.h"
+
+/* --- reverse-mode autodiff (passes/autodiff.c) ---
+ * Append to f the gradient of the real scalar y with respect to each of
+ * wrt[0..n), into grads[i] (a zero constant where y does not depend on it).
+ * The rules emit only ops that have rules themselves, so the result can be
+ * differentiated again.  Returns false if y is not a real scalar. */
+bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads);
+
+/* The pass form, for `mamlc-opt --pass=grad`: f returns a real scalar;
+ * afterwards it returns that scalar followed by its gradient with respect to
+ * every real input, in argument order. */
+bool pass_grad(IrFunc *f);
+
+/* --- cleanup passes --- */
+bool pass_simplify(IrFunc *f);     /* constant folding and algebraic identities */
+bool pass_cse(IrFunc *f);          /* merge equal nodes */
+bool pass_dce(IrFunc *f);          /* drop nodes no output needs */
+
+/* Rebuild f node by node: for each node (operands already mapped to the new
+ * body) `rewrite` returns its value in the new body, or IR_NONE to emit the
+ * node unchanged.  Nodes with keep[v] false are dropped (keep may be NULL).
+ * With `dedupe` equal nodes merge.  Returns true if the body changed. */
+typedef ValueId RewriteFn(IrFunc *g, const IrNode *n, bool *fired);
+bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, const bool *keep, bool dedupe);
+
+/* --- the pipeline (passes/pipeline.c) --- */
+typedef struct {
+    bool verify_each;           /* run the verifier after every pass */
+    bool print_after_all;
+    const char *print_after;    /* a pass name, or NULL */
+    FILE *out;                  /* where printed IR goes */
+} PassOptions;
+
+/* The pass called `name` ("simplify", "cse", "dce", "grad"), or NULL. */
+typedef bool PassFn(IrFunc *f);
+PassFn *pass_lookup(const char *name);
+/* Run one named pass under the options (o may be NULL); *changed (may be
+ * NULL) says whether it changed f.  False if verification fails. */
+bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *changed);
+/* simplify, cse and dce until nothing changes; false if verification fails. */
+bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
+
+/* --- the meta-step builder (passes/meta_step.c) ---
+ * Build the model's functions into m (unoptimised: run pass_optimize):
+ *   loss(params..., x, y)                 -> loss            (support shapes)
+ *   grad(params..., x, y)                 -> loss, dloss/dparam...
+ *   adapt_step(params..., x, y)           -> params'..., loss
+ *   meta_step(params..., sx, sy, qx, qy)  -> query loss after adaptation,
+ *                                            its gradient w.r.t. each param
+ *   eval_loss(params..., x, y)            -> loss            (query shapes)
+ *   metric(params..., x, y)               -> metric          (if defined)
+ * `only`, if not NULL, names the one function wanted.  Returns false after
+ * reporting through d. */
+bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d);
+
+#endif

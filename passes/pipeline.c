@@ -1,0 +1,54 @@
+/* The pass pipeline: which passes exist, and the order they run in. */
+#include "passes.h"
+
+#include <string.h>
+
+static const struct {
+    const char *name;
+    PassFn *fn;
+} passes[] = {
+    {"simplify", pass_simplify},
+    {"cse", pass_cse},
+    {"dce", pass_dce},
+    {"grad", pass_grad},
+};
+
+PassFn *pass_lookup(const char *name) {
+    for (size_t i = 0; i < sizeof passes / sizeof *passes; i++)
+        if (strcmp(passes[i].name, name) == 0)
+            return passes[i].fn;
+    return NULL;
+}
+
+bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *changed) {
+    PassFn *fn = pass_lookup(name);
+    if (!fn)
+        return false;
+    bool c = fn(f);
+    if (changed)
+        *changed = c;
+    if (o && (o->print_after_all || (o->print_after && strcmp(o->print_after, name) == 0))) {
+        fprintf(o->out, "// after %s\n", name);
+        ir_print_func(o->out, f);
+    }
+    if (o && o->verify_each && !ir_verify_func(f, d)) {
+        diag_error(d, (SrcLoc){0}, "IR is malformed after pass '%s' on '@%s'", name, f->name);
+        return false;
+    }
+    return true;
+}
+
+bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d) {
+    static const char *const order[] = {"simplify", "cse", "dce"};
+    bool changed = true;
+    for (int round = 0; changed && round < 32; round++) {
+        changed = false;
+        for (int i = 0; i < 3; i++) {
+            bool c;
+            if (!pass_run(f, order[i], o, d, &c))
+                return false;
+            changed |= c;
+        }
+    }
+    return true;
+}

@@ -1,0 +1,36 @@
+/* pass_rebuild: the one loop that every rewriting pass shares.  A new body
+ * is built in a scratch function, node by node, then moved into f. */
+#include "passes.h"
+
+#include <stdlib.h>
+
+bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, const bool *keep, bool dedupe) {
+    IrFunc *g = ir_func_scratch(f->mod, f->name);
+    ValueId *map = malloc((size_t)f->nnode * sizeof *map);
+    bool changed = false;
+    for (ValueId v = 0; v < f->nnode; v++) {
+        IrNode n = f->node[v];
+        map[v] = IR_NONE;
+        if (n.op == OP_INPUT) {
+            map[v] = ir_input(g, n.name, n.type, n.loc);
+            continue;
+        }
+        if (keep && !keep[v]) {
+            changed = true;
+            continue;
+        }
+        for (int i = 0; i < ir_op_info[n.op].arity; i++)
+            n.arg[i] = map[n.arg[i]];
+        bool fired = false;
+        ValueId r = rewrite ? rewrite(g, &n, &fired) : IR_NONE;
+        if (r == IR_NONE)
+            r = dedupe ? ir_emit(g, &n, NULL) : ir_append(g, &n, NULL);
+        changed |= fired || r != g->nnode - 1;
+        map[v] = r;
+    }
+    for (int i = 0; i < f->noutput; i++)
+        ir_output(g, map[f->output[i]]);
+    free(map);
+    ir_func_take(f, g);
+    return changed;
+}

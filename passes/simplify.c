@@ -1,0 +1,147 @@
+/* Simplification: constant folding and algebraic identities, applied while
+ * the body is rebuilt (so each rule sees already simplified operands).
+ * Autodiff output is full of multiplications by one, additions of zero and
+ * layout changes of constants; this is where they go. */
+#include "passes.h"
+
+#include <math.h>
+
+static bool constant(IrFunc *g, ValueId v, double *c) {
+    if (v == IR_NONE || g->node[v].op != OP_CONST)
+        return false;
+    *c = g->node[v].value;
+    return true;
+}
+
+static bool is(IrFunc *g, ValueId v, double c) {
+    double x;
+    return constant(g, v, &x) && x == c;
+}
+
+static bool foldable_unary(IrOp op) {
+    return op != OP_STOP_GRAD && ir_op_info[op].kind == KIND_UNARY;
+}
+
+static double fold_unary(IrOp op, double x, double c) {
+    switch (op) {
+    case OP_NEG: return -x;
+    case OP_EXP: return exp(x);
+    case OP_LOG: return log(x);
+    case OP_SQRT: return sqrt(x);
+    case OP_TANH: return tanh(x);
+    case OP_SIGMOID: return 1 / (1 + exp(-x));
+    case OP_RELU: return x > 0 ? x : 0;
+    case OP_SOFTPLUS: return fmax(x, 0) + log1p(exp(-fabs(x)));
+    case OP_SIN: return sin(x);
+    case OP_COS: return cos(x);
+    case OP_ABS: return fabs(x);
+    case OP_SIGN: return x > 0 ? 1 : x < 0 ? -1 : 0;
+    case OP_STEP: return x > 0 ? 1 : 0;
+    case OP_POWC: return pow(x, c);
+    default: return x;
+    }
+}
+
+static double fold_binary(IrOp op, double a, double b) {
+    switch (op) {
+    case OP_ADD: return a + b;
+    case OP_SUB: return a - b;
+    case OP_MUL: return a * b;
+    case OP_DIV: return a / b;
+    default: return a == b;
+    }
+}
+
+/* The constant c with n's type, rounded as the type stores it. */
+static ValueId splat(IrFunc *g, const IrNode *n, double c) {
+    if (n->type.dtype == DT_F32)
+        c = (float)c;
+    return ir_const(g, c, n->type, n->loc);
+}
+
+static ValueId fold(IrFunc *g, const IrNode *n) {
+    double a, b;
+    IrKind kind = ir_op_info[n->op].kind;
+    bool ca = constant(g, n->arg[0], &a), cb = constant(g, n->arg[1], &b);
+    if (kind == KIND_UNARY && ca && foldable_unary(n->op))
+        return splat(g, n, fold_unary(n->op, a, n->value));
+    if (kind == KIND_BINARY && ca && cb)
+        return splat(g, n, fold_binary(n->op, a, b));
+    if (ca && (kind == KIND_LAYOUT || n->op == OP_STOP_GRAD || n->op == OP_REDUCE_MAX))
+        return splat(g, n, a);
+    if (ca && n->op == OP_REDUCE_SUM) {
+        int64_t count = ir_numel(ir_value_type(g, n->arg[0])) / ir_numel(n->type);
+        return splat(g, n, a * (double)count);
+    }
+    return IR_NONE;
+}
+
+static ValueId identity(IrFunc *g, const IrNode *n) {
+    ValueId x = n->arg[0], y = n->arg[1];
+    const IrNode *nx = x != IR_NONE ? &g->node[x] : NULL;
+    const IrNode *ny = y != IR_NONE ? &g->node[y] : NULL;
+    switch (n->op) {
+    case OP_ADD:                                    /* x+0 = 0+x = x */
+        if (is(g, y, 0)) return x;
+        if (is(g, x, 0)) return y;
+        if (ny->op == OP_NEG) return ir_binary(g, OP_SUB, x, ny->arg[0], n->loc, NULL);
+        if (nx->op == OP_NEG) return ir_binary(g, OP_SUB, y, nx->arg[0], n->loc, NULL);
+        break;
+    case OP_SUB:                                    /* x-0 = x, 0-x = -x, x-(-y) = x+y */
+        if (is(g, y, 0)) return x;
+        if (is(g, x, 0)) return ir_unary(g, OP_NEG, y, n->loc, NULL);
+        if (ny->op == OP_NEG) return ir_binary(g, OP_ADD, x, ny->arg[0], n->loc, NULL);
+        break;
+    case OP_MUL:                                    /* x*1 = x, x*0 = 0, x*-1 = -x */
+        if (is(g, y, 1)) return x;
+        if (is(g, x, 1)) return y;
+        if (is(g, x, 0) || is(g, y, 0)) return splat(g, n, 0);
+        if (is(g, y, -1)) return ir_unary(g, OP_NEG, x, n->loc, NULL);
+        if (is(g, x, -1)) return ir_unary(g, OP_NEG, y, n->loc, NULL);
+        if (nx->op == OP_NEG && ny->op == OP_NEG)   /* (-a)(-b) = ab */
+            return ir_binary(g, OP_MUL, nx->arg[0], ny->arg[0], n->loc, NULL);
+        break;
+    case OP_DIV:                                    /* x/1 = x, 0/x = 0 */
+        if (is(g, y, 1)) return x;
+        if (is(g, x, 0)) return splat(g, n, 0);
+        break;
+    case OP_NEG:                                    /* --x = x */
+        if (nx->op == OP_NEG) return nx->arg[0];
+        break;
+    case OP_POWC:                                   /* x^1 = x, x^0 = 1, x^2 = x*x */
+        if (n->value == 1) return x;
+        if (n->value == 0) return splat(g, n, 1);
+        if (n->value == 2) return ir_binary(g, OP_MUL, x, x, n->loc, NULL);
+        break;
+    case OP_STOP_GRAD:
+        if (nx->op == OP_STOP_GRAD) return x;
+        break;
+    case OP_RESHAPE:                                /* reshape(reshape(x)) = reshape(x) */
+        if (nx->op == OP_RESHAPE) return ir_reshape(g, nx->arg[0], n->type, n->loc, NULL);
+        break;
+    case OP_BROADCAST:                              /* broadcasts compose */
+        if (nx->op == OP_BROADCAST) return ir_broadcast(g, nx->arg[0], n->type, n->loc, NULL);
+        break;
+    case OP_TRANSPOSE:                              /* transposes compose */
+        if (nx->op == OP_TRANSPOSE) {
+            int perm[IR_MAX_RANK];
+            for (int i = 0; i < n->nlist; i++)
+                perm[i] = nx->list[n->list[i]];
+            return ir_transpose(g, nx->arg[0], perm, n->loc, NULL);
+        }
+        break;
+    default:
+        break;
+    }
+    return IR_NONE;
+}
+
+static ValueId simplify_node(IrFunc *g, const IrNode *n, bool *fired) {
+    ValueId r = fold(g, n);
+    if (r == IR_NONE)
+        r = identity(g, n);
+    *fired = r != IR_NONE;
+    return r;
+}
+
+bool pass_simplify(IrFunc *f) { return pass_rebuild(f, simplify_node, NULL, true); }

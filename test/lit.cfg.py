@@ -1,0 +1,24 @@
+# lit configuration: FileCheck tests of every stage.  `%mamlc` and
+# `%mamlc-opt` are the built tools; FileCheck and not come from LLVM 19.
+import os
+import lit.formats
+
+config.name = "mamlc"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mdl", ".ir", ".test"]
+config.excludes = ["Inputs"]
+
+site = lit_config.params.get("site")
+if site:
+    lit_config.load_config(config, site)
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.mamlc_bin, "test")
+
+config.substitutions.append(("%mamlc-opt", os.path.join(config.mamlc_bin, "mamlc-opt")))
+config.substitutions.append(("%mamlc", os.path.join(config.mamlc_bin, "mamlc")))
+config.substitutions.append(("%srcroot", config.mamlc_src))
+config.substitutions.append(("%data", os.path.join(os.path.dirname(config.mamlc_src), "shared", "data")))
+config.environment["PATH"] = os.pathsep.join([config.llvm_bin, config.environment.get("PATH", "")])
+for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "HOME"):
+    if var in os.environ:
+        config.environment[var] = os.environ[var]

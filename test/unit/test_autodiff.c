@@ -1,0 +1,251 @@
+/* Every differentiable op's gradient rule, first and second order, against
+ * central finite differences in f64 at random points, evaluated with the
+ * reference evaluator (ir/eval.c).  The optimised gradient (simplify, cse,
+ * dce) must give the same numbers as the raw one. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../passes/passes.h"
+#include "check.h"
+
+typedef ValueId Body(IrFunc *f, ValueId a, ValueId b);
+
+typedef struct {
+    const char *name;
+    int nargs;                  /* differentiable operands: 1 or 2 */
+    IrType ta, tb;
+    double lo, hi;              /* |operand| range */
+    bool signed_;               /* random sign on top of [lo, hi] */
+    Body *body;
+} Case;
+
+static const SrcLoc L = {0};
+#define T(...) ((IrType){DT_F64, sizeof((int[]){__VA_ARGS__}) / sizeof(int), {__VA_ARGS__}})
+#define S ((IrType){DT_F64, 0, {0}})
+
+#define UN(op) static ValueId b_##op(IrFunc *f, ValueId a, ValueId b) { return ir_unary(f, OP_##op, a, L, NULL); }
+UN(NEG) UN(EXP) UN(LOG) UN(SQRT) UN(TANH) UN(SIGMOID) UN(RELU) UN(SOFTPLUS) UN(SIN) UN(COS) UN(ABS)
+#define BIN(op) static ValueId b_##op(IrFunc *f, ValueId a, ValueId b) { return ir_binary(f, OP_##op, a, b, L, NULL); }
+BIN(ADD) BIN(SUB) BIN(MUL) BIN(DIV)
+
+static ValueId b_pow3(IrFunc *f, ValueId a, ValueId b) { return ir_powc(f, a, 3, L, NULL); }
+static ValueId b_pow_frac(IrFunc *f, ValueId a, ValueId b) { return ir_powc(f, a, -1.5, L, NULL); }
+static ValueId b_pow2(IrFunc *f, ValueId a, ValueId b) { return ir_powc(f, a, 2, L, NULL); }
+static ValueId b_bcast_row(IrFunc *f, ValueId a, ValueId b) {
+    return ir_binary(f, OP_MUL, ir_broadcast(f, a, T(3, 4), L, NULL), b, L, NULL);
+}
+static ValueId b_bcast_col(IrFunc *f, ValueId a, ValueId b) {
+    return ir_binary_bcast(f, OP_MUL, a, b, L, NULL);   /* [3,1] * [3,4] */
+}
+static ValueId b_sum1(IrFunc *f, ValueId a, ValueId b) {
+    ValueId s = ir_reduce(f, OP_REDUCE_SUM, a, 1, (int[]){1}, L, NULL);
+    return ir_binary(f, OP_MUL, s, s, L, NULL);
+}
+static ValueId b_sum02(IrFunc *f, ValueId a, ValueId b) {
+    ValueId s = ir_reduce(f, OP_REDUCE_SUM, a, 2, (int[]){0, 2}, L, NULL);
+    return ir_unary(f, OP_SIN, s, L, NULL);
+}
+static ValueId b_max1(IrFunc *f, ValueId a, ValueId b) {
+    ValueId m = ir_reduce(f, OP_REDUCE_MAX, a, 1, (int[]){1}, L, NULL);
+    return ir_binary(f, OP_MUL, m, m, L, NULL);
+}
+static ValueId b_reshape(IrFunc *f, ValueId a, ValueId b) {
+    return ir_binary(f, OP_MUL, ir_reshape(f, a, T(2, 6), L, NULL), b, L, NULL);
+}
+static ValueId b_transpose(IrFunc *f, ValueId a, ValueId b) {
+    return ir_binary(f, OP_MUL, ir_transpose(f, a, (int[]){1, 0}, L, NULL), b, L, NULL);
+}
+static ValueId b_transpose3(IrFunc *f, ValueId a, ValueId b) {
+    ValueId t = ir_transpose(f, a, (int[]){2, 0, 1}, L, NULL);
+    return ir_binary(f, OP_MUL, t, t, L, NULL);
+}
+static ValueId b_matmul(IrFunc *f, ValueId a, ValueId b) { return ir_matmul(f, a, b, L, NULL); }
+static ValueId b_matmul_t(IrFunc *f, ValueId a, ValueId b) {
+    return ir_matmul(f, a, ir_transpose(f, b, (int[]){1, 0}, L, NULL), L, NULL);
+}
+/* log_softmax over axis 1, as the frontend lowers it */
+static ValueId b_log_softmax(IrFunc *f, ValueId a, ValueId b) {
+    IrType t = ir_value_type(f, a), k = T(3, 1);
+    ValueId m = ir_unary(f, OP_STOP_GRAD, ir_reduce(f, OP_REDUCE_MAX, a, 1, (int[]){1}, L, NULL), L, NULL);
+    ValueId z = ir_binary(f, OP_SUB, a, ir_broadcast(f, ir_reshape(f, m, k, L, NULL), t, L, NULL), L, NULL);
+    ValueId s = ir_reduce(f, OP_REDUCE_SUM, ir_unary(f, OP_EXP, z, L, NULL), 1, (int[]){1}, L, NULL);
+    ValueId lse = ir_broadcast(f, ir_reshape(f, ir_unary(f, OP_LOG, s, L, NULL), k, L, NULL), t, L, NULL);
+    return ir_binary(f, OP_SUB, z, lse, L, NULL);
+}
+/* a tiny two-layer network: tanh(a @ b) @ a^T */
+static ValueId b_mlp(IrFunc *f, ValueId a, ValueId b) {
+    ValueId h = ir_unary(f, OP_TANH, ir_matmul(f, a, b, L, NULL), L, NULL);
+    return ir_matmul(f, h, ir_transpose(f, b, (int[]){1, 0}, L, NULL), L, NULL);
+}
+
+static const Case cases[] = {
+    {"neg", 1, T(3, 4), S, 0.1, 2, true, b_NEG},
+    {"exp", 1, T(3, 4), S, 0.1, 2, true, b_EXP},
+    {"log", 1, T(3, 4), S, 0.5, 2, false, b_LOG},
+    {"sqrt", 1, T(3, 4), S, 0.5, 2, false, b_SQRT},
+    {"tanh", 1, T(3, 4), S, 0.1, 2, true, b_TANH},
+    {"sigmoid", 1, T(3, 4), S, 0.1, 3, true, b_SIGMOID},
+    {"relu", 1, T(3, 4), S, 0.1, 2, true, b_RELU},
+    {"softplus", 1, T(3, 4), S, 0.1, 3, true, b_SOFTPLUS},
+    {"sin", 1, T(3, 4), S, 0.1, 3, true, b_SIN},
+    {"cos", 1, T(3, 4), S, 0.1, 3, true, b_COS},
+    {"abs", 1, T(3, 4), S, 0.1, 2, true, b_ABS},
+    {"powc 3", 1, T(3, 4), S, 0.1, 2, true, b_pow3},
+    {"powc -1.5", 1, T(3, 4), S, 0.5, 2, false, b_pow_frac},
+    {"powc 2", 1, T(3, 4), S, 0.1, 2, true, b_pow2},
+    {"add", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_ADD},
+    {"sub", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_SUB},
+    {"mul", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_MUL},
+    {"div", 2, T(3, 4), T(3, 4), 0.5, 2, true, b_DIV},
+    {"broadcast row", 2, T(4), T(3, 4), 0.1, 2, true, b_bcast_row},
+    {"broadcast col", 2, T(3, 1), T(3, 4), 0.1, 2, true, b_bcast_col},
+    {"reduce_sum axis 1", 1, T(3, 4), S, 0.1, 2, true, b_sum1},
+    {"reduce_sum axes 0,2", 1, T(2, 3, 4), S, 0.1, 2, true, b_sum02},
+    {"reduce_max", 1, T(3, 4), S, 0.1, 2, true, b_max1},
+    {"reshape", 2, T(3, 4), T(2, 6), 0.1, 2, true, b_reshape},
+    {"transpose", 2, T(3, 4), T(4, 3), 0.1, 2, true, b_transpose},
+    {"transpose rank 3", 1, T(2, 3, 4), S, 0.1, 2, true, b_transpose3},
+    {"matmul", 2, T(3, 4), T(4, 5), 0.1, 2, true, b_matmul},
+    {"matmul transposed", 2, T(3, 4), T(5, 4), 0.1, 2, true, b_matmul_t},
+    {"log_softmax", 1, T(3, 5), S, 0.1, 3, true, b_log_softmax},
+    {"mlp", 2, T(3, 4), T(4, 4), 0.1, 1, true, b_mlp},
+};
+
+static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
+
+static void fill(double *x, int64_t n, double lo, double hi, bool sign) {
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = lo + (hi - lo) * urand();
+        if (sign && urand() < 0.5)
+            x[i] = -x[i];
+    }
+}
+
+/* The case's function: inputs a[, b], w, va[, vb]; outputs
+ *   s = sum(body(a, b) * w),  ds/da[, ds/db],  F = sum(ds/da * va) [+ ...],  dF/da[, dF/db]. */
+static IrFunc *build(IrModule *m, const Case *c, IrType *tw) {
+    IrFunc *f = ir_func_new(m, c->name);
+    ValueId x[2], v[2], g[2], h[2];
+    x[0] = ir_input(f, "a", c->ta, L);
+    x[1] = c->nargs == 2 ? ir_input(f, "b", c->tb, L) : IR_NONE;
+    ValueId y = c->body(f, x[0], x[1]);
+    *tw = ir_value_type(f, y);
+    ValueId w = ir_input(f, "w", *tw, L);
+    for (int i = 0; i < c->nargs; i++)
+        v[i] = ir_input(f, i ? "vb" : "va", i ? c->tb : c->ta, L);
+    int all[IR_MAX_RANK] = {0, 1, 2, 3, 4, 5};
+    ValueId p = ir_binary(f, OP_MUL, y, w, L, NULL);
+    ValueId s = tw->rank ? ir_reduce(f, OP_REDUCE_SUM, p, tw->rank, all, L, NULL) : p;
+    ad_grad(f, s, c->nargs, x, g);
+    ValueId F = IR_NONE;
+    for (int i = 0; i < c->nargs; i++) {
+        IrType t = ir_value_type(f, g[i]);
+        ValueId d = ir_binary(f, OP_MUL, g[i], v[i], L, NULL);
+        d = t.rank ? ir_reduce(f, OP_REDUCE_SUM, d, t.rank, all, L, NULL) : d;
+        F = F == IR_NONE ? d : ir_binary(f, OP_ADD, F, d, L, NULL);
+    }
+    ad_grad(f, F, c->nargs, x, h);
+    ir_output(f, s);
+    for (int i = 0; i < c->nargs; i++)
+        ir_output(f, g[i]);
+    ir_output(f, F);
+    for (int i = 0; i < c->nargs; i++)
+        ir_output(f, h[i]);
+    return f;
+}
+
+/* ||a - b|| / max(||a||, ||b||), with a floor for all-zero vectors */
+static double rel_err(const double *a, const double *b, int64_t n) {
+    double d = 0, na = 0, nb = 0;
+    for (int64_t i = 0; i < n; i++) {
+        d += (a[i] - b[i]) * (a[i] - b[i]);
+        na += a[i] * a[i];
+        nb += b[i] * b[i];
+    }
+    return sqrt(d) / fmax(fmax(sqrt(na), sqrt(nb)), 1e-12);
+}
+
+/* Output `which` of f evaluated at `in` (a scalar). */
+static double scalar_out(const IrFunc *f, double **in, int which, double **out) {
+    ir_eval(f, (const double *const *)in, out);
+    return out[which][0];
+}
+
+static void run_case(const Case *c) {
+    IrModule *m = ir_module_new(DT_F64);
+    IrType tw;
+    IrFunc *f = build(m, c, &tw);
+    CHECK(ir_verify_func(f, NULL), "%s: the gradient IR verifies", c->name);
+    int n = c->nargs, nin = f->ninput;
+    double *in[5], *out[6], *out2[6];
+    for (int i = 0; i < nin; i++) {
+        IrType t = ir_value_type(f, f->input[i]);
+        in[i] = malloc((size_t)ir_numel(t) * sizeof(double));
+        bool operand = i < n;
+        fill(in[i], ir_numel(t), operand ? c->lo : 0.2, operand ? c->hi : 1.5, operand ? c->signed_ : true);
+    }
+    for (int j = 0; j < f->noutput; j++) {
+        out[j] = malloc((size_t)ir_numel(ir_value_type(f, f->output[j])) * sizeof(double));
+        out2[j] = malloc((size_t)ir_numel(ir_value_type(f, f->output[j])) * sizeof(double));
+    }
+    ir_eval(f, (const double *const *)in, out);
+    int F = 1 + n;
+    for (int order = 1; order <= 2; order++) {
+        int which = order == 1 ? 0 : F;     /* the scalar being differentiated */
+        for (int k = 0; k < n; k++) {
+            int64_t cnt = ir_numel(k ? c->tb : c->ta);
+            double *fd = malloc((size_t)cnt * sizeof *fd), h = 1e-5;
+            for (int64_t e = 0; e < cnt; e++) {
+                double keep = in[k][e];
+                in[k][e] = keep + h;
+                double up = scalar_out(f, in, which, out2);
+                in[k][e] = keep - h;
+                double down = scalar_out(f, in, which, out2);
+                in[k][e] = keep;
+                fd[e] = (up - down) / (2 * h);
+            }
+            const double *ad = out[order == 1 ? 1 + k : F + 1 + k];
+            double err = rel_err(ad, fd, cnt);
+            CHECK(err <= 1e-6, "%s: order %d gradient w.r.t. operand %d: relative error %.3g", c->name, order, k, err);
+            free(fd);
+        }
+    }
+    /* optimised and raw agree */
+    pass_optimize(f, NULL, NULL);
+    CHECK(ir_verify_func(f, NULL), "%s: optimised IR verifies", c->name);
+    ir_eval(f, (const double *const *)in, out2);
+    for (int j = 0; j < f->noutput; j++) {
+        int64_t cnt = ir_numel(ir_value_type(f, f->output[j]));
+        double err = rel_err(out[j], out2[j], cnt);
+        CHECK(err <= 1e-12, "%s: optimised output %d differs: relative error %.3g", c->name, j, err);
+    }
+    for (int i = 0; i < nin; i++)
+        free(in[i]);
+    for (int j = 0; j < f->noutput; j++) {
+        free(out[j]);
+        free(out2[j]);
+    }
+    ir_module_free(m);
+}
+
+/* A stop_grad operand gets exactly zero gradient. */
+static void test_stop_grad_zero(void) {
+    IrModule *m = ir_module_new(DT_F64);
+    IrFunc *f = ir_func_new(m, "f");
+    ValueId a = ir_input(f, "a", T(3), L);
+    ValueId s = ir_reduce(f, OP_REDUCE_SUM, ir_unary(f, OP_STOP_GRAD, ir_unary(f, OP_EXP, a, L, NULL), L, NULL),
+                          1, (int[]){0}, L, NULL);
+    ValueId g;
+    ad_grad(f, s, 1, &a, &g);
+    CHECK(f->node[g].op == OP_CONST && f->node[g].value == 0, "gradient through stop_grad is a zero constant");
+    ir_module_free(m);
+}
+
+int main(void) {
+    srand(12345);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        run_case(&cases[i]);
+    test_stop_grad_zero();
+    return check_summary();
+}

@@ -1,0 +1,80 @@
+/* mamlc-opt: run IR passes on a textual IR file and print the result, for
+ * FileCheck tests of each pass (IR in, IR out) and of code generation. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend/backend.h"
+#include "../passes/passes.h"
+#include "util.h"
+
+static const char usage[] =
+    "usage: mamlc-opt [options] FILE.ir\n"
+    "  --pass=NAME          run pass NAME (simplify, cse, dce, grad); repeatable, in order\n"
+    "  --optimize           run simplify, cse and dce until nothing changes\n"
+    "  --emit=ir|llvm       print the IR (default) or the LLVM IR of the result\n"
+    "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
+    "  --verify-each        verify the IR after every pass\n"
+    "  --print-after=NAME   print the IR after every run of pass NAME\n"
+    "  --print-after-all    print the IR after every pass\n";
+
+int main(int argc, char **argv) {
+    const char *passes[64], *file = NULL, *emit = "ir", *v;
+    int npasses = 0;
+    bool optimize = false;
+    PassOptions po = {.out = stdout};
+    BeOptions bo = {.opt_level = 3};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (tool_option(argc, argv, &i, "--pass", &v)) {
+            if (!pass_lookup(v) || npasses == 64) {
+                fprintf(stderr, "mamlc-opt: error: unknown pass '%s'\n%s", v, usage);
+                return 2;
+            }
+            passes[npasses++] = v;
+        } else if (strcmp(a, "--optimize") == 0)
+            optimize = true;
+        else if (tool_option(argc, argv, &i, "--emit", &v) && (!strcmp(v, "ir") || !strcmp(v, "llvm")))
+            emit = v;
+        else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3])
+            bo.opt_level = a[2] - '0';
+        else if (strcmp(a, "--verify-each") == 0)
+            po.verify_each = true;
+        else if (tool_option(argc, argv, &i, "--print-after", &v))
+            po.print_after = v;
+        else if (strcmp(a, "--print-after-all") == 0)
+            po.print_after_all = true;
+        else if (strcmp(a, "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if ((a[0] != '-' || !a[1]) && !file)
+            file = a;
+        else {
+            fprintf(stderr, "mamlc-opt: error: unexpected argument '%s'\n%s", a, usage);
+            return 2;
+        }
+    }
+    if (!file) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    Diag d;
+    diag_init(&d, stderr);
+    size_t len;
+    char *text = tool_read_file(file, &len, &d);
+    IrModule *m = text ? ir_parse(file, text, len, &d) : NULL;
+    bool ok = m && ir_verify_module(m, &d);
+    for (int f = 0; ok && f < m->nfunc; f++) {
+        for (int p = 0; ok && p < npasses; p++)
+            ok = pass_run(m->func[f], passes[p], &po, &d, NULL);
+        if (ok && optimize)
+            ok = pass_optimize(m->func[f], &po, &d);
+    }
+    if (ok && strcmp(emit, "llvm") == 0)
+        ok = be_emit_llvm(stdout, m, &bo, &d);
+    else if (ok)
+        ir_print_module(stdout, m);
+    ir_module_free(m);
+    free(text);
+    diag_free(&d);
+    return ok ? 0 : 1;
+}
