@@ -155,7 +155,8 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
 bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params,
                  RtEvalPoint *points);
 /* Write rep as JSON (the `--report` format), through a temporary file
- * renamed over path, so path is either complete or untouched. */
+ * renamed over path, so path is either complete or untouched.  On failure
+ * errno says why. */
 bool rt_write_report(const char *path, const RtReport *rep);
 
 #endif

@@ -1,0 +1,569 @@
+/* The meta-training loop, held-out evaluation and the JSON report.
+ *
+ * rt_train allocates every buffer before its first iteration; an iteration
+ * only samples tasks into those buffers, calls the compiled meta-step once
+ * per task, sums the task gradients in task order (so a run is bitwise
+ * reproducible) and applies the outer optimiser. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+enum {
+    ALIGN = 64,                 /* alignment of every buffer handed to compiled code */
+    LOSS_WINDOW = 100,          /* iterations in the progress line's running mean */
+};
+
+static const double TTY_PERIOD = 0.1;   /* seconds between redraws on a terminal */
+static const double LOG_PERIOD = 2.0;   /* seconds between lines otherwise */
+
+static size_t real_bytes(RtReal real)
+{
+    return real == RT_F32 ? sizeof(float) : sizeof(double);
+}
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static size_t round_up(size_t n)
+{
+    return (n + (ALIGN - 1)) & ~(size_t)(ALIGN - 1);
+}
+
+/* bytes rounded up to ALIGN (at least ALIGN, so the result is never NULL
+ * for lack of size), zeroed; NULL when the size overflows or memory is out. */
+static void *alloc_zeroed(size_t bytes)
+{
+    if (bytes > SIZE_MAX - ALIGN)
+        return NULL;
+    size_t n = bytes == 0 ? ALIGN : round_up(bytes);
+    void *p = aligned_alloc(ALIGN, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+/* a * b, or SIZE_MAX when that overflows (which no allocation satisfies). */
+static size_t mul_size(size_t a, size_t b)
+{
+    return b != 0 && a > SIZE_MAX / b ? SIZE_MAX : a * b;
+}
+
+/* One real of scalar output (a loss), with room for either element type. */
+typedef union {
+    float f;
+    double d;
+} Scalar;
+
+static double scalar_value(RtReal real, const Scalar *s)
+{
+    return real == RT_F32 ? (double)s->f : s->d;
+}
+
+/* slot[0..nparam) <- the parameters' places in the flat vector at base,
+ * as inputs (point_in) or outputs (point_out). */
+static void point_in(const RtProgram *p, const void *base, const void **slot)
+{
+    size_t rb = real_bytes(p->real);
+    for (int i = 0; i < p->nparam; i++)
+        slot[i] = (const char *)base + p->param[i].offset * rb;
+}
+
+static void point_out(const RtProgram *p, void *base, void **slot)
+{
+    size_t rb = real_bytes(p->real);
+    for (int i = 0; i < p->nparam; i++)
+        slot[i] = (char *)base + p->param[i].offset * rb;
+}
+
+/* One task's four tensors, each at a 64-byte boundary. */
+typedef struct {
+    void *sx, *sy, *qx, *qy;
+} TaskData;
+
+/* ------------------------------------------------------------------------
+ * Evaluation */
+
+typedef struct {
+    void *cur, *next;           /* flat parameter vectors, swapped every step */
+    void *sx, *sy, *qx, *qy;
+    void *arena;                /* large enough for adapt_step, loss and metric */
+    const void **in;
+    void **out;
+} EvalBuffers;
+
+static void eval_free(EvalBuffers *b)
+{
+    free(b->cur);
+    free(b->next);
+    free(b->sx);
+    free(b->sy);
+    free(b->qx);
+    free(b->qy);
+    free(b->arena);
+    free(b->in);
+    free(b->out);
+}
+
+static bool eval_alloc(const RtProgram *p, EvalBuffers *b)
+{
+    size_t pbytes = mul_size(p->nreal, real_bytes(p->real));
+    size_t arena = p->adapt_step.arena_bytes;
+    if (p->loss.arena_bytes > arena)
+        arena = p->loss.arena_bytes;
+    if (p->metric.fn && p->metric.arena_bytes > arena)
+        arena = p->metric.arena_bytes;
+    *b = (EvalBuffers){
+        .cur = alloc_zeroed(pbytes),
+        .next = alloc_zeroed(pbytes),
+        .sx = alloc_zeroed(p->sx_bytes),
+        .sy = alloc_zeroed(p->sy_bytes),
+        .qx = alloc_zeroed(p->qx_bytes),
+        .qy = alloc_zeroed(p->qy_bytes),
+        .arena = alloc_zeroed(arena),
+        .in = calloc((size_t)p->nparam + 2, sizeof(void *)),
+        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
+    };
+    if (b->cur && b->next && b->sx && b->sy && b->qx && b->qy && b->arena && b->in && b->out)
+        return true;
+    eval_free(b);
+    return false;
+}
+
+/* Runs entry e (loss or metric) on the parameters in b->cur and the query set. */
+static double query_value(const RtProgram *p, const RtEntry *e, EvalBuffers *b)
+{
+    Scalar value = {0};
+    point_in(p, b->cur, b->in);
+    b->in[p->nparam] = b->qx;
+    b->in[p->nparam + 1] = b->qy;
+    b->out[0] = &value;
+    e->fn(b->in, b->out, b->arena);
+    return scalar_value(p->real, &value);
+}
+
+/* One inner step on the support set: b->cur <- adapt(b->cur). */
+static void adapt(const RtProgram *p, EvalBuffers *b)
+{
+    Scalar support_loss;
+    point_in(p, b->cur, b->in);
+    b->in[p->nparam] = b->sx;
+    b->in[p->nparam + 1] = b->sy;
+    point_out(p, b->next, b->out);
+    b->out[p->nparam] = &support_loss;
+    p->adapt_step.fn(b->in, b->out, b->arena);
+    void *t = b->cur;
+    b->cur = b->next;
+    b->next = t;
+}
+
+bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params,
+                 RtEvalPoint *points)
+{
+    int max_steps = 0;
+    for (int k = 0; k < o->nsteps; k++) {
+        if (o->steps[k] < 0)
+            return false;
+        if (o->steps[k] > max_steps)
+            max_steps = o->steps[k];
+        points[k] = (RtEvalPoint){
+            .steps = o->steps[k], .has_metric = p->metric.fn != NULL,
+        };
+    }
+    if (o->nsteps <= 0)
+        return true;
+    if (o->eval_tasks <= 0) {
+        for (int k = 0; k < o->nsteps; k++)
+            points[k].loss = points[k].metric = NAN;
+        return true;
+    }
+    EvalBuffers b;
+    if (!eval_alloc(p, &b))
+        return false;
+    size_t pbytes = p->nreal * real_bytes(p->real);
+    for (int task = 0; task < o->eval_tasks; task++) {
+        p->sample(p->sample_ctx, o->seed, RT_EVAL_TASK | (uint64_t)task, b.sx, b.sy, b.qx, b.qy);
+        /* Both vectors start as params, so reals outside every parameter
+         * (which adapt_step never writes) keep their values. */
+        memcpy(b.cur, params, pbytes);
+        memcpy(b.next, params, pbytes);
+        for (int step = 0; step <= max_steps; step++) {
+            if (step > 0)
+                adapt(p, &b);
+            for (int k = 0; k < o->nsteps; k++) {
+                if (o->steps[k] != step)
+                    continue;
+                points[k].loss += query_value(p, &p->loss, &b);
+                if (p->metric.fn)
+                    points[k].metric += query_value(p, &p->metric, &b);
+            }
+        }
+    }
+    for (int k = 0; k < o->nsteps; k++) {
+        points[k].loss /= o->eval_tasks;
+        points[k].metric = p->metric.fn ? points[k].metric / o->eval_tasks : NAN;
+    }
+    eval_free(&b);
+    return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Progress */
+
+typedef struct {
+    bool on, tty;
+    bool drawn;                 /* a TTY line is on screen without its newline */
+    long total;
+    double window[LOSS_WINDOW]; /* meta-losses of the latest iterations, a ring */
+    long nseen;
+    double last;                /* training seconds at the last print */
+} Progress;
+
+static double window_mean(const Progress *g)
+{
+    long n = g->nseen < LOSS_WINDOW ? g->nseen : LOSS_WINDOW;
+    double sum = 0.0;
+    for (long i = 0; i < n; i++)
+        sum += g->window[i];
+    return n ? sum / (double)n : NAN;
+}
+
+/* Seconds as m:ss or h:mm:ss. */
+static void format_duration(char *buf, size_t size, double seconds)
+{
+    if (!(seconds >= 0.0) || seconds > 1e8) {
+        snprintf(buf, size, "?");
+        return;
+    }
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, size, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else
+        snprintf(buf, size, "%ld:%02ld", s / 60, s % 60);
+}
+
+/* One progress line; the last one shows the time taken instead of the ETA. */
+static void progress_print(Progress *g, long done, double seconds, bool last)
+{
+    double rate = seconds > 0.0 ? (double)done / seconds : 0.0;
+    char when[32];
+    if (last)
+        format_duration(when, sizeof when, seconds);
+    else
+        format_duration(when, sizeof when, rate > 0.0 ? (double)(g->total - done) / rate : -1.0);
+    fprintf(stderr, "%siter %ld/%ld | meta-loss %.4g | %.0f steps/s | %s %s%s",
+            g->tty ? "\r\033[K" : "", done, g->total, window_mean(g), rate,
+            last ? "took" : "ETA", when, g->tty ? "" : "\n");
+    fflush(stderr);
+    g->drawn = g->tty;
+    g->last = seconds;
+}
+
+/* Records iteration `done`'s meta-loss and prints when the period is up. */
+static void progress_update(Progress *g, long done, double loss, double seconds)
+{
+    g->window[g->nseen % LOSS_WINDOW] = loss;
+    g->nseen++;
+    if (g->on && seconds - g->last >= (g->tty ? TTY_PERIOD : LOG_PERIOD))
+        progress_print(g, done, seconds, false);
+}
+
+/* Takes a TTY progress line off the screen before other output; it is
+ * drawn again at the next update. */
+static void progress_clear(Progress *g)
+{
+    if (g->drawn) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        g->drawn = false;
+        g->last = -INFINITY;
+    }
+}
+
+static void progress_finish(Progress *g, long done, double seconds)
+{
+    if (!g->on)
+        return;
+    progress_print(g, done, seconds, true);
+    if (g->tty)
+        fputc('\n', stderr);
+    g->drawn = false;
+}
+
+/* ------------------------------------------------------------------------
+ * Training */
+
+/* Everything rt_train allocates. */
+typedef struct {
+    void *arena;                /* meta_step's */
+    unsigned char *task_mem;    /* meta_batch tasks, each four 64-byte-aligned tensors */
+    TaskData *task;
+    void *task_grad;            /* one task's gradient, as meta_step writes it */
+    double *grad_sum;           /* the meta-batch's gradients summed in task order */
+    void *grad;                 /* their mean, in the element type */
+    void *opt_state;
+    const void **in;
+    void **out;
+    RtEvalPoint *points;
+} TrainBuffers;
+
+static void train_free(TrainBuffers *b)
+{
+    free(b->arena);
+    free(b->task_mem);
+    free(b->task);
+    free(b->task_grad);
+    free(b->grad_sum);
+    free(b->grad);
+    free(b->opt_state);
+    free(b->in);
+    free(b->out);
+    free(b->points);
+}
+
+static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b)
+{
+    size_t rb = real_bytes(p->real);
+    size_t batch = (size_t)p->meta_batch;
+    size_t stride = round_up(p->sx_bytes) + round_up(p->sy_bytes) + round_up(p->qx_bytes) +
+                    round_up(p->qy_bytes);
+    *b = (TrainBuffers){
+        .arena = alloc_zeroed(p->meta_step.arena_bytes),
+        .task_mem = alloc_zeroed(mul_size(batch, stride)),
+        .task = calloc(batch, sizeof(TaskData)),
+        .task_grad = alloc_zeroed(mul_size(p->nreal, rb)),
+        .grad_sum = alloc_zeroed(mul_size(p->nreal, sizeof(double))),
+        .grad = alloc_zeroed(mul_size(p->nreal, rb)),
+        .opt_state = alloc_zeroed(mul_size(rt_opt_state_count(&p->optimizer, p->nreal), rb)),
+        .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
+        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
+        .points = calloc(o->nsteps > 0 ? (size_t)o->nsteps : 1, sizeof(RtEvalPoint)),
+    };
+    if (!(b->arena && b->task_mem && b->task && b->task_grad && b->grad_sum && b->grad &&
+          b->opt_state && b->in && b->out && b->points)) {
+        train_free(b);
+        return false;
+    }
+    for (size_t t = 0; t < batch; t++) {
+        unsigned char *at = b->task_mem + t * stride;
+        b->task[t].sx = at;
+        at += round_up(p->sx_bytes);
+        b->task[t].sy = at;
+        at += round_up(p->sy_bytes);
+        b->task[t].qx = at;
+        at += round_up(p->qx_bytes);
+        b->task[t].qy = at;
+    }
+    return true;
+}
+
+/* One meta-iteration: the batch's mean query loss; b->grad gets the mean
+ * meta-gradient. */
+static double meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b,
+                             const void *params, long it)
+{
+    int np = p->nparam;
+    for (int t = 0; t < p->meta_batch; t++) {
+        uint64_t task = (uint64_t)it * (uint64_t)p->meta_batch + (uint64_t)t;
+        TaskData *d = &b->task[t];
+        p->sample(p->sample_ctx, o->seed, task, d->sx, d->sy, d->qx, d->qy);
+    }
+    memset(b->grad_sum, 0, p->nreal * sizeof(double));
+    point_in(p, params, b->in);
+    point_out(p, b->task_grad, b->out + 1);
+    double loss_sum = 0.0;
+    for (int t = 0; t < p->meta_batch; t++) {
+        Scalar loss = {0};
+        b->in[np] = b->task[t].sx;
+        b->in[np + 1] = b->task[t].sy;
+        b->in[np + 2] = b->task[t].qx;
+        b->in[np + 3] = b->task[t].qy;
+        b->out[0] = &loss;
+        p->meta_step.fn(b->in, b->out, b->arena);
+        loss_sum += scalar_value(p->real, &loss);
+        if (p->real == RT_F32)
+            for (size_t i = 0; i < p->nreal; i++)
+                b->grad_sum[i] += (double)((const float *)b->task_grad)[i];
+        else
+            for (size_t i = 0; i < p->nreal; i++)
+                b->grad_sum[i] += ((const double *)b->task_grad)[i];
+    }
+    double inv = 1.0 / p->meta_batch;
+    if (p->real == RT_F32)
+        for (size_t i = 0; i < p->nreal; i++)
+            ((float *)b->grad)[i] = (float)(b->grad_sum[i] * inv);
+    else
+        for (size_t i = 0; i < p->nreal; i++)
+            ((double *)b->grad)[i] = b->grad_sum[i] * inv;
+    return loss_sum * inv;
+}
+
+/* Evaluates params and prints one line to o->log; false when out of memory. */
+static bool evaluate_and_log(const RtProgram *p, const RtTrainOptions *o, const void *params,
+                             long done, RtEvalPoint *points, Progress *g)
+{
+    if (!rt_evaluate(p, o, params, points))
+        return false;
+    if (!o->log)
+        return true;
+    progress_clear(g);
+    fprintf(o->log, "eval @ %ld:", done);
+    for (int k = 0; k < o->nsteps; k++) {
+        fprintf(o->log, "%s steps %d loss %.4g", k ? " |" : "", points[k].steps, points[k].loss);
+        if (points[k].has_metric)
+            fprintf(o->log, " metric %.4g", points[k].metric);
+    }
+    fputc('\n', o->log);
+    fflush(o->log);
+    return true;
+}
+
+bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtReport *rep)
+{
+    const int max_points = (int)(sizeof rep->eval / sizeof rep->eval[0]);
+    *rep = (RtReport){.final_meta_loss = NAN};
+    if (p->meta_batch < 1 || o->iterations < 0 || o->nsteps < 0)
+        return false;
+    for (int k = 0; k < o->nsteps; k++)
+        if (o->steps[k] < 0)
+            return false;
+    TrainBuffers b;
+    if (!train_alloc(p, o, &b))
+        return false;
+    bool evaluating = o->eval_tasks > 0 && o->nsteps > 0;
+    Progress g = {
+        .on = o->progress, .tty = o->progress && isatty(fileno(stderr)), .total = o->iterations,
+    };
+
+    bool ok = true;
+    long done = 0;
+    double trained = 0.0;       /* seconds spent in meta-iterations */
+    double start = now();
+    while (ok && done < o->iterations) {
+        double loss = meta_iteration(p, o, &b, params, done);
+        rt_opt_step(&p->optimizer, p->real, p->nreal, params, b.grad, b.opt_state, done + 1);
+        done++;
+        rep->final_meta_loss = loss;
+        progress_update(&g, done, loss, trained + (now() - start));
+        if (evaluating && o->eval_every > 0 && done % o->eval_every == 0 && done < o->iterations) {
+            trained += now() - start;
+            ok = evaluate_and_log(p, o, params, done, b.points, &g);
+            start = now();
+        }
+    }
+    trained += now() - start;
+    progress_finish(&g, done, trained);
+    if (ok && evaluating)
+        ok = evaluate_and_log(p, o, params, done, b.points, &g);
+
+    rep->iterations = done;
+    rep->seconds = trained;
+    rep->steps_per_second = trained > 0.0 ? (double)done / trained : 0.0;
+    if (ok && evaluating) {
+        rep->neval = o->nsteps < max_points ? o->nsteps : max_points;
+        memcpy(rep->eval, b.points, (size_t)rep->neval * sizeof(RtEvalPoint));
+    }
+    train_free(&b);
+    return ok;
+}
+
+/* ------------------------------------------------------------------------
+ * Report */
+
+/* A JSON number, or null for NaN and infinities (which JSON lacks). */
+static void put_number(FILE *f, double x)
+{
+    if (isfinite(x))
+        fprintf(f, "%.17g", x);
+    else
+        fputs("null", f);
+}
+
+static void put_report(FILE *f, const RtReport *rep)
+{
+    fprintf(f, "{\"iterations\": %ld, \"seconds\": ", rep->iterations);
+    put_number(f, rep->seconds);
+    fputs(", \"steps_per_second\": ", f);
+    put_number(f, rep->steps_per_second);
+    fputs(", \"final_meta_loss\": ", f);
+    put_number(f, rep->final_meta_loss);
+    fputs(", \"eval\": [", f);
+    for (int k = 0; k < rep->neval; k++) {
+        const RtEvalPoint *e = &rep->eval[k];
+        fprintf(f, "%s{\"steps\": %d, \"loss\": ", k ? ", " : "", e->steps);
+        put_number(f, e->loss);
+        if (e->has_metric) {
+            fputs(", \"metric\": ", f);
+            put_number(f, e->metric);
+        }
+        fputc('}', f);
+    }
+    fputs("]}\n", f);
+}
+
+/* Creates a fresh file beside path (path.tmp<pid>-<n>); its name goes to
+ * tmp.  NULL with errno set when none can be made. */
+static FILE *open_temp(const char *path, char *tmp, size_t size)
+{
+    for (int n = 0; n < 100; n++) {
+        snprintf(tmp, size, "%s.tmp%ld-%d", path, (long)getpid(), n);
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue;
+            return NULL;
+        }
+        FILE *f = fdopen(fd, "w");
+        if (!f) {
+            int err = errno;
+            close(fd);
+            unlink(tmp);
+            errno = err;
+        }
+        return f;
+    }
+    return NULL;
+}
+
+bool rt_write_report(const char *path, const RtReport *rep)
+{
+    size_t size = strlen(path) + 48;
+    char *tmp = malloc(size);
+    if (!tmp)
+        return false;
+    FILE *f = open_temp(path, tmp, size);
+    if (!f) {
+        int err = errno;
+        free(tmp);
+        errno = err;
+        return false;
+    }
+    put_report(f, rep);
+    bool ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
+    int err = errno;
+    if (fclose(f) != 0 && ok) {
+        ok = false;
+        err = errno;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        ok = false;
+        err = errno;
+    }
+    if (!ok)
+        unlink(tmp);
+    free(tmp);
+    errno = err;
+    return ok;
+}

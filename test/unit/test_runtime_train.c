@@ -1,0 +1,564 @@
+/* Runtime tests, part 2: the meta-training loop, evaluation and the report,
+ * driven by hand-written stand-ins for compiled entry points.
+ *
+ * The stand-in model is a quadratic with a closed-form MAML meta-gradient:
+ * task c (one target per parameter), support loss Ls = sum (theta - c_s)^2,
+ * one inner step theta' = theta - alpha * 2 (theta - c_s), query loss
+ * Lq = sum (theta' - c_q)^2 and d Lq / d theta = 2 (theta' - c_q)(1 - 2 alpha).
+ * With c_s = c_q = c the meta-optimum is theta = E[c]. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                 \
+    do {                                                                            \
+        if (cond) {                                                                 \
+            passed++;                                                               \
+        } else {                                                                    \
+            failed++;                                                               \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                           \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol)                                                        \
+    do {                                                                             \
+        double a_ = (a), b_ = (b);                                                   \
+        if (fabs(a_ - b_) <= (tol)) {                                                \
+            passed++;                                                                \
+        } else {                                                                     \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s = %.17g, %s = %.17g (tol %g)\n", \
+                    __FILE__, __LINE__, #a, a_, #b, b_, (double)(tol));              \
+        }                                                                            \
+    } while (0)
+
+/* Two parameters, w (3 reals) and b (2 reals), in a flat vector of 5. */
+enum { N = 5 };
+static const RtParam PARAMS[] = {{"w", 0, 3}, {"b", 3, 2}};
+static const double MU[N] = {1.0, -2.0, 3.0, 0.5, -1.0};
+
+/* The stand-ins' settings and what they saw. */
+static double alpha = 0.1;
+static bool arena_misaligned;
+static uint64_t seen_task[64];
+static int nseen;
+static bool record_tasks;
+
+/* Task data: sx = qx = c (N reals), sy = qy = the task index (1 real).
+ * c = MU + U(-1, 1) per coordinate for training tasks; evaluation tasks
+ * (RT_EVAL_TASK set) are drawn the same way from their own index. */
+static void task_targets(uint64_t seed, uint64_t task, double *c)
+{
+    RtRng r;
+    rt_rng_stream(&r, seed, task);
+    for (int i = 0; i < N; i++)
+        c[i] = MU[i] + rt_rng_uniform(&r, -1.0, 1.0);
+}
+
+#define DEFINE_STANDINS(T, SUFFIX)                                                     \
+    static void sample_##SUFFIX(const void *ctx, uint64_t seed, uint64_t task,         \
+                                void *sx, void *sy, void *qx, void *qy)                \
+    {                                                                                  \
+        double c[N];                                                                   \
+        (void)ctx;                                                                     \
+        task_targets(seed, task, c);                                                   \
+        for (int i = 0; i < N; i++)                                                    \
+            ((T *)sx)[i] = ((T *)qx)[i] = (T)c[i];                                     \
+        *(T *)sy = *(T *)qy = (T)(task & ~RT_EVAL_TASK);                               \
+        if (record_tasks && nseen < 64)                                                \
+            seen_task[nseen++] = task;                                                 \
+    }                                                                                  \
+    /* in: w, b, sx, sy, qx, qy   out: Lq, dLq/dw, dLq/db */                           \
+    static void meta_step_##SUFFIX(const void *const *in, void *const *out, void *arena) \
+    {                                                                                  \
+        arena_misaligned |= ((uintptr_t)arena % 64) != 0;                              \
+        T *adapted = arena;                                                            \
+        const T *c_s = in[2], *c_q = in[4];                                            \
+        T loss = 0;                                                                    \
+        for (int i = 0; i < N; i++) {                                                  \
+            T theta = i < 3 ? ((const T *)in[0])[i] : ((const T *)in[1])[i - 3];       \
+            adapted[i] = theta - (T)alpha * 2 * (theta - c_s[i]);                      \
+        }                                                                              \
+        for (int i = 0; i < N; i++) {                                                  \
+            T r = adapted[i] - c_q[i];                                                 \
+            T g = 2 * r * (1 - 2 * (T)alpha);                                          \
+            loss += r * r;                                                             \
+            if (i < 3)                                                                 \
+                ((T *)out[1])[i] = g;                                                  \
+            else                                                                       \
+                ((T *)out[2])[i - 3] = g;                                              \
+        }                                                                              \
+        *(T *)out[0] = loss;                                                           \
+    }                                                                                  \
+    /* in: w, b, x, y   out: w', b', Ls */                                             \
+    static void adapt_##SUFFIX(const void *const *in, void *const *out, void *arena)   \
+    {                                                                                  \
+        const T *c = in[2];                                                            \
+        T loss = 0;                                                                    \
+        (void)arena;                                                                   \
+        for (int i = 0; i < N; i++) {                                                  \
+            T theta = i < 3 ? ((const T *)in[0])[i] : ((const T *)in[1])[i - 3];       \
+            T next = theta - (T)alpha * 2 * (theta - c[i]);                            \
+            loss += (theta - c[i]) * (theta - c[i]);                                   \
+            if (i < 3)                                                                 \
+                ((T *)out[0])[i] = next;                                               \
+            else                                                                       \
+                ((T *)out[1])[i - 3] = next;                                           \
+        }                                                                              \
+        *(T *)out[2] = loss;                                                           \
+    }                                                                                  \
+    /* in: w, b, x, y   out: sum (theta - c)^2 */                                      \
+    static void loss_##SUFFIX(const void *const *in, void *const *out, void *arena)    \
+    {                                                                                  \
+        const T *c = in[2];                                                            \
+        T loss = 0;                                                                    \
+        (void)arena;                                                                   \
+        for (int i = 0; i < N; i++) {                                                  \
+            T theta = i < 3 ? ((const T *)in[0])[i] : ((const T *)in[1])[i - 3];       \
+            loss += (theta - c[i]) * (theta - c[i]);                                   \
+        }                                                                              \
+        *(T *)out[0] = loss;                                                           \
+    }                                                                                  \
+    /* in: w, b, x, y   out: max |theta - c| */                                        \
+    static void metric_##SUFFIX(const void *const *in, void *const *out, void *arena)  \
+    {                                                                                  \
+        const T *c = in[2];                                                            \
+        T worst = 0;                                                                   \
+        (void)arena;                                                                   \
+        for (int i = 0; i < N; i++) {                                                  \
+            T theta = i < 3 ? ((const T *)in[0])[i] : ((const T *)in[1])[i - 3];       \
+            T e = theta > c[i] ? theta - c[i] : c[i] - theta;                          \
+            if (e > worst)                                                             \
+                worst = e;                                                             \
+        }                                                                              \
+        *(T *)out[0] = worst;                                                          \
+    }
+
+DEFINE_STANDINS(double, f64)
+DEFINE_STANDINS(float, f32)
+
+static RtProgram program(RtReal real)
+{
+    bool f32 = real == RT_F32;
+    size_t rb = f32 ? sizeof(float) : sizeof(double);
+    return (RtProgram){
+        .real = real, .nreal = N, .param = PARAMS, .nparam = 2,
+        .sx_bytes = N * rb, .sy_bytes = rb, .qx_bytes = N * rb, .qy_bytes = rb,
+        .meta_step = {f32 ? meta_step_f32 : meta_step_f64, N * rb},
+        .adapt_step = {f32 ? adapt_f32 : adapt_f64, 0},
+        .loss = {f32 ? loss_f32 : loss_f64, 0},
+        .metric = {f32 ? metric_f32 : metric_f64, 0},
+        .sample = f32 ? sample_f32 : sample_f64,
+        .meta_batch = 25,
+        .optimizer = {.kind = RT_ADAM, .lr = 0.01, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8},
+    };
+}
+
+static const int STEPS[] = {0, 1, 10};
+
+static RtTrainOptions options(void)
+{
+    return (RtTrainOptions){
+        .iterations = 2000, .seed = 7, .eval_tasks = 200, .nsteps = 3, .steps = STEPS,
+    };
+}
+
+/* ------------------------------------------------------------------------
+ * Training */
+
+static void test_train_converges(RtReal real)
+{
+    RtProgram p = program(real);
+    RtTrainOptions o = options();
+    double theta[N] = {0};
+    float theta32[N] = {0};
+    void *params = real == RT_F32 ? (void *)theta32 : (void *)theta;
+    RtReport rep;
+    arena_misaligned = false;
+    CHECK(rt_train(&p, &o, params, &rep));
+    CHECK(!arena_misaligned);
+    for (int i = 0; i < N; i++) {
+        double t = real == RT_F32 ? theta32[i] : theta[i];
+        CHECK_NEAR(t, MU[i], 0.1);
+    }
+    /* At the optimum: E[Lq] = (1 - 2 alpha)^2 * N * Var U(-1, 1) = 1.0667;
+     * one meta-batch of 25 has a standard deviation of about 0.09. */
+    double optimum = (1 - 2 * alpha) * (1 - 2 * alpha) * N / 3.0;
+    CHECK_NEAR(rep.final_meta_loss, optimum, 0.4);
+    CHECK(rep.iterations == 2000);
+    CHECK(rep.seconds > 0.0 && rep.steps_per_second > 0.0);
+    CHECK_NEAR(rep.steps_per_second * rep.seconds, 2000.0, 1e-6);
+    /* Evaluation over 200 tasks: before adaptation the loss is about
+     * N * Var = 5/3 (se ~0.05); every step scales it by (1 - 2 alpha)^2. */
+    CHECK(rep.neval == 3);
+    CHECK(rep.eval[0].steps == 0 && rep.eval[1].steps == 1 && rep.eval[2].steps == 10);
+    CHECK_NEAR(rep.eval[0].loss, N / 3.0, 0.3);
+    CHECK_NEAR(rep.eval[1].loss / rep.eval[0].loss, 0.64, real == RT_F32 ? 1e-5 : 1e-12);
+    CHECK_NEAR(rep.eval[2].loss / rep.eval[0].loss, pow(0.64, 10), real == RT_F32 ? 1e-6 : 1e-12);
+    CHECK(rep.eval[0].has_metric && rep.eval[2].metric < rep.eval[0].metric);
+}
+
+static void test_train_reproducible(RtReal real)
+{
+    RtProgram p = program(real);
+    RtTrainOptions o = options();
+    o.iterations = 300;
+    o.eval_every = 100;
+    double a[N] = {0}, b[N] = {0};     /* room for N reals of either type */
+    RtReport ra, rb;
+    CHECK(rt_train(&p, &o, a, &ra));
+    CHECK(rt_train(&p, &o, b, &rb));
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(&ra.final_meta_loss, &rb.final_meta_loss, sizeof(double)) == 0);
+    CHECK(memcmp(ra.eval, rb.eval, sizeof ra.eval) == 0);
+
+    /* Another seed trains on other tasks. */
+    o.seed = 8;
+    CHECK(rt_train(&p, &o, b, &rb));
+    CHECK(memcmp(a, b, sizeof a) != 0);
+}
+
+/* The loop samples task it * meta_batch + b in order, and evaluation uses
+ * RT_EVAL_TASK | i. */
+static void test_train_tasks(void)
+{
+    RtProgram p = program(RT_F64);
+    p.meta_batch = 4;
+    RtTrainOptions o = options();
+    o.iterations = 3;
+    o.eval_tasks = 2;
+    double theta[N] = {0};
+    RtReport rep;
+    nseen = 0;
+    record_tasks = true;
+    CHECK(rt_train(&p, &o, theta, &rep));
+    record_tasks = false;
+    CHECK(nseen == 14);
+    int ok = nseen == 14;
+    for (int i = 0; i < 12 && ok; i++)
+        ok &= seen_task[i] == (uint64_t)i;
+    CHECK(ok);
+    CHECK(seen_task[12] == (RT_EVAL_TASK | 0) && seen_task[13] == (RT_EVAL_TASK | 1));
+
+    /* Buffers too large to have: refused before anything runs. */
+    p.nreal = SIZE_MAX / 4;
+    nseen = 0;
+    record_tasks = true;
+    CHECK(!rt_train(&p, &o, theta, &rep) && rep.iterations == 0);
+    CHECK(!rt_evaluate(&p, &o, theta, rep.eval));
+    record_tasks = false;
+    CHECK(nseen == 0);
+    p.nreal = N;
+
+    /* Malformed programs are refused. */
+    p.meta_batch = 0;
+    CHECK(!rt_train(&p, &o, theta, &rep));
+    p.meta_batch = 1;
+    int bad_steps[] = {0, -1};
+    o.steps = bad_steps;
+    o.nsteps = 2;
+    CHECK(!rt_train(&p, &o, theta, &rep));
+}
+
+/* One step of SGD on a batch of two tasks, checked against the formula. */
+static void test_train_one_step(void)
+{
+    RtProgram p = program(RT_F64);
+    p.meta_batch = 2;
+    p.optimizer = (RtOptimizer){.kind = RT_SGD, .lr = 0.5};
+    RtTrainOptions o = options();
+    o.iterations = 1;
+    o.eval_tasks = 0;
+    double theta[N] = {0.25, 0.5, -0.5, 1.0, 2.0}, want[N];
+    double c0[N], c1[N], loss = 0;
+    task_targets(o.seed, 0, c0);
+    task_targets(o.seed, 1, c1);
+    for (int i = 0; i < N; i++) {
+        double r0 = theta[i] - 2 * alpha * (theta[i] - c0[i]) - c0[i];
+        double r1 = theta[i] - 2 * alpha * (theta[i] - c1[i]) - c1[i];
+        double g = (2 * r0 * (1 - 2 * alpha) + 2 * r1 * (1 - 2 * alpha)) / 2;
+        want[i] = theta[i] - 0.5 * g;
+        loss += (r0 * r0 + r1 * r1) / 2;
+    }
+    RtReport rep;
+    CHECK(rt_train(&p, &o, theta, &rep));
+    for (int i = 0; i < N; i++)
+        CHECK_NEAR(theta[i], want[i], 1e-14);
+    CHECK_NEAR(rep.final_meta_loss, loss, 1e-13);
+    CHECK(rep.neval == 0);
+
+    /* Zero iterations: nothing changes and there is no meta-loss. */
+    double before[N];
+    memcpy(before, theta, sizeof theta);
+    o.iterations = 0;
+    CHECK(rt_train(&p, &o, theta, &rep));
+    CHECK(memcmp(before, theta, sizeof theta) == 0 && isnan(rep.final_meta_loss));
+}
+
+static int count_lines(FILE *f, const char *prefix, char *all, size_t size)
+{
+    char line[512];
+    int n = 0;
+    all[0] = '\0';
+    rewind(f);
+    while (fgets(line, sizeof line, f)) {
+        n += strncmp(line, prefix, strlen(prefix)) == 0;
+        if (strlen(all) + strlen(line) < size)
+            strcat(all, line);
+    }
+    return n;
+}
+
+static void test_train_log(void)
+{
+    RtProgram p = program(RT_F64);
+    RtTrainOptions o = options();
+    o.iterations = 10;
+    o.eval_every = 4;
+    o.eval_tasks = 3;
+    FILE *log = tmpfile();
+    CHECK(log != NULL);
+    if (!log)
+        return;
+    o.log = log;
+    double theta[N] = {0};
+    RtReport rep;
+    char text[4096];
+    CHECK(rt_train(&p, &o, theta, &rep));
+    CHECK(count_lines(log, "eval @ ", text, sizeof text) == 3);
+    CHECK(strstr(text, "eval @ 4: steps 0 loss ") != NULL);
+    CHECK(strstr(text, "eval @ 8: ") != NULL && strstr(text, "eval @ 10: ") != NULL);
+    CHECK(strstr(text, " | steps 1 loss ") && strstr(text, " | steps 10 loss ") &&
+          strstr(text, " metric "));
+
+    /* The last iteration's evaluation is the final one, not a second one. */
+    fclose(log);
+    log = tmpfile();
+    o.log = log;
+    o.iterations = 8;
+    CHECK(log && rt_train(&p, &o, theta, &rep));
+    CHECK(log && count_lines(log, "eval @ ", text, sizeof text) == 2);
+    fclose(log);
+}
+
+/* With progress on and stderr not a terminal, the loop writes plain lines,
+ * the last with the time taken. */
+static void test_train_progress(void)
+{
+    RtProgram p = program(RT_F64);
+    RtTrainOptions o = options();
+    o.iterations = 50;
+    o.progress = true;
+    FILE *capture = tmpfile();
+    CHECK(capture != NULL);
+    if (!capture)
+        return;
+    fflush(stderr);
+    int saved = dup(fileno(stderr));
+    dup2(fileno(capture), fileno(stderr));
+    double theta[N] = {0};
+    RtReport rep;
+    bool ok = rt_train(&p, &o, theta, &rep);
+    fflush(stderr);
+    dup2(saved, fileno(stderr));
+    close(saved);
+    CHECK(ok);
+    char text[4096];
+    CHECK(count_lines(capture, "iter ", text, sizeof text) >= 1);
+    CHECK(strstr(text, "iter 50/50 | meta-loss ") != NULL);
+    CHECK(strstr(text, " steps/s | took ") != NULL);
+    CHECK(strchr(text, '\r') == NULL);
+    fclose(capture);
+}
+
+/* ------------------------------------------------------------------------
+ * Evaluation with known numbers */
+
+/* Every task has c = 2 everywhere; with theta = 0 and alpha = 1/4 each step
+ * halves theta - c, so after s steps loss = 5 * 4 / 4^s and metric = 2 / 2^s,
+ * all exact in binary. */
+static void sample_twos(const void *ctx, uint64_t seed, uint64_t task, void *sx, void *sy,
+                        void *qx, void *qy)
+{
+    (void)ctx, (void)seed, (void)task;
+    for (int i = 0; i < N; i++)
+        ((double *)sx)[i] = ((double *)qx)[i] = 2.0;
+    *(double *)sy = *(double *)qy = 0.0;
+}
+
+static void test_evaluate_exact(void)
+{
+    RtProgram p = program(RT_F64);
+    p.sample = sample_twos;
+    alpha = 0.25;
+    int steps[] = {10, 0, 1, 3};        /* any order */
+    RtTrainOptions o = options();
+    o.eval_tasks = 5;
+    o.steps = steps;
+    o.nsteps = 4;
+    double theta[N] = {0}, copy[N] = {0};
+    RtEvalPoint pt[4];
+    CHECK(rt_evaluate(&p, &o, theta, pt));
+    CHECK(memcmp(theta, copy, sizeof theta) == 0);
+    for (int k = 0; k < 4; k++) {
+        CHECK(pt[k].steps == steps[k] && pt[k].has_metric);
+        CHECK(pt[k].loss == 20.0 / pow(4.0, steps[k]));
+        CHECK(pt[k].metric == 2.0 / pow(2.0, steps[k]));
+    }
+    /* Without a metric entry, no metric. */
+    p.metric.fn = NULL;
+    CHECK(rt_evaluate(&p, &o, theta, pt));
+    CHECK(!pt[0].has_metric && pt[2].loss == 5.0);
+    alpha = 0.1;
+}
+
+/* Random held-out tasks: the mean over tasks of the closed form
+ * (1 - 2 alpha)^(2s) * sum (theta - c)^2, the same at every call. */
+static void test_evaluate_tasks(void)
+{
+    RtProgram p = program(RT_F64);
+    RtTrainOptions o = options();
+    o.eval_tasks = 7;
+    double theta[N] = {0.5, 0.0, 1.0, -1.0, 0.25};
+    double want[3] = {0};
+    for (int t = 0; t < 7; t++) {
+        double c[N];
+        task_targets(o.seed, RT_EVAL_TASK | (uint64_t)t, c);
+        for (int k = 0; k < 3; k++)
+            for (int i = 0; i < N; i++)
+                want[k] += pow(1 - 2 * alpha, 2 * STEPS[k]) * (theta[i] - c[i]) * (theta[i] - c[i]) / 7;
+    }
+    RtEvalPoint a[3], b[3];
+    CHECK(rt_evaluate(&p, &o, theta, a));
+    CHECK(rt_evaluate(&p, &o, theta, b));
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    for (int k = 0; k < 3; k++)
+        CHECK_NEAR(a[k].loss, want[k], 1e-12 * want[k]);
+
+    /* f32 agrees to float precision. */
+    RtProgram p32 = program(RT_F32);
+    float theta32[N];
+    for (int i = 0; i < N; i++)
+        theta32[i] = (float)theta[i];
+    CHECK(rt_evaluate(&p32, &o, theta32, b));
+    for (int k = 0; k < 3; k++)
+        CHECK_NEAR(b[k].loss, want[k], 1e-5 * want[k]);
+
+    /* No held-out tasks: NaN means; a negative step count is refused. */
+    o.eval_tasks = 0;
+    CHECK(rt_evaluate(&p, &o, theta, a) && isnan(a[0].loss));
+    o.eval_tasks = 1;
+    int bad[] = {-2};
+    o.steps = bad;
+    o.nsteps = 1;
+    CHECK(!rt_evaluate(&p, &o, theta, a));
+}
+
+/* ------------------------------------------------------------------------
+ * Report */
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    static char text[4096];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    return text;
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static void test_report(void)
+{
+    char dir[] = "/tmp/mamlc-rt-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[128];
+    snprintf(path, sizeof path, "%s/report.json", dir);
+
+    RtReport rep = {
+        .iterations = 70000, .seconds = 12.5, .steps_per_second = 5600,
+        .final_meta_loss = 0.1, .neval = 3,
+        .eval = {{0, 4.0, 0.5, true}, {1, NAN, 0.0, false}, {10, 0.25, INFINITY, true}},
+    };
+    CHECK(rt_write_report(path, &rep));
+    const char *want =
+        "{\"iterations\": 70000, \"seconds\": 12.5, \"steps_per_second\": 5600, "
+        "\"final_meta_loss\": 0.10000000000000001, \"eval\": [{\"steps\": 0, \"loss\": 4, "
+        "\"metric\": 0.5}, {\"steps\": 1, \"loss\": null}, {\"steps\": 10, \"loss\": 0.25, "
+        "\"metric\": null}]}\n";
+    const char *got = read_all(path);
+    CHECK(got && strcmp(got, want) == 0);
+    if (got && strcmp(got, want) != 0)
+        fprintf(stderr, "got:  %swant: %s", got, want);
+    CHECK(count_entries(dir) == 1);
+
+    /* Rewriting replaces the file whole; an empty evaluation is []. */
+    rep = (RtReport){.iterations = 0, .final_meta_loss = NAN};
+    CHECK(rt_write_report(path, &rep));
+    got = read_all(path);
+    CHECK(got && strcmp(got, "{\"iterations\": 0, \"seconds\": 0, \"steps_per_second\": 0, "
+                             "\"final_meta_loss\": null, \"eval\": []}\n") == 0);
+    CHECK(count_entries(dir) == 1);
+
+    /* A directory that does not exist: failure, and nothing left behind. */
+    char bad[160];
+    snprintf(bad, sizeof bad, "%s/missing/report.json", dir);
+    errno = 0;
+    CHECK(!rt_write_report(bad, &rep) && errno == ENOENT);
+    CHECK(count_entries(dir) == 1);
+
+    /* The target is a directory: rename fails and the temporary goes. */
+    char sub[160];
+    snprintf(sub, sizeof sub, "%s/sub", dir);
+    CHECK(mkdir(sub, 0700) == 0);
+    errno = 0;
+    CHECK(!rt_write_report(sub, &rep) && errno == EISDIR);
+    CHECK(count_entries(dir) == 2);
+
+    rmdir(sub);
+    unlink(path);
+    CHECK(rmdir(dir) == 0);
+}
+
+int main(void)
+{
+    test_train_converges(RT_F64);
+    test_train_converges(RT_F32);
+    test_train_reproducible(RT_F64);
+    test_train_reproducible(RT_F32);
+    test_train_tasks();
+    test_train_one_step();
+    test_train_log();
+    test_train_progress();
+    test_evaluate_exact();
+    test_evaluate_tasks();
+    test_report();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
