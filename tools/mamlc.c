@@ -1,0 +1,386 @@
+/* mamlc: the command-line driver.  The whole pipeline reads top to bottom in
+ * compile(): load the model, build its functions, optimise them, compile
+ * them with LLVM.  `mamlc run` then meta-trains with the runtime. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../backend/backend.h"
+#include "../passes/passes.h"
+#include "../runtime/runtime.h"
+#include "util.h"
+
+#define MAMLC_VERSION "0.1.0"
+
+static const char usage[] =
+    "usage: mamlc [options] FILE.mdl          compile (with --emit: print a stage)\n"
+    "       mamlc run FILE.mdl [options]      JIT-compile and meta-train\n"
+    "\n"
+    "Compile options:\n"
+    "  --emit=STAGE         print a stage: ast, ir (the loss), grad-ir (the inner\n"
+    "                       gradient), meta-ir (the meta-step), llvm (LLVM IR)\n"
+    "  --dtype=f32|f64      the real type (default f32)\n"
+    "  -D NAME=VALUE        override `dim NAME`\n"
+    "  -O0 ... -O3          LLVM optimisation level (default 3)\n"
+    "  --target-cpu=CPU     generate code for CPU (default: this machine's)\n"
+    "  --verify-each        verify the IR after every pass\n"
+    "  --print-after=PASS   print the IR after every run of PASS (simplify, cse, dce)\n"
+    "  --print-after-all    print the IR after every pass\n"
+    "\n"
+    "Run options:\n"
+    "  --iters N            meta-training iterations (default: the model's `iterations`)\n"
+    "  --seed S             random seed (default 1); the same seed gives the same run\n"
+    "  --eval-every N       evaluate every N iterations (default 10000; 0: at the end)\n"
+    "  --eval-tasks N       held-out tasks per evaluation (default 1000)\n"
+    "  --report FILE.json   write the final figures as JSON\n"
+    "  --quiet              no progress line\n"
+    "\n"
+    "  --help, --version\n";
+
+typedef struct {
+    const char *file, *emit, *report, *print_after;
+    bool run, verify_each, print_after_all, quiet;
+    ModelOptions model;
+    DimOverride defines[64];
+    BeOptions be;
+    long iters, eval_every, eval_tasks;
+    uint64_t seed;
+} Options;
+
+static int usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "mamlc: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n%s", usage);
+    return 2;
+}
+
+static bool parse_long(const char *s, long lo, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo)
+        return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_define(Options *o, const char *s) {
+    const char *eq = strchr(s, '=');
+    long v;
+    if (!eq || eq == s || o->model.ndefines == 64 || !parse_long(eq + 1, 1, &v) || v > IR_MAX_DIM)
+        return false;
+    DimOverride *d = &o->defines[o->model.ndefines++];
+    d->name = strndup(s, (size_t)(eq - s));
+    d->value = (int)v;
+    return d->name != NULL;
+}
+
+static const char *const stages[] = {"ast", "ir", "grad-ir", "meta-ir", "llvm"};
+
+/* Returns -1 when the arguments are fine, else the exit status. */
+static int parse_args(int argc, char **argv, Options *o) {
+    int i = 1;
+    if (argc > 1 && strcmp(argv[1], "run") == 0) {
+        o->run = true;
+        i = 2;
+    }
+    for (; i < argc; i++) {
+        const char *a = argv[i], *v;
+        long n;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (strcmp(a, "--version") == 0) {
+            printf("mamlc %s (LLVM 19)\n", MAMLC_VERSION);
+            return 0;
+        } else if (tool_option(argc, argv, &i, "--emit", &v)) {
+            o->emit = NULL;
+            for (size_t k = 0; k < sizeof stages / sizeof *stages; k++)
+                if (strcmp(v, stages[k]) == 0)
+                    o->emit = stages[k];
+            if (!o->emit)
+                return usage_error("unknown stage '%s' for --emit", v);
+        } else if (tool_option(argc, argv, &i, "--dtype", &v)) {
+            if (strcmp(v, "f32") && strcmp(v, "f64"))
+                return usage_error("--dtype takes f32 or f64, not '%s'", v);
+            o->model.real = v[1] == '6' ? DT_F64 : DT_F32;
+        } else if (strncmp(a, "-D", 2) == 0) {
+            v = a[2] ? a + 2 : i + 1 < argc ? argv[++i] : "";
+            if (!parse_define(o, v))
+                return usage_error("-D needs NAME=VALUE with 1 <= VALUE <= 16777216, not '%s'", v);
+        } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
+            o->be.opt_level = a[2] - '0';
+        } else if (tool_option(argc, argv, &i, "--target-cpu", &v)) {
+            o->be.target_cpu = v;
+        } else if (strcmp(a, "--verify-each") == 0) {
+            o->verify_each = true;
+        } else if (tool_option(argc, argv, &i, "--print-after", &v)) {
+            if (!pass_lookup(v))
+                return usage_error("unknown pass '%s'", v);
+            o->print_after = v;
+        } else if (strcmp(a, "--print-after-all") == 0) {
+            o->print_after_all = true;
+        } else if (o->run && tool_option(argc, argv, &i, "--iters", &v)) {
+            if (!parse_long(v, 1, &o->iters))
+                return usage_error("--iters needs a positive integer, not '%s'", v);
+        } else if (o->run && tool_option(argc, argv, &i, "--seed", &v)) {
+            if (!parse_long(v, 0, &n))
+                return usage_error("--seed needs a non-negative integer, not '%s'", v);
+            o->seed = (uint64_t)n;
+        } else if (o->run && tool_option(argc, argv, &i, "--eval-every", &v)) {
+            if (!parse_long(v, 0, &o->eval_every))
+                return usage_error("--eval-every needs a non-negative integer, not '%s'", v);
+        } else if (o->run && tool_option(argc, argv, &i, "--eval-tasks", &v)) {
+            if (!parse_long(v, 1, &o->eval_tasks) || o->eval_tasks > 1000000)
+                return usage_error("--eval-tasks needs an integer from 1 to 1000000, not '%s'", v);
+        } else if (o->run && tool_option(argc, argv, &i, "--report", &v)) {
+            o->report = v;
+        } else if (o->run && strcmp(a, "--quiet") == 0) {
+            o->quiet = true;
+        } else if ((a[0] != '-' || !a[1]) && !o->file) {
+            o->file = a;
+        } else {
+            return usage_error("unexpected argument '%s'", a);
+        }
+    }
+    if (!o->file)
+        return usage_error("%s", "no input file");
+    if (o->run && o->emit)
+        return usage_error("%s", "--emit does not go with 'run'");
+    o->model.defines = o->defines;
+    return -1;
+}
+
+/* The function a stage prints, or NULL for all of them. */
+static const char *stage_func(const char *emit) {
+    if (!emit || strcmp(emit, "llvm") == 0)
+        return NULL;
+    if (strcmp(emit, "ir") == 0)
+        return "loss";
+    return strcmp(emit, "grad-ir") == 0 ? "grad" : "meta_step";
+}
+
+/* Build and optimise the model's functions (just `only`, if not NULL). */
+static IrModule *build(const Model *md, const Options *o, const char *only, Diag *d) {
+    PassOptions po = {.verify_each = o->verify_each, .print_after_all = o->print_after_all,
+                      .print_after = o->print_after, .out = stdout};
+    IrModule *m = ir_module_new(md->real);
+    bool ok = meta_build(md, m, only, d);
+    bool optimize = !o->emit || strcmp(o->emit, "ir") != 0;
+    for (int i = 0; ok && i < m->nfunc; i++) {
+        ok = !o->verify_each || ir_verify_func(m->func[i], d);
+        if (ok && optimize)
+            ok = pass_optimize(m->func[i], &po, d);
+    }
+    if (!ok) {
+        ir_module_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* --- mamlc run --- */
+
+typedef struct {
+    RtProgram prog;
+    RtParam *param;
+    RtSinusoidSource sinusoid;
+} Run;
+
+static const TaskArg *task_arg(const ModelTask *t, const char *name) {
+    for (int i = 0; i < t->narg; i++)
+        if (strcmp(t->arg[i].name, name) == 0)
+            return &t->arg[i];
+    return NULL;
+}
+
+static void range(const ModelTask *t, const char *name, double *lo, double *hi) {
+    const TaskArg *a = task_arg(t, name);
+    if (a) {
+        *lo = a->lo;
+        *hi = a->hi;
+    }
+}
+
+static bool is_points(IrType t) { return t.rank == 2 && t.dim[1] == 1 && t.dtype != DT_I32; }
+
+/* The task source the model declares, wired into the program. */
+static bool setup_source(const Model *md, Run *r, Diag *d) {
+    const ModelTask *t = &md->task;
+    if (strcmp(t->kind, "sinusoid") != 0) {
+        diag_error(d, t->loc, "'mamlc run' has no data for task '%s'; build it with -o and feed it "
+                              "through the library", t->kind);
+        return false;
+    }
+    if (!is_points(t->support_x) || !ir_type_eq(t->support_x, t->support_y) ||
+        !is_points(t->query_x) || !ir_type_eq(t->query_x, t->query_y)) {
+        diag_error(d, t->loc, "task 'sinusoid' needs support and query sets of shape [N, 1]");
+        return false;
+    }
+    RtSinusoid *s = &r->sinusoid.sinusoid;
+    *s = (RtSinusoid){0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0, t->support_x.dim[0], t->query_x.dim[0]};
+    range(t, "amplitude", &s->amp_lo, &s->amp_hi);
+    range(t, "phase", &s->phase_lo, &s->phase_hi);
+    range(t, "x", &s->x_lo, &s->x_hi);
+    r->sinusoid.real = md->real == DT_F64 ? RT_F64 : RT_F32;
+    r->prog.sample = rt_sinusoid_sample;
+    r->prog.sample_ctx = &r->sinusoid;
+    return true;
+}
+
+static bool entry(BeJit *j, IrModule *m, const char *name, RtEntry *e, Diag *d) {
+    IrFunc *f = ir_module_find(m, name);
+    e->fn = f ? (RtFn)be_jit_lookup(j, name) : NULL;
+    e->arena_bytes = f ? be_arena_bytes(f) : 0;
+    if (f && !e->fn) {
+        diag_error(d, (SrcLoc){0}, "compiled function '%s' is missing", name);
+        return false;
+    }
+    return true;
+}
+
+static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
+
+static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
+    RtProgram *p = &r->prog;
+    p->real = md->real == DT_F64 ? RT_F64 : RT_F32;
+    p->nparam = md->nparam;
+    r->param = calloc((size_t)md->nparam, sizeof *r->param);
+    for (int i = 0; i < md->nparam; i++) {
+        r->param[i] = (RtParam){md->param[i].name, p->nreal, (size_t)ir_numel(md->param[i].type)};
+        p->nreal += r->param[i].count;
+    }
+    p->param = r->param;
+    const ModelTask *t = &md->task;
+    p->sx_bytes = bytes(t->support_x);
+    p->sy_bytes = bytes(t->support_y);
+    p->qx_bytes = bytes(t->query_x);
+    p->qy_bytes = bytes(t->query_y);
+    p->meta_batch = md->meta.meta_batch;
+    const OptimizerConfig *oc = &md->meta.optimizer;
+    p->optimizer = (RtOptimizer){oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
+    return entry(j, m, "meta_step", &p->meta_step, d) && entry(j, m, "adapt_step", &p->adapt_step, d) &&
+           entry(j, m, "eval_loss", &p->loss, d) && entry(j, m, "metric", &p->metric, d) &&
+           setup_source(md, r, d);
+}
+
+static RtInitKind init_kind(InitKind k) {
+    static const RtInitKind map[] = {
+        [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
+        [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
+        [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
+    return map[k];
+}
+
+/* Initial parameters: each param from its own stream of the seed. */
+static void *init_params(const Model *md, const Run *r, uint64_t seed) {
+    size_t size = ir_dtype_size(md->real);
+    char *params = calloc(r->prog.nreal ? r->prog.nreal : 1, size);
+    for (int i = 0; params && i < md->nparam; i++) {
+        const ModelParam *mp = &md->param[i];
+        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
+        RtRng rng;
+        rt_rng_stream(&rng, seed, (uint64_t)i);
+        rt_init(&init, &rng, r->prog.real, params + r->param[i].offset * size);
+    }
+    return params;
+}
+
+static void print_eval(const RtEvalPoint *pt, int n) {
+    printf("held-out evaluation:\n");
+    for (int i = 0; i < n; i++) {
+        printf("  after %2d inner step%s: loss %.6g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss);
+        if (pt[i].has_metric)
+            printf("  metric %.6g", pt[i].metric);
+        printf("\n");
+    }
+}
+
+static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
+    BeJit *j = be_jit_compile(m, &o->be, d);
+    Run r = {0};
+    bool ok = j && setup_program(md, j, m, &r, d);
+    void *params = ok ? init_params(md, &r, o->seed) : NULL;
+    if (ok && !params) {
+        diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
+        ok = false;
+    }
+    static const int steps[] = {0, 1, 10};
+    RtTrainOptions to = {
+        .iterations = o->iters ? o->iters : md->meta.iterations,
+        .seed = o->seed,
+        .eval_every = o->eval_every,
+        .eval_tasks = (int)o->eval_tasks,
+        .nsteps = 3,
+        .steps = steps,
+        .progress = !o->quiet,
+        .log = stdout,
+    };
+    RtReport rep = {0};
+    if (ok) {
+        printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations\n",
+               md->file, r.prog.nreal, r.prog.meta_batch, to.iterations);
+        fflush(stdout);
+        ok = rt_train(&r.prog, &to, params, &rep);
+        if (!ok)
+            diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory");
+    }
+    if (ok) {
+        printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
+               rep.steps_per_second);
+        print_eval(rep.eval, rep.neval);
+        if (o->report && !rt_write_report(o->report, &rep)) {
+            diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
+            ok = false;
+        }
+    }
+    free(params);
+    free(r.param);
+    be_jit_free(j);
+    return ok ? 0 : 1;
+}
+
+/* --- compile and emit --- */
+
+static int compile(const Options *o, Diag *d) {
+    Model *md = model_load(o->file, &o->model, d);
+    if (!md)
+        return 1;
+    int status = 0;
+    if (o->emit && strcmp(o->emit, "ast") == 0) {
+        model_dump_ast(stdout, md);
+        model_free(md);
+        return 0;
+    }
+    IrModule *m = build(md, o, o->run ? NULL : stage_func(o->emit), d);
+    if (!m)
+        status = 1;
+    else if (o->run)
+        status = run(md, m, o, d);
+    else if (o->emit && strcmp(o->emit, "llvm") == 0)
+        status = be_emit_llvm(stdout, m, &o->be, d) ? 0 : 1;
+    else if (o->emit)
+        ir_print_module(stdout, m);
+    else {
+        BeJit *j = be_jit_compile(m, &o->be, d);
+        status = j ? 0 : 1;
+        be_jit_free(j);
+    }
+    ir_module_free(m);
+    model_free(md);
+    return status;
+}
+
+int main(int argc, char **argv) {
+    Options o = {.be = {.opt_level = 3}, .seed = 1, .eval_every = 10000, .eval_tasks = 1000};
+    int status = parse_args(argc, argv, &o);
+    if (status < 0) {
+        Diag d;
+        diag_init(&d, stderr);
+        status = compile(&o, &d);
+        diag_free(&d);
+    }
+    for (int i = 0; i < o.model.ndefines; i++)
+        free((char *)o.defines[i].name);
+    return status;
+}
