@@ -175,6 +175,8 @@ static bool *on_path(const IrFunc *f, ValueId y, int n, const ValueId *wrt) {
 }
 
 bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
+    if (y < 0 || y >= f->nnode)
+        return false;
     IrType ty = ir_value_type(f, y);
     if (ty.rank != 0 || !is_real(ty.dtype))
         return false;

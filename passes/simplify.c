@@ -60,7 +60,7 @@ static ValueId splat(IrFunc *g, const IrNode *n, double c) {
 }
 
 static ValueId fold(IrFunc *g, const IrNode *n) {
-    double a, b;
+    double a = 0, b = 0;
     IrKind kind = ir_op_info[n->op].kind;
     bool ca = constant(g, n->arg[0], &a), cb = constant(g, n->arg[1], &b);
     if (kind == KIND_UNARY && ca && foldable_unary(n->op))

@@ -1,6 +1,7 @@
 # lit configuration: FileCheck tests of every stage.  `%mamlc` and
 # `%mamlc-opt` are the built tools; FileCheck and not come from LLVM 19.
 import os
+import sys
 import lit.formats
 
 config.name = "mamlc"
@@ -17,6 +18,8 @@ config.test_exec_root = os.path.join(config.mamlc_bin, "test")
 config.substitutions.append(("%mamlc-opt", os.path.join(config.mamlc_bin, "mamlc-opt")))
 config.substitutions.append(("%mamlc", os.path.join(config.mamlc_bin, "mamlc")))
 config.substitutions.append(("%srcroot", config.mamlc_src))
+config.substitutions.append(("%python", sys.executable))
+config.substitutions.append(("%exit", sys.executable + " " + os.path.join(config.mamlc_src, "test", "expect_exit.py")))
 config.substitutions.append(("%data", os.path.join(os.path.dirname(config.mamlc_src), "shared", "data")))
 config.environment["PATH"] = os.pathsep.join([config.llvm_bin, config.environment.get("PATH", "")])
 for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "HOME"):

@@ -202,19 +202,13 @@ static void range(const ModelTask *t, const char *name, double *lo, double *hi) 
     }
 }
 
-static bool is_points(IrType t) { return t.rank == 2 && t.dim[1] == 1 && t.dtype != DT_I32; }
-
-/* The task source the model declares, wired into the program. */
+/* The task source the model declares, wired into the program (the frontend
+ * has checked the task's shapes against its kind). */
 static bool setup_source(const Model *md, Run *r, Diag *d) {
     const ModelTask *t = &md->task;
     if (strcmp(t->kind, "sinusoid") != 0) {
-        diag_error(d, t->loc, "'mamlc run' has no data for task '%s'; build it with -o and feed it "
-                              "through the library", t->kind);
-        return false;
-    }
-    if (!is_points(t->support_x) || !ir_type_eq(t->support_x, t->support_y) ||
-        !is_points(t->query_x) || !ir_type_eq(t->query_x, t->query_y)) {
-        diag_error(d, t->loc, "task 'sinusoid' needs support and query sets of shape [N, 1]");
+        diag_error(d, t->loc, "'mamlc run' has no data source for task '%s': "
+                              "its data comes from the program that calls the model", t->kind);
         return false;
     }
     RtSinusoid *s = &r->sinusoid.sinusoid;
