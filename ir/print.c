@@ -8,14 +8,21 @@
  * Arguments keep their names; other values are numbered in order. */
 #include "ir.h"
 
+#include <math.h>
 #include <stdlib.h>
 
-/* The shortest decimal that reads back as exactly v. */
-static void print_number(FILE *out, double v) {
+/* The shortest decimal that reads back as exactly v in type dt (integers
+ * without an exponent). */
+static void print_number(FILE *out, double v, DType dt) {
     char buf[32];
+    if (fabs(v) < 1e15 && v == (double)(long long)v) {
+        fprintf(out, "%lld", (long long)v);
+        return;
+    }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
+        double r = strtod(buf, NULL);
+        if (dt == DT_F32 ? (float)r == (float)v : r == v)
             break;
     }
     fputs(buf, out);
@@ -37,8 +44,8 @@ static void print_list(FILE *out, const char *key, const IrNode *n) {
 
 static void print_attrs(FILE *out, const IrNode *n) {
     switch (n->op) {
-    case OP_CONST: fputc(' ', out); print_number(out, n->value); break;
-    case OP_POWC: fputs(" {value=", out); print_number(out, n->value); fputc('}', out); break;
+    case OP_CONST: fputc(' ', out); print_number(out, n->value, n->type.dtype); break;
+    case OP_POWC: fputs(" {value=", out); print_number(out, n->value, DT_F64); fputc('}', out); break;
     case OP_REDUCE_SUM:
     case OP_REDUCE_MAX: print_list(out, "axes", n); break;
     case OP_ARGMAX: fprintf(out, " {axis=%d}", n->list[0]); break;

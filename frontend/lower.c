@@ -1,0 +1,444 @@
+/* Lowering: a call of a model function into IR, by inlining.
+ *
+ * Every call of a `def` lowers its body afresh with the argument values, so
+ * each call site sees its own shapes (shape polymorphism by
+ * specialisation).  Every op gets the location of the AST node it comes
+ * from, so the IR builder's shape errors point into the .mdl file.  Errors
+ * return IR_NONE, which later ops pass on without a second report. */
+#include "model_impl.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Most nested expression levels, inlined calls included (bounds the C
+ * stack), and most expressions lowered by one model_lower_call (bounds the
+ * time an exponential inlining can take). */
+#define LOWER_MAX_DEPTH 4000
+#define LOWER_MAX_STEPS (1L << 21)
+
+struct Lower {
+    const ModelImpl *mi;
+    const Model *m;
+    IrFunc *f;
+    const ValueId *params;      /* params[i] stands for the i-th param */
+    bool differentiable;        /* lowering (part of) the loss */
+    Diag *d;
+    AstMap *scope;              /* names of the def being lowered -> values */
+    bool *active;               /* per def: being inlined right now */
+    int depth;
+    long steps;
+    bool limit_reported;
+};
+
+static ValueId lower_expr(Lower *L, const Ast *e);
+
+static IrType type_of(const Lower *L, ValueId v) { return ir_value_type(L->f, v); }
+
+static const char *type_str(const Lower *L, ValueId v, char *buf) { return ir_type_str(type_of(L, v), buf, 64); }
+
+static ValueId real_const(Lower *L, double v, SrcLoc loc) { return ir_const(L->f, v, ir_scalar(L->m->real), loc); }
+
+static ValueId nondiff_error(Lower *L, const Ast *e, const char *what) {
+    diag_error(L->d, e->loc, "'%s' is not differentiable and may only be used in 'metric'", what);
+    return IR_NONE;
+}
+
+/* axis argument i of call, normalised against rank. */
+static bool axis_arg(Lower *L, const Ast *call, int i, int rank, int *axis) {
+    const Ast *a = call->call.arg.item[i];
+    int64_t v;
+    if (!model_int_literal(a, &v)) {
+        diag_error(L->d, a->loc, "the axis of '%s' must be an integer literal", call->call.callee);
+        return false;
+    }
+    if (v < -rank || v >= rank) {
+        diag_error(L->d, a->loc, "axis %lld is out of range for a value of rank %d", (long long)v, rank);
+        return false;
+    }
+    *axis = (int)(v < 0 ? v + rank : v);
+    return true;
+}
+
+/* v, reduced over `axis` of type t, reshaped to t with extent 1 there, so
+ * that it broadcasts back against t (keepdims). */
+static ValueId keep_dims(Lower *L, ValueId v, IrType t, int axis, SrcLoc loc) {
+    t.dim[axis] = 1;
+    return ir_reshape(L->f, v, t, loc, L->d);
+}
+
+/* --- builtins --- */
+
+static ValueId lower_unary(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    return ir_unary(L->f, b->op, v[0], call->loc, L->d);
+}
+
+/* sum, max: over all axes, or over one. */
+static ValueId lower_reduce(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType t = type_of(L, v[0]);
+    int axes[IR_MAX_RANK], n = t.rank;
+    for (int i = 0; i < n; i++)
+        axes[i] = i;
+    if (call->call.arg.n == 2) {
+        if (!axis_arg(L, call, 1, t.rank, &axes[0]))
+            return IR_NONE;
+        n = 1;
+    }
+    return n ? ir_reduce(L->f, b->op, v[0], n, axes, call->loc, L->d) : v[0];
+}
+
+/* mean(x) = sum(x) / numel(x); mean(x, a) = sum(x, a) / extent a */
+static ValueId lower_mean(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType t = type_of(L, v[0]);
+    double count = (double)ir_numel(t);
+    int axis;
+    if (call->call.arg.n == 2) {
+        if (!axis_arg(L, call, 1, t.rank, &axis))
+            return IR_NONE;
+        count = t.dim[axis];
+    }
+    ValueId s = lower_reduce(L, call, b, v);
+    return count == 1 ? s : ir_binary_scalar(L->f, OP_DIV, s, count, false, call->loc, L->d);
+}
+
+/* transpose(x): the axes reversed. */
+static ValueId lower_transpose(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int rank = type_of(L, v[0]).rank, perm[IR_MAX_RANK];
+    for (int i = 0; i < rank; i++)
+        perm[i] = rank - 1 - i;
+    return ir_transpose(L->f, v[0], perm, call->loc, L->d);
+}
+
+/* reshape(x, [d1, ..., dn]): one di may be -1, inferred from the count. */
+static ValueId lower_reshape(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    const Ast *shape = call->call.arg.item[1];
+    IrType from = type_of(L, v[0]), to = {.dtype = from.dtype};
+    int64_t n = ir_numel(from), known = 1;
+    int infer = -1;
+    if (shape->kind != AST_LIST || shape->list.item.n > IR_MAX_RANK) {
+        diag_error(L->d, shape->loc, "the shape of 'reshape' must be a list of at most %d sizes", IR_MAX_RANK);
+        return IR_NONE;
+    }
+    to.rank = shape->list.item.n;
+    for (int i = 0; i < to.rank; i++) {
+        const Ast *x = shape->list.item.item[i];
+        if (model_is_minus_one(x) && infer < 0) {
+            infer = i;
+            to.dim[i] = -1;
+            continue;
+        }
+        if (!model_extent(L->mi, x, &to.dim[i], L->d))
+            return IR_NONE;
+        known *= to.dim[i];
+        if (known > IR_MAX_NUMEL)
+            known = IR_MAX_NUMEL + 1;   /* saturate: stays below 2^55 */
+    }
+    if (infer >= 0 ? n % known != 0 || n / known > IR_MAX_DIM : known != n) {
+        char a[64], want[96];
+        size_t used = (size_t)snprintf(want, sizeof want, "[");
+        for (int i = 0; i < to.rank; i++)
+            used += (size_t)snprintf(want + used, sizeof want - used, i ? ",%d" : "%d", to.dim[i]);
+        snprintf(want + used, sizeof want - used, "]");
+        diag_error(L->d, call->loc, "cannot reshape %s (%lld elements) to %s", type_str(L, v[0], a),
+                   (long long)n, want);
+        return IR_NONE;
+    }
+    if (infer >= 0)
+        to.dim[infer] = (int)(n / known);
+    return ir_reshape(L->f, v[0], to, call->loc, L->d);
+}
+
+/* linear(x, W, b) = x @ transpose(W) + b      x [N, in], W [out, in], b [out] */
+static ValueId lower_linear(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType x = type_of(L, v[0]), w = type_of(L, v[1]);
+    if (x.rank != 2 || w.rank != 2 || x.dim[1] != w.dim[1]) {
+        char a[64], c[64];
+        diag_error(L->d, call->loc, "'linear(x, W, b)' needs x [N, in] and W [out, in], got x %s and W %s",
+                   type_str(L, v[0], a), type_str(L, v[1], c));
+        return IR_NONE;
+    }
+    int perm[2] = {1, 0};
+    ValueId wt = ir_transpose(L->f, v[1], perm, call->loc, L->d);
+    ValueId xw = ir_matmul(L->f, v[0], wt, call->loc, L->d);
+    return ir_binary_bcast(L->f, OP_ADD, xw, v[2], call->loc, L->d);
+}
+
+/* log_softmax(x, a) = z - log(sum(exp(z), a)),  z = x - stop_grad(max(x, a))
+ * (the shift cancels, so stopping its gradient is exact). */
+static ValueId log_softmax(Lower *L, ValueId x, int axis, SrcLoc loc) {
+    IrType t = type_of(L, x);
+    IrFunc *f = L->f;
+    ValueId m = ir_unary(f, OP_STOP_GRAD, ir_reduce(f, OP_REDUCE_MAX, x, 1, &axis, loc, L->d), loc, L->d);
+    ValueId z = ir_binary_bcast(f, OP_SUB, x, keep_dims(L, m, t, axis, loc), loc, L->d);
+    ValueId s = ir_reduce(f, OP_REDUCE_SUM, ir_unary(f, OP_EXP, z, loc, L->d), 1, &axis, loc, L->d);
+    ValueId lse = keep_dims(L, ir_unary(f, OP_LOG, s, loc, L->d), t, axis, loc);
+    return ir_binary_bcast(f, OP_SUB, z, lse, loc, L->d);
+}
+
+static ValueId lower_log_softmax(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int axis;
+    if (!axis_arg(L, call, 1, type_of(L, v[0]).rank, &axis))
+        return IR_NONE;
+    return log_softmax(L, v[0], axis, call->loc);
+}
+
+/* cross_entropy(z, l) = -mean_n sum_c onehot(l, C)[n,c] * log_softmax(z, 1)[n,c]
+ * for logits z [N, C] and labels l i32[N]. */
+static ValueId lower_cross_entropy(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType z = type_of(L, v[0]), l = type_of(L, v[1]);
+    if (z.rank != 2 || z.dtype == DT_I32 || l.rank != 1 || l.dtype != DT_I32 || l.dim[0] != z.dim[0]) {
+        char a[64], c[64];
+        diag_error(L->d, call->loc, "'cross_entropy(logits, labels)' needs real logits [N, C] and labels "
+                   "i32[N], got %s and %s", type_str(L, v[0], a), type_str(L, v[1], c));
+        return IR_NONE;
+    }
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    int one = 1, zero = 0;
+    ValueId hot = ir_onehot(f, v[1], z.dim[1], loc, L->d);
+    ValueId picked = ir_binary(f, OP_MUL, hot, log_softmax(L, v[0], 1, loc), loc, L->d);
+    ValueId per_row = ir_reduce(f, OP_REDUCE_SUM, picked, 1, &one, loc, L->d);
+    ValueId total = ir_reduce(f, OP_REDUCE_SUM, per_row, 1, &zero, loc, L->d);
+    ValueId mean = z.dim[0] == 1 ? total : ir_binary_scalar(f, OP_DIV, total, z.dim[0], false, loc, L->d);
+    return ir_unary(f, OP_NEG, mean, loc, L->d);
+}
+
+static ValueId lower_argmax(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int axis;
+    if (!axis_arg(L, call, 1, type_of(L, v[0]).rank, &axis))
+        return IR_NONE;
+    return ir_argmax(L->f, v[0], axis, call->loc, L->d);
+}
+
+#define V BARG_VALUE
+#define UNARY(name, op) {name, 1, 1, {V}, false, op, lower_unary}
+static const ModelBuiltin builtins[] = {
+    UNARY("relu", OP_RELU), UNARY("tanh", OP_TANH), UNARY("sigmoid", OP_SIGMOID),
+    UNARY("exp", OP_EXP), UNARY("log", OP_LOG), UNARY("sqrt", OP_SQRT),
+    UNARY("softplus", OP_SOFTPLUS), UNARY("sin", OP_SIN), UNARY("cos", OP_COS),
+    UNARY("abs", OP_ABS),
+    {"sum", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_reduce},
+    {"mean", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_mean},
+    {"max", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_MAX, lower_reduce},
+    {"transpose", 1, 1, {V}, false, OP_TRANSPOSE, lower_transpose},
+    {"reshape", 2, 2, {V, BARG_SHAPE}, false, OP_RESHAPE, lower_reshape},
+    {"linear", 3, 3, {V, V, V}, false, OP_MATMUL, lower_linear},
+    {"log_softmax", 2, 2, {V, BARG_AXIS}, false, OP_EXP, lower_log_softmax},
+    {"cross_entropy", 2, 2, {V, V}, false, OP_ONEHOT, lower_cross_entropy},
+    {"argmax", 2, 2, {V, BARG_AXIS}, true, OP_ARGMAX, lower_argmax},
+};
+#undef UNARY
+#undef V
+
+const ModelBuiltin *model_builtin(const char *name) {
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++)
+        if (strcmp(builtins[i].name, name) == 0)
+            return &builtins[i];
+    return NULL;
+}
+
+/* --- calls --- */
+
+static ValueId call_builtin(Lower *L, const Ast *call, const ModelBuiltin *b) {
+    const AstList *args = &call->call.arg;
+    if (b->metric_only && L->differentiable)
+        return nondiff_error(L, call, b->name);
+    if (args->n < b->min_args || args->n > b->max_args) {
+        diag_error(L->d, call->loc, "'%s' takes %d to %d arguments, but %d were given", b->name, b->min_args,
+                   b->max_args, args->n);
+        return IR_NONE;
+    }
+    ValueId v[3] = {IR_NONE, IR_NONE, IR_NONE};
+    bool ok = true;
+    for (int i = 0; i < args->n; i++)
+        if (b->arg[i] == BARG_VALUE)
+            ok &= (v[i] = lower_expr(L, args->item[i])) != IR_NONE;
+    return ok ? b->lower(L, call, b, v) : IR_NONE;
+}
+
+static ValueId lower_body(Lower *L, int index, const ValueId *args);
+
+static ValueId call_def(Lower *L, const Ast *call) {
+    const int *at = ast_map_get(&L->mi->defs, call->call.callee);
+    if (!at) {
+        diag_error(L->d, call->loc, "unknown function '%s'", call->call.callee);
+        return IR_NONE;
+    }
+    const Ast *def = L->mi->def[*at];
+    const AstList *args = &call->call.arg;
+    if (args->n != def->def.arg.n) {
+        diag_error(L->d, call->loc, "'%s' takes %d arguments, but %d were given", def->def.name, def->def.arg.n,
+                   args->n);
+        return IR_NONE;
+    }
+    if (L->active[*at]) {
+        diag_error(L->d, call->loc, "recursive call of '%s'; recursion is not supported", def->def.name);
+        return IR_NONE;
+    }
+    ValueId *v = malloc(((size_t)args->n + 1) * sizeof *v);
+    if (!v)
+        abort();
+    bool ok = true;
+    for (int i = 0; i < args->n; i++)
+        ok &= (v[i] = lower_expr(L, args->item[i])) != IR_NONE;
+    int errors = L->d->nerrors;
+    ValueId r = ok ? lower_body(L, *at, v) : IR_NONE;
+    if (L->d->nerrors != errors && !L->limit_reported)
+        diag_note(L->d, call->loc, "in this call of '%s'", def->def.name);
+    free(v);
+    return r;
+}
+
+static ValueId lower_call(Lower *L, const Ast *call) {
+    for (int i = 0; i < call->call.arg.n; i++)
+        if (call->call.arg.item[i]->kind == AST_KWARG) {
+            diag_error(L->d, call->call.arg.item[i]->loc, "keyword argument in a call of '%s'", call->call.callee);
+            return IR_NONE;
+        }
+    const ModelBuiltin *b = model_builtin(call->call.callee);
+    return b ? call_builtin(L, call, b) : call_def(L, call);
+}
+
+/* --- expressions --- */
+
+static ValueId lower_name(Lower *L, const Ast *e) {
+    const char *id = e->name.id;
+    const int *at = ast_map_get(L->scope, id);
+    if (at)
+        return *at;
+    if ((at = ast_map_get(&L->mi->params, id)))
+        return L->params ? L->params[*at] : IR_NONE;
+    if ((at = ast_map_get(&L->mi->dims, id)))
+        return real_const(L, L->m->dim[*at].value, e->loc);
+    diag_error(L->d, e->loc, "unknown name '%s'", id);
+    return IR_NONE;
+}
+
+/* An operand; a number literal next to an i32 value becomes an i32
+ * constant when it is a whole number, so `argmax(z, 1) == 3` works. */
+static ValueId lower_operand(Lower *L, const Ast *e, ValueId other) {
+    double v;
+    if (other != IR_NONE && type_of(L, other).dtype == DT_I32 && model_number_literal(e, &v) &&
+        fabs(v) <= INT32_MAX && v == (int32_t)v)
+        return ir_const(L->f, v, ir_scalar(DT_I32), e->loc);
+    return lower_expr(L, e);
+}
+
+static ValueId lower_binary(Lower *L, const Ast *e) {
+    static const IrOp op[] = {[BIN_ADD] = OP_ADD, [BIN_SUB] = OP_SUB, [BIN_MUL] = OP_MUL, [BIN_DIV] = OP_DIV,
+                              [BIN_EQ] = OP_EQ};
+    const Ast *lhs = e->binary.lhs, *rhs = e->binary.rhs;
+    double k;
+    if (e->binary.op == BIN_EQ && L->differentiable)
+        return nondiff_error(L, e, "==");
+    if (e->binary.op == BIN_POW) {
+        if (!model_number_literal(rhs, &k)) {
+            diag_error(L->d, rhs->loc, "the exponent of '^' must be a number literal");
+            return IR_NONE;
+        }
+        return ir_powc(L->f, lower_expr(L, lhs), k, e->loc, L->d);
+    }
+    bool lit = model_number_literal(lhs, &k);
+    ValueId b = lit ? lower_expr(L, rhs) : IR_NONE;
+    ValueId a = lower_operand(L, lhs, b);
+    if (!lit)
+        b = lower_operand(L, rhs, a);
+    if (a == IR_NONE || b == IR_NONE)
+        return IR_NONE;
+    if (e->binary.op == BIN_MATMUL)
+        return ir_matmul(L->f, a, b, e->loc, L->d);
+    if (e->binary.op == BIN_EQ && type_of(L, a).dtype != type_of(L, b).dtype) {
+        char sa[64], sb[64];
+        diag_error(L->d, e->loc, "'==' compares %s with %s; both sides need the same element type",
+                   type_str(L, a, sa), type_str(L, b, sb));
+        return IR_NONE;
+    }
+    return ir_binary_bcast(L->f, op[e->binary.op], a, b, e->loc, L->d);
+}
+
+static bool enter(Lower *L) {
+    if (++L->steps <= LOWER_MAX_STEPS && L->depth < LOWER_MAX_DEPTH) {
+        L->depth++;
+        return true;
+    }
+    return false;
+}
+
+static ValueId limit_error(Lower *L, const Ast *e) {
+    if (!L->limit_reported) {
+        if (L->depth >= LOWER_MAX_DEPTH)
+            diag_error(L->d, e->loc, "expression nested too deeply after inlining calls (more than %d levels)",
+                       LOWER_MAX_DEPTH);
+        else
+            diag_error(L->d, e->loc, "model too large: more than %ld expressions after inlining calls",
+                       LOWER_MAX_STEPS);
+    }
+    L->limit_reported = true;
+    return IR_NONE;
+}
+
+static ValueId lower_expr(Lower *L, const Ast *e) {
+    if (!enter(L))
+        return limit_error(L, e);
+    ValueId v = IR_NONE;
+    switch (e->kind) {
+    case AST_NUM: v = real_const(L, e->num.value, e->loc); break;
+    case AST_NAME: v = lower_name(L, e); break;
+    case AST_NEG: v = ir_unary(L->f, OP_NEG, lower_expr(L, e->neg.operand), e->loc, L->d); break;
+    case AST_BINARY: v = lower_binary(L, e); break;
+    case AST_CALL: v = lower_call(L, e); break;
+    case AST_STR: diag_error(L->d, e->loc, "a string cannot be used in an expression"); break;
+    case AST_LIST: diag_error(L->d, e->loc, "a list [...] can only be the shape argument of 'reshape'"); break;
+    default: diag_error(L->d, e->loc, "expected an expression"); break;
+    }
+    L->depth--;
+    return v;
+}
+
+/* Inline def `index` with its arguments bound to args. */
+static ValueId lower_body(Lower *L, int index, const ValueId *args) {
+    const Ast *def = L->mi->def[index];
+    AstMap scope = {0}, *outer = L->scope;
+    for (int i = 0; i < def->def.arg.n; i++)
+        ast_map_put(&scope, def->def.arg.item[i]->name.id, args[i]);
+    L->scope = &scope;
+    L->active[index] = true;
+    ValueId r = IR_NONE;
+    const AstList *body = &def->def.body;
+    for (int i = 0; i < body->n; i++) {
+        const Ast *s = body->item[i];
+        if (s->kind == AST_ASSIGN)
+            ast_map_put(&scope, s->assign.name, lower_expr(L, s->assign.value));
+        else
+            r = lower_expr(L, s->ret.value);
+    }
+    L->active[index] = false;
+    L->scope = outer;
+    ast_map_free(&scope);
+    return r;
+}
+
+ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn, const ValueId *params, const ValueId *args,
+                         int nargs, bool differentiable, Diag *d) {
+    const ModelImpl *mi = model_impl(m);
+    const int *at = ast_map_get(&mi->defs, fn);
+    if (!at) {
+        diag_error(d, (SrcLoc){m->file, 0, 0}, "the model has no function '%s'", fn);
+        return IR_NONE;
+    }
+    const Ast *def = mi->def[*at];
+    if (nargs != def->def.arg.n) {
+        diag_error(d, def->loc, "'%s' takes %d arguments, but is called with %d", fn, def->def.arg.n, nargs);
+        return IR_NONE;
+    }
+    for (int i = 0; i < nargs; i++)
+        if (args[i] == IR_NONE)
+            return IR_NONE;
+    Lower L = {.mi = mi, .m = m, .f = f, .params = params, .differentiable = differentiable, .d = d};
+    L.active = calloc((size_t)mi->ndef, sizeof *L.active);
+    if (!L.active)
+        abort();
+    ValueId r = lower_body(&L, *at, args);
+    free(L.active);
+    return r;
+}

@@ -1,0 +1,940 @@
+/* Loading a model: read the file, parse it, and check everything outside
+ * the function bodies: redefinitions, dims (with -D overrides), params and
+ * their initialisers, the task and the meta block.  The bodies are checked
+ * by frontend/resolve.c (names, arities) and then by trial-lowering `loss`
+ * and `metric` with the task's shapes (frontend/lower.c). */
+#include "model_impl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PI 3.14159265358979323846
+
+typedef struct {
+    ModelImpl *mi;
+    Model *m;
+    Diag *d;
+    const ModelOptions *opt;
+    AstMap names;               /* dim/param/def name -> index in decl */
+    const Ast **decl;           /* the program's declarations */
+    const Ast *task, *meta;     /* the first of each, or NULL */
+} Check;
+
+static void *xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) {
+        fprintf(stderr, "mamlc: out of memory\n");
+        abort();
+    }
+    return p;
+}
+
+static const char *decl_what(const Ast *n) {
+    switch (n->kind) {
+    case AST_DIM: return "dim";
+    case AST_PARAM: return "param";
+    case AST_DEF: return "function";
+    case AST_TASK: return "task";
+    default: return "meta block";
+    }
+}
+
+/* --- literals and dim expressions --- */
+
+bool model_number_literal(const Ast *n, double *out) {
+    if (n->kind == AST_NUM) {
+        *out = n->num.value;
+        return true;
+    }
+    if (n->kind == AST_NEG && model_number_literal(n->neg.operand, out)) {
+        *out = -*out;
+        return true;
+    }
+    return false;
+}
+
+bool model_int_literal(const Ast *n, int64_t *out) {
+    double v;
+    const Ast *lit = n->kind == AST_NEG ? n->neg.operand : n;
+    if (lit->kind != AST_NUM || !lit->num.is_int || !model_number_literal(n, &v))
+        return false;
+    if (fabs(v) > (double)IR_MAX_NUMEL)
+        return false;
+    *out = (int64_t)v;
+    return true;
+}
+
+bool model_is_minus_one(const Ast *n) {
+    int64_t v;
+    return n->kind == AST_NEG && model_int_literal(n, &v) && v == -1;
+}
+
+static bool dim_overflow(const Ast *n, int64_t v, Diag *d) {
+    if (v >= -IR_MAX_NUMEL && v <= IR_MAX_NUMEL)
+        return false;
+    diag_error(d, n->loc, "dim expression overflows (more than %lld)", (long long)IR_MAX_NUMEL);
+    return true;
+}
+
+static bool dim_name(const ModelImpl *mi, const Ast *n, int64_t *out, Diag *d) {
+    const int *i = ast_map_get(&mi->dims, n->name.id);
+    if (i) {
+        *out = mi->pub.dim[*i].value;
+        return true;
+    }
+    if (ast_map_get(&mi->params, n->name.id))
+        diag_error(d, n->loc, "'%s' is a param; only dims and integers can give a size", n->name.id);
+    else
+        diag_error(d, n->loc, "unknown dim '%s'", n->name.id);
+    return false;
+}
+
+bool model_dim_expr(const ModelImpl *mi, const Ast *n, int64_t *out, Diag *d) {
+    int64_t a, b;
+    switch (n->kind) {
+    case AST_NUM:
+        if (!n->num.is_int) {
+            diag_error(d, n->loc, "a size must be an integer, not '%s'", n->num.text);
+            return false;
+        }
+        if (n->num.value > (double)IR_MAX_NUMEL) {
+            diag_error(d, n->loc, "integer '%s' is too large for a size", n->num.text);
+            return false;
+        }
+        *out = (int64_t)n->num.value;
+        return true;
+    case AST_NAME:
+        return dim_name(mi, n, out, d);
+    case AST_NEG:
+        if (!model_dim_expr(mi, n->neg.operand, &a, d))
+            return false;
+        *out = -a;
+        return true;
+    case AST_BINARY:
+        if (n->binary.op != BIN_ADD && n->binary.op != BIN_SUB && n->binary.op != BIN_MUL)
+            break;
+        if (!model_dim_expr(mi, n->binary.lhs, &a, d) || !model_dim_expr(mi, n->binary.rhs, &b, d))
+            return false;
+        /* |a|, |b| <= 2^31, so none of these overflows int64_t */
+        *out = n->binary.op == BIN_ADD ? a + b : n->binary.op == BIN_SUB ? a - b : a * b;
+        return !dim_overflow(n, *out, d);
+    default:
+        break;
+    }
+    diag_error(d, n->loc, "a size may only use integers, dims, '+', '-', '*' and parentheses");
+    return false;
+}
+
+bool model_extent(const ModelImpl *mi, const Ast *n, int *out, Diag *d) {
+    int64_t v;
+    if (!model_dim_expr(mi, n, &v, d))
+        return false;
+    if (v < 1 || v > IR_MAX_DIM) {
+        diag_error(d, n->loc, "size %lld is out of range (must be 1 to %d)", (long long)v, IR_MAX_DIM);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+/* A shape to a type: rank, extents and element count within IR limits. */
+static bool check_shape(Check *c, const Ast *shape, DType dt, IrType *out) {
+    const AstList *e = &shape->shape.extent;
+    if (e->n > IR_MAX_RANK) {
+        diag_error(c->d, shape->loc, "shape has %d dimensions; at most %d are allowed", e->n, IR_MAX_RANK);
+        return false;
+    }
+    int dim[IR_MAX_RANK];
+    int64_t numel = 1;
+    bool ok = true;
+    for (int i = 0; i < e->n; i++) {
+        ok &= model_extent(c->mi, e->item[i], &dim[i], c->d);
+        if (ok)
+            numel *= dim[i];    /* <= 2^31 * 2^24 before the check below */
+        if (ok && numel > IR_MAX_NUMEL) {
+            diag_error(c->d, shape->loc, "shape has more than %lld elements", (long long)IR_MAX_NUMEL);
+            return false;
+        }
+    }
+    if (ok)
+        *out = ir_type(dt, e->n, dim);
+    return ok;
+}
+
+/* --- keyword-argument binding, shared by initialisers and the meta block --- */
+
+typedef struct {
+    const char *name;
+    double def;                 /* value when not given */
+    bool required;
+} ArgSpec;
+
+static void spec_names(const ArgSpec *spec, int n, char *buf, size_t size) {
+    size_t used = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && used < size; i++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s", i ? ", " : "", spec[i].name);
+}
+
+/* Bind the arguments of `call` (positional, then keyword; each a number
+ * literal) to spec; out[i] receives spec[i]'s value.  A plain name (adam)
+ * binds no arguments. */
+static bool bind_numbers(Check *c, const Ast *call, const ArgSpec *spec, int n, double *out) {
+    const Ast *given[8] = {0};
+    const char *fn = call->kind == AST_CALL ? call->call.callee : call->name.id;
+    bool ok = true, keywords = false;
+    int nargs = call->kind == AST_CALL ? call->call.arg.n : 0;
+    char names[128];
+    spec_names(spec, n, names, sizeof names);
+    for (int i = 0; i < nargs; i++) {
+        const Ast *a = call->call.arg.item[i], *value = a;
+        int slot = i;
+        if (a->kind == AST_KWARG) {
+            keywords = true;
+            value = a->kwarg.value;
+            for (slot = 0; slot < n && strcmp(spec[slot].name, a->kwarg.key) != 0; slot++)
+                ;
+            if (slot == n) {
+                diag_error(c->d, a->loc, "'%s' has no argument '%s' (it takes %s)", fn, a->kwarg.key, names);
+                ok = false;
+                continue;
+            }
+        } else if (keywords) {
+            diag_error(c->d, a->loc, "positional argument after a keyword argument");
+            ok = false;
+            continue;
+        } else if (i >= n && n == 0) {
+            diag_error(c->d, a->loc, "'%s' takes no arguments", fn);
+            ok = false;
+            continue;
+        } else if (i >= n) {
+            diag_error(c->d, a->loc, "'%s' takes at most %d argument%s (%s)", fn, n, n == 1 ? "" : "s", names);
+            ok = false;
+            continue;
+        }
+        if (given[slot]) {
+            diag_error(c->d, a->loc, "argument '%s' of '%s' is given twice", spec[slot].name, fn);
+            diag_note(c->d, given[slot]->loc, "first given here");
+            ok = false;
+            continue;
+        }
+        given[slot] = a;
+        if (!model_number_literal(value, &out[slot])) {
+            diag_error(c->d, value->loc, "argument '%s' of '%s' must be a number", spec[slot].name, fn);
+            ok = false;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (given[i])
+            continue;
+        if (spec[i].required) {
+            diag_error(c->d, call->loc, "'%s' needs argument '%s'", fn, spec[i].name);
+            ok = false;
+        }
+        out[i] = spec[i].def;
+    }
+    return ok;
+}
+
+/* --- declarations --- */
+
+/* Put every declaration in its place; report redefinitions. */
+static void collect(Check *c) {
+    const AstList *decls = &c->m->ast->program.decl;
+    c->decl = (const Ast **)decls->item;
+    for (int i = 0; i < decls->n; i++) {
+        const Ast *n = decls->item[i];
+        const Ast **single = n->kind == AST_TASK ? &c->task : n->kind == AST_META ? &c->meta : NULL;
+        if (single) {
+            if (*single) {
+                diag_error(c->d, n->loc, "more than one %s", decl_what(n));
+                diag_note(c->d, (*single)->loc, "the first %s is here", decl_what(n));
+            } else {
+                *single = n;
+            }
+            continue;
+        }
+        const char *name = n->kind == AST_DIM ? n->dim.name : n->kind == AST_PARAM ? n->param.name : n->def.name;
+        const int *prev = ast_map_get(&c->names, name);
+        if (prev) {
+            diag_error(c->d, n->loc, "redefinition of '%s'", name);
+            diag_note(c->d, c->decl[*prev]->loc, "'%s' was first defined here as a %s", name, decl_what(c->decl[*prev]));
+            continue;
+        }
+        if (n->kind == AST_DEF && model_builtin(name)) {
+            diag_error(c->d, n->loc, "'%s' is a builtin function and cannot be redefined", name);
+            continue;
+        }
+        ast_map_put(&c->names, name, i);
+        if (n->kind == AST_DIM)
+            c->m->ndim++;
+        else if (n->kind == AST_PARAM)
+            c->m->nparam++;
+        else
+            c->mi->ndef++;
+    }
+}
+
+/* The -D value for dim `name`, if any (the last one given wins). */
+static const DimOverride *find_define(const Check *c, const char *name) {
+    const DimOverride *found = NULL;
+    for (int i = 0; c->opt && i < c->opt->ndefines; i++)
+        if (strcmp(c->opt->defines[i].name, name) == 0)
+            found = &c->opt->defines[i];
+    return found;
+}
+
+static void check_defines(Check *c) {
+    SrcLoc file = {c->m->file, 0, 0};
+    for (int i = 0; c->opt && i < c->opt->ndefines; i++) {
+        const DimOverride *o = &c->opt->defines[i];
+        const int *at = ast_map_get(&c->names, o->name);
+        if (!at || c->decl[*at]->kind != AST_DIM)
+            diag_error(c->d, file, "-D %s=%d: the model has no 'dim %s'", o->name, o->value, o->name);
+        else if (o->value < 1 || o->value > IR_MAX_DIM)
+            diag_error(c->d, file, "-D %s=%d: a dim must be 1 to %d", o->name, o->value, IR_MAX_DIM);
+    }
+}
+
+/* Dims in source order; each may use the dims before it. */
+static void check_dims(Check *c) {
+    Model *m = c->m;
+    m->dim = arena_alloc(&m->arena, (size_t)(m->ndim ? m->ndim : 1) * sizeof *m->dim);
+    int k = 0;
+    for (int i = 0; i < m->ast->program.decl.n; i++) {
+        const Ast *n = c->decl[i];
+        const int *at = n->kind == AST_DIM ? ast_map_get(&c->names, n->dim.name) : NULL;
+        if (!at || *at != i)
+            continue;
+        const DimOverride *o = find_define(c, n->dim.name);
+        int value = 1;
+        if (o)
+            value = o->value;
+        else
+            model_extent(c->mi, n->dim.value, &value, c->d);
+        m->dim[k] = (ModelDim){n->dim.name, value, n->loc};
+        ast_map_put(&c->mi->dims, n->dim.name, k++);
+    }
+}
+
+typedef struct {
+    const char *name;
+    InitKind kind;
+    int nargs;
+    ArgSpec arg[2];
+} InitSpec;
+
+static const InitSpec init_specs[] = {
+    {"zeros", INIT_ZEROS, 0, {{0}}},
+    {"ones", INIT_ONES, 0, {{0}}},
+    {"he", INIT_HE, 0, {{0}}},
+    {"glorot", INIT_GLOROT, 0, {{0}}},
+    {"normal", INIT_NORMAL, 1, {{"std", 0, true}}},
+    {"uniform", INIT_UNIFORM, 2, {{"lo", 0, true}, {"hi", 0, true}}},
+    {"const", INIT_CONST, 1, {{"value", 0, true}}},
+};
+#define NINIT_SPECS (int)(sizeof init_specs / sizeof init_specs[0])
+
+static bool check_init(Check *c, const Ast *n, ParamInit *out) {
+    const char *name = n->kind == AST_NAME ? n->name.id : n->kind == AST_CALL ? n->call.callee : NULL;
+    const InitSpec *s = NULL;
+    for (int i = 0; name && i < NINIT_SPECS; i++)
+        if (strcmp(init_specs[i].name, name) == 0)
+            s = &init_specs[i];
+    if (!s) {
+        diag_error(c->d, n->loc, "expected an initialiser: zeros, ones, he, glorot, normal(std), "
+                                 "uniform(lo, hi) or const(value)");
+        return false;
+    }
+    if (s->nargs && n->kind == AST_NAME) {
+        diag_error(c->d, n->loc, "'%s' needs arguments: %s", s->name,
+                   s->kind == INIT_NORMAL ? "normal(std)" : s->kind == INIT_UNIFORM ? "uniform(lo, hi)" : "const(value)");
+        return false;
+    }
+    double v[2] = {0, 0};
+    if (!bind_numbers(c, n, s->arg, s->nargs, v))
+        return false;
+    *out = (ParamInit){s->kind, v[0], v[1]};
+    if (s->kind == INIT_NORMAL && !(v[0] > 0)) {
+        diag_error(c->d, n->loc, "the std of 'normal' must be positive");
+        return false;
+    }
+    if (s->kind == INIT_UNIFORM && !(v[0] < v[1])) {
+        diag_error(c->d, n->loc, "'uniform(lo, hi)' needs lo < hi");
+        return false;
+    }
+    return true;
+}
+
+static void check_params(Check *c) {
+    Model *m = c->m;
+    m->param = arena_alloc(&m->arena, (size_t)(m->nparam ? m->nparam : 1) * sizeof *m->param);
+    int k = 0;
+    for (int i = 0; i < m->ast->program.decl.n; i++) {
+        const Ast *n = c->decl[i];
+        const int *at = n->kind == AST_PARAM ? ast_map_get(&c->names, n->param.name) : NULL;
+        if (!at || *at != i)
+            continue;
+        ModelParam *p = &m->param[k];
+        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc};
+        if (n->param.shape->shape.dtype)
+            diag_error(c->d, n->param.shape->loc, "params are real; drop the element type '%s'",
+                       n->param.shape->shape.dtype);
+        else
+            check_shape(c, n->param.shape, m->real, &p->type);
+        check_init(c, n->param.init, &p->init);
+        ast_map_put(&c->mi->params, n->param.name, k++);
+    }
+}
+
+static void collect_defs(Check *c) {
+    ModelImpl *mi = c->mi;
+    mi->def = arena_alloc(&c->m->arena, (size_t)(mi->ndef ? mi->ndef : 1) * sizeof *mi->def);
+    int k = 0;
+    for (int i = 0; i < c->m->ast->program.decl.n; i++) {
+        const Ast *n = c->decl[i];
+        const int *at = n->kind == AST_DEF ? ast_map_get(&c->names, n->def.name) : NULL;
+        if (!at || *at != i)
+            continue;
+        mi->def[k] = n;
+        ast_map_put(&mi->defs, n->def.name, k++);
+    }
+    mi->ndef = k;
+}
+
+/* --- the task --- */
+
+typedef enum { TARG_RANGE, TARG_NUMBER, TARG_STRING, TARG_BOOL } TaskArgType;
+
+typedef struct {
+    const char *name;
+    TaskArgType type;
+    double lo, hi;              /* default of a range or number */
+    const char *str;            /* default of a string */
+    bool required;
+} TaskArgSpec;
+
+typedef struct {
+    const char *kind;
+    const TaskArgSpec *arg;
+    int narg;
+    /* extra checks of the fields' types, or NULL */
+    bool (*check)(Check *c, const ModelTask *t, const Ast *field[2][2]);
+} TaskKind;
+
+static bool check_sinusoid(Check *c, const ModelTask *t, const Ast *field[2][2]);
+
+static const TaskArgSpec sinusoid_args[] = {
+    {"amplitude", TARG_RANGE, 0.1, 5.0, NULL, false},
+    {"phase", TARG_RANGE, 0.0, PI, NULL, false},
+    {"x", TARG_RANGE, -5.0, 5.0, NULL, false},
+};
+
+/* One entry per task kind; a new kind is one more line. */
+static const TaskKind task_kinds[] = {
+    {"sinusoid", sinusoid_args, 3, check_sinusoid},
+    {"external", NULL, 0, NULL},
+};
+#define NTASK_KINDS (int)(sizeof task_kinds / sizeof task_kinds[0])
+
+static const char *const set_names[2] = {"support", "query"};
+static const char *const field_names[2] = {"x", "y"};
+
+/* Sinusoid tasks generate x and y of shape [n, 1]. */
+static bool check_sinusoid(Check *c, const ModelTask *t, const Ast *field[2][2]) {
+    const IrType *ty[2][2] = {{&t->support_x, &t->support_y}, {&t->query_x, &t->query_y}};
+    bool ok = true;
+    for (int s = 0; s < 2; s++) {
+        bool points = true;
+        for (int f = 0; f < 2; f++) {
+            const IrType *a = ty[s][f];
+            if (a->dtype != c->m->real || a->rank != 2 || a->dim[1] != 1) {
+                char buf[64];
+                diag_error(c->d, field[s][f]->loc, "task 'sinusoid' needs %s %s of shape [n, 1] with real "
+                           "elements, not %s", set_names[s], field_names[f], ir_type_str(*a, buf, sizeof buf));
+                points = false;
+            }
+        }
+        if (points && ty[s][0]->dim[0] != ty[s][1]->dim[0]) {
+            diag_error(c->d, field[s][1]->loc, "%s y has %d rows but %s x has %d", set_names[s],
+                       ty[s][1]->dim[0], set_names[s], ty[s][0]->dim[0]);
+            points = false;
+        }
+        ok &= points;
+    }
+    return ok;
+}
+
+static bool check_task_value(Check *c, const Ast *kw, const TaskArgSpec *s, TaskArg *out) {
+    const Ast *v = kw->kwarg.value;
+    *out = (TaskArg){.name = s->name, .loc = kw->loc};
+    switch (s->type) {
+    case TARG_RANGE:
+        if (v->kind == AST_LIST && v->list.item.n == 2 && model_number_literal(v->list.item.item[0], &out->lo) &&
+            model_number_literal(v->list.item.item[1], &out->hi)) {
+            out->is_range = true;
+            if (out->lo <= out->hi)
+                return true;
+            diag_error(c->d, v->loc, "range of '%s' is empty: %g > %g", s->name, out->lo, out->hi);
+            return false;
+        }
+        if (model_number_literal(v, &out->lo)) {
+            out->hi = out->lo;
+            return true;
+        }
+        diag_error(c->d, v->loc, "'%s' must be a number or a range [lo, hi]", s->name);
+        return false;
+    case TARG_NUMBER:
+        if (model_number_literal(v, &out->lo)) {
+            out->hi = out->lo;
+            return true;
+        }
+        diag_error(c->d, v->loc, "'%s' must be a number", s->name);
+        return false;
+    case TARG_STRING:
+        if (v->kind == AST_STR) {
+            out->is_string = true;
+            out->str = v->str.value;
+            return true;
+        }
+        diag_error(c->d, v->loc, "'%s' must be a string", s->name);
+        return false;
+    case TARG_BOOL:
+        if (v->kind == AST_NAME && (!strcmp(v->name.id, "true") || !strcmp(v->name.id, "false"))) {
+            out->is_bool = true;
+            out->lo = out->hi = v->name.id[0] == 't';
+            return true;
+        }
+        diag_error(c->d, v->loc, "'%s' must be true or false", s->name);
+        return false;
+    }
+    return false;
+}
+
+static const TaskKind *find_task_kind(Check *c, const Ast *n) {
+    for (int i = 0; i < NTASK_KINDS; i++)
+        if (strcmp(task_kinds[i].kind, n->task.kind) == 0)
+            return &task_kinds[i];
+    char known[256];
+    size_t used = 0;
+    for (int i = 0; i < NTASK_KINDS && used < sizeof known; i++)
+        used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "", task_kinds[i].kind);
+    diag_error(c->d, n->loc, "unknown task kind '%s' (known kinds: %s)", n->task.kind, known);
+    return NULL;
+}
+
+/* Every argument of the kind, given or defaulted, in the kind's order. */
+static bool check_task_args(Check *c, const Ast *n, const TaskKind *k, ModelTask *t) {
+    const AstList *args = &n->task.arg;
+    const Ast **given = xcalloc((size_t)k->narg, sizeof *given);
+    bool ok = true;
+    t->narg = k->narg;
+    t->arg = arena_alloc(&c->m->arena, (size_t)(k->narg ? k->narg : 1) * sizeof *t->arg);
+    for (int i = 0; i < args->n; i++) {
+        const Ast *a = args->item[i];
+        int s = 0;
+        while (s < k->narg && strcmp(k->arg[s].name, a->kwarg.key) != 0)
+            s++;
+        if (s == k->narg) {
+            char known[256] = "none";
+            for (int j = 0, used = 0; j < k->narg && used < (int)sizeof known; j++)
+                used += snprintf(known + used, sizeof known - (size_t)used, "%s%s", j ? ", " : "", k->arg[j].name);
+            diag_error(c->d, a->loc, "task '%s' has no argument '%s' (its arguments: %s)", k->kind,
+                       a->kwarg.key, known);
+            ok = false;
+        } else if (given[s]) {
+            diag_error(c->d, a->loc, "task argument '%s' is given twice", a->kwarg.key);
+            diag_note(c->d, given[s]->loc, "first given here");
+            ok = false;
+        } else {
+            given[s] = a;
+            ok &= check_task_value(c, a, &k->arg[s], &t->arg[s]);
+        }
+    }
+    for (int s = 0; s < k->narg; s++) {
+        const TaskArgSpec *sp = &k->arg[s];
+        if (given[s])
+            continue;
+        if (sp->required) {
+            diag_error(c->d, n->loc, "task '%s' needs argument '%s'", k->kind, sp->name);
+            ok = false;
+        }
+        t->arg[s] = (TaskArg){.name = sp->name, .is_range = sp->type == TARG_RANGE, .is_string = sp->type == TARG_STRING,
+                              .is_bool = sp->type == TARG_BOOL, .lo = sp->lo, .hi = sp->hi, .str = sp->str, .loc = n->loc};
+    }
+    free(given);
+    return ok;
+}
+
+static int index_of(const char *const *names, const char *s) {
+    for (int i = 0; i < 2; i++)
+        if (strcmp(names[i], s) == 0)
+            return i;
+    return -1;
+}
+
+/* support x/y and query x/y, each exactly once. */
+static bool check_task_fields(Check *c, const Ast *n, ModelTask *t, const Ast *field[2][2]) {
+    IrType *ty[2][2] = {{&t->support_x, &t->support_y}, {&t->query_x, &t->query_y}};
+    bool ok = true;
+    for (int i = 0; i < n->task.field.n; i++) {
+        const Ast *f = n->task.field.item[i];
+        int s = index_of(set_names, f->field.set), k = index_of(field_names, f->field.name);
+        if (s < 0) {
+            diag_error(c->d, f->field.set_loc, "expected 'support' or 'query', found '%s'", f->field.set);
+            ok = false;
+            continue;
+        }
+        if (k < 0) {
+            diag_error(c->d, f->loc, "unknown task field '%s' (a task has x and y)", f->field.name);
+            ok = false;
+            continue;
+        }
+        if (field[s][k]) {
+            diag_error(c->d, f->loc, "%s %s is declared twice", set_names[s], field_names[k]);
+            diag_note(c->d, field[s][k]->loc, "first declared here");
+            ok = false;
+            continue;
+        }
+        field[s][k] = f;
+        const Ast *type = f->field.type;
+        DType dt = c->m->real;
+        if (type->shape.dtype && strcmp(type->shape.dtype, "i32") == 0) {
+            dt = DT_I32;
+        } else if (type->shape.dtype) {
+            diag_error(c->d, type->loc, "unknown element type '%s' (write [..] for reals, i32[..] for integers)",
+                       type->shape.dtype);
+            ok = false;
+            continue;
+        }
+        ok &= check_shape(c, type, dt, ty[s][k]);
+    }
+    for (int s = 0; s < 2; s++)
+        for (int k = 0; k < 2; k++)
+            if (!field[s][k]) {
+                diag_error(c->d, n->loc, "task has no %s %s", set_names[s], field_names[k]);
+                ok = false;
+            }
+    return ok;
+}
+
+static void check_task(Check *c) {
+    const Ast *n = c->task;
+    if (!n) {
+        diag_error(c->d, (SrcLoc){c->m->file, 0, 0}, "missing task declaration (e.g. 'task external() "
+                   "{ support x : [..], y : [..]; query x : [..], y : [..]; }')");
+        return;
+    }
+    ModelTask *t = &c->m->task;
+    t->kind = n->task.kind;
+    t->loc = n->loc;
+    const TaskKind *k = find_task_kind(c, n);
+    const Ast *field[2][2] = {{0}};
+    bool ok = k && check_task_args(c, n, k, t);
+    if (check_task_fields(c, n, t, field) && ok && k->check)
+        k->check(c, t, field);
+}
+
+/* --- the meta block --- */
+
+typedef bool MetaRule(Check *c, const Ast *kw, MetaConfig *mc);
+
+/* *out = the integer value of kw, in [1, max]. */
+static bool meta_count(Check *c, const Ast *kw, int64_t max, int64_t *out) {
+    const Ast *v = kw->kwarg.value;
+    if (!model_int_literal(v, out) || *out < 1 || *out > max) {
+        diag_error(c->d, v->loc, "'%s' must be an integer from 1 to %lld", kw->kwarg.key, (long long)max);
+        return false;
+    }
+    return true;
+}
+
+static bool meta_inner_steps(Check *c, const Ast *kw, MetaConfig *mc) {
+    int64_t v;
+    if (!meta_count(c, kw, IR_MAX_NUMEL - 1, &v))
+        return false;
+    mc->inner_steps = (int)v;
+    return true;
+}
+
+static bool meta_meta_batch(Check *c, const Ast *kw, MetaConfig *mc) {
+    int64_t v;
+    if (!meta_count(c, kw, IR_MAX_NUMEL - 1, &v))
+        return false;
+    mc->meta_batch = (int)v;
+    return true;
+}
+
+static bool meta_iterations(Check *c, const Ast *kw, MetaConfig *mc) {
+    int64_t v;
+    if (!meta_count(c, kw, IR_MAX_NUMEL, &v))
+        return false;
+    mc->iterations = (long)v;
+    return true;
+}
+
+static bool meta_inner_lr(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (!model_number_literal(v, &mc->inner_lr) || !(mc->inner_lr > 0)) {
+        diag_error(c->d, v->loc, "'inner_lr' must be a positive number");
+        return false;
+    }
+    return true;
+}
+
+static bool meta_order(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (v->kind == AST_NAME && strcmp(v->name.id, "second") == 0)
+        mc->order = ORDER_SECOND;
+    else if (v->kind == AST_NAME && strcmp(v->name.id, "first") == 0)
+        mc->order = ORDER_FIRST;
+    else {
+        diag_error(c->d, v->loc, "'order' must be 'second' or 'first'");
+        return false;
+    }
+    return true;
+}
+
+static const ArgSpec adam_args[] = {{"lr", 0.001, false}, {"beta1", 0.9, false}, {"beta2", 0.999, false},
+                                    {"eps", 1e-8, false}};
+static const ArgSpec sgd_args[] = {{"lr", 0.001, false}};
+
+static bool meta_optimizer(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    const char *name = v->kind == AST_NAME ? v->name.id : v->kind == AST_CALL ? v->call.callee : "";
+    double a[4];
+    OptimizerConfig *o = &mc->optimizer;
+    if (strcmp(name, "adam") == 0) {
+        if (!bind_numbers(c, v, adam_args, 4, a))
+            return false;
+        *o = (OptimizerConfig){OPT_ADAM, a[0], a[1], a[2], a[3]};
+    } else if (strcmp(name, "sgd") == 0) {
+        if (!bind_numbers(c, v, sgd_args, 1, a))
+            return false;
+        *o = (OptimizerConfig){OPT_SGD, a[0], 0, 0, 0};
+    } else {
+        diag_error(c->d, v->loc, "'optimizer' must be adam(lr, beta1, beta2, eps) or sgd(lr)");
+        return false;
+    }
+    if (!(o->lr > 0) || (o->kind == OPT_ADAM && (!(o->beta1 >= 0 && o->beta1 < 1) ||
+                                                 !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0)))) {
+        diag_error(c->d, v->loc, "optimizer needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0");
+        return false;
+    }
+    return true;
+}
+
+/* One entry per meta key; a new key is one more line and its rule. */
+static const struct {
+    const char *key;
+    MetaRule *rule;
+} meta_keys[] = {
+    {"inner_steps", meta_inner_steps},
+    {"inner_lr", meta_inner_lr},
+    {"order", meta_order},
+    {"meta_batch", meta_meta_batch},
+    {"optimizer", meta_optimizer},
+    {"iterations", meta_iterations},
+};
+#define NMETA_KEYS (int)(sizeof meta_keys / sizeof meta_keys[0])
+
+static void check_meta(Check *c) {
+    MetaConfig *mc = &c->m->meta;
+    *mc = (MetaConfig){.inner_steps = 1, .inner_lr = 0.01, .order = ORDER_SECOND, .meta_batch = 25,
+                       .optimizer = {OPT_ADAM, 0.001, 0.9, 0.999, 1e-8}, .iterations = 70000};
+    if (!c->meta)
+        return;
+    mc->loc = c->meta->loc;
+    const Ast *seen[NMETA_KEYS] = {0};
+    const AstList *e = &c->meta->meta.entry;
+    for (int i = 0; i < e->n; i++) {
+        const Ast *kw = e->item[i];
+        int k = 0;
+        while (k < NMETA_KEYS && strcmp(meta_keys[k].key, kw->kwarg.key) != 0)
+            k++;
+        if (k == NMETA_KEYS) {
+            char known[256];
+            size_t used = 0;
+            for (int j = 0; j < NMETA_KEYS && used < sizeof known; j++)
+                used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "", meta_keys[j].key);
+            diag_error(c->d, kw->loc, "unknown meta key '%s' (known keys: %s)", kw->kwarg.key, known);
+        } else if (seen[k]) {
+            diag_error(c->d, kw->loc, "duplicate meta key '%s'", kw->kwarg.key);
+            diag_note(c->d, seen[k]->loc, "first set here");
+        } else {
+            seen[k] = kw;
+            meta_keys[k].rule(c, kw, mc);
+        }
+    }
+}
+
+/* --- loss and metric --- */
+
+/* The return statement of a def, for pointing at it. */
+static const Ast *returned(const Ast *def) {
+    const AstList *b = &def->def.body;
+    return b->item[b->n - 1];
+}
+
+/* Lower fn(x, y) with x, y of the given types into a scratch function and
+ * check it returns a real scalar. */
+static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool differentiable) {
+    Model *m = c->m;
+    IrModule *mod = ir_module_new(m->real);
+    IrFunc *f = ir_func_new(mod, def->def.name);
+    ValueId *params = xcalloc((size_t)m->nparam, sizeof *params);
+    for (int i = 0; i < m->nparam; i++)
+        params[i] = ir_input(f, m->param[i].name, m->param[i].type, m->param[i].loc);
+    ValueId args[2] = {ir_input(f, "x", tx, m->task.loc), ir_input(f, "y", ty, m->task.loc)};
+    ValueId r = model_lower_call(m, f, def->def.name, params, args, 2, differentiable, c->d);
+    bool ok = r != IR_NONE;
+    if (ok) {
+        IrType t = ir_value_type(f, r);
+        if (t.rank != 0 || t.dtype != m->real) {
+            char buf[64];
+            diag_error(c->d, returned(def)->loc, "'%s' must return a real scalar, not %s", def->def.name,
+                       ir_type_str(t, buf, sizeof buf));
+            ok = false;
+        }
+    }
+    free(params);
+    ir_module_free(mod);
+    return ok;
+}
+
+/* `def fn(x, y)`, if there is one, must take two arguments and give a real
+ * scalar for the support and the query shapes. */
+static bool check_objective(Check *c, const char *fn, bool differentiable) {
+    const int *at = ast_map_get(&c->mi->defs, fn);
+    if (!at)
+        return true;
+    const Ast *def = c->mi->def[*at];
+    if (def->def.arg.n != 2) {
+        diag_error(c->d, def->loc, "'%s' must take two arguments (x, y), not %d", fn, def->def.arg.n);
+        return false;
+    }
+    const ModelTask *t = &c->m->task;
+    if (!trial_lower(c, def, t->support_x, t->support_y, differentiable))
+        return false;
+    if (trial_lower(c, def, t->query_x, t->query_y, differentiable))
+        return true;
+    char bx[64], by[64];
+    diag_note(c->d, def->loc, "while checking '%s' with the query shapes x: %s, y: %s", fn,
+              ir_type_str(t->query_x, bx, sizeof bx), ir_type_str(t->query_y, by, sizeof by));
+    return false;
+}
+
+/* --- loading --- */
+
+static bool check_real(Check *c) {
+    if (c->m->real == DT_F32 || c->m->real == DT_F64)
+        return true;
+    diag_error(c->d, (SrcLoc){0}, "the real type must be f32 or f64, not %s", ir_dtype_name(c->m->real));
+    return false;
+}
+
+static void check_model(Check *c) {
+    int errors = c->d->nerrors;
+    collect(c);
+    check_defines(c);
+    check_dims(c);
+    check_params(c);
+    collect_defs(c);
+    check_task(c);
+    check_meta(c);
+    c->m->has_metric = ast_map_get(&c->mi->defs, "metric") != NULL;
+    if (!ast_map_get(&c->mi->defs, "loss"))
+        diag_error(c->d, (SrcLoc){c->m->file, 0, 0}, "missing 'def loss(x, y)' (the task loss)");
+    if (c->d->nerrors != errors || !model_resolve(c->mi, c->d))
+        return;
+    if (check_objective(c, "loss", true))
+        check_objective(c, "metric", false);
+}
+
+Model *model_load_text(const char *file, const char *text, size_t len, const ModelOptions *opt, Diag *d) {
+    ModelImpl *mi = xcalloc(1, sizeof *mi);
+    Model *m = &mi->pub;
+    if (!text) {
+        text = "";
+        len = 0;
+    }
+    m->file = arena_strdup(&m->arena, file ? file : "<input>");
+    m->real = opt ? opt->real : DT_F32;
+    diag_add_source(d, m->file, text, len);
+    int errors = d->nerrors;
+    Check c = {.mi = mi, .m = m, .d = d, .opt = opt};
+    if (check_real(&c))
+        m->ast = ast_parse(&m->arena, m->file, text, len, d);
+    if (m->ast)
+        check_model(&c);
+    ast_map_free(&c.names);
+    if (d->nerrors != errors) {
+        model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+/* The whole file in a malloc'd buffer; false after reporting. */
+static bool read_file(const char *path, char **text, size_t *len, Diag *d) {
+    SrcLoc loc = {path, 0, 0};
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        diag_error(d, loc, "cannot open '%s': %s", path, strerror(errno));
+        return false;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        n += fread(buf + n, 1, cap - n, fp);
+        if (n < cap)
+            break;
+        char *big = cap <= SIZE_MAX / 2 ? realloc(buf, cap *= 2) : NULL;
+        if (!big)
+            free(buf);
+        buf = big;
+    }
+    int err = ferror(fp) ? errno : 0;
+    fclose(fp);
+    if (!buf || err) {
+        diag_error(d, loc, "cannot read '%s': %s", path, buf ? strerror(err) : "out of memory");
+        free(buf);
+        return false;
+    }
+    *text = buf;
+    *len = n;
+    return true;
+}
+
+Model *model_load(const char *path, const ModelOptions *opt, Diag *d) {
+    char *text;
+    size_t len;
+    if (!read_file(path, &text, &len, d))
+        return NULL;
+    Model *m = model_load_text(path, text, len, opt, d);
+    free(text);
+    return m;
+}
+
+void model_free(Model *m) {
+    if (!m)
+        return;
+    ModelImpl *mi = (ModelImpl *)m;
+    ast_map_free(&mi->defs);
+    ast_map_free(&mi->params);
+    ast_map_free(&mi->dims);
+    arena_free(&m->arena);
+    free(mi);
+}
+
+SrcLoc model_func_loc(const Model *m, const char *fn) {
+    const ModelImpl *mi = model_impl(m);
+    const int *at = ast_map_get(&mi->defs, fn);
+    return at ? mi->def[*at]->loc : (SrcLoc){0};
+}
+
+bool model_has_func(const Model *m, const char *fn) { return ast_map_get(&model_impl(m)->defs, fn) != NULL; }
+
+void model_dump_ast(FILE *out, const Model *m) { ast_dump(out, m->ast, 0); }

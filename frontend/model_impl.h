@@ -1,0 +1,66 @@
+/* Private to frontend/: what model.c, resolve.c and lower.c share about a
+ * loaded model beyond the public Model of model.h. */
+#ifndef MAMLC_MODEL_IMPL_H
+#define MAMLC_MODEL_IMPL_H
+
+#include <stdint.h>
+
+#include "ast.h"
+#include "model.h"
+
+/* Every Model that model_load returns is the first member of one of these. */
+typedef struct {
+    Model pub;
+    const Ast **def;            /* `def` declarations in source order */
+    int ndef;
+    AstMap defs;                /* def name -> index in def */
+    AstMap params;              /* param name -> index in pub.param */
+    AstMap dims;                /* dim name -> index in pub.dim */
+} ModelImpl;
+
+static inline const ModelImpl *model_impl(const Model *m) { return (const ModelImpl *)m; }
+
+/* --- builtin functions (frontend/lower.c) --- */
+
+typedef enum {
+    BARG_VALUE,                 /* any expression, lowered to a value */
+    BARG_AXIS,                  /* an integer literal, negative from the end */
+    BARG_SHAPE,                 /* a list of dim expressions; one may be -1 */
+} BuiltinArg;
+
+typedef struct Lower Lower;
+typedef struct ModelBuiltin ModelBuiltin;
+
+struct ModelBuiltin {
+    const char *name;
+    int min_args, max_args;
+    BuiltinArg arg[3];          /* what each argument position takes */
+    bool metric_only;           /* not differentiable: never inside the loss */
+    IrOp op;                    /* the op it maps to, where there is one */
+    /* v[i]: argument i lowered, for BARG_VALUE positions */
+    ValueId (*lower)(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v);
+};
+
+/* The builtin called `name`, or NULL. */
+const ModelBuiltin *model_builtin(const char *name);
+
+/* --- shared checks (frontend/model.c) --- */
+
+/* n is a number literal, possibly negated: its value in *out. */
+bool model_number_literal(const Ast *n, double *out);
+/* n is an integer literal, possibly negated, of magnitude <= 2^31. */
+bool model_int_literal(const Ast *n, int64_t *out);
+/* n is the literal -1 (an inferred reshape extent). */
+bool model_is_minus_one(const Ast *n);
+/* Evaluate a dim expression (integers, dims, + - * and parentheses) of
+ * the dims known so far; false after reporting through d. */
+bool model_dim_expr(const ModelImpl *mi, const Ast *n, int64_t *out, Diag *d);
+/* Evaluate n as one extent of a shape: a dim expression in 1..IR_MAX_DIM. */
+bool model_extent(const ModelImpl *mi, const Ast *n, int *out, Diag *d);
+
+/* --- static checks of every def (frontend/resolve.c) ---
+ * Names, arities, literal arguments and recursion, independent of shapes.
+ * Returns true when no error was found. */
+bool model_resolve(const ModelImpl *mi, Diag *d);
+
+#endif
