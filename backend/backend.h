@@ -9,7 +9,21 @@
  * points at be_arena_bytes(f) bytes aligned to 64 that the function uses for
  * every intermediate value; the function allocates nothing, reads only its
  * inputs and the arena, and writes only its outputs and the arena.  Calls
- * with different arenas and outputs may run concurrently. */
+ * with different arenas and outputs may run concurrently.
+ *
+ * The code assumes (and is compiled for) no overlap between the outputs, the
+ * arena and the inputs: each out[j] and the arena must be memory that no
+ * other pointer of the call reaches.  Inputs may overlap one another.  The
+ * arena needs no initialisation and holds nothing useful after a call.
+ *
+ * Results are reproducible: no fast-math flags, every reduction and matrix
+ * product sums in index order, so the same IR gives the same bits on every
+ * run (matmul lets LLVM fuse multiply-adds where the CPU has them).
+ *
+ * Layout: backend/plan.c places values (views for layout ops, arena offsets
+ * by liveness), backend/codegen.c builds the LLVM module, backend/target.c
+ * holds target machines and the O3 pipeline, backend/jit.c the ORC JIT and
+ * backend/emit.c the textual output. */
 #ifndef MAMLC_BACKEND_H
 #define MAMLC_BACKEND_H
 
@@ -31,18 +45,23 @@ typedef struct {
 typedef struct BeJit BeJit;
 
 /* Bytes of arena that f needs (every intermediate placed at compile time,
- * buffers reused once their value is dead). */
+ * buffers reused once their value is dead); a multiple of 64, possibly 0. */
 size_t be_arena_bytes(const IrFunc *f);
 
-/* Compile every function of m with ORC LLJIT.  Returns NULL after reporting
- * through d (LLVM errors are consumed and reported, never leaked). */
+/* Compile every function of m with ORC LLJIT (o NULL: host CPU, -O3).  All
+ * machine code exists when this returns.  A function may not be named like
+ * a C math function the code calls (expf, tanh, log1p, ...) or an LLVM
+ * intrinsic (llvm.*).  Returns NULL after reporting through d (LLVM errors
+ * are consumed and reported, never leaked).  m is only read: compilations
+ * may run on several threads at once. */
 BeJit *be_jit_compile(const IrModule *m, const BeOptions *o, Diag *d);
-/* The compiled function `name`, or NULL. */
+/* The compiled function `name`, or NULL.  Valid until be_jit_free. */
 BeFn be_jit_lookup(BeJit *j, const char *name);
 const BeTimes *be_jit_times(const BeJit *j);
+/* Release the machine code and everything LLVM holds for it (j may be NULL). */
 void be_jit_free(BeJit *j);
 
-/* Print the LLVM IR of m (optimised unless opt_level is 0). */
+/* Print the LLVM IR of m (optimised unless opt_level is 0; o NULL: -O3). */
 bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d);
 
 #endif

@@ -2,6 +2,7 @@
  * appends nodes, and small wrappers for each kind of op. */
 #include "ir.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -99,6 +100,8 @@ static bool typed(IrFunc *f, const IrNode *in, IrNode *out, Diag *d) {
         if (i >= ir_op_info[in->op].arity)
             out->arg[i] = IR_NONE;
     char msg[256];
+    if (out->op == OP_CONST && out->type.dtype != DT_F64)   /* as the type stores it */
+        out->value = out->type.dtype == DT_F32 ? (double)(float)out->value : trunc(out->value);
     if (ir_infer_type(f, out, msg, sizeof msg))
         return true;
     fail(d, in->loc, "%s", msg);

@@ -1,0 +1,338 @@
+/* Buffer planning: accesses for every value, arena offsets by linear scan.
+ * See plan.h for the model. */
+#include "plan.h"
+#include "backend.h"
+
+#include <string.h>
+
+#define BE_ALIGN 64
+
+BeAccess be_access_dense(IrType t, BeBase base, int index, int64_t byte_off)
+{
+    BeAccess a;
+    memset(&a, 0, sizeof a);
+    a.base = base;
+    a.dtype = t.dtype;
+    a.index = index;
+    a.byte_off = byte_off;
+    a.rank = t.rank;
+    int64_t s = 1;
+    for (int k = t.rank - 1; k >= 0; k--) {
+        a.stride[k] = s;
+        s *= t.dim[k];
+    }
+    return a;
+}
+
+/* An access whose every element is the same one (a constant or a register):
+ * the strides do not matter, so they are all zero. */
+static BeAccess access_splat(const BeAccess *from, IrType t)
+{
+    BeAccess a = *from;
+    a.dtype = t.dtype;
+    a.rank = t.rank;
+    memset(a.stride, 0, sizeof a.stride);
+    return a;
+}
+
+/* BROADCAST: NumPy rules, the operand's dims aligned to the trailing dims. */
+static BeAccess access_broadcast(const BeAccess *x, IrType xt, IrType t)
+{
+    BeAccess a = *x;
+    a.rank = t.rank;
+    int lead = t.rank - xt.rank;
+    for (int i = 0; i < t.rank; i++) {
+        int k = i - lead;
+        if (k < 0 || (xt.dim[k] == 1 && t.dim[i] != 1))
+            a.stride[i] = 0;
+        else
+            a.stride[i] = x->stride[k];
+    }
+    return a;
+}
+
+/* TRANSPOSE: result dim i is operand dim perm[i]. */
+static BeAccess access_transpose(const BeAccess *x, const int *perm, int rank)
+{
+    BeAccess a = *x;
+    for (int i = 0; i < rank; i++)
+        a.stride[i] = x->stride[perm[i]];
+    return a;
+}
+
+/* RESHAPE as a view: the new dims are grouped against the old ones (extent-1
+ * dims dropped) so that each group covers the same elements; a group of old
+ * dims must step as one dense run for its new dims to be affine.  Returns
+ * false when some group does not, and the reshape needs a copy. */
+static bool access_reshape(const BeAccess *x, IrType xt, IrType t, BeAccess *out)
+{
+    int od[IR_MAX_RANK];
+    int64_t os[IR_MAX_RANK];
+    int on = 0;
+    for (int k = 0; k < xt.rank; k++) {
+        if (xt.dim[k] != 1) {
+            od[on] = xt.dim[k];
+            os[on] = x->stride[k];
+            on++;
+        }
+    }
+    BeAccess a = *x;
+    a.rank = t.rank;
+    memset(a.stride, 0, sizeof a.stride);
+    int oi = 0, ni = 0;
+    while (oi < on && ni < t.rank) {
+        if (t.dim[ni] == 1) {
+            ni++;
+            continue;
+        }
+        int oj = oi + 1, nj = ni + 1;
+        int64_t op = od[oi], np = t.dim[ni];
+        while (op != np) {
+            if (np < op)
+                np *= t.dim[nj++];
+            else
+                op *= od[oj++];
+        }
+        for (int k = oi; k < oj - 1; k++)
+            if (os[k] != od[k + 1] * os[k + 1])
+                return false;
+        int64_t s = os[oj - 1];
+        for (int k = nj - 1; k >= ni; k--) {
+            a.stride[k] = t.dim[k] == 1 ? 0 : s;
+            s *= t.dim[k];
+        }
+        oi = oj;
+        ni = nj;
+    }
+    *out = a;
+    return true;
+}
+
+/* --- arena space: a sorted list of free blocks below the high-water mark --- */
+
+typedef struct {
+    int64_t off, size;
+} Block;
+
+typedef struct {
+    Block *free;        /* sorted by offset, never adjacent */
+    int nfree;
+    int64_t top;        /* high-water mark */
+} Space;
+
+static int64_t space_alloc(Space *s, int64_t size)
+{
+    int best = -1;
+    for (int i = 0; i < s->nfree; i++)
+        if (s->free[i].size >= size && (best < 0 || s->free[i].size < s->free[best].size))
+            best = i;
+    if (best >= 0) {
+        int64_t off = s->free[best].off;
+        s->free[best].off += size;
+        s->free[best].size -= size;
+        if (s->free[best].size == 0) {
+            memmove(&s->free[best], &s->free[best + 1], (size_t)(s->nfree - best - 1) * sizeof(Block));
+            s->nfree--;
+        }
+        return off;
+    }
+    /* A free block ending at the top grows instead of a fresh one. */
+    if (s->nfree > 0) {
+        Block *last = &s->free[s->nfree - 1];
+        if (last->off + last->size == s->top) {
+            int64_t off = last->off;
+            s->top = off + size;
+            s->nfree--;
+            return off;
+        }
+    }
+    int64_t off = s->top;
+    s->top += size;
+    return off;
+}
+
+static void space_free(Space *s, int64_t off, int64_t size)
+{
+    int i = 0;
+    while (i < s->nfree && s->free[i].off < off)
+        i++;
+    bool prev = i > 0 && s->free[i - 1].off + s->free[i - 1].size == off;
+    bool next = i < s->nfree && off + size == s->free[i].off;
+    if (prev && next) {
+        s->free[i - 1].size += size + s->free[i].size;
+        memmove(&s->free[i], &s->free[i + 1], (size_t)(s->nfree - i - 1) * sizeof(Block));
+        s->nfree--;
+    } else if (prev) {
+        s->free[i - 1].size += size;
+    } else if (next) {
+        s->free[i].off = off;
+        s->free[i].size += size;
+    } else {
+        memmove(&s->free[i + 1], &s->free[i], (size_t)(s->nfree - i) * sizeof(Block));
+        s->free[i].off = off;
+        s->free[i].size = size;
+        s->nfree++;
+    }
+}
+
+static int64_t buffer_bytes(IrType t)
+{
+    int64_t b = ir_numel(t) * (int64_t)ir_dtype_size(t.dtype);
+    return (b + BE_ALIGN - 1) / BE_ALIGN * BE_ALIGN;
+}
+
+/* Place every arena buffer: walk the nodes in order, take space for each
+ * computed value, and give back the buffers whose last reader was this node. */
+static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
+{
+    int n = f->nnode;
+    /* root[v]: the value whose arena buffer v's access reads, or -1. */
+    int *root = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    int *last = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    for (int v = 0; v < n; v++) {
+        root[v] = -1;
+        last[v] = -1;
+        if (!live[v])
+            continue;
+        const IrNode *nd = &f->node[v];
+        if (p->computed[v]) {
+            if (p->acc[v].base == BE_ARENA)
+                root[v] = v;
+        } else if (nd->op != OP_INPUT && nd->op != OP_CONST) {
+            root[v] = root[nd->arg[0]];
+        }
+        for (int a = 0; a < ir_op_info[nd->op].arity; a++)
+            if (root[nd->arg[a]] >= 0)
+                last[root[nd->arg[a]]] = v;
+    }
+    for (int j = 0; j < f->noutput; j++)
+        if (p->out_copy[j] && root[f->output[j]] >= 0)
+            last[root[f->output[j]]] = n;
+
+    /* dies[i]: a list (through next[]) of the buffers whose last reader is i. */
+    int *dies = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    int *next = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    for (int i = 0; i <= n; i++)
+        dies[i] = -1;
+    for (int v = 0; v < n; v++) {
+        if (root[v] == v && last[v] >= 0) {
+            next[v] = dies[last[v]];
+            dies[last[v]] = v;
+        }
+    }
+
+    Space s = {arena_alloc(&p->arena, sizeof(Block) * (size_t)(n + 1)), 0, 0};
+    for (int v = 0; v < n; v++) {
+        if (root[v] == v)
+            p->acc[v].byte_off = space_alloc(&s, buffer_bytes(f->node[v].type));
+        for (int r = dies[v]; r >= 0; r = next[r])
+            space_free(&s, p->acc[r].byte_off, buffer_bytes(f->node[r].type));
+    }
+    p->arena_bytes = (size_t)s.top;
+    /* Views were planned before their buffers were placed. */
+    for (int v = 0; v < n; v++)
+        if (root[v] >= 0 && root[v] != v)
+            p->acc[v].byte_off = p->acc[root[v]].byte_off;
+}
+
+void be_plan(const IrFunc *f, BePlan *p)
+{
+    int n = f->nnode;
+    memset(p, 0, sizeof *p);
+    p->nnode = n;
+    p->noutput = f->noutput;
+    p->acc = arena_alloc(&p->arena, sizeof(BeAccess) * (size_t)(n + 1));
+    p->computed = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));
+    p->out_copy = arena_alloc(&p->arena, sizeof(bool) * (size_t)(f->noutput + 1));
+
+    bool *live = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));
+    int *out_pos = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    for (int v = 0; v < n; v++)
+        out_pos[v] = -1;
+    for (int j = f->noutput - 1; j >= 0; j--) {
+        live[f->output[j]] = true;
+        out_pos[f->output[j]] = j;
+    }
+    for (int v = n - 1; v >= 0; v--)
+        if (live[v])
+            for (int a = 0; a < ir_op_info[f->node[v].op].arity; a++)
+                live[f->node[v].arg[a]] = true;
+
+    for (int v = 0; v < n; v++) {
+        const IrNode *nd = &f->node[v];
+        BeAccess *a = &p->acc[v];
+        if (!live[v]) {
+            a->base = BE_NONE;
+            a->dtype = nd->type.dtype;
+            a->rank = nd->type.rank;
+            continue;
+        }
+        const BeAccess *x = nd->arg[0] >= 0 ? &p->acc[nd->arg[0]] : NULL;
+        IrType xt = nd->arg[0] >= 0 ? f->node[nd->arg[0]].type : nd->type;
+        bool splat = x && (x->base == BE_IMM || x->base == BE_REG);
+        switch (nd->op) {
+        case OP_INPUT:
+            *a = be_access_dense(nd->type, BE_INPUT, nd->ival, 0);
+            continue;
+        case OP_CONST:
+            *a = be_access_dense(nd->type, BE_IMM, 0, 0);
+            *a = access_splat(a, nd->type);
+            a->imm = nd->value;
+            continue;
+        case OP_STOP_GRAD:
+            *a = *x;
+            continue;
+        case OP_BROADCAST:
+            *a = splat ? access_splat(x, nd->type) : access_broadcast(x, xt, nd->type);
+            continue;
+        case OP_TRANSPOSE:
+            *a = splat ? access_splat(x, nd->type) : access_transpose(x, nd->list, nd->type.rank);
+            continue;
+        case OP_RESHAPE:
+            if (splat || ir_numel(nd->type) == 1) {
+                if (splat) {
+                    *a = access_splat(x, nd->type);
+                    continue;
+                }
+                /* One element: any strides reach it. */
+                *a = *x;
+                a->rank = nd->type.rank;
+                memset(a->stride, 0, sizeof a->stride);
+                continue;
+            }
+            if (access_reshape(x, xt, nd->type, a))
+                continue;
+            break;
+        default:
+            break;
+        }
+        /* A value the code generator writes. */
+        p->computed[v] = true;
+        if (out_pos[v] >= 0)
+            *a = be_access_dense(nd->type, BE_OUTPUT, out_pos[v], 0);
+        else if (ir_numel(nd->type) == 1)
+            *a = access_splat(&(BeAccess){.base = BE_REG, .index = v}, nd->type);
+        else
+            *a = be_access_dense(nd->type, BE_ARENA, 0, 0);
+    }
+    for (int j = 0; j < f->noutput; j++) {
+        ValueId v = f->output[j];
+        p->out_copy[j] = !(p->computed[v] && p->acc[v].base == BE_OUTPUT && p->acc[v].index == j);
+    }
+    place_buffers(f, p, live);
+}
+
+void be_plan_free(BePlan *p)
+{
+    arena_free(&p->arena);
+    memset(p, 0, sizeof *p);
+}
+
+size_t be_arena_bytes(const IrFunc *f)
+{
+    BePlan p;
+    be_plan(f, &p);
+    size_t bytes = p.arena_bytes;
+    be_plan_free(&p);
+    return bytes;
+}

@@ -1,0 +1,60 @@
+/* Buffer planning (backend/plan.c), shared by the code generator.
+ *
+ * The plan decides, for every value of a function, where its elements are
+ * read from.  That is an access: a base (an immediate, a register, an
+ * input, an output or a place in the arena) plus an affine index
+ *
+ *     element(i_0, ..., i_{r-1}) = base[offset + sum_k i_k * stride[k]]
+ *
+ * over the value's own shape.  Layout ops are accesses to their operand's
+ * storage and produce no code (BROADCAST: stride 0 along expanded dims;
+ * TRANSPOSE: permuted strides; RESHAPE: regrouped strides where that is
+ * affine; STOP_GRAD: the same access).  Values the code generator computes
+ * get a fresh row-major buffer: in out[j] when the value is output j, else
+ * in the arena at a 64-byte aligned offset, reusing the space of buffers
+ * whose values are dead (linear scan in node order).  One-element values
+ * that are not outputs live in an LLVM register instead.  Dead values get
+ * no storage and no code. */
+#ifndef MAMLC_BACKEND_PLAN_H
+#define MAMLC_BACKEND_PLAN_H
+
+#include "../ir/ir.h"
+
+typedef enum {
+    BE_NONE,        /* dead value: never computed, never read */
+    BE_IMM,         /* every element is the constant `imm` */
+    BE_REG,         /* one element, held in the register of value `index` */
+    BE_INPUT,       /* in[index] */
+    BE_OUTPUT,      /* out[index] */
+    BE_ARENA        /* arena + `byte_off` */
+} BeBase;
+
+typedef struct {
+    BeBase base;
+    DType dtype;                    /* element type */
+    int index;                      /* INPUT/OUTPUT: position; REG: owning value */
+    int64_t byte_off;               /* ARENA: byte offset of the buffer, a multiple of 64 */
+    int64_t offset;                 /* elements from the buffer start to element 0 */
+    double imm;                     /* IMM: the element */
+    int rank;                       /* rank of the value's type */
+    int64_t stride[IR_MAX_RANK];    /* elements per step along each dim; 0 along broadcasts */
+} BeAccess;
+
+typedef struct {
+    Arena arena;                    /* owns everything below */
+    int nnode;
+    BeAccess *acc;                  /* per value: where its elements are read */
+    bool *computed;                 /* per value: code writes it into acc (a new buffer or register) */
+    int noutput;
+    bool *out_copy;                 /* per output: copied from acc[output[j]] into out[j] at the end */
+    size_t arena_bytes;             /* bytes of arena the function needs (a multiple of 64) */
+} BePlan;
+
+/* Plan f into p.  Never fails; release p with be_plan_free. */
+void be_plan(const IrFunc *f, BePlan *p);
+void be_plan_free(BePlan *p);
+
+/* The row-major access to a fresh buffer of type t at `base`/`index`/`byte_off`. */
+BeAccess be_access_dense(IrType t, BeBase base, int index, int64_t byte_off);
+
+#endif
