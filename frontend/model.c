@@ -378,7 +378,7 @@ static void check_params(Check *c) {
         if (!at || *at != i)
             continue;
         ModelParam *p = &m->param[k];
-        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc};
+        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc, .lr_for = -1};
         if (n->param.shape->shape.dtype)
             diag_error(c->d, n->param.shape->loc, "params are real; drop the element type '%s'",
                        n->param.shape->shape.dtype);
@@ -675,10 +675,95 @@ static bool meta_iterations(Check *c, const Ast *kw, MetaConfig *mc) {
     return true;
 }
 
+/* inner_lr = 0.01 | learned(0.01) | learned_scalar(0.01) */
 static bool meta_inner_lr(Check *c, const Ast *kw, MetaConfig *mc) {
     const Ast *v = kw->kwarg.value;
-    if (!model_number_literal(v, &mc->inner_lr) || !(mc->inner_lr > 0)) {
-        diag_error(c->d, v->loc, "'inner_lr' must be a positive number");
+    static const ArgSpec init_arg[] = {{"init", 0, true}};
+    if (v->kind == AST_CALL && (strcmp(v->call.callee, "learned") == 0 ||
+                                strcmp(v->call.callee, "learned_scalar") == 0)) {
+        mc->inner_lr_kind = v->call.callee[7] ? INNER_LR_LEARNED_SCALAR : INNER_LR_LEARNED;
+        if (!bind_numbers(c, v, init_arg, 1, &mc->inner_lr))
+            return false;
+    } else if (model_number_literal(v, &mc->inner_lr)) {
+        mc->inner_lr_kind = INNER_LR_FIXED;
+    } else {
+        diag_error(c->d, v->loc, "'inner_lr' must be a number, learned(init) or learned_scalar(init)");
+        return false;
+    }
+    if (!(mc->inner_lr > 0)) {
+        diag_error(c->d, v->loc, "the inner learning rate must be positive");
+        return false;
+    }
+    return true;
+}
+
+/* eval_steps = [0, 1, 10]: ascending inner-step counts to evaluate at */
+static bool meta_eval_steps(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (v->kind != AST_LIST || v->list.item.n < 1 || v->list.item.n > META_MAX_EVAL_STEPS) {
+        diag_error(c->d, v->loc, "'eval_steps' must be a list of 1 to %d step counts, e.g. [0, 1, 10]",
+                   META_MAX_EVAL_STEPS);
+        return false;
+    }
+    for (int i = 0; i < v->list.item.n; i++) {
+        const Ast *e = v->list.item.item[i];
+        int64_t n;
+        if (!model_int_literal(e, &n) || n < 0 || n > 100000 || (i && n <= mc->eval_steps[i - 1])) {
+            diag_error(c->d, e->loc, "'eval_steps' needs integers from 0 to 100000 in increasing order");
+            return false;
+        }
+        mc->eval_steps[i] = (int)n;
+    }
+    mc->neval_steps = v->list.item.n;
+    return true;
+}
+
+/* adapt = [W3, b3]: the params the inner loop updates (ANIL) */
+static bool meta_adapt(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (v->kind != AST_LIST || v->list.item.n == 0) {
+        diag_error(c->d, v->loc, "'adapt' must be a list of params, e.g. [W3, b3]");
+        return false;
+    }
+    bool ok = true;
+    for (int i = 0; i < c->m->nparam; i++)
+        mc->adapt[i] = false;
+    for (int i = 0; i < v->list.item.n; i++) {
+        const Ast *e = v->list.item.item[i];
+        const int *at = e->kind == AST_NAME ? ast_map_get(&c->mi->params, e->name.id) : NULL;
+        if (!at) {
+            if (e->kind == AST_NAME)
+                diag_error(c->d, e->loc, "'adapt' names '%s', which is not a param", e->name.id);
+            else
+                diag_error(c->d, e->loc, "'adapt' must list param names");
+            ok = false;
+        } else if (mc->adapt[*at]) {
+            diag_error(c->d, e->loc, "'adapt' lists '%s' twice", e->name.id);
+            ok = false;
+        } else
+            mc->adapt[*at] = true;
+    }
+    return ok;
+}
+
+/* algorithm = maml | reptile(epsilon = 1.0) */
+static bool meta_algorithm(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    const char *name = v->kind == AST_NAME ? v->name.id : v->kind == AST_CALL ? v->call.callee : "";
+    static const ArgSpec reptile_args[] = {{"epsilon", 1.0, false}};
+    if (strcmp(name, "maml") == 0 && v->kind == AST_NAME) {
+        mc->algorithm = ALGO_MAML;
+        return true;
+    }
+    if (strcmp(name, "reptile") != 0) {
+        diag_error(c->d, v->loc, "'algorithm' must be maml or reptile(epsilon)");
+        return false;
+    }
+    mc->algorithm = ALGO_REPTILE;
+    if (!bind_numbers(c, v, reptile_args, 1, &mc->epsilon))
+        return false;
+    if (!(mc->epsilon > 0)) {
+        diag_error(c->d, v->loc, "reptile's epsilon must be positive");
         return false;
     }
     return true;
@@ -731,24 +816,23 @@ static const struct {
     const char *key;
     MetaRule *rule;
 } meta_keys[] = {
+    {"algorithm", meta_algorithm},
     {"inner_steps", meta_inner_steps},
     {"inner_lr", meta_inner_lr},
     {"order", meta_order},
+    {"adapt", meta_adapt},
+    {"eval_steps", meta_eval_steps},
     {"meta_batch", meta_meta_batch},
     {"optimizer", meta_optimizer},
     {"iterations", meta_iterations},
 };
 #define NMETA_KEYS (int)(sizeof meta_keys / sizeof meta_keys[0])
 
-static void check_meta(Check *c) {
-    MetaConfig *mc = &c->m->meta;
-    *mc = (MetaConfig){.inner_steps = 1, .inner_lr = 0.01, .order = ORDER_SECOND, .meta_batch = 25,
-                       .optimizer = {OPT_ADAM, 0.001, 0.9, 0.999, 1e-8}, .iterations = 70000};
-    if (!c->meta)
-        return;
-    mc->loc = c->meta->loc;
-    const Ast *seen[NMETA_KEYS] = {0};
-    const AstList *e = &c->meta->meta.entry;
+/* Apply the entries of one meta block; seen[k] is the entry that last set
+ * key k.  Within one block a key may appear once; a later block (the
+ * command line's --meta) replaces what an earlier one set. */
+static void apply_meta(Check *c, const AstList *e, const Ast **seen, MetaConfig *mc) {
+    const Ast *here[NMETA_KEYS] = {0};
     for (int i = 0; i < e->n; i++) {
         const Ast *kw = e->item[i];
         int k = 0;
@@ -760,14 +844,103 @@ static void check_meta(Check *c) {
             for (int j = 0; j < NMETA_KEYS && used < sizeof known; j++)
                 used += (size_t)snprintf(known + used, sizeof known - used, "%s%s", j ? ", " : "", meta_keys[j].key);
             diag_error(c->d, kw->loc, "unknown meta key '%s' (known keys: %s)", kw->kwarg.key, known);
-        } else if (seen[k]) {
+        } else if (here[k]) {
             diag_error(c->d, kw->loc, "duplicate meta key '%s'", kw->kwarg.key);
-            diag_note(c->d, seen[k]->loc, "first set here");
+            diag_note(c->d, here[k]->loc, "first set here");
         } else {
-            seen[k] = kw;
+            here[k] = seen[k] = kw;
             meta_keys[k].rule(c, kw, mc);
         }
     }
+}
+
+static int meta_key_index(const char *key) {
+    int k = 0;
+    while (k < NMETA_KEYS && strcmp(meta_keys[k].key, key) != 0)
+        k++;
+    return k;
+}
+
+/* The command line's --meta KEY=VALUE entries, parsed as one meta block. */
+static const Ast *parse_meta_overrides(Check *c) {
+    const ModelOptions *o = c->opt;
+    if (!o || o->nmeta == 0)
+        return NULL;
+    size_t len = 16;
+    for (int i = 0; i < o->nmeta; i++)
+        len += strlen(o->meta[i]) + 2;
+    char *text = arena_alloc(&c->m->arena, len), *p = text;
+    p += sprintf(p, "meta { ");
+    for (int i = 0; i < o->nmeta; i++)
+        p += sprintf(p, "%s; ", o->meta[i]);
+    strcpy(p, "}");
+    diag_add_source(c->d, "--meta", text, strlen(text));
+    const Ast *prog = ast_parse(&c->m->arena, "--meta", text, strlen(text), c->d);
+    if (!prog)
+        return NULL;
+    for (int i = 0; i < prog->program.decl.n; i++)
+        if (prog->program.decl.item[i]->kind == AST_META)
+            return prog->program.decl.item[i];
+    return NULL;
+}
+
+/* Rules that tie several keys together, checked once all are known. */
+static void check_meta_combination(Check *c, const Ast **seen, MetaConfig *mc) {
+    const Ast *order = seen[meta_key_index("order")], *lr = seen[meta_key_index("inner_lr")];
+    if (mc->algorithm != ALGO_REPTILE)
+        return;
+    if (order && mc->order == ORDER_SECOND)
+        diag_error(c->d, order->kwarg.value->loc, "Reptile does not differentiate through the inner loop; "
+                                     "'order = second' does not apply to it");
+    if (mc->inner_lr_kind != INNER_LR_FIXED)
+        diag_error(c->d, lr->kwarg.value->loc, "Reptile does not meta-learn inner learning rates; give a number");
+    if (!seen[meta_key_index("optimizer")])
+        mc->optimizer = (OptimizerConfig){OPT_SGD, mc->epsilon, 0, 0, 0};
+    mc->order = ORDER_FIRST;
+}
+
+/* Meta-SGD: one learned inner learning rate tensor per adapted param,
+ * after the params in the flat vector. */
+static void add_learned_rates(Check *c) {
+    Model *m = c->m;
+    const MetaConfig *mc = &m->meta;
+    m->ntensor = m->nparam;
+    if (mc->inner_lr_kind == INNER_LR_FIXED)
+        return;
+    ModelParam *all = arena_alloc(&m->arena, (size_t)(2 * m->nparam + 1) * sizeof *all);
+    memcpy(all, m->param, (size_t)m->nparam * sizeof *all);
+    for (int i = 0; i < m->nparam; i++) {
+        if (!mc->adapt[i])
+            continue;
+        ModelParam *lr = &all[m->ntensor++];
+        *lr = (ModelParam){.name = arena_printf(&m->arena, "lr.%s", m->param[i].name),
+                           .type = mc->inner_lr_kind == INNER_LR_LEARNED ? m->param[i].type : ir_scalar(m->real),
+                           .init = {INIT_CONST, mc->inner_lr, 0},
+                           .loc = m->param[i].loc,
+                           .lr_for = i};
+    }
+    m->param = all;
+}
+
+static void check_meta(Check *c) {
+    Model *m = c->m;
+    MetaConfig *mc = &m->meta;
+    *mc = (MetaConfig){.epsilon = 1.0, .inner_steps = 1, .inner_lr = 0.01, .order = ORDER_SECOND,
+                       .eval_steps = {0, 1, 10}, .neval_steps = 3, .meta_batch = 25,
+                       .optimizer = {OPT_ADAM, 0.001, 0.9, 0.999, 1e-8}, .iterations = 70000};
+    mc->adapt = arena_alloc(&m->arena, (size_t)(m->nparam + 1) * sizeof *mc->adapt);
+    for (int i = 0; i < m->nparam; i++)
+        mc->adapt[i] = true;
+    const Ast *seen[NMETA_KEYS] = {0};
+    if (c->meta) {
+        mc->loc = c->meta->loc;
+        apply_meta(c, &c->meta->meta.entry, seen, mc);
+    }
+    const Ast *overrides = parse_meta_overrides(c);
+    if (overrides)
+        apply_meta(c, &overrides->meta.entry, seen, mc);
+    check_meta_combination(c, seen, mc);
+    add_learned_rates(c);
 }
 
 /* --- loss and metric --- */

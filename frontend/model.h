@@ -26,6 +26,8 @@ typedef struct {
     IrType type;                /* dtype is the model's real type */
     ParamInit init;
     SrcLoc loc;
+    int lr_for;                 /* -1 for a `param`; for a learned inner learning
+                                   rate (Meta-SGD), the param it belongs to */
 } ModelParam;
 
 typedef struct {
@@ -60,13 +62,27 @@ typedef struct {
 } OptimizerConfig;
 
 typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
+typedef enum { ALGO_MAML, ALGO_REPTILE } MetaAlgorithm;
+typedef enum {
+    INNER_LR_FIXED,             /* inner_lr = 0.01 */
+    INNER_LR_LEARNED,           /* inner_lr = learned(0.01): one rate per element (Meta-SGD) */
+    INNER_LR_LEARNED_SCALAR     /* inner_lr = learned_scalar(0.01): one rate per param */
+} InnerLrKind;
+
+#define META_MAX_EVAL_STEPS 16
 
 typedef struct {
+    MetaAlgorithm algorithm;    /* default maml */
+    double epsilon;             /* reptile(epsilon): its outer step size */
     int inner_steps;            /* default 1 */
-    double inner_lr;            /* default 0.01 */
+    double inner_lr;            /* the fixed rate, or the learned rates' initial value (0.01) */
+    InnerLrKind inner_lr_kind;  /* default fixed */
     MetaOrder order;            /* default second */
+    bool *adapt;                /* per param: updated by the inner loop (default all) */
+    int eval_steps[META_MAX_EVAL_STEPS]; /* ascending; default 0, 1, 10 */
+    int neval_steps;
     int meta_batch;             /* default 25 */
-    OptimizerConfig optimizer;  /* default adam(lr = 0.001) */
+    OptimizerConfig optimizer;  /* default adam(lr = 0.001); reptile: sgd(lr = epsilon) */
     long iterations;            /* default 70000 */
     SrcLoc loc;
 } MetaConfig;
@@ -80,6 +96,8 @@ typedef struct {
     DType real;                 /* DT_F32 (default) or DT_F64 */
     const DimOverride *defines;
     int ndefines;
+    const char *const *meta;    /* --meta KEY=VALUE: entries that replace the meta block's */
+    int nmeta;
 } ModelOptions;
 
 typedef struct {
@@ -87,7 +105,10 @@ typedef struct {
     DType real;
     Ast *ast;
     ModelDim *dim;      int ndim;
-    ModelParam *param;  int nparam;
+    /* The meta-learned tensors in the order of the flat parameter vector:
+     * param[0..nparam) are the `param`s, param[nparam..ntensor) the learned
+     * inner learning rates (named "lr.NAME"), if any. */
+    ModelParam *param;  int nparam, ntensor;
     ModelTask task;
     MetaConfig meta;
     bool has_metric;            /* `def metric(x, y)` present */

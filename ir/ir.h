@@ -181,6 +181,14 @@ IrModule *ir_parse(const char *file, const char *text, size_t len, Diag *d);
 bool ir_verify_func(const IrFunc *f, Diag *d);
 bool ir_verify_module(const IrModule *m, Diag *d);
 
+/* --- analysis (ir/flops.c) ---
+ * Floating-point operations of one call of f, from its ops: a matrix
+ * product [m,k]@[k,n] counts 2mkn (a multiply and an add each), every other
+ * arithmetic op one per element it reads or writes (elementwise: per result
+ * element; reductions: per operand element); layout ops, constants and
+ * inputs count nothing. */
+int64_t ir_flops(const IrFunc *f);
+
 /* --- reference evaluator (ir/eval.c) ---
  * Runs f in double precision, for tests and as the oracle for the code
  * generator: in[i] holds input i's elements (integers as doubles), out[j]

@@ -49,14 +49,16 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
 
 /* --- the meta-step builder (passes/meta_step.c) ---
- * Build the model's functions into m (unoptimised: run pass_optimize):
- *   loss(params..., x, y)                 -> loss            (support shapes)
- *   grad(params..., x, y)                 -> loss, dloss/dparam...
- *   adapt_step(params..., x, y)           -> params'..., loss
- *   meta_step(params..., sx, sy, qx, qy)  -> query loss after adaptation,
- *                                            its gradient w.r.t. each param
- *   eval_loss(params..., x, y)            -> loss            (query shapes)
- *   metric(params..., x, y)               -> metric          (if defined)
+ * Build the model's functions into m (unoptimised: run pass_optimize).
+ * `tensors` are the model's meta-learned tensors (md->param[0..ntensor)):
+ *   loss(tensors..., x, y)                -> loss            (support shapes)
+ *   grad(tensors..., x, y)                -> loss, d loss / d adapted param...
+ *   adapt_step(tensors..., x, y)          -> tensors after one inner step..., loss
+ *   meta_step(tensors..., sx, sy, qx, qy) -> query loss after adaptation, the
+ *                                            meta-gradient for each tensor
+ *                                            (Reptile: θ − θ_adapted)
+ *   eval_loss(tensors..., x, y)           -> loss            (query shapes)
+ *   metric(tensors..., x, y)              -> metric          (if defined)
  * `only`, if not NULL, names the one function wanted.  Returns false after
  * reporting through d. */
 bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d);

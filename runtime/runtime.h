@@ -138,6 +138,8 @@ typedef struct {
     double seconds;             /* meta-training time, evaluation excluded */
     double steps_per_second;
     double final_meta_loss;     /* mean query loss of the last meta-batch */
+    bool diverged;              /* the meta-loss of iteration `iterations` + 1 was
+                                   not finite: training stopped before applying it */
     int neval;
     RtEvalPoint eval[16];       /* the final evaluation */
 } RtReport;

@@ -453,6 +453,11 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
     double start = now();
     while (ok && done < o->iterations) {
         double loss = meta_iteration(p, o, &b, params, done);
+        if (!isfinite(loss)) {      /* stop with the last finite params */
+            rep->diverged = true;
+            rep->final_meta_loss = loss;
+            break;
+        }
         rt_opt_step(&p->optimizer, p->real, p->nreal, params, b.grad, b.opt_state, done + 1);
         done++;
         rep->final_meta_loss = loss;
@@ -465,13 +470,13 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
     }
     trained += now() - start;
     progress_finish(&g, done, trained);
-    if (ok && evaluating)
+    if (ok && evaluating && !rep->diverged)
         ok = evaluate_and_log(p, o, params, done, b.points, &g);
 
     rep->iterations = done;
     rep->seconds = trained;
     rep->steps_per_second = trained > 0.0 ? (double)done / trained : 0.0;
-    if (ok && evaluating) {
+    if (ok && evaluating && !rep->diverged) {
         rep->neval = o->nsteps < max_points ? o->nsteps : max_points;
         memcpy(rep->eval, b.points, (size_t)rep->neval * sizeof(RtEvalPoint));
     }

@@ -2,8 +2,10 @@
  * compile(): load the model, build its functions, optimise them, compile
  * them with LLVM.  `mamlc run` then meta-trains with the runtime. */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../backend/backend.h"
 #include "../passes/passes.h"
@@ -21,8 +23,11 @@ static const char usage[] =
     "                       gradient), meta-ir (the meta-step), llvm (LLVM IR)\n"
     "  --dtype=f32|f64      the real type (default f32)\n"
     "  -D NAME=VALUE        override `dim NAME`\n"
+    "  --meta KEY=VALUE     override a key of the meta block (--meta inner_steps=5)\n"
     "  -O0 ... -O3          LLVM optimisation level (default 3)\n"
     "  --target-cpu=CPU     generate code for CPU (default: this machine's)\n"
+    "  --stats              compile, then print the parameter count, FLOPs and arena\n"
+    "                       bytes of the meta-step and the time of each stage\n"
     "  --verify-each        verify the IR after every pass\n"
     "  --print-after=PASS   print the IR after every run of PASS (simplify, cse, dce)\n"
     "  --print-after-all    print the IR after every pass\n"
@@ -39,9 +44,10 @@ static const char usage[] =
 
 typedef struct {
     const char *file, *emit, *report, *print_after;
-    bool run, verify_each, print_after_all, quiet;
+    bool run, verify_each, print_after_all, quiet, stats;
     ModelOptions model;
     DimOverride defines[64];
+    const char *meta[64];
     BeOptions be;
     long iters, eval_every, eval_tasks;
     uint64_t seed;
@@ -108,10 +114,16 @@ static int parse_args(int argc, char **argv, Options *o) {
             v = a[2] ? a + 2 : i + 1 < argc ? argv[++i] : "";
             if (!parse_define(o, v))
                 return usage_error("-D needs NAME=VALUE with 1 <= VALUE <= 16777216, not '%s'", v);
+        } else if (tool_option(argc, argv, &i, "--meta", &v)) {
+            if (!strchr(v, '=') || o->model.nmeta == 64)
+                return usage_error("--meta needs KEY=VALUE, not '%s'", v);
+            o->meta[o->model.nmeta++] = v;
         } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
             o->be.opt_level = a[2] - '0';
         } else if (tool_option(argc, argv, &i, "--target-cpu", &v)) {
             o->be.target_cpu = v;
+        } else if (strcmp(a, "--stats") == 0) {
+            o->stats = true;
         } else if (strcmp(a, "--verify-each") == 0) {
             o->verify_each = true;
         } else if (tool_option(argc, argv, &i, "--print-after", &v)) {
@@ -147,7 +159,10 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "no input file");
     if (o->run && o->emit)
         return usage_error("%s", "--emit does not go with 'run'");
+    if (o->stats && (o->run || o->emit))
+        return usage_error("%s", "--stats goes with neither 'run' nor --emit");
     o->model.defines = o->defines;
+    o->model.meta = o->meta;
     return -1;
 }
 
@@ -160,18 +175,33 @@ static const char *stage_func(const char *emit) {
     return strcmp(emit, "grad-ir") == 0 ? "grad" : "meta_step";
 }
 
+/* Seconds on a monotonic clock. */
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct {
+    double frontend, build, passes;     /* seconds */
+} StageTimes;
+
 /* Build and optimise the model's functions (just `only`, if not NULL). */
-static IrModule *build(const Model *md, const Options *o, const char *only, Diag *d) {
+static IrModule *build(const Model *md, const Options *o, const char *only, StageTimes *t, Diag *d) {
     PassOptions po = {.verify_each = o->verify_each, .print_after_all = o->print_after_all,
                       .print_after = o->print_after, .out = stdout};
+    double start = now();
     IrModule *m = ir_module_new(md->real);
     bool ok = meta_build(md, m, only, d);
+    t->build = now() - start;
+    start = now();
     bool optimize = !o->emit || strcmp(o->emit, "ir") != 0;
     for (int i = 0; ok && i < m->nfunc; i++) {
         ok = !o->verify_each || ir_verify_func(m->func[i], d);
         if (ok && optimize)
             ok = pass_optimize(m->func[i], &po, d);
     }
+    t->passes = now() - start;
     if (!ok) {
         ir_module_free(m);
         return NULL;
@@ -238,9 +268,9 @@ static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dty
 static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
     RtProgram *p = &r->prog;
     p->real = md->real == DT_F64 ? RT_F64 : RT_F32;
-    p->nparam = md->nparam;
-    r->param = calloc((size_t)md->nparam, sizeof *r->param);
-    for (int i = 0; i < md->nparam; i++) {
+    p->nparam = md->ntensor;
+    r->param = calloc((size_t)md->ntensor, sizeof *r->param);
+    for (int i = 0; i < md->ntensor; i++) {
         r->param[i] = (RtParam){md->param[i].name, p->nreal, (size_t)ir_numel(md->param[i].type)};
         p->nreal += r->param[i].count;
     }
@@ -266,11 +296,11 @@ static RtInitKind init_kind(InitKind k) {
     return map[k];
 }
 
-/* Initial parameters: each param from its own stream of the seed. */
+/* Initial meta-learned tensors: each from its own stream of the seed. */
 static void *init_params(const Model *md, const Run *r, uint64_t seed) {
     size_t size = ir_dtype_size(md->real);
     char *params = calloc(r->prog.nreal ? r->prog.nreal : 1, size);
-    for (int i = 0; params && i < md->nparam; i++) {
+    for (int i = 0; params && i < md->ntensor; i++) {
         const ModelParam *mp = &md->param[i];
         RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
         RtRng rng;
@@ -299,14 +329,13 @@ static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
         diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
         ok = false;
     }
-    static const int steps[] = {0, 1, 10};
     RtTrainOptions to = {
         .iterations = o->iters ? o->iters : md->meta.iterations,
         .seed = o->seed,
         .eval_every = o->eval_every,
         .eval_tasks = (int)o->eval_tasks,
-        .nsteps = 3,
-        .steps = steps,
+        .nsteps = md->meta.neval_steps,
+        .steps = md->meta.eval_steps,
         .progress = !o->quiet,
         .log = stdout,
     };
@@ -318,6 +347,13 @@ static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
         ok = rt_train(&r.prog, &to, params, &rep);
         if (!ok)
             diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory");
+    }
+    if (ok && rep.diverged) {
+        diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
+                   "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
+                   "or outer learning rate)", isnan(rep.final_meta_loss) ? "NaN" : "infinite",
+                   rep.iterations + 1);
+        ok = false;
     }
     if (ok) {
         printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
@@ -336,8 +372,32 @@ static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
 
 /* --- compile and emit --- */
 
+/* mamlc --stats: what one meta-step costs, and what compiling it cost. */
+static void print_stats(const Model *md, IrModule *m, const BeJit *j, const StageTimes *t) {
+    IrFunc *step = ir_module_find(m, "meta_step");
+    int64_t reals = 0, flops = ir_flops(step);
+    for (int i = 0; i < md->ntensor; i++)
+        reals += ir_numel(md->param[i].type);
+    const BeTimes *bt = be_jit_times(j);
+    printf("model          %s (%s)\n", md->file, ir_dtype_name(md->real));
+    printf("parameters     %lld reals in %d tensors\n", (long long)reals, md->ntensor);
+    printf("meta-step      %.6g MFLOP per task, %.6g MFLOP per meta-batch of %d\n", flops / 1e6,
+           flops * (double)md->meta.meta_batch / 1e6, md->meta.meta_batch);
+    printf("arena          %zu bytes (meta_step)", be_arena_bytes(step));
+    for (int i = 0; i < m->nfunc; i++)
+        if (m->func[i] != step)
+            printf(", %zu (%s)", be_arena_bytes(m->func[i]), m->func[i]->name);
+    printf("\ncompile time   frontend %.1f ms, build %.1f ms, IR passes %.1f ms, LLVM codegen %.1f ms,\n"
+           "               LLVM optimise %.1f ms, machine code %.1f ms\n",
+           1e3 * t->frontend, 1e3 * t->build, 1e3 * t->passes, 1e3 * bt->codegen_s, 1e3 * bt->optimize_s,
+           1e3 * bt->jit_s);
+}
+
 static int compile(const Options *o, Diag *d) {
+    StageTimes t = {0};
+    double start = now();
     Model *md = model_load(o->file, &o->model, d);
+    t.frontend = now() - start;
     if (!md)
         return 1;
     int status = 0;
@@ -346,7 +406,7 @@ static int compile(const Options *o, Diag *d) {
         model_free(md);
         return 0;
     }
-    IrModule *m = build(md, o, o->run ? NULL : stage_func(o->emit), d);
+    IrModule *m = build(md, o, o->run ? NULL : stage_func(o->emit), &t, d);
     if (!m)
         status = 1;
     else if (o->run)
@@ -358,6 +418,8 @@ static int compile(const Options *o, Diag *d) {
     else {
         BeJit *j = be_jit_compile(m, &o->be, d);
         status = j ? 0 : 1;
+        if (j && o->stats)
+            print_stats(md, m, j, &t);
         be_jit_free(j);
     }
     ir_module_free(m);

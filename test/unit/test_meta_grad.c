@@ -1,8 +1,9 @@
-/* The whole MAML meta-gradient, as mamlc builds and compiles it, against
- * central finite differences of the meta-loss in f64 at random points:
- * second order with one and several inner steps, and first order against
- * the first-order MAML formula.  The JIT-compiled code and the reference
- * evaluator must agree with each other too. */
+/* The whole meta-gradient, as mamlc builds and compiles it, in f64 at
+ * random points: every second-order mode (one and several inner steps,
+ * Meta-SGD's learned rates, ANIL, and their combination) against central
+ * finite differences of the meta-loss; first-order MAML against its formula
+ * (the query gradient at the adapted parameters); Reptile against θ − W.
+ * The JIT-compiled code and the reference evaluator must agree too. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,8 @@ static const char *const tanh_model =
     "}\n"
     "def loss(x, y) = mean((net(x) - y)^2) + 0.01 * sum(W2 ^ 2);\n"
     "task sinusoid() { support x : [K, 1], y : [K, 1]; query x : [K, 1], y : [K, 1]; }\n"
-    "meta { inner_steps = %d; inner_lr = 0.1; order = %s; }\n";
+    "meta { %s }\n";
+#define TANH_LR "inner_lr = 0.1;"
 
 static const char *const relu_model =
     "dim K = 4;\n"
@@ -39,7 +41,8 @@ static const char *const relu_model =
     "}\n"
     "def loss(x, y) = mean((net(x) - y)^2);\n"
     "task sinusoid() { support x : [K, 1], y : [K, 1]; query x : [K, 1], y : [K, 1]; }\n"
-    "meta { inner_steps = %d; inner_lr = 0.05; order = %s; }\n";
+    "meta { %s }\n";
+#define RELU_LR "inner_lr = 0.05;"
 
 /* A classifier: log_softmax, cross-entropy with integer labels, abs, exp. */
 static const char *const softmax_model =
@@ -48,7 +51,8 @@ static const char *const softmax_model =
     "param V : [4, 4] = glorot;\n"
     "def loss(x, y) = cross_entropy(linear(tanh(x @ V) + 0.1 * abs(x), W, b), y) + mean(exp(-V^2));\n"
     "task external { support x : [N, 4], y : i32[N]; query x : [N, 4], y : i32[N]; }\n"
-    "meta { inner_steps = %d; inner_lr = 0.3; order = %s; }\n";
+    "meta { %s }\n";
+#define SOFTMAX_LR "inner_lr = 0.3;"
 
 typedef struct {
     IrModule *m;
@@ -56,9 +60,10 @@ typedef struct {
     BeJit *jit;
 } Compiled;
 
-static bool compile(Compiled *c, const char *tmpl, int steps, const char *order) {
+/* Compile the model `tmpl` with `meta` as its meta block's entries. */
+static bool compile(Compiled *c, const char *tmpl, const char *meta) {
     char text[2048];
-    snprintf(text, sizeof text, tmpl, steps, order);
+    snprintf(text, sizeof text, tmpl, meta);
     Diag d;
     diag_init(&d, stderr);
     ModelOptions mo = {.real = DT_F64};
@@ -145,9 +150,9 @@ static double rel_err(const double *a, const double *b, int64_t n) {
 
 /* The meta-gradient of meta_step against central differences of its loss
  * output, and the JIT against the reference evaluator. */
-static void check_meta_grad(const char *label, const char *tmpl, int steps, int classes) {
+static void check_meta_grad(const char *label, const char *tmpl, const char *meta, int classes) {
     Compiled c;
-    if (!compile(&c, tmpl, steps, "second")) {
+    if (!compile(&c, tmpl, meta)) {
         CHECK(false, "%s: compiles", label);
         return;
     }
@@ -157,7 +162,7 @@ static void check_meta_grad(const char *label, const char *tmpl, int steps, int 
     buffers(f, &probe, classes);
     run_jit(c.jit, f, &b);
     double worst = 0;
-    for (int p = 0; p < c.md->nparam; p++) {
+    for (int p = 0; p < c.md->ntensor; p++) {
         int64_t n = ir_numel(c.md->param[p].type);
         double *fd = malloc((size_t)n * sizeof *fd), h = 1e-5;
         for (int64_t k = 0; k < n; k++) {
@@ -192,20 +197,22 @@ static void check_meta_grad(const char *label, const char *tmpl, int steps, int 
 /* order = first: the meta-gradient is the gradient of the query loss at
  * the adapted parameters (first-order MAML), computed here from the model's
  * own adapt_step and grad functions. */
-static void check_first_order(const char *label, const char *tmpl, int steps, int classes) {
+static void check_first_order(const char *label, const char *tmpl, const char *lr, int steps, int classes) {
     Compiled c;
-    if (!compile(&c, tmpl, steps, "first")) {
+    char meta[128];
+    snprintf(meta, sizeof meta, "%s order = first; inner_steps = %d;", lr, steps);
+    if (!compile(&c, tmpl, meta)) {
         CHECK(false, "%s: compiles", label);
         return;
     }
-    IrFunc *meta = ir_module_find(c.m, "meta_step"), *adapt = ir_module_find(c.m, "adapt_step");
+    IrFunc *meta_f = ir_module_find(c.m, "meta_step"), *adapt = ir_module_find(c.m, "adapt_step");
     IrFunc *grad = ir_module_find(c.m, "grad");
     int np = c.md->nparam;
     Buffers b, a, g;
-    buffers(meta, &b, classes);
+    buffers(meta_f, &b, classes);
     buffers(adapt, &a, classes);
     buffers(grad, &g, classes);
-    run_jit(c.jit, meta, &b);
+    run_jit(c.jit, meta_f, &b);
     /* adapt: params from b, support set from b */
     for (int p = 0; p < np; p++)
         memcpy(a.in[p], b.in[p], (size_t)ir_numel(c.md->param[p].type) * sizeof(double));
@@ -233,16 +240,68 @@ static void check_first_order(const char *label, const char *tmpl, int steps, in
     release(&c);
 }
 
+/* Reptile: the meta-gradient is θ − W, W the result of `steps` inner SGD
+ * steps from θ on the support set (the model's own adapt_step). */
+static void check_reptile(const char *label, const char *tmpl, const char *lr, int steps, int classes) {
+    Compiled c;
+    char meta[128];
+    snprintf(meta, sizeof meta, "%s algorithm = reptile(epsilon = 0.7); inner_steps = %d;", lr, steps);
+    if (!compile(&c, tmpl, meta)) {
+        CHECK(false, "%s: compiles", label);
+        return;
+    }
+    IrFunc *meta_f = ir_module_find(c.m, "meta_step"), *adapt = ir_module_find(c.m, "adapt_step");
+    int np = c.md->nparam;
+    Buffers b, a;
+    buffers(meta_f, &b, classes);
+    buffers(adapt, &a, classes);
+    run_jit(c.jit, meta_f, &b);
+    for (int p = 0; p < np; p++)
+        memcpy(a.in[p], b.in[p], (size_t)ir_numel(c.md->param[p].type) * sizeof(double));
+    memcpy(a.in[np], b.in[np], (size_t)ir_numel(c.md->task.support_x) * sizeof(double));
+    memcpy(a.in[np + 1], b.in[np + 1], (size_t)ir_numel(c.md->task.support_y) * sizeof(double));
+    for (int s = 0; s < steps; s++) {
+        ir_eval(adapt, (const double *const *)a.in, a.out);
+        for (int p = 0; p < np; p++)
+            memcpy(a.in[p], a.out[p], (size_t)ir_numel(c.md->param[p].type) * sizeof(double));
+    }
+    for (int p = 0; p < np; p++) {
+        int64_t n = ir_numel(c.md->param[p].type);
+        double *want = malloc((size_t)n * sizeof *want);
+        for (int64_t k = 0; k < n; k++)
+            want[k] = b.in[p][k] - a.in[p][k];
+        double err = rel_err(b.out[1 + p], want, n);
+        CHECK(err <= 1e-10, "%s: theta - W for %s: relative error %.3g", label, c.md->param[p].name, err);
+        free(want);
+    }
+    CHECK(c.md->meta.optimizer.kind == OPT_SGD && c.md->meta.optimizer.lr == 0.7,
+          "%s: the outer step is SGD with lr = epsilon", label);
+    free_buffers(&b);
+    free_buffers(&a);
+    release(&c);
+}
+
 int main(void) {
     srand(2024);
-    check_meta_grad("smooth MLP, 1 inner step", tanh_model, 1, 1);
-    check_meta_grad("smooth MLP, 3 inner steps", tanh_model, 3, 1);
-    check_meta_grad("relu MLP (sine), 1 inner step", relu_model, 1, 1);
-    check_meta_grad("relu MLP (sine), 2 inner steps", relu_model, 2, 1);
-    check_meta_grad("softmax classifier, 1 inner step", softmax_model, 1, 3);
-    check_meta_grad("softmax classifier, 2 inner steps", softmax_model, 2, 3);
-    check_first_order("first order, smooth MLP, 1 step", tanh_model, 1, 1);
-    check_first_order("first order, smooth MLP, 3 steps", tanh_model, 3, 1);
-    check_first_order("first order, classifier, 2 steps", softmax_model, 2, 3);
+    /* second order, one and several inner steps */
+    check_meta_grad("smooth MLP, 1 inner step", tanh_model, TANH_LR, 1);
+    check_meta_grad("smooth MLP, 3 inner steps", tanh_model, TANH_LR "inner_steps = 3;", 1);
+    check_meta_grad("relu MLP (sine), 1 inner step", relu_model, RELU_LR, 1);
+    check_meta_grad("relu MLP (sine), 2 inner steps", relu_model, RELU_LR "inner_steps = 2;", 1);
+    check_meta_grad("softmax classifier, 1 inner step", softmax_model, SOFTMAX_LR, 3);
+    check_meta_grad("softmax classifier, 2 inner steps", softmax_model, SOFTMAX_LR "inner_steps = 2;", 3);
+    /* Meta-SGD: learned rates per element and per tensor */
+    check_meta_grad("Meta-SGD, smooth MLP, 2 steps", tanh_model, "inner_lr = learned(0.1); inner_steps = 2;", 1);
+    check_meta_grad("Meta-SGD scalar, classifier, 1 step", softmax_model, "inner_lr = learned_scalar(0.2);", 3);
+    /* ANIL, alone and with Meta-SGD */
+    check_meta_grad("ANIL, relu MLP, 2 steps", relu_model, RELU_LR "adapt = [W3, b3]; inner_steps = 2;", 1);
+    check_meta_grad("ANIL + Meta-SGD, smooth MLP, 2 steps", tanh_model,
+                    "adapt = [W2, b3]; inner_lr = learned(0.05); inner_steps = 2;", 1);
+    /* first order and Reptile against their formulas */
+    check_first_order("first order, smooth MLP, 1 step", tanh_model, TANH_LR, 1, 1);
+    check_first_order("first order, smooth MLP, 3 steps", tanh_model, TANH_LR, 3, 1);
+    check_first_order("first order, classifier, 2 steps", softmax_model, SOFTMAX_LR, 2, 3);
+    check_reptile("Reptile, smooth MLP, 1 step", tanh_model, TANH_LR, 1, 1);
+    check_reptile("Reptile, relu MLP, 4 steps", relu_model, RELU_LR, 4, 1);
     return check_summary();
 }

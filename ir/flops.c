@@ -1,0 +1,26 @@
+/* FLOP counting from the IR (see ir_flops in ir.h). */
+#include "ir.h"
+
+static int64_t node_flops(const IrFunc *f, const IrNode *n) {
+    switch (ir_op_info[n->op].kind) {
+    case KIND_UNARY:
+        return n->op == OP_STOP_GRAD ? 0 : ir_numel(n->type);
+    case KIND_BINARY:
+        return ir_numel(n->type);
+    case KIND_REDUCE:
+        return ir_numel(f->node[n->arg[0]].type);
+    case KIND_MATMUL: {
+        IrType a = f->node[n->arg[0]].type, b = f->node[n->arg[1]].type;
+        return 2 * (int64_t)a.dim[0] * a.dim[1] * b.dim[1];
+    }
+    default:
+        return 0;
+    }
+}
+
+int64_t ir_flops(const IrFunc *f) {
+    int64_t total = 0;
+    for (ValueId v = 0; v < f->nnode; v++)
+        total += node_flops(f, &f->node[v]);
+    return total;
+}
