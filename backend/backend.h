@@ -61,6 +61,12 @@ const BeTimes *be_jit_times(const BeJit *j);
 /* Release the machine code and everything LLVM holds for it (j may be NULL). */
 void be_jit_free(BeJit *j);
 
+/* Write m as a position-independent object file at path, every function
+ * named prefix + its IR name with hidden visibility; the machine code is
+ * what be_jit_compile makes for the same options.  Returns false after
+ * reporting through d. */
+bool be_emit_object(const IrModule *m, const char *path, const char *prefix, const BeOptions *o, Diag *d);
+
 /* Print the LLVM IR of m (optimised unless opt_level is 0; o NULL: -O3). */
 bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d);
 

@@ -174,6 +174,19 @@ static bool build_meta_step(Builder *b) {
     return ok;
 }
 
+/* predict: net(x) for the query inputs, when the model defines net. */
+static bool build_predict(Builder *b) {
+    ValueId *theta = malloc((size_t)b->n * sizeof *theta);
+    IrFunc *f = begin(b, "predict", theta);
+    ValueId x = data(b, f, "x", b->md->task.query_x);
+    ValueId out = model_lower_call(b->md, f, "net", theta, &x, 1, false, b->d);
+    free(theta);
+    if (out == IR_NONE)
+        return false;
+    ir_output(f, out);
+    return true;
+}
+
 static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
 
 bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d) {
@@ -192,5 +205,7 @@ bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d) {
         ok = build_loss(&b, "eval_loss", "loss", t->query_x, t->query_y);
     if (ok && md->has_metric && wanted(only, "metric"))
         ok = build_loss(&b, "metric", "metric", t->query_x, t->query_y);
+    if (ok && model_has_func(md, "net") && wanted(only, "predict"))
+        ok = build_predict(&b);
     return ok;
 }

@@ -59,6 +59,7 @@ bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
  *                                            (Reptile: θ − θ_adapted)
  *   eval_loss(tensors..., x, y)           -> loss            (query shapes)
  *   metric(tensors..., x, y)              -> metric          (if defined)
+ *   predict(tensors..., x)                -> net(x)          (if net is defined)
  * `only`, if not NULL, names the one function wanted.  Returns false after
  * reporting through d. */
 bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d);

@@ -67,3 +67,13 @@ void rt_init(const RtInit *init, RtRng *r, RtReal real, void *out)
         store(real, out, i, x);
     }
 }
+
+void rt_init_params(const RtProgram *p, uint64_t seed, void *params)
+{
+    size_t size = p->real == RT_F32 ? sizeof(float) : sizeof(double);
+    for (int i = 0; i < p->nparam; i++) {
+        RtRng rng;
+        rt_rng_stream(&rng, seed, (uint64_t)i);
+        rt_init(&p->param[i].init, &rng, p->real, (char *)params + p->param[i].offset * size);
+    }
+}

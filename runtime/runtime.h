@@ -93,6 +93,7 @@ typedef struct {
 typedef struct {
     const char *name;
     size_t offset, count;       /* in reals, within the flat parameter vector */
+    RtInit init;                /* how rt_init_params fills it */
 } RtParam;
 
 typedef struct {
@@ -143,6 +144,34 @@ typedef struct {
     int neval;
     RtEvalPoint eval[16];       /* the final evaluation */
 } RtReport;
+
+/* Initial values of the whole flat vector: tensor i from its own stream
+ * (seed, i) of rt_rng_stream by its RtParam's init, so each tensor's values
+ * depend only on the seed and its position. */
+void rt_init_params(const RtProgram *p, uint64_t seed, void *params);
+
+/* One task's data, as meta_step reads it. */
+typedef struct {
+    const void *sx, *sy, *qx, *qy;
+} RtTask;
+
+/* What rt_meta_grad needs besides its arguments, allocated once. */
+typedef struct {
+    void *arena;                /* meta_step's */
+    void *task_grad;            /* one task's gradient */
+    double *grad_sum;           /* the tasks' gradients, summed in task order */
+    const void **in;
+    void **out;
+} RtStepWork;
+bool rt_step_work_alloc(const RtProgram *p, RtStepWork *w);
+void rt_step_work_free(RtStepWork *w);
+
+/* The mean meta-gradient of n tasks at params into grad (nreal reals), and
+ * their mean query loss as the result: meta_step once per task, gradients
+ * summed in task order in double precision, so the result is the same bits
+ * for the same inputs wherever it runs.  Allocates nothing. */
+double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int n,
+                    const RtTask *tasks, void *grad);
 
 /* Meta-train params (nreal reals, initialised by the caller) in place.
  * Iteration it (0-based) trains on tasks it * meta_batch + b; evaluation

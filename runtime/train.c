@@ -88,10 +88,6 @@ static void point_out(const RtProgram *p, void *base, void **slot)
         slot[i] = (char *)base + p->param[i].offset * rb;
 }
 
-/* One task's four tensors, each at a 64-byte boundary. */
-typedef struct {
-    void *sx, *sy, *qx, *qy;
-} TaskData;
 
 /* ------------------------------------------------------------------------
  * Evaluation */
@@ -305,31 +301,84 @@ static void progress_finish(Progress *g, long done, double seconds)
 /* ------------------------------------------------------------------------
  * Training */
 
+/* --- one meta-gradient over a batch of tasks --- */
+
+void rt_step_work_free(RtStepWork *w)
+{
+    free(w->arena);
+    free(w->task_grad);
+    free(w->grad_sum);
+    free(w->in);
+    free(w->out);
+    *w = (RtStepWork){0};
+}
+
+bool rt_step_work_alloc(const RtProgram *p, RtStepWork *w)
+{
+    *w = (RtStepWork){
+        .arena = alloc_zeroed(p->meta_step.arena_bytes),
+        .task_grad = alloc_zeroed(mul_size(p->nreal, real_bytes(p->real))),
+        .grad_sum = alloc_zeroed(mul_size(p->nreal, sizeof(double))),
+        .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
+        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
+    };
+    if (w->arena && w->task_grad && w->grad_sum && w->in && w->out)
+        return true;
+    rt_step_work_free(w);
+    return false;
+}
+
+double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int ntasks,
+                    const RtTask *tasks, void *grad)
+{
+    int np = p->nparam;
+    memset(w->grad_sum, 0, p->nreal * sizeof(double));
+    point_in(p, params, w->in);
+    point_out(p, w->task_grad, w->out + 1);
+    double loss_sum = 0.0;
+    for (int t = 0; t < ntasks; t++) {
+        Scalar loss = {0};
+        w->in[np] = tasks[t].sx;
+        w->in[np + 1] = tasks[t].sy;
+        w->in[np + 2] = tasks[t].qx;
+        w->in[np + 3] = tasks[t].qy;
+        w->out[0] = &loss;
+        p->meta_step.fn(w->in, w->out, w->arena);
+        loss_sum += scalar_value(p->real, &loss);
+        if (p->real == RT_F32)
+            for (size_t i = 0; i < p->nreal; i++)
+                w->grad_sum[i] += (double)((const float *)w->task_grad)[i];
+        else
+            for (size_t i = 0; i < p->nreal; i++)
+                w->grad_sum[i] += ((const double *)w->task_grad)[i];
+    }
+    double inv = ntasks > 0 ? 1.0 / ntasks : 0.0;
+    if (p->real == RT_F32)
+        for (size_t i = 0; i < p->nreal; i++)
+            ((float *)grad)[i] = (float)(w->grad_sum[i] * inv);
+    else
+        for (size_t i = 0; i < p->nreal; i++)
+            ((double *)grad)[i] = w->grad_sum[i] * inv;
+    return loss_sum * inv;
+}
+
 /* Everything rt_train allocates. */
 typedef struct {
-    void *arena;                /* meta_step's */
+    RtStepWork work;
     unsigned char *task_mem;    /* meta_batch tasks, each four 64-byte-aligned tensors */
-    TaskData *task;
-    void *task_grad;            /* one task's gradient, as meta_step writes it */
-    double *grad_sum;           /* the meta-batch's gradients summed in task order */
-    void *grad;                 /* their mean, in the element type */
+    RtTask *task;
+    void *grad;                 /* the meta-batch's mean gradient, in the element type */
     void *opt_state;
-    const void **in;
-    void **out;
     RtEvalPoint *points;
 } TrainBuffers;
 
 static void train_free(TrainBuffers *b)
 {
-    free(b->arena);
+    rt_step_work_free(&b->work);
     free(b->task_mem);
     free(b->task);
-    free(b->task_grad);
-    free(b->grad_sum);
     free(b->grad);
     free(b->opt_state);
-    free(b->in);
-    free(b->out);
     free(b->points);
 }
 
@@ -340,19 +389,14 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
     size_t stride = round_up(p->sx_bytes) + round_up(p->sy_bytes) + round_up(p->qx_bytes) +
                     round_up(p->qy_bytes);
     *b = (TrainBuffers){
-        .arena = alloc_zeroed(p->meta_step.arena_bytes),
         .task_mem = alloc_zeroed(mul_size(batch, stride)),
-        .task = calloc(batch, sizeof(TaskData)),
-        .task_grad = alloc_zeroed(mul_size(p->nreal, rb)),
-        .grad_sum = alloc_zeroed(mul_size(p->nreal, sizeof(double))),
+        .task = calloc(batch, sizeof(RtTask)),
         .grad = alloc_zeroed(mul_size(p->nreal, rb)),
         .opt_state = alloc_zeroed(mul_size(rt_opt_state_count(&p->optimizer, p->nreal), rb)),
-        .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
-        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
         .points = calloc(o->nsteps > 0 ? (size_t)o->nsteps : 1, sizeof(RtEvalPoint)),
     };
-    if (!(b->arena && b->task_mem && b->task && b->task_grad && b->grad_sum && b->grad &&
-          b->opt_state && b->in && b->out && b->points)) {
+    bool work = rt_step_work_alloc(p, &b->work);
+    if (!(work && b->task_mem && b->task && b->grad && b->opt_state && b->points)) {
         train_free(b);
         return false;
     }
@@ -369,45 +413,17 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
     return true;
 }
 
-/* One meta-iteration: the batch's mean query loss; b->grad gets the mean
- * meta-gradient. */
+/* One meta-iteration: sample the batch's tasks, then their mean meta-gradient
+ * into b->grad; returns the mean query loss. */
 static double meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b,
                              const void *params, long it)
 {
-    int np = p->nparam;
     for (int t = 0; t < p->meta_batch; t++) {
         uint64_t task = (uint64_t)it * (uint64_t)p->meta_batch + (uint64_t)t;
-        TaskData *d = &b->task[t];
-        p->sample(p->sample_ctx, o->seed, task, d->sx, d->sy, d->qx, d->qy);
+        const RtTask *d = &b->task[t];
+        p->sample(p->sample_ctx, o->seed, task, (void *)d->sx, (void *)d->sy, (void *)d->qx, (void *)d->qy);
     }
-    memset(b->grad_sum, 0, p->nreal * sizeof(double));
-    point_in(p, params, b->in);
-    point_out(p, b->task_grad, b->out + 1);
-    double loss_sum = 0.0;
-    for (int t = 0; t < p->meta_batch; t++) {
-        Scalar loss = {0};
-        b->in[np] = b->task[t].sx;
-        b->in[np + 1] = b->task[t].sy;
-        b->in[np + 2] = b->task[t].qx;
-        b->in[np + 3] = b->task[t].qy;
-        b->out[0] = &loss;
-        p->meta_step.fn(b->in, b->out, b->arena);
-        loss_sum += scalar_value(p->real, &loss);
-        if (p->real == RT_F32)
-            for (size_t i = 0; i < p->nreal; i++)
-                b->grad_sum[i] += (double)((const float *)b->task_grad)[i];
-        else
-            for (size_t i = 0; i < p->nreal; i++)
-                b->grad_sum[i] += ((const double *)b->task_grad)[i];
-    }
-    double inv = 1.0 / p->meta_batch;
-    if (p->real == RT_F32)
-        for (size_t i = 0; i < p->nreal; i++)
-            ((float *)b->grad)[i] = (float)(b->grad_sum[i] * inv);
-    else
-        for (size_t i = 0; i < p->nreal; i++)
-            ((double *)b->grad)[i] = b->grad_sum[i] * inv;
-    return loss_sum * inv;
+    return rt_meta_grad(p, &b->work, params, p->meta_batch, b->task, b->grad);
 }
 
 /* Evaluates params and prints one line to o->log; false when out of memory. */

@@ -10,17 +10,23 @@
 #include "../backend/backend.h"
 #include "../passes/passes.h"
 #include "../runtime/runtime.h"
+#include "library.h"
 #include "util.h"
 
 #define MAMLC_VERSION "0.1.0"
 
 static const char usage[] =
     "usage: mamlc [options] FILE.mdl          compile (with --emit: print a stage)\n"
+    "       mamlc FILE.mdl -o LIB.so          build a shared library with a C ABI\n"
     "       mamlc run FILE.mdl [options]      JIT-compile and meta-train\n"
     "\n"
     "Compile options:\n"
     "  --emit=STAGE         print a stage: ast, ir (the loss), grad-ir (the inner\n"
-    "                       gradient), meta-ir (the meta-step), llvm (LLVM IR)\n"
+    "                       gradient), meta-ir (the meta-step), llvm (LLVM IR),\n"
+    "                       header (the C header of -o's library), json (its\n"
+    "                       mamlc_model_json())\n"
+    "  -o LIB.so            write a self-contained shared library (docs/abi.md)\n"
+    "  --header PATH        where -o writes the library's header (default LIB.h)\n"
     "  --dtype=f32|f64      the real type (default f32)\n"
     "  -D NAME=VALUE        override `dim NAME`\n"
     "  --meta KEY=VALUE     override a key of the meta block (--meta inner_steps=5)\n"
@@ -43,7 +49,7 @@ static const char usage[] =
     "  --help, --version\n";
 
 typedef struct {
-    const char *file, *emit, *report, *print_after;
+    const char *file, *emit, *report, *print_after, *output, *header;
     bool run, verify_each, print_after_all, quiet, stats;
     ModelOptions model;
     DimOverride defines[64];
@@ -81,7 +87,7 @@ static bool parse_define(Options *o, const char *s) {
     return d->name != NULL;
 }
 
-static const char *const stages[] = {"ast", "ir", "grad-ir", "meta-ir", "llvm"};
+static const char *const stages[] = {"ast", "ir", "grad-ir", "meta-ir", "llvm", "header", "json"};
 
 /* Returns -1 when the arguments are fine, else the exit status. */
 static int parse_args(int argc, char **argv, Options *o) {
@@ -106,6 +112,10 @@ static int parse_args(int argc, char **argv, Options *o) {
                     o->emit = stages[k];
             if (!o->emit)
                 return usage_error("unknown stage '%s' for --emit", v);
+        } else if (!o->run && tool_option(argc, argv, &i, "-o", &v)) {
+            o->output = v;
+        } else if (!o->run && tool_option(argc, argv, &i, "--header", &v)) {
+            o->header = v;
         } else if (tool_option(argc, argv, &i, "--dtype", &v)) {
             if (strcmp(v, "f32") && strcmp(v, "f64"))
                 return usage_error("--dtype takes f32 or f64, not '%s'", v);
@@ -161,6 +171,10 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "--emit does not go with 'run'");
     if (o->stats && (o->run || o->emit))
         return usage_error("%s", "--stats goes with neither 'run' nor --emit");
+    if (o->output && o->emit)
+        return usage_error("%s", "-o does not go with --emit");
+    if (o->header && !o->output)
+        return usage_error("%s", "--header goes with -o");
     o->model.defines = o->defines;
     o->model.meta = o->meta;
     return -1;
@@ -263,6 +277,14 @@ static bool entry(BeJit *j, IrModule *m, const char *name, RtEntry *e, Diag *d) 
     return true;
 }
 
+static RtInitKind init_kind(InitKind k) {
+    static const RtInitKind map[] = {
+        [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
+        [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
+        [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
+    return map[k];
+}
+
 static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
 
 static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
@@ -271,7 +293,9 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
     p->nparam = md->ntensor;
     r->param = calloc((size_t)md->ntensor, sizeof *r->param);
     for (int i = 0; i < md->ntensor; i++) {
-        r->param[i] = (RtParam){md->param[i].name, p->nreal, (size_t)ir_numel(md->param[i].type)};
+        const ModelParam *mp = &md->param[i];
+        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
+        r->param[i] = (RtParam){mp->name, p->nreal, (size_t)ir_numel(mp->type), init};
         p->nreal += r->param[i].count;
     }
     p->param = r->param;
@@ -288,27 +312,6 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
            setup_source(md, r, d);
 }
 
-static RtInitKind init_kind(InitKind k) {
-    static const RtInitKind map[] = {
-        [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
-        [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
-        [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
-    return map[k];
-}
-
-/* Initial meta-learned tensors: each from its own stream of the seed. */
-static void *init_params(const Model *md, const Run *r, uint64_t seed) {
-    size_t size = ir_dtype_size(md->real);
-    char *params = calloc(r->prog.nreal ? r->prog.nreal : 1, size);
-    for (int i = 0; params && i < md->ntensor; i++) {
-        const ModelParam *mp = &md->param[i];
-        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
-        RtRng rng;
-        rt_rng_stream(&rng, seed, (uint64_t)i);
-        rt_init(&init, &rng, r->prog.real, params + r->param[i].offset * size);
-    }
-    return params;
-}
 
 static void print_eval(const RtEvalPoint *pt, int n) {
     printf("held-out evaluation:\n");
@@ -324,7 +327,9 @@ static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
     BeJit *j = be_jit_compile(m, &o->be, d);
     Run r = {0};
     bool ok = j && setup_program(md, j, m, &r, d);
-    void *params = ok ? init_params(md, &r, o->seed) : NULL;
+    void *params = ok ? calloc(r.prog.nreal ? r.prog.nreal : 1, ir_dtype_size(md->real)) : NULL;
+    if (params)
+        rt_init_params(&r.prog, o->seed, params);
     if (ok && !params) {
         diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
         ok = false;
@@ -401,8 +406,16 @@ static int compile(const Options *o, Diag *d) {
     if (!md)
         return 1;
     int status = 0;
-    if (o->emit && strcmp(o->emit, "ast") == 0) {
-        model_dump_ast(stdout, md);
+    if (o->emit && (!strcmp(o->emit, "ast") || !strcmp(o->emit, "header") || !strcmp(o->emit, "json"))) {
+        if (o->emit[0] == 'a')
+            model_dump_ast(stdout, md);
+        else if (o->emit[0] == 'h')
+            lib_write_header(stdout, md);
+        else {
+            char *json = lib_model_json(md);
+            printf("%s\n", json);
+            free(json);
+        }
         model_free(md);
         return 0;
     }
@@ -415,6 +428,8 @@ static int compile(const Options *o, Diag *d) {
         status = be_emit_llvm(stdout, m, &o->be, d) ? 0 : 1;
     else if (o->emit)
         ir_print_module(stdout, m);
+    else if (o->output)
+        status = lib_build(md, m, o->output, o->header, &o->be, d) ? 0 : 1;
     else {
         BeJit *j = be_jit_compile(m, &o->be, d);
         status = j ? 0 : 1;

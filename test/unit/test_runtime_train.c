@@ -46,7 +46,7 @@ static int passed, failed;
 
 /* Two parameters, w (3 reals) and b (2 reals), in a flat vector of 5. */
 enum { N = 5 };
-static const RtParam PARAMS[] = {{"w", 0, 3}, {"b", 3, 2}};
+static const RtParam PARAMS[] = {{"w", 0, 3, {0}}, {"b", 3, 2, {0}}};
 static const double MU[N] = {1.0, -2.0, 3.0, 0.5, -1.0};
 
 /* The stand-ins' settings and what they saw. */

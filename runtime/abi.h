@@ -1,0 +1,45 @@
+/* The description of one compiled model that a generated shared library
+ * hands to its ABI layer (runtime/abi.c).  mamlc writes this text, verbatim,
+ * at the top of every generated model file and fills in a `mamlc__model`
+ * after it, so both sides always agree on the layout.  Self-contained: no
+ * includes beyond the C library. */
+#ifndef MAMLC_ABI_MODEL_H
+#define MAMLC_ABI_MODEL_H
+
+#include <stddef.h>
+
+/* backend/backend.h's calling convention */
+typedef void (*MamlcFn)(const void *const *in, void *const *out, void *arena);
+
+typedef struct {
+    MamlcFn fn;                 /* NULL where the model has no such function */
+    size_t arena_bytes;
+} MamlcEntry;
+
+/* One meta-learned tensor of the flat parameter vector. */
+typedef struct {
+    const char *name;
+    size_t offset, count;       /* in reals */
+    int init_kind;              /* RtInitKind */
+    double init_a, init_b;
+    int rank;
+    const int *dim;
+} MamlcTensor;
+
+typedef struct {
+    int f64;                    /* reals are double (else float) */
+    size_t nreal;               /* the flat parameter vector */
+    int ntensor;
+    const MamlcTensor *tensor;
+    size_t sx_bytes, sy_bytes, qx_bytes, qy_bytes;  /* one task's tensors */
+    size_t predict_count;       /* reals of net(qx) */
+    MamlcEntry meta_step;       /* tensors..., sx, sy, qx, qy -> loss, meta-gradient... */
+    MamlcEntry adapt_step;      /* tensors..., x, y -> tensors after one inner step..., loss */
+    MamlcEntry loss;            /* tensors..., qx, qy -> loss */
+    MamlcEntry predict;         /* tensors..., qx -> net(qx) */
+    int optimizer;              /* RtOptKind */
+    double lr, beta1, beta2, eps;
+    const char *json;           /* mamlc_model_json() */
+} MamlcModel;
+
+#endif

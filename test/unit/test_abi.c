@@ -1,0 +1,224 @@
+/* The shared library that `mamlc FILE.mdl -o LIB.so` builds, through its C
+ * ABI (dlopen): it must compute exactly what the JIT computes (the same
+ * bits), its meta-gradient must match central differences in f64, and its
+ * other entry points must agree with the compiler's own functions. */
+#include <dlfcn.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../../backend/backend.h"
+#include "../../passes/passes.h"
+#include "../../runtime/runtime.h"
+#include "check.h"
+
+static const char *const regression =
+    "dim K = 6;\n"
+    "param W1 : [16, 1] = he;  param b1 : [16] = normal(0.1);\n"
+    "param W2 : [1, 16] = he;  param b2 : [1] = zeros;\n"
+    "def net(x) = linear(tanh(linear(x, W1, b1)), W2, b2);\n"
+    "def loss(x, y) = mean((net(x) - y)^2);\n"
+    "task external { support x : [K, 1], y : [K, 1]; query x : [K, 1], y : [K, 1]; }\n"
+    "meta { inner_steps = 2; inner_lr = 0.05; }\n";
+
+static const char *const classifier =
+    "dim N = 6; dim C = 3;\n"
+    "param W : [C, 4] = glorot;  param b : [C] = zeros;\n"
+    "def net(x) = linear(x, W, b);\n"
+    "def loss(x, y) = cross_entropy(net(x), y);\n"
+    "task external { support x : [N, 4], y : i32[N]; query x : [N, 4], y : i32[N]; }\n"
+    "meta { inner_lr = learned(0.3); }\n";
+
+typedef struct {
+    void *so;
+    int (*abi_version)(void);
+    size_t (*param_count)(void), (*state_count)(void);
+    void (*init)(void *, void *, uint64_t);
+    double (*meta_grad_d)(const void *, int, const void *, const void *, const void *, const void *, void *);
+    float (*meta_grad_f)(const void *, int, const void *, const void *, const void *, const void *, void *);
+    void (*adapt)(const void *, int, const void *, const void *, void *);
+    void (*predict)(const void *, const void *, void *);
+    const char *(*model_json)(void);
+} Lib;
+
+/* mamlc TEXT -o DIR/NAME.so (with --dtype), then dlopen it. */
+static bool build_library(const char *text, bool f64, Lib *lib) {
+    char dir[] = "/tmp/mamlc-abi-XXXXXX", mdl[64], so[64];
+    if (!mkdtemp(dir))
+        return false;
+    snprintf(mdl, sizeof mdl, "%s/model.mdl", dir);
+    snprintf(so, sizeof so, "%s/model.so", dir);
+    FILE *f = fopen(mdl, "w");
+    fputs(text, f);
+    fclose(f);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(MAMLC_BINARY_DIR "/mamlc", "mamlc", mdl, "--dtype", f64 ? "f64" : "f32", "-o", so, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    lib->so = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? dlopen(so, RTLD_NOW | RTLD_LOCAL) : NULL;
+    char h[64];
+    snprintf(h, sizeof h, "%s/model.h", dir);
+    unlink(mdl);
+    unlink(so);
+    unlink(h);
+    rmdir(dir);
+    if (!lib->so)
+        return false;
+    *(void **)&lib->abi_version = dlsym(lib->so, "mamlc_abi_version");
+    *(void **)&lib->param_count = dlsym(lib->so, "mamlc_param_count");
+    *(void **)&lib->state_count = dlsym(lib->so, "mamlc_state_count");
+    *(void **)&lib->init = dlsym(lib->so, "mamlc_init");
+    *(void **)&lib->meta_grad_d = dlsym(lib->so, "mamlc_meta_grad");
+    *(void **)&lib->meta_grad_f = dlsym(lib->so, "mamlc_meta_grad");
+    *(void **)&lib->adapt = dlsym(lib->so, "mamlc_adapt");
+    *(void **)&lib->predict = dlsym(lib->so, "mamlc_predict");
+    *(void **)&lib->model_json = dlsym(lib->so, "mamlc_model_json");
+    return lib->abi_version && lib->param_count && lib->init && lib->meta_grad_d && lib->adapt;
+}
+
+/* The same model compiled in this process, as `mamlc run` does. */
+typedef struct {
+    Model *md;
+    IrModule *m;
+    BeJit *jit;
+    RtProgram prog;
+    RtParam param[16];
+} Jit;
+
+static bool build_jit(const char *text, bool f64, Jit *j) {
+    Diag d;
+    diag_init(&d, stderr);
+    ModelOptions mo = {.real = f64 ? DT_F64 : DT_F32};
+    j->md = model_load_text("model.mdl", text, strlen(text), &mo, &d);
+    j->m = ir_module_new(mo.real);
+    bool ok = j->md && meta_build(j->md, j->m, NULL, &d);
+    for (int i = 0; ok && i < j->m->nfunc; i++)
+        ok = pass_optimize(j->m->func[i], NULL, &d);
+    j->jit = ok ? be_jit_compile(j->m, NULL, &d) : NULL;
+    diag_free(&d);
+    if (!j->jit)
+        return false;
+    const Model *md = j->md;
+    RtProgram *p = &j->prog;
+    *p = (RtProgram){.real = f64 ? RT_F64 : RT_F32, .nparam = md->ntensor, .param = j->param, .meta_batch = 1};
+    for (int i = 0; i < md->ntensor; i++) {
+        const ModelParam *mp = &md->param[i];
+        RtInit init = {(RtInitKind)mp->init.kind, mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
+        j->param[i] = (RtParam){mp->name, p->nreal, (size_t)ir_numel(mp->type), init};
+        p->nreal += j->param[i].count;
+    }
+    IrFunc *step = ir_module_find(j->m, "meta_step");
+    p->meta_step = (RtEntry){(RtFn)be_jit_lookup(j->jit, "meta_step"), be_arena_bytes(step)};
+    const ModelTask *t = &md->task;
+    p->sx_bytes = (size_t)ir_numel(t->support_x) * ir_dtype_size(t->support_x.dtype);
+    p->sy_bytes = (size_t)ir_numel(t->support_y) * ir_dtype_size(t->support_y.dtype);
+    p->qx_bytes = (size_t)ir_numel(t->query_x) * ir_dtype_size(t->query_x.dtype);
+    p->qy_bytes = (size_t)ir_numel(t->query_y) * ir_dtype_size(t->query_y.dtype);
+    return true;
+}
+
+static void free_jit(Jit *j) {
+    be_jit_free(j->jit);
+    ir_module_free(j->m);
+    model_free(j->md);
+}
+
+/* B tasks of random data, laid out task after task; labels below 3. */
+static void *random_tensor(size_t bytes, bool labels, bool f64) {
+    char *p = malloc(bytes);
+    size_t n = bytes / 4 / (f64 && !labels ? 2 : 1);
+    for (size_t i = 0; i < n; i++) {
+        if (labels)
+            ((int32_t *)p)[i] = rand() % 3;
+        else if (f64)
+            ((double *)p)[i] = 2.0 * rand() / RAND_MAX - 1;
+        else
+            ((float *)p)[i] = (float)(2.0 * rand() / RAND_MAX - 1);
+    }
+    return p;
+}
+
+static void check_model(const char *label, const char *text, bool f64, bool labels) {
+    Lib lib;
+    Jit jit;
+    if (!build_library(text, f64, &lib) || !build_jit(text, f64, &jit)) {
+        CHECK(false, "%s: library and JIT build", label);
+        return;
+    }
+    RtProgram *p = &jit.prog;
+    size_t rb = f64 ? 8 : 4, n = p->nreal;
+    CHECK(lib.abi_version() == 1, "%s: ABI version", label);
+    CHECK(lib.param_count() == n, "%s: param count %zu vs %zu", label, lib.param_count(), n);
+    CHECK(lib.state_count() == 2 * n + 1, "%s: Adam state is m, v and the step count", label);
+    CHECK(strstr(lib.model_json(), "\"abi\": 1") != NULL, "%s: model JSON", label);
+
+    /* mamlc_init is the driver's initialisation */
+    char *params = malloc(n * rb), *mine = malloc(n * rb), *state = malloc(lib.state_count() * rb);
+    lib.init(params, state, 42);
+    rt_init_params(p, 42, mine);
+    CHECK(memcmp(params, mine, n * rb) == 0, "%s: mamlc_init equals the JIT driver's initialisation", label);
+
+    /* meta-gradient: library vs JIT, bit for bit */
+    enum { B = 5 };
+    void *sx = random_tensor(B * p->sx_bytes, false, f64), *sy = random_tensor(B * p->sy_bytes, labels, f64);
+    void *qx = random_tensor(B * p->qx_bytes, false, f64), *qy = random_tensor(B * p->qy_bytes, labels, f64);
+    RtTask tasks[B];
+    for (size_t t = 0; t < B; t++)
+        tasks[t] = (RtTask){(char *)sx + t * p->sx_bytes, (char *)sy + t * p->sy_bytes,
+                            (char *)qx + t * p->qx_bytes, (char *)qy + t * p->qy_bytes};
+    char *g_lib = malloc(n * rb), *g_jit = malloc(n * rb);
+    RtStepWork w;
+    rt_step_work_alloc(p, &w);
+    double loss_jit = rt_meta_grad(p, &w, params, B, tasks, g_jit);
+    double loss_lib = f64 ? lib.meta_grad_d(params, B, sx, sy, qx, qy, g_lib)
+                          : lib.meta_grad_f(params, B, sx, sy, qx, qy, g_lib);
+    CHECK(memcmp(g_lib, g_jit, n * rb) == 0 && loss_lib == (f64 ? loss_jit : (float)loss_jit),
+          "%s: mamlc_meta_grad equals the JIT's meta-gradient bit for bit", label);
+
+    /* f64: the library's meta-gradient against central differences */
+    if (f64) {
+        double *x = (double *)params, *g = (double *)g_lib, *scratch = malloc(n * rb);
+        double num = 0, den = 0, h = 1e-6;
+        for (size_t i = 0; i < n; i++) {
+            double keep = x[i];
+            x[i] = keep + h;
+            double up = lib.meta_grad_d(x, B, sx, sy, qx, qy, scratch);
+            x[i] = keep - h;
+            double down = lib.meta_grad_d(x, B, sx, sy, qx, qy, scratch);
+            x[i] = keep;
+            double fd = (up - down) / (2 * h);
+            num += (fd - g[i]) * (fd - g[i]);
+            den += g[i] * g[i];
+        }
+        double err = sqrt(num / den);
+        printf("%-32s meta-gradient through the ABI vs finite differences: %.2e\n", label, err);
+        CHECK(err <= 1e-6, "%s: ABI meta-gradient vs finite differences: %.3g", label, err);
+        free(scratch);
+    }
+    rt_step_work_free(&w);
+    free(params);
+    free(mine);
+    free(state);
+    free(g_lib);
+    free(g_jit);
+    free(sx);
+    free(sy);
+    free(qx);
+    free(qy);
+    dlclose(lib.so);
+    free_jit(&jit);
+}
+
+int main(void) {
+    srand(7);
+    check_model("regression f32", regression, false, false);
+    check_model("regression f64", regression, true, false);
+    check_model("Meta-SGD classifier f32", classifier, false, true);
+    check_model("Meta-SGD classifier f64", classifier, true, true);
+    return check_summary();
+}

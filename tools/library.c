@@ -1,0 +1,366 @@
+/* The shared-library builder behind `mamlc FILE.mdl -o LIB.so`. */
+#include "library.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define PREFIX "mamlc__"
+
+/* --- a growable string --- */
+
+typedef struct {
+    char *s;
+    size_t n, cap;
+} Buf;
+
+static void put(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(Buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (b->n + (size_t)n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + (size_t)n + 1)
+            cap *= 2;
+        char *s = realloc(b->s, cap);
+        if (!s)
+            abort();
+        b->s = s;
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->n, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)n;
+}
+
+/* s as a JSON (and C) string literal body: quotes, backslashes and control
+ * characters escaped. */
+static void put_escaped(Buf *b, const char *s) {
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            put(b, "\\%c", c);
+        else if (c < 0x20)
+            put(b, "\\u%04x", c);
+        else
+            put(b, "%c", c);
+    }
+}
+
+static void put_shape(Buf *b, IrType t) {
+    put(b, "[");
+    for (int i = 0; i < t.rank; i++)
+        put(b, i ? ", %d" : "%d", t.dim[i]);
+    put(b, "]");
+}
+
+static const char *dtype_name(DType dt) { return dt == DT_I32 ? "i32" : ir_dtype_name(dt); }
+
+static void put_tensor_type(Buf *b, IrType t) {
+    put(b, "{\"shape\": ");
+    put_shape(b, t);
+    put(b, ", \"dtype\": \"%s\"}", dtype_name(t.dtype));
+}
+
+static const char *init_name(InitKind k) {
+    static const char *const names[] = {"zeros", "ones", "he", "glorot", "normal", "uniform", "const"};
+    return names[k];
+}
+
+static void put_meta(Buf *b, const Model *md) {
+    const MetaConfig *mc = &md->meta;
+    static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar"};
+    put(b, "{\"algorithm\": \"%s\"", mc->algorithm == ALGO_REPTILE ? "reptile" : "maml");
+    if (mc->algorithm == ALGO_REPTILE)
+        put(b, ", \"epsilon\": %.17g", mc->epsilon);
+    put(b, ", \"inner_steps\": %d, \"inner_lr\": %.17g, \"inner_lr_kind\": \"%s\", \"order\": \"%s\"",
+        mc->inner_steps, mc->inner_lr, lr_kind[mc->inner_lr_kind], mc->order == ORDER_FIRST ? "first" : "second");
+    put(b, ", \"adapt\": [");
+    for (int i = 0, k = 0; i < md->nparam; i++)
+        if (mc->adapt[i]) {
+            put(b, k++ ? ", \"" : "\"");
+            put_escaped(b, md->param[i].name);
+            put(b, "\"");
+        }
+    put(b, "], \"meta_batch\": %d, \"iterations\": %ld", mc->meta_batch, mc->iterations);
+    const OptimizerConfig *oc = &mc->optimizer;
+    if (oc->kind == OPT_ADAM)
+        put(b, ", \"optimizer\": {\"kind\": \"adam\", \"lr\": %.17g, \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g}}",
+            oc->lr, oc->beta1, oc->beta2, oc->eps);
+    else
+        put(b, ", \"optimizer\": {\"kind\": \"sgd\", \"lr\": %.17g}}", oc->lr);
+}
+
+char *lib_model_json(const Model *md) {
+    Buf b = {0};
+    put(&b, "{\"abi\": 1, \"dtype\": \"%s\", \"dims\": {", ir_dtype_name(md->real));
+    for (int i = 0; i < md->ndim; i++) {
+        put(&b, i ? ", \"" : "\"");
+        put_escaped(&b, md->dim[i].name);
+        put(&b, "\": %d", md->dim[i].value);
+    }
+    put(&b, "}, \"params\": [");
+    size_t offset = 0;
+    for (int i = 0; i < md->ntensor; i++) {
+        const ModelParam *p = &md->param[i];
+        put(&b, i ? ", {\"name\": \"" : "{\"name\": \"");
+        put_escaped(&b, p->name);
+        put(&b, "\", \"shape\": ");
+        put_shape(&b, p->type);
+        put(&b, ", \"offset\": %zu, \"init\": \"%s\"}", offset, init_name(p->init.kind));
+        offset += (size_t)ir_numel(p->type);
+    }
+    const ModelTask *t = &md->task;
+    put(&b, "], \"param_count\": %zu, \"task\": \"", offset);
+    put_escaped(&b, t->kind);
+    put(&b, "\", \"support\": {\"x\": ");
+    put_tensor_type(&b, t->support_x);
+    put(&b, ", \"y\": ");
+    put_tensor_type(&b, t->support_y);
+    put(&b, "}, \"query\": {\"x\": ");
+    put_tensor_type(&b, t->query_x);
+    put(&b, ", \"y\": ");
+    put_tensor_type(&b, t->query_y);
+    put(&b, "}, \"predict\": %s, \"meta\": ", model_has_func(md, "net") ? "true" : "false");
+    put_meta(&b, md);
+    put(&b, "}");
+    return b.s;
+}
+
+/* --- the header --- */
+
+void lib_write_header(FILE *out, const Model *md) {
+    const char *real = md->real == DT_F64 ? "double" : "float";
+    size_t count = 0;
+    for (int i = 0; i < md->ntensor; i++)
+        count += (size_t)ir_numel(md->param[i].type);
+    fprintf(out,
+            "/* The C ABI (version 1) of a meta-training step compiled by mamlc from %s.\n"
+            " * See docs/abi.md.  Arrays are row-major; a meta-batch of B tasks is laid\n"
+            " * out task after task.  Labels declared i32 are int32_t. */\n"
+            "#ifndef MAMLC_TRAIN_H\n"
+            "#define MAMLC_TRAIN_H\n\n"
+            "#include <stddef.h>\n"
+            "#include <stdint.h>\n\n"
+            "#ifdef __cplusplus\n"
+            "extern \"C\" {\n"
+            "#endif\n\n"
+            "typedef %s mamlc_real;\n\n"
+            "#define MAMLC_ABI_VERSION 1\n"
+            "#define MAMLC_PARAM_COUNT %zu\n",
+            md->file, real, count);
+    const ModelTask *t = &md->task;
+    const IrType types[4] = {t->support_x, t->support_y, t->query_x, t->query_y};
+    const char *names[4] = {"SUPPORT_X", "SUPPORT_Y", "QUERY_X", "QUERY_Y"};
+    for (int i = 0; i < 4; i++)
+        fprintf(out, "#define MAMLC_%s_COUNT %lld   /* elements of one task's %s */\n", names[i],
+                (long long)ir_numel(types[i]), types[i].dtype == DT_I32 ? "int32_t labels" : "reals");
+    fprintf(out,
+            "\n"
+            "int         mamlc_abi_version(void);\n"
+            "const char *mamlc_model_json(void);\n"
+            "size_t      mamlc_param_count(void);\n"
+            "size_t      mamlc_state_count(void);\n"
+            "void        mamlc_init(mamlc_real *params, mamlc_real *state, uint64_t seed);\n"
+            "mamlc_real  mamlc_meta_grad(const mamlc_real *params, int B, const mamlc_real *sx, const void *sy,\n"
+            "                            const mamlc_real *qx, const void *qy, mamlc_real *grad);\n"
+            "mamlc_real  mamlc_meta_step(mamlc_real *params, mamlc_real *state, int B, const mamlc_real *sx,\n"
+            "                            const void *sy, const mamlc_real *qx, const void *qy);\n"
+            "void        mamlc_adapt(const mamlc_real *params, int steps, const mamlc_real *sx, const void *sy,\n"
+            "                        mamlc_real *adapted);\n"
+            "mamlc_real  mamlc_loss(const mamlc_real *params, const mamlc_real *qx, const void *qy);\n"
+            "void        mamlc_predict(const mamlc_real *params, const mamlc_real *qx, mamlc_real *out);\n"
+            "\n"
+            "#ifdef __cplusplus\n"
+            "}\n"
+            "#endif\n\n"
+            "#endif\n");
+}
+
+/* --- the generated model file --- */
+
+static void put_entry(Buf *b, const IrModule *m, const char *name) {
+    IrFunc *f = ir_module_find(m, name);
+    if (f)
+        put(b, "{" PREFIX "%s, %zu}", name, be_arena_bytes(f));
+    else
+        put(b, "{0, 0}");
+}
+
+/* C source that describes md to runtime/abi.c as `mamlc__model`. */
+static char *model_source(const Model *md, const IrModule *m) {
+    Buf b = {0};
+    put(&b, "/* Generated by mamlc from %s. */\n#include \"mamlc_abi.h\"\n\n", md->file);
+    for (int i = 0; i < m->nfunc; i++)
+        put(&b, "void " PREFIX "%s(const void *const *, void *const *, void *);\n", m->func[i]->name);
+    for (int i = 0; i < md->ntensor; i++) {
+        put(&b, "static const int dim%d[] = {", i);
+        for (int k = 0; k < md->param[i].type.rank; k++)
+            put(&b, "%d, ", md->param[i].type.dim[k]);
+        put(&b, "0};\n");
+    }
+    put(&b, "static const MamlcTensor tensors[] = {\n");
+    size_t offset = 0;
+    for (int i = 0; i < md->ntensor; i++) {
+        const ModelParam *p = &md->param[i];
+        size_t count = (size_t)ir_numel(p->type);
+        put(&b, "    {\"");
+        put_escaped(&b, p->name);
+        put(&b, "\", %zu, %zu, %d, %.17g, %.17g, %d, dim%d},\n", offset, count, (int)p->init.kind, p->init.a,
+            p->init.b, p->type.rank, i);
+        offset += count;
+    }
+    put(&b, "};\n\n__attribute__((visibility(\"hidden\"))) const MamlcModel mamlc__model = {\n");
+    const ModelTask *t = &md->task;
+    IrFunc *predict = ir_module_find(m, "predict");
+    put(&b, "    .f64 = %d,\n    .nreal = %zu,\n    .ntensor = %d,\n    .tensor = tensors,\n", md->real == DT_F64,
+        offset, md->ntensor);
+    put(&b, "    .sx_bytes = %zu, .sy_bytes = %zu, .qx_bytes = %zu, .qy_bytes = %zu,\n",
+        (size_t)ir_numel(t->support_x) * ir_dtype_size(t->support_x.dtype),
+        (size_t)ir_numel(t->support_y) * ir_dtype_size(t->support_y.dtype),
+        (size_t)ir_numel(t->query_x) * ir_dtype_size(t->query_x.dtype),
+        (size_t)ir_numel(t->query_y) * ir_dtype_size(t->query_y.dtype));
+    put(&b, "    .predict_count = %lld,\n", predict ? (long long)ir_numel(predict->node[predict->output[0]].type) : 0LL);
+    const char *entries[4][2] = {{"meta_step", "meta_step"}, {"adapt_step", "adapt_step"}, {"loss", "eval_loss"},
+                                 {"predict", "predict"}};
+    for (int i = 0; i < 4; i++) {
+        put(&b, "    .%s = ", entries[i][0]);
+        put_entry(&b, m, entries[i][1]);
+        put(&b, ",\n");
+    }
+    const OptimizerConfig *oc = &md->meta.optimizer;
+    put(&b, "    .optimizer = %d, .lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,\n",
+        oc->kind == OPT_ADAM ? 0 : 1, oc->lr, oc->beta1, oc->beta2, oc->eps);
+    char *json = lib_model_json(md);
+    put(&b, "    .json = \"");
+    put_escaped(&b, json);
+    put(&b, "\",\n};\n");
+    free(json);
+    return b.s;
+}
+
+/* --- building --- */
+
+/* The folder holding libmamlc_abi_*.a: beside this executable (a build
+ * tree), or ../lib/mamlc from it (an installation). */
+static bool abi_dir(char *dir, size_t size, const char *real, Diag *d) {
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = 0;
+        const char *tries[] = {"", "/../lib/mamlc"};
+        for (int i = 0; i < 2; i++) {
+            char lib[PATH_MAX + 64];
+            snprintf(dir, size, "%s%s", exe, tries[i]);
+            snprintf(lib, sizeof lib, "%s/libmamlc_abi_%s.a", dir, real);
+            if (access(lib, R_OK) == 0)
+                return true;
+        }
+    }
+    diag_error(d, (SrcLoc){0}, "cannot find libmamlc_abi_%s.a beside the mamlc executable or in ../lib/mamlc", real);
+    return false;
+}
+
+static bool write_text(const char *path, const char *text, Diag *d) {
+    FILE *f = fopen(path, "w");
+    bool ok = f && fputs(text, f) >= 0;
+    if (f && fclose(f) != 0)
+        ok = false;
+    if (!ok)
+        diag_error(d, (SrcLoc){path, 0, 0}, "cannot write '%s': %s", path, strerror(errno));
+    return ok;
+}
+
+/* Run argv (no shell) and wait; false after reporting if it fails. */
+static bool run_command(char *const *argv, Diag *d) {
+    pid_t pid;
+    int err = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ), status = 0;
+    if (err) {
+        diag_error(d, (SrcLoc){0}, "cannot run the C compiler '%s': %s", argv[0], strerror(err));
+        return false;
+    }
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return true;
+    diag_error(d, (SrcLoc){0}, "the C compiler '%s' failed while linking the library", argv[0]);
+    return false;
+}
+
+static bool link_library(const char *dir, const char *tmp, const char *real, const char *path, Diag *d) {
+    char src[PATH_MAX], obj[PATH_MAX], inc[PATH_MAX + 2], abi[PATH_MAX + 32], soname[PATH_MAX + 16];
+    snprintf(src, sizeof src, "%s/model.c", tmp);
+    snprintf(obj, sizeof obj, "%s/model.o", tmp);
+    snprintf(inc, sizeof inc, "-I%s", dir);
+    snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
+    const char *base = strrchr(path, '/');
+    snprintf(soname, sizeof soname, "-Wl,-soname,%s", base ? base + 1 : path);
+    const char *cc = getenv("CC");
+    char *argv[] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src, obj,
+                    "-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", soname, "-Wl,--no-undefined",
+                    "-Wl,-z,noexecstack", NULL};
+    return run_command(argv, d);
+}
+
+/* path with its extension (if any) replaced by .h; malloc'd. */
+static char *header_path(const char *path) {
+    size_t n = strlen(path);
+    const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+    if (dot && (!slash || dot > slash))
+        n = (size_t)(dot - path);
+    char *h = malloc(n + 3);
+    if (h) {
+        memcpy(h, path, n);
+        strcpy(h + n, ".h");
+    }
+    return h;
+}
+
+bool lib_build(const Model *md, const IrModule *m, const char *path, const char *header, const BeOptions *o,
+               Diag *d) {
+    const char *real = md->real == DT_F64 ? "f64" : "f32";
+    char dir[PATH_MAX], tmp[] = "/tmp/mamlc-XXXXXX", obj[PATH_MAX], src[PATH_MAX];
+    if (!abi_dir(dir, sizeof dir, real, d))
+        return false;
+    if (!mkdtemp(tmp)) {
+        diag_error(d, (SrcLoc){0}, "cannot make a temporary folder: %s", strerror(errno));
+        return false;
+    }
+    snprintf(obj, sizeof obj, "%s/model.o", tmp);
+    snprintf(src, sizeof src, "%s/model.c", tmp);
+    char *source = model_source(md, m);
+    bool ok = be_emit_object(m, obj, PREFIX, o, d) && write_text(src, source, d) &&
+              link_library(dir, tmp, real, path, d);
+    free(source);
+    unlink(obj);
+    unlink(src);
+    rmdir(tmp);
+    char *h = ok && !header ? header_path(path) : NULL;
+    if (ok) {
+        const char *hp = header ? header : h;
+        FILE *f = hp ? fopen(hp, "w") : NULL;
+        if (f)
+            lib_write_header(f, md);
+        if (!f || fclose(f) != 0) {
+            diag_error(d, (SrcLoc){hp, 0, 0}, "cannot write the header: %s", strerror(errno));
+            ok = false;
+        }
+    }
+    free(h);
+    return ok;
+}
