@@ -14,7 +14,7 @@
 /* Most nested expression levels, inlined calls included (bounds the C
  * stack), and most expressions lowered by one model_lower_call (bounds the
  * time an exponential inlining can take). */
-#define LOWER_MAX_DEPTH 4000
+#define LOWER_MAX_DEPTH 1000
 #define LOWER_MAX_STEPS (1L << 21)
 
 struct Lower {
