@@ -1,0 +1,1107 @@
+/* Omniglot: loading (zip or folder, libpng, area-averaging resize), task
+ * sampling, and the 20-way one-shot runs.
+ *
+ * Loading lists the files of the source, sorts them, and decodes each PNG
+ * straight into one float array.  Only unrotated images are stored; a
+ * rotated class maps indices when its pixels are copied out, which is exact
+ * and costs nothing beyond the copy every task makes anyway. */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <png.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zip.h>
+
+#include "omniglot.h"
+
+enum {
+    MAX_SIZE = 4096,                    /* largest output side */
+    MAX_DEPTH = 16,                     /* folder nesting walked */
+    STACK_INTS = 256,                   /* sampler scratch kept on the stack */
+};
+#define MAX_FILE_BYTES ((size_t)64 << 20)     /* one PNG or labels file */
+#define MAX_PNG_PIXELS ((size_t)1 << 26)      /* width * height of one PNG */
+
+static bool fail(char *err, size_t errsize, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Write a message to err (when there is room) and return false. */
+static bool fail(char *err, size_t errsize, const char *fmt, ...)
+{
+    if (err && errsize > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errsize, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------
+ * Sources: the files of a zip or a folder tree, by '/'-separated path */
+
+typedef struct {
+    char *name;                 /* path relative to the root */
+    zip_uint64_t index;         /* entry in the zip */
+} Entry;
+
+typedef struct {
+    const char *path;           /* as given, for messages */
+    zip_t *zip;                 /* NULL for a folder */
+    Entry *entry;
+    size_t n, cap;
+} Source;
+
+static char *dup_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Hidden files and folders (".x", but not "." or "..") and macOS resource
+ * forks are not data. */
+static bool skipped_name(const char *name)
+{
+    for (const char *c = name; *c;) {
+        const char *end = strchr(c, '/');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        bool dots = len <= 2 && memcmp(c, "..", len) == 0;
+        if ((len > 0 && c[0] == '.' && !dots) || (len == 8 && memcmp(c, "__MACOSX", 8) == 0))
+            return true;
+        c += len + (end != NULL);
+    }
+    return false;
+}
+
+static bool add_entry(Source *s, const char *name, zip_uint64_t index, char *err, size_t errsize)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? 2 * s->cap : 256;
+        Entry *e = realloc(s->entry, cap * sizeof *e);
+        if (!e)
+            return fail(err, errsize, "%s: out of memory", s->path);
+        s->entry = e;
+        s->cap = cap;
+    }
+    char *copy = dup_string(name);
+    if (!copy)
+        return fail(err, errsize, "%s: out of memory", s->path);
+    s->entry[s->n++] = (Entry){.name = copy, .index = index};
+    return true;
+}
+
+static char *join(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *p = malloc(la + lb + 2);
+    if (!p)
+        return NULL;
+    memcpy(p, a, la);
+    p[la] = '/';
+    memcpy(p + la + 1, b, lb + 1);
+    return p;
+}
+
+/* Add the regular files under folder `abs` (named `rel` from the root, "" at
+ * the root) to s. */
+static bool walk(Source *s, const char *abs, const char *rel, int depth, char *err,
+                 size_t errsize)
+{
+    if (depth > MAX_DEPTH)
+        return fail(err, errsize, "%s: folders nested more than %d deep", abs, MAX_DEPTH);
+    DIR *d = opendir(abs);
+    if (!d)
+        return fail(err, errsize, "%s: cannot open folder: %s", abs, strerror(errno));
+    bool ok = true;
+    for (struct dirent *de; ok && (errno = 0, de = readdir(d)) != NULL;) {
+        if (de->d_name[0] == '.' || strcmp(de->d_name, "__MACOSX") == 0)
+            continue;
+        char *full = join(abs, de->d_name);
+        char *name = rel[0] ? join(rel, de->d_name) : dup_string(de->d_name);
+        struct stat st;
+        if (!full || !name)
+            ok = fail(err, errsize, "%s: out of memory", s->path);
+        else if (stat(full, &st) != 0)
+            ok = fail(err, errsize, "%s: cannot read: %s", full, strerror(errno));
+        else if (S_ISDIR(st.st_mode))
+            ok = walk(s, full, name, depth + 1, err, errsize);
+        else if (S_ISREG(st.st_mode))
+            ok = add_entry(s, name, 0, err, errsize);
+        free(full);
+        free(name);
+    }
+    if (ok && errno != 0)
+        ok = fail(err, errsize, "%s: cannot list folder: %s", abs, strerror(errno));
+    closedir(d);
+    return ok;
+}
+
+static void source_close(Source *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->entry[i].name);
+    free(s->entry);
+    if (s->zip)
+        zip_discard(s->zip);
+    *s = (Source){0};
+}
+
+/* List the files of path, a folder or a zip. */
+static bool source_open(Source *s, const char *path, char *err, size_t errsize)
+{
+    *s = (Source){.path = path};
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        if (walk(s, path, "", 0, err, errsize))
+            return true;
+        source_close(s);
+        return false;
+    }
+    int code = 0;
+    s->zip = zip_open(path, ZIP_RDONLY, &code);
+    if (!s->zip) {
+        zip_error_t ze;
+        zip_error_init_with_code(&ze, code);
+        fail(err, errsize, "%s: cannot open as a zip archive or folder: %s", path,
+             zip_error_strerror(&ze));
+        zip_error_fini(&ze);
+        return false;
+    }
+    zip_int64_t n = zip_get_num_entries(s->zip, 0);
+    for (zip_int64_t i = 0; i < n; i++) {
+        const char *name = zip_get_name(s->zip, (zip_uint64_t)i, 0);
+        if (!name) {
+            fail(err, errsize, "%s: entry %lld: %s", path, (long long)i,
+                 zip_strerror(s->zip));
+            source_close(s);
+            return false;
+        }
+        size_t len = strlen(name);
+        if (len == 0 || name[len - 1] == '/' || skipped_name(name))
+            continue;
+        if (!add_entry(s, name, (zip_uint64_t)i, err, errsize)) {
+            source_close(s);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Read the whole of entry e into a new buffer. */
+static bool source_read(const Source *s, const Entry *e, unsigned char **data, size_t *len,
+                        char *err, size_t errsize)
+{
+    *data = NULL;
+    *len = 0;
+    if (s->zip) {
+        zip_stat_t st;
+        if (zip_stat_index(s->zip, e->index, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
+            return fail(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
+                        zip_strerror(s->zip));
+        if (st.size > MAX_FILE_BYTES)
+            return fail(err, errsize, "%s: %s: larger than %zu bytes", s->path, e->name,
+                        MAX_FILE_BYTES);
+        size_t size = (size_t)st.size;
+        unsigned char *buf = malloc(size ? size : 1);
+        if (!buf)
+            return fail(err, errsize, "%s: %s: out of memory", s->path, e->name);
+        zip_file_t *f = zip_fopen_index(s->zip, e->index, 0);
+        if (!f) {
+            free(buf);
+            return fail(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
+                        zip_strerror(s->zip));
+        }
+        size_t got = 0;
+        zip_int64_t r = 0;
+        while (got < size && (r = zip_fread(f, buf + got, size - got)) > 0)
+            got += (size_t)r;
+        /* A final read past the end is where libzip checks the CRC. */
+        unsigned char extra;
+        if (r >= 0 && got == size)
+            r = zip_fread(f, &extra, 1);
+        if (r != 0 || got != size) {
+            fail(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
+                 r < 0 ? zip_file_strerror(f) : "size differs from the directory's");
+            zip_fclose(f);
+            free(buf);
+            return false;
+        }
+        zip_fclose(f);
+        *data = buf;
+        *len = size;
+        return true;
+    }
+    char *full = join(s->path, e->name);
+    if (!full)
+        return fail(err, errsize, "%s/%s: out of memory", s->path, e->name);
+    FILE *f = fopen(full, "rb");
+    free(full);
+    if (!f)
+        return fail(err, errsize, "%s/%s: cannot open: %s", s->path, e->name, strerror(errno));
+    struct stat st;
+    unsigned char *buf = NULL;
+    bool ok = false;
+    if (fstat(fileno(f), &st) != 0)
+        fail(err, errsize, "%s/%s: cannot read: %s", s->path, e->name, strerror(errno));
+    else if (st.st_size < 0 || (uintmax_t)st.st_size > MAX_FILE_BYTES)
+        fail(err, errsize, "%s/%s: larger than %zu bytes", s->path, e->name, MAX_FILE_BYTES);
+    else if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1)))
+        fail(err, errsize, "%s/%s: out of memory", s->path, e->name);
+    else if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size)
+        fail(err, errsize, "%s/%s: read error", s->path, e->name);
+    else
+        ok = true;
+    fclose(f);
+    if (!ok) {
+        free(buf);
+        return false;
+    }
+    *data = buf;
+    *len = (size_t)st.st_size;
+    return true;
+}
+
+/* ------------------------------------------------------------------------
+ * Decoding and resizing */
+
+/* Area averaging, exactly.  Along an axis of m input pixels resized to n,
+ * measure in units of 1/n input pixels: input pixel x spans [x n, (x+1) n)
+ * and output pixel j spans [j m, (j+1) m), so every overlap is an integer
+ * and every sum below is exact until one final division. */
+
+/* The overlap of input pixel x and output pixel j, in units of 1/n. */
+static int64_t overlap(int m, int n, int x, int j)
+{
+    int64_t a = (int64_t)j * m, b = a + m, c = (int64_t)x * n, d = c + n;
+    int64_t lo = a > c ? a : c, hi = b < d ? b : d;
+    return hi > lo ? hi - lo : 0;
+}
+
+/* Vertically the rows are walked in order: the merged boundaries of both
+ * tilings (which end together at m n) give every overlapping pair (x, j)
+ * once, x and j nondecreasing; at most m + n of them. */
+typedef struct {
+    int in, out;                /* input pixel x, output pixel j */
+    int64_t weight;             /* their overlap */
+} Tap;
+
+static int make_taps(int m, int n, Tap *tap)
+{
+    int k = 0;
+    for (int x = 0, j = 0; x < m;) {
+        tap[k++] = (Tap){x, j, overlap(m, n, x, j)};
+        int64_t xend = (int64_t)(x + 1) * n, jend = (int64_t)(j + 1) * m;
+        x += xend <= jend;
+        j += jend <= xend;
+    }
+    return k;
+}
+
+/* Horizontally every output pixel j reads the same number of inputs, `span`
+ * from first[j], some with weight 0, so the inner loop never varies.  A
+ * footprint of m/n pixels touches at most ceil(m/n) + 1 of them. */
+static int window_span(int m, int n)
+{
+    int span = (m + n - 1) / n + 1;
+    return span < m ? span : m;
+}
+
+static void make_window(int m, int n, int span, int *first, int64_t *weight)
+{
+    for (int j = 0; j < n; j++) {
+        int x0 = (int)((int64_t)j * m / n);
+        first[j] = x0 < m - span ? x0 : m - span;
+        for (int t = 0; t < span; t++)
+            weight[(size_t)j * (size_t)span + (size_t)t] = overlap(m, n, first[j] + t, j);
+    }
+}
+
+static bool blank(const unsigned char *g, int w)
+{
+    for (int x = 0; x < w; x++)
+        if (g[x] != 255)
+            return false;
+    return true;
+}
+
+/* Resize a w x h 8-bit gray image to n x n, inverted: out = 1 - mean(gray) /
+ * 255 over each output pixel's footprint.  Each input row is resized
+ * horizontally once, when the walk reaches it, and added with its weight to
+ * the output rows it overlaps.  Blank (all white) rows, common in line
+ * drawings, are skipped.  False when memory cannot be had. */
+static bool resize(const unsigned char *g, int w, int h, int n, float *out)
+{
+    int span = window_span(w, n);
+    size_t taps = (size_t)h + (size_t)n, win = (size_t)n * (size_t)span;
+    Tap *vtap = malloc(taps * sizeof *vtap + (win + 2 * (size_t)n) * sizeof(int64_t) +
+                       (size_t)n * sizeof(int));
+    if (!vtap)
+        return false;
+    int64_t *weight = (int64_t *)(vtap + taps), *row = weight + win, *acc = row + n;
+    int *first = (int *)(acc + n);
+    int nv = make_taps(h, n, vtap);
+    make_window(w, n, span, first, weight);
+    double area = 255.0 * (double)w * (double)h;
+    memset(acc, 0, (size_t)n * sizeof *acc);
+    for (int k = 0; k < nv; k++) {
+        const unsigned char *gy = g + (size_t)vtap[k].in * (size_t)w;
+        if (k == 0 || vtap[k].in != vtap[k - 1].in) {
+            if (blank(gy, w))
+                memset(row, 0, (size_t)n * sizeof *row);
+            else
+                for (int j = 0; j < n; j++) {
+                    const int64_t *wj = weight + (size_t)j * (size_t)span;
+                    const unsigned char *gj = gy + first[j];
+                    int64_t sum = 0;
+                    for (int t = 0; t < span; t++)
+                        sum += wj[t] * (255 - gj[t]);
+                    row[j] = sum;
+                }
+        }
+        for (int j = 0; j < n; j++)
+            acc[j] += vtap[k].weight * row[j];
+        int i = vtap[k].out;
+        if (k + 1 == nv || vtap[k + 1].out != i)
+            for (int j = 0; j < n; j++) {
+                out[(size_t)i * (size_t)n + (size_t)j] = (float)((double)acc[j] / area);
+                acc[j] = 0;
+            }
+    }
+    free(vtap);
+    return true;
+}
+
+/* Decode PNG data (named `where` in messages) and resize it into out. */
+static bool decode_png(const unsigned char *data, size_t len, int n, float *out,
+                       const char *where, char *err, size_t errsize)
+{
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_memory(&img, data, len)) {
+        fail(err, errsize, "%s: cannot decode PNG: %s", where, img.message);
+        png_image_free(&img);
+        return false;
+    }
+    if (img.width == 0 || img.height == 0 || (size_t)img.width * img.height > MAX_PNG_PIXELS) {
+        fail(err, errsize, "%s: PNG of %ux%u pixels is too large", where, img.width,
+             img.height);
+        png_image_free(&img);
+        return false;
+    }
+    img.format = PNG_FORMAT_GRAY;
+    unsigned char *gray = malloc(PNG_IMAGE_SIZE(img));
+    if (!gray) {
+        png_image_free(&img);
+        return fail(err, errsize, "%s: out of memory", where);
+    }
+    png_color white = {255, 255, 255};
+    bool ok = png_image_finish_read(&img, &white, gray, 0, NULL) != 0;
+    if (!ok)
+        fail(err, errsize, "%s: cannot decode PNG: %s", where, img.message);
+    else if (!(ok = resize(gray, (int)img.width, (int)img.height, n, out)))
+        fail(err, errsize, "%s: out of memory", where);
+    png_image_free(&img);
+    free(gray);
+    return ok;
+}
+
+/* Read and decode entry e of s into out. */
+static bool load_image(const Source *s, const Entry *e, int n, float *out, char *err,
+                       size_t errsize)
+{
+    unsigned char *data;
+    size_t len;
+    if (!source_read(s, e, &data, &len, err, errsize))
+        return false;
+    size_t wn = strlen(s->path) + strlen(e->name) + 3;
+    char *where = malloc(wn);
+    bool ok = where != NULL;
+    if (ok) {
+        snprintf(where, wn, "%s%s%s", s->path, s->zip ? ": " : "/", e->name);
+        ok = decode_png(data, len, n, out, where, err, errsize);
+    } else {
+        fail(err, errsize, "%s: out of memory", s->path);
+    }
+    free(where);
+    free(data);
+    return ok;
+}
+
+static bool has_png_suffix(const char *name)
+{
+    size_t n = strlen(name);
+    if (n < 4)
+        return false;
+    const char *s = name + n - 4;
+    return s[0] == '.' && (s[1] | 32) == 'p' && (s[2] | 32) == 'n' && (s[3] | 32) == 'g';
+}
+
+/* The length of the folder part of a path ("a/b/c.png" -> 3, "c.png" -> 0). */
+static size_t dir_len(const char *p)
+{
+    const char *slash = strrchr(p, '/');
+    return slash ? (size_t)(slash - p) : 0;
+}
+
+/* Compare a[0..na) and b[0..nb) component by component: '/' sorts before
+ * every other byte, so "Ab/x" < "Ab-c/x" as "Ab" < "Ab-c". */
+static int compare_path(const char *a, size_t na, const char *b, size_t nb)
+{
+    for (size_t i = 0;; i++) {
+        if (i == na || i == nb)
+            return (i != na) - (i != nb);
+        unsigned ca = (unsigned char)a[i], cb = (unsigned char)b[i];
+        if (ca != cb)
+            return (ca == '/' ? 0u : ca) < (cb == '/' ? 0u : cb) ? -1 : 1;
+    }
+}
+
+/* Folder, then file name, then position in the zip: a total order. */
+static int compare_entry(const void *pa, const void *pb)
+{
+    const Entry *a = pa, *b = pb;
+    size_t da = dir_len(a->name), db = dir_len(b->name);
+    int c = compare_path(a->name, da, b->name, db);
+    if (c == 0)
+        c = strcmp(a->name + da, b->name + db);
+    if (c == 0)
+        c = (a->index > b->index) - (a->index < b->index);
+    return c;
+}
+
+/* ------------------------------------------------------------------------
+ * Background sets */
+
+struct RtOmniglot {
+    char *path;                 /* as opened, for messages */
+    int size;                   /* images are size x size */
+    int rot;                    /* classes per character: 4 with rotations, else 1 */
+    int nchar;                  /* characters */
+    int min_drawings;
+    int *first;                 /* [nchar + 1]: character c owns images first[c]..first[c+1]-1 */
+    float *pix;                 /* first[nchar] unrotated images of size * size floats */
+    char **name;                /* [nchar * rot] class names */
+};
+
+void rt_omniglot_close(RtOmniglot *o)
+{
+    if (!o)
+        return;
+    if (o->name)
+        for (int c = 0; c < o->nchar * o->rot; c++)
+            free(o->name[c]);
+    free(o->name);
+    free(o->first);
+    free(o->pix);
+    free(o->path);
+    free(o);
+}
+
+/* The class name of a character folder: its last two components. */
+static char *class_name(const char *dir, size_t n, int rot)
+{
+    static const char *const suffix[4] = {"", "@90", "@180", "@270"};
+    size_t start = 0;
+    for (size_t i = n, slashes = 0; i > 0; i--)
+        if (dir[i - 1] == '/' && ++slashes == 2) {
+            start = i;
+            break;
+        }
+    if (n == 0) {
+        dir = ".";
+        n = 1;
+    }
+    size_t len = n - start, sl = strlen(suffix[rot]);
+    char *s = malloc(len + sl + 1);
+    if (s) {
+        memcpy(s, dir + start, len);
+        memcpy(s + len, suffix[rot], sl + 1);
+    }
+    return s;
+}
+
+static bool same_dir(const Entry *a, const Entry *b)
+{
+    size_t n = dir_len(a->name);
+    return n == dir_len(b->name) && memcmp(a->name, b->name, n) == 0;
+}
+
+/* Group the sorted PNG entries png[0..n) by folder into o's characters. */
+static bool group_characters(RtOmniglot *o, const Entry *const *png, size_t n, char *err,
+                             size_t errsize)
+{
+    int nchar = 0;
+    for (size_t i = 0; i < n; i++)
+        nchar += i == 0 || !same_dir(png[i - 1], png[i]);
+    o->first = malloc(((size_t)nchar + 1) * sizeof *o->first);
+    o->name = calloc((size_t)nchar * (size_t)o->rot, sizeof *o->name);
+    if (!o->first || !o->name)
+        return fail(err, errsize, "%s: out of memory", o->path);
+    o->nchar = nchar;
+    int c = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && same_dir(png[i - 1], png[i]))
+            continue;
+        o->first[c] = (int)i;
+        for (int r = 0; r < o->rot; r++) {
+            char *name = class_name(png[i]->name, dir_len(png[i]->name), r);
+            if (!name)
+                return fail(err, errsize, "%s: out of memory", o->path);
+            o->name[c * o->rot + r] = name;
+        }
+        c++;
+    }
+    o->first[nchar] = (int)n;
+    o->min_drawings = INT_MAX;
+    for (c = 0; c < nchar; c++)
+        if (o->first[c + 1] - o->first[c] < o->min_drawings)
+            o->min_drawings = o->first[c + 1] - o->first[c];
+    return true;
+}
+
+static bool check_size(const char *path, int size, char *err, size_t errsize)
+{
+    if (size < 1 || size > MAX_SIZE)
+        return fail(err, errsize, "%s: image size %d is outside 1..%d", path, size, MAX_SIZE);
+    return true;
+}
+
+RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *err,
+                             size_t errsize)
+{
+    if (!check_size(path, size, err, errsize))
+        return NULL;
+    Source s;
+    if (!source_open(&s, path, err, errsize))
+        return NULL;
+    RtOmniglot *o = calloc(1, sizeof *o);
+    const Entry **png = malloc((s.n ? s.n : 1) * sizeof *png);
+    bool ok = o && png && (o->path = dup_string(path)) != NULL;
+    if (!ok)
+        fail(err, errsize, "%s: out of memory", path);
+    size_t n = 0;
+    if (ok) {
+        o->size = size;
+        o->rot = rotations ? 4 : 1;
+        if (s.n > 1)
+            qsort(s.entry, s.n, sizeof *s.entry, compare_entry);
+        for (size_t i = 0; i < s.n; i++)
+            if (has_png_suffix(s.entry[i].name))
+                png[n++] = &s.entry[i];
+        if (n == 0)
+            ok = fail(err, errsize, "%s: no PNG images found", path);
+        else if (n > INT_MAX / 4)
+            ok = fail(err, errsize, "%s: %zu images are too many", path, n);
+    }
+    if (ok)
+        ok = group_characters(o, png, n, err, errsize);
+    size_t px = (size_t)size * (size_t)size;
+    if (ok && !(o->pix = malloc(n * px * sizeof *o->pix)))
+        ok = fail(err, errsize, "%s: out of memory for %zu images of %dx%d", path, n, size,
+                  size);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = load_image(&s, png[i], size, o->pix + i * px, err, errsize);
+    free(png);
+    source_close(&s);
+    if (!ok) {
+        rt_omniglot_close(o);
+        return NULL;
+    }
+    return o;
+}
+
+int rt_omniglot_classes(const RtOmniglot *o)
+{
+    return o->nchar * o->rot;
+}
+
+int rt_omniglot_size(const RtOmniglot *o)
+{
+    return o->size;
+}
+
+int rt_omniglot_drawings(const RtOmniglot *o, int cls)
+{
+    int c = cls / o->rot;
+    return o->first[c + 1] - o->first[c];
+}
+
+int rt_omniglot_min_drawings(const RtOmniglot *o)
+{
+    return o->min_drawings;
+}
+
+const char *rt_omniglot_class_name(const RtOmniglot *o, int cls)
+{
+    return o->name[cls];
+}
+
+/* Copy an n x n image rotated counter-clockwise by 90 * rot degrees (as
+ * numpy.rot90(src, rot)) to element `at` onwards of out.  The source is
+ * read in order (the data set is large and cold; the task is small) and
+ * src(a, b) written to out(start + a da + b db): rot 1 puts it at
+ * (n-1-b, a), rot 2 at (n-1-a, n-1-b), rot 3 at (b, n-1-a). */
+static void put_image(const float *src, int n, int rot, RtReal real, void *out, size_t at)
+{
+    ptrdiff_t m = n, start = 0, da = m, db = 1;
+    switch (rot) {
+    case 1: start = (m - 1) * m; da = 1; db = -m; break;
+    case 2: start = m * m - 1; da = -m; db = -1; break;
+    case 3: start = m - 1; da = -1; db = m; break;
+    default: break;
+    }
+    if (rot == 0 && real == RT_F32) {
+        memcpy((float *)out + at, src, (size_t)(m * m) * sizeof *src);
+        return;
+    }
+    for (ptrdiff_t a = 0; a < m; a++) {
+        const float *s = src + a * m;
+        ptrdiff_t o = (ptrdiff_t)at + start + a * da;
+        if (real == RT_F32)
+            for (ptrdiff_t b = 0; b < m; b++)
+                ((float *)out)[o + b * db] = s[b];
+        else
+            for (ptrdiff_t b = 0; b < m; b++)
+                ((double *)out)[o + b * db] = s[b];
+    }
+}
+
+static const float *base_image(const RtOmniglot *o, int cls, int drawing)
+{
+    size_t img = (size_t)o->first[cls / o->rot] + (size_t)drawing;
+    return o->pix + img * (size_t)o->size * (size_t)o->size;
+}
+
+void rt_omniglot_image(const RtOmniglot *o, int cls, int drawing, RtReal real, void *out)
+{
+    put_image(base_image(o, cls, drawing), o->size, cls % o->rot, real, out, 0);
+}
+
+bool rt_omniglot_check(const RtOmniglot *o, int ways, int shots, int queries, char *err,
+                       size_t errsize)
+{
+    if (ways < 1)
+        return fail(err, errsize, "%s: ways must be at least 1, not %d", o->path, ways);
+    if (shots < 0 || queries < 0)
+        return fail(err, errsize, "%s: shots and queries must not be negative (%d, %d)",
+                    o->path, shots, queries);
+    if (ways > rt_omniglot_classes(o))
+        return fail(err, errsize, "%s has only %d classes, fewer than the %d ways asked for",
+                    o->path, rt_omniglot_classes(o), ways);
+    if (shots > INT_MAX - queries || shots + queries > o->min_drawings) {
+        int c = 0;
+        while (rt_omniglot_drawings(o, c) > o->min_drawings)
+            c++;
+        return fail(err, errsize,
+                    "%s: class %s has %d drawings, fewer than shots + queries = %lld", o->path,
+                    o->name[c], o->min_drawings, (long long)shots + queries);
+    }
+    return true;
+}
+
+static void shuffle(RtRng *r, int k, int32_t *a)
+{
+    for (int i = k - 1; i > 0; i--) {
+        int j = (int)rt_rng_below(r, (uint32_t)i + 1);
+        int32_t t = a[i];
+        a[i] = a[j];
+        a[j] = t;
+    }
+}
+
+/* k distinct values of [0, n) into out[0..k), in uniformly random order:
+ * Floyd's algorithm (exactly k draws, O(k^2) compares, no n-sized array),
+ * then a shuffle, as Floyd's order is not uniform. */
+static void choose(RtRng *r, int n, int k, int32_t *out)
+{
+    for (int i = 0; i < k; i++) {
+        int32_t top = n - k + i;
+        int32_t t = (int32_t)rt_rng_below(r, (uint32_t)top + 1);
+        for (int m = 0; m < i; m++)
+            if (out[m] == t) {
+                t = top;        /* top is new: every earlier pick is below it */
+                break;
+            }
+        out[i] = t;
+    }
+    shuffle(r, k, out);
+}
+
+bool rt_omniglot_task(const RtOmniglot *o, uint64_t seed, uint64_t task, int ways, int shots,
+                      int queries, RtReal real, void *sx, int32_t *sy, void *qx, int32_t *qy)
+{
+    if (!o || !rt_omniglot_check(o, ways, shots, queries, NULL, 0))
+        return false;
+    int draws = shots + queries;
+    int32_t stack[STACK_INTS], *cls = stack;
+    size_t need = 2 * (size_t)ways + (size_t)draws;
+    if (need > STACK_INTS && !(cls = malloc(need * sizeof *cls)))
+        return false;
+    int32_t *perm = cls + ways, *pick = perm + ways;
+    RtRng r;
+    rt_rng_stream(&r, seed, task);
+    choose(&r, rt_omniglot_classes(o), ways, cls);
+    for (int i = 0; i < ways; i++)
+        perm[i] = i;
+    shuffle(&r, ways, perm);
+    size_t px = (size_t)o->size * (size_t)o->size;
+    for (int i = 0; i < ways; i++) {
+        int c = cls[i];
+        choose(&r, rt_omniglot_drawings(o, c), draws, pick);
+        for (int k = 0; k < draws; k++) {
+            size_t at = k < shots ? (size_t)i * (size_t)shots + (size_t)k
+                                  : (size_t)i * (size_t)queries + (size_t)(k - shots);
+            put_image(base_image(o, c, pick[k]), o->size, c % o->rot, real,
+                      k < shots ? sx : qx, at * px);
+            (k < shots ? sy : qy)[at] = perm[i];
+        }
+    }
+    if (cls != stack)
+        free(cls);
+    return true;
+}
+
+void rt_omniglot_sample(const void *ctx, uint64_t seed, uint64_t task,
+                        void *sx, void *sy, void *qx, void *qy)
+{
+    const RtOmniglotSource *s = ctx;
+    const RtOmniglot *o = (task & RT_EVAL_TASK) && s->eval ? s->eval : s->data;
+    if (rt_omniglot_task(o, seed, task, s->ways, s->shots, s->queries, s->real, sx, sy, qx, qy))
+        return;
+    if (!o || s->ways < 1 || s->shots < 0 || s->queries < 0)
+        return;
+    size_t px = (size_t)o->size * (size_t)o->size;
+    size_t rb = s->real == RT_F32 ? sizeof(float) : sizeof(double);
+    size_t ns = (size_t)s->ways * (size_t)s->shots, nq = (size_t)s->ways * (size_t)s->queries;
+    if (ns) {
+        memset(sx, 0, ns * px * rb);
+        memset(sy, 0, ns * sizeof(int32_t));
+    }
+    if (nq) {
+        memset(qx, 0, nq * px * rb);
+        memset(qy, 0, nq * sizeof(int32_t));
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * The one-shot runs */
+
+struct RtOmniglotRuns {
+    int size;                   /* images are size x size */
+    int nrun, nway, ntest;      /* runs; training and test images per run */
+    float *train;               /* [nrun][nway] images */
+    float *test;                /* [nrun][ntest] images */
+    int32_t *label;             /* [nrun][ntest] true labels of the test images */
+};
+
+typedef enum { RUN_OTHER, RUN_TRAIN, RUN_TEST, RUN_LABELS } RunFile;
+
+enum { MAX_RUN_NUMBER = 9999 };
+
+/* Component k from the end of path (0: the file name) in *len; NULL when
+ * the path has fewer components. */
+static const char *component(const char *path, int k, size_t *len)
+{
+    const char *end = path + strlen(path);
+    for (;;) {
+        const char *start = end;
+        while (start > path && start[-1] != '/')
+            start--;
+        if (k-- == 0) {
+            *len = (size_t)(end - start);
+            return start;
+        }
+        if (start == path)
+            return NULL;
+        end = start - 1;
+    }
+}
+
+/* The number NN when s[0..len) is exactly prefix NN suffix (1 to 4 digits,
+ * NN >= 1); else -1. */
+static int parse_numbered(const char *s, size_t len, const char *prefix, const char *suffix)
+{
+    size_t lp = strlen(prefix), ls = strlen(suffix);
+    if (len <= lp + ls || len > lp + ls + 4 || memcmp(s, prefix, lp) != 0 ||
+        memcmp(s + len - ls, suffix, ls) != 0)
+        return -1;
+    int v = 0;
+    for (size_t i = lp; i < len - ls; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = 10 * v + (s[i] - '0');
+    }
+    return v >= 1 ? v : -1;
+}
+
+static bool is_component(const char *s, size_t len, const char *want)
+{
+    return s && len == strlen(want) && memcmp(s, want, len) == 0;
+}
+
+/* What a zip entry is: ".../runNN/training/classMM.png" (RUN_TRAIN, num =
+ * MM), ".../runNN/test/itemMM.png" (RUN_TEST), ".../runNN/class_labels.txt"
+ * (RUN_LABELS), or something else.  *run gets NN. */
+static RunFile run_file(const char *name, int *run, int *num)
+{
+    size_t l0 = 0, l1 = 0, l2 = 0;
+    const char *file = component(name, 0, &l0);
+    const char *mid = component(name, 1, &l1);
+    const char *top = component(name, 2, &l2);
+    if (mid && is_component(file, l0, "class_labels.txt")) {
+        *run = parse_numbered(mid, l1, "run", "");
+        *num = 0;
+        return *run > 0 ? RUN_LABELS : RUN_OTHER;
+    }
+    if (!top)
+        return RUN_OTHER;
+    *run = parse_numbered(top, l2, "run", "");
+    if (*run < 0)
+        return RUN_OTHER;
+    if (is_component(mid, l1, "training") && (*num = parse_numbered(file, l0, "class", ".png")) > 0)
+        return RUN_TRAIN;
+    if (is_component(mid, l1, "test") && (*num = parse_numbered(file, l0, "item", ".png")) > 0)
+        return RUN_TEST;
+    return RUN_OTHER;
+}
+
+/* The number in the file name of a labels-file token ("run01/test/item07.png"
+ * with prefix "item" gives 7); -1 when it does not match. */
+static int token_number(const char *tok, size_t len, const char *prefix)
+{
+    size_t start = len;
+    while (start > 0 && tok[start - 1] != '/')
+        start--;
+    return parse_numbered(tok + start, len - start, prefix, ".png");
+}
+
+/* Parse class_labels.txt of run `run` (entry e) into label[0..ntest). */
+static bool parse_labels(const Source *s, const Entry *e, const RtOmniglotRuns *r,
+                         int32_t *label, char *err, size_t errsize)
+{
+    unsigned char *data;
+    size_t len;
+    if (!source_read(s, e, &data, &len, err, errsize))
+        return false;
+    const char *sep = s->zip ? ": " : "/";
+    for (int i = 0; i < r->ntest; i++)
+        label[i] = -1;
+    bool ok = true;
+    size_t p = 0;
+    for (int line = 1; ok && p < len; line++) {
+        const char *tok[3];
+        size_t tl[3];
+        int nt = 0;
+        while (p < len && data[p] != '\n') {
+            while (p < len && (data[p] == ' ' || data[p] == '\t' || data[p] == '\r'))
+                p++;
+            if (p == len || data[p] == '\n')
+                break;
+            size_t start = p;
+            while (p < len && data[p] != ' ' && data[p] != '\t' && data[p] != '\r' &&
+                   data[p] != '\n')
+                p++;
+            if (nt < 3) {
+                tok[nt] = (const char *)data + start;
+                tl[nt] = p - start;
+            }
+            nt++;
+        }
+        p++;
+        if (nt == 0)
+            continue;
+        int item = nt == 2 ? token_number(tok[0], tl[0], "item") : -1;
+        int cls = nt == 2 ? token_number(tok[1], tl[1], "class") : -1;
+        if (item < 0 || cls < 0)
+            ok = fail(err, errsize,
+                      "%s%s%s:%d: expected \"test/itemNN.png training/classMM.png\"", s->path,
+                      sep, e->name, line);
+        else if (item > r->ntest || cls > r->nway)
+            ok = fail(err, errsize, "%s%s%s:%d: item%02d or class%02d is not in the run",
+                      s->path, sep, e->name, line, item, cls);
+        else if (label[item - 1] >= 0)
+            ok = fail(err, errsize, "%s%s%s:%d: item%02d is labelled twice", s->path, sep,
+                      e->name, line, item);
+        else
+            label[item - 1] = cls - 1;
+    }
+    for (int i = 0; ok && i < r->ntest; i++)
+        if (label[i] < 0)
+            ok = fail(err, errsize, "%s%s%s: item%02d has no label", s->path, sep, e->name,
+                      i + 1);
+    free(data);
+    return ok;
+}
+
+void rt_omniglot_runs_close(RtOmniglotRuns *r)
+{
+    if (!r)
+        return;
+    free(r->train);
+    free(r->test);
+    free(r->label);
+    free(r);
+}
+
+/* Find the files of every run in s: train[run * nway + c], test[...] and
+ * labels[run].  Counts come from the highest numbers seen; every slot must
+ * be filled exactly once. */
+static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***train,
+                           const Entry ***test, const Entry ***labels, char *err,
+                           size_t errsize)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        int run, num;
+        RunFile k = run_file(s->entry[i].name, &run, &num);
+        if (k == RUN_OTHER)
+            continue;
+        if (run > MAX_RUN_NUMBER || num > MAX_RUN_NUMBER)
+            return fail(err, errsize, "%s: %s: number out of range", s->path,
+                        s->entry[i].name);
+        if (run > r->nrun)
+            r->nrun = run;
+        if (k == RUN_TRAIN && num > r->nway)
+            r->nway = num;
+        if (k == RUN_TEST && num > r->ntest)
+            r->ntest = num;
+    }
+    if (r->nrun == 0 || r->nway == 0 || r->ntest == 0)
+        return fail(err, errsize,
+                    "%s: no one-shot runs found (runNN/training/classNN.png, "
+                    "runNN/test/itemNN.png, runNN/class_labels.txt)", s->path);
+    size_t ntrain = (size_t)r->nrun * (size_t)r->nway, ntest = (size_t)r->nrun * (size_t)r->ntest;
+    *train = calloc(ntrain, sizeof **train);
+    *test = calloc(ntest, sizeof **test);
+    *labels = calloc((size_t)r->nrun, sizeof **labels);
+    if (!*train || !*test || !*labels)
+        return fail(err, errsize, "%s: out of memory", s->path);
+    for (size_t i = 0; i < s->n; i++) {
+        int run, num;
+        RunFile k = run_file(s->entry[i].name, &run, &num);
+        const Entry **slot = k == RUN_TRAIN  ? &(*train)[(size_t)(run - 1) * r->nway + (num - 1)]
+                             : k == RUN_TEST ? &(*test)[(size_t)(run - 1) * r->ntest + (num - 1)]
+                             : k == RUN_LABELS ? &(*labels)[run - 1]
+                                               : NULL;
+        if (!slot)
+            continue;
+        if (*slot)
+            return fail(err, errsize, "%s: %s and %s are the same file of run%02d", s->path,
+                        (*slot)->name, s->entry[i].name, run);
+        *slot = &s->entry[i];
+    }
+    for (int run = 0; run < r->nrun; run++) {
+        if (!(*labels)[run])
+            return fail(err, errsize, "%s: run%02d has no class_labels.txt", s->path, run + 1);
+        for (int c = 0; c < r->nway; c++)
+            if (!(*train)[(size_t)run * r->nway + c])
+                return fail(err, errsize, "%s: run%02d has no training/class%02d.png", s->path,
+                            run + 1, c + 1);
+        for (int t = 0; t < r->ntest; t++)
+            if (!(*test)[(size_t)run * r->ntest + t])
+                return fail(err, errsize, "%s: run%02d has no test/item%02d.png", s->path,
+                            run + 1, t + 1);
+    }
+    return true;
+}
+
+RtOmniglotRuns *rt_omniglot_runs_open(const char *path, int size, char *err, size_t errsize)
+{
+    if (!check_size(path, size, err, errsize))
+        return NULL;
+    Source s;
+    if (!source_open(&s, path, err, errsize))
+        return NULL;
+    RtOmniglotRuns *r = calloc(1, sizeof *r);
+    const Entry **train = NULL, **test = NULL, **labels = NULL;
+    bool ok = r != NULL;
+    if (!ok)
+        fail(err, errsize, "%s: out of memory", path);
+    if (ok) {
+        r->size = size;
+        ok = find_run_files(&s, r, &train, &test, &labels, err, errsize);
+    }
+    size_t px = (size_t)size * (size_t)size;
+    size_t ntrain = ok ? (size_t)r->nrun * (size_t)r->nway : 0;
+    size_t ntest = ok ? (size_t)r->nrun * (size_t)r->ntest : 0;
+    if (ok) {
+        r->train = malloc(ntrain * px * sizeof *r->train);
+        r->test = malloc(ntest * px * sizeof *r->test);
+        r->label = malloc(ntest * sizeof *r->label);
+        if (!r->train || !r->test || !r->label)
+            ok = fail(err, errsize, "%s: out of memory", path);
+    }
+    for (size_t i = 0; ok && i < ntrain; i++)
+        ok = load_image(&s, train[i], size, r->train + i * px, err, errsize);
+    for (size_t i = 0; ok && i < ntest; i++)
+        ok = load_image(&s, test[i], size, r->test + i * px, err, errsize);
+    for (int run = 0; ok && run < r->nrun; run++)
+        ok = parse_labels(&s, labels[run], r, r->label + (size_t)run * r->ntest, err, errsize);
+    free(train);
+    free(test);
+    free(labels);
+    source_close(&s);
+    if (!ok) {
+        rt_omniglot_runs_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+int rt_omniglot_runs_count(const RtOmniglotRuns *r)
+{
+    return r->nrun;
+}
+
+int rt_omniglot_runs_ways(const RtOmniglotRuns *r)
+{
+    return r->nway;
+}
+
+int rt_omniglot_runs_tests(const RtOmniglotRuns *r)
+{
+    return r->ntest;
+}
+
+int rt_omniglot_runs_size(const RtOmniglotRuns *r)
+{
+    return r->size;
+}
+
+const float *rt_omniglot_runs_train(const RtOmniglotRuns *r, int run, int i)
+{
+    return r->train + ((size_t)run * r->nway + (size_t)i) * r->size * r->size;
+}
+
+const float *rt_omniglot_runs_test(const RtOmniglotRuns *r, int run, int i)
+{
+    return r->test + ((size_t)run * r->ntest + (size_t)i) * r->size * r->size;
+}
+
+int rt_omniglot_runs_label(const RtOmniglotRuns *r, int run, int i)
+{
+    return r->label[(size_t)run * r->ntest + (size_t)i];
+}
+
+void rt_omniglot_runs_task(const RtOmniglotRuns *r, int run, RtReal real, void *sx,
+                           int32_t *sy, void *qx, int32_t *qy)
+{
+    size_t px = (size_t)r->size * (size_t)r->size;
+    for (int i = 0; i < r->nway; i++) {
+        put_image(rt_omniglot_runs_train(r, run, i), r->size, 0, real, sx, (size_t)i * px);
+        sy[i] = i;
+    }
+    for (int i = 0; i < r->ntest; i++) {
+        put_image(rt_omniglot_runs_test(r, run, i), r->size, 0, real, qx, (size_t)i * px);
+        qy[i] = rt_omniglot_runs_label(r, run, i);
+    }
+}
