@@ -713,11 +713,11 @@ static void test_compile_time(void)
     BeJit *j = be_jit_compile(m, NULL, &d);
     CHECK(j != NULL, "meta-gradient compiles");
     if (j) {
+        /* Compile time is reported, not asserted: it is measured with
+         * mamlc --stats and bench/, where the machine's load is known. */
         const BeTimes *t = be_jit_times(j);
-        double total = t->codegen_s + t->optimize_s + t->jit_s;
         printf("meta-gradient: %d nodes, arena %zu bytes; codegen %.1f ms, optimize %.1f ms, jit %.1f ms\n",
                f->nnode, be_arena_bytes(f), 1e3 * t->codegen_s, 1e3 * t->optimize_s, 1e3 * t->jit_s);
-        CHECK(total < 2.0, "compiling a %d-node function took %.3f s", f->nnode, total);
         Case c = {"meta-gradient", NULL, OP_MATMUL, 0, 0.1, 1, false, 0};
         run(&c, f, dt, 3);
     }
