@@ -118,7 +118,10 @@ typedef struct {
 } RtProgram;
 
 typedef struct {
-    long iterations;
+    long iterations;            /* train until this many are done in all */
+    long start;                 /* iterations already done (a resumed run) */
+    void *opt_state;            /* the optimiser's state (rt_opt_state_count reals) to
+                                   continue from and leave updated; NULL: start afresh */
     uint64_t seed;
     long eval_every;            /* 0: only at the end */
     int eval_tasks;             /* held-out tasks per evaluation */
@@ -135,8 +138,8 @@ typedef struct {
 } RtEvalPoint;
 
 typedef struct {
-    long iterations;
-    double seconds;             /* meta-training time, evaluation excluded */
+    long iterations;            /* done in all, earlier runs included */
+    double seconds;             /* this run's meta-training time, evaluation excluded */
     double steps_per_second;
     double final_meta_loss;     /* mean query loss of the last meta-batch */
     bool diverged;              /* the meta-loss of iteration `iterations` + 1 was

@@ -221,7 +221,7 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
 typedef struct {
     bool on, tty;
     bool drawn;                 /* a TTY line is on screen without its newline */
-    long total;
+    long first, total;          /* iterations done before this run, and in all */
     double window[LOSS_WINDOW]; /* meta-losses of the latest iterations, a ring */
     long nseen;
     double last;                /* training seconds at the last print */
@@ -253,7 +253,7 @@ static void format_duration(char *buf, size_t size, double seconds)
 /* One progress line; the last one shows the time taken instead of the ETA. */
 static void progress_print(Progress *g, long done, double seconds, bool last)
 {
-    double rate = seconds > 0.0 ? (double)done / seconds : 0.0;
+    double rate = seconds > 0.0 ? (double)(done - g->first) / seconds : 0.0;
     char when[32];
     if (last)
         format_duration(when, sizeof when, seconds);
@@ -461,10 +461,12 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
     bool evaluating = o->eval_tasks > 0 && o->nsteps > 0;
     Progress g = {
         .on = o->progress, .tty = o->progress && isatty(fileno(stderr)), .total = o->iterations,
+        .first = o->start,
     };
+    void *opt_state = o->opt_state ? o->opt_state : b.opt_state;
 
     bool ok = true;
-    long done = 0;
+    long done = o->start > 0 ? o->start : 0;
     double trained = 0.0;       /* seconds spent in meta-iterations */
     double start = now();
     while (ok && done < o->iterations) {
@@ -474,7 +476,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
             rep->final_meta_loss = loss;
             break;
         }
-        rt_opt_step(&p->optimizer, p->real, p->nreal, params, b.grad, b.opt_state, done + 1);
+        rt_opt_step(&p->optimizer, p->real, p->nreal, params, b.grad, opt_state, done + 1);
         done++;
         rep->final_meta_loss = loss;
         progress_update(&g, done, loss, trained + (now() - start));
@@ -491,7 +493,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
 
     rep->iterations = done;
     rep->seconds = trained;
-    rep->steps_per_second = trained > 0.0 ? (double)done / trained : 0.0;
+    rep->steps_per_second = trained > 0.0 ? (double)(done - g.first) / trained : 0.0;
     if (ok && evaluating && !rep->diverged) {
         rep->neval = o->nsteps < max_points ? o->nsteps : max_points;
         memcpy(rep->eval, b.points, (size_t)rep->neval * sizeof(RtEvalPoint));

@@ -9,6 +9,7 @@
 
 #include "../backend/backend.h"
 #include "../passes/passes.h"
+#include "../runtime/checkpoint.h"
 #include "../runtime/runtime.h"
 #include "library.h"
 #include "util.h"
@@ -19,6 +20,7 @@ static const char usage[] =
     "usage: mamlc [options] FILE.mdl          compile (with --emit: print a stage)\n"
     "       mamlc FILE.mdl -o LIB.so          build a shared library with a C ABI\n"
     "       mamlc run FILE.mdl [options]      JIT-compile and meta-train\n"
+    "       mamlc eval FILE.mdl --load CKPT   evaluate a checkpoint on held-out tasks\n"
     "\n"
     "Compile options:\n"
     "  --emit=STAGE         print a stage: ast, ir (the loss), grad-ir (the inner\n"
@@ -45,12 +47,18 @@ static const char usage[] =
     "  --eval-tasks N       held-out tasks per evaluation (default 1000)\n"
     "  --report FILE.json   write the final figures as JSON\n"
     "  --quiet              no progress line\n"
+    "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
+    "  --save-state         with --save: also the optimiser state and iteration\n"
+    "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
+    "\n"
+    "Eval options: --load CKPT, --eval-tasks N, --seed S, --report FILE.json\n"
     "\n"
     "  --help, --version\n";
 
 typedef struct {
     const char *file, *emit, *report, *print_after, *output, *header;
-    bool run, verify_each, print_after_all, quiet, stats;
+    const char *save, *resume, *load;   /* checkpoints */
+    bool run, eval, save_state, verify_each, print_after_all, quiet, stats;
     ModelOptions model;
     DimOverride defines[64];
     const char *meta[64];
@@ -92,10 +100,12 @@ static const char *const stages[] = {"ast", "ir", "grad-ir", "meta-ir", "llvm", 
 /* Returns -1 when the arguments are fine, else the exit status. */
 static int parse_args(int argc, char **argv, Options *o) {
     int i = 1;
-    if (argc > 1 && strcmp(argv[1], "run") == 0) {
-        o->run = true;
+    if (argc > 1 && (strcmp(argv[1], "run") == 0 || strcmp(argv[1], "eval") == 0)) {
+        o->run = argv[1][0] == 'r';
+        o->eval = !o->run;
         i = 2;
     }
+    bool trains = o->run, runs = o->run || o->eval;
     for (; i < argc; i++) {
         const char *a = argv[i], *v;
         long n;
@@ -112,9 +122,9 @@ static int parse_args(int argc, char **argv, Options *o) {
                     o->emit = stages[k];
             if (!o->emit)
                 return usage_error("unknown stage '%s' for --emit", v);
-        } else if (!o->run && tool_option(argc, argv, &i, "-o", &v)) {
+        } else if (!runs && tool_option(argc, argv, &i, "-o", &v)) {
             o->output = v;
-        } else if (!o->run && tool_option(argc, argv, &i, "--header", &v)) {
+        } else if (!runs && tool_option(argc, argv, &i, "--header", &v)) {
             o->header = v;
         } else if (tool_option(argc, argv, &i, "--dtype", &v)) {
             if (strcmp(v, "f32") && strcmp(v, "f64"))
@@ -142,22 +152,30 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->print_after = v;
         } else if (strcmp(a, "--print-after-all") == 0) {
             o->print_after_all = true;
-        } else if (o->run && tool_option(argc, argv, &i, "--iters", &v)) {
+        } else if (trains && tool_option(argc, argv, &i, "--save", &v)) {
+            o->save = v;
+        } else if (trains && strcmp(a, "--save-state") == 0) {
+            o->save_state = true;
+        } else if (trains && tool_option(argc, argv, &i, "--resume", &v)) {
+            o->resume = v;
+        } else if (o->eval && tool_option(argc, argv, &i, "--load", &v)) {
+            o->load = v;
+        } else if (trains && tool_option(argc, argv, &i, "--iters", &v)) {
             if (!parse_long(v, 1, &o->iters))
                 return usage_error("--iters needs a positive integer, not '%s'", v);
-        } else if (o->run && tool_option(argc, argv, &i, "--seed", &v)) {
+        } else if (runs && tool_option(argc, argv, &i, "--seed", &v)) {
             if (!parse_long(v, 0, &n))
                 return usage_error("--seed needs a non-negative integer, not '%s'", v);
             o->seed = (uint64_t)n;
-        } else if (o->run && tool_option(argc, argv, &i, "--eval-every", &v)) {
+        } else if (trains && tool_option(argc, argv, &i, "--eval-every", &v)) {
             if (!parse_long(v, 0, &o->eval_every))
                 return usage_error("--eval-every needs a non-negative integer, not '%s'", v);
-        } else if (o->run && tool_option(argc, argv, &i, "--eval-tasks", &v)) {
+        } else if (runs && tool_option(argc, argv, &i, "--eval-tasks", &v)) {
             if (!parse_long(v, 1, &o->eval_tasks) || o->eval_tasks > 1000000)
                 return usage_error("--eval-tasks needs an integer from 1 to 1000000, not '%s'", v);
-        } else if (o->run && tool_option(argc, argv, &i, "--report", &v)) {
+        } else if (runs && tool_option(argc, argv, &i, "--report", &v)) {
             o->report = v;
-        } else if (o->run && strcmp(a, "--quiet") == 0) {
+        } else if (trains && strcmp(a, "--quiet") == 0) {
             o->quiet = true;
         } else if ((a[0] != '-' || !a[1]) && !o->file) {
             o->file = a;
@@ -167,10 +185,14 @@ static int parse_args(int argc, char **argv, Options *o) {
     }
     if (!o->file)
         return usage_error("%s", "no input file");
-    if (o->run && o->emit)
-        return usage_error("%s", "--emit does not go with 'run'");
-    if (o->stats && (o->run || o->emit))
-        return usage_error("%s", "--stats goes with neither 'run' nor --emit");
+    if (runs && o->emit)
+        return usage_error("%s", "--emit goes with neither 'run' nor 'eval'");
+    if (o->stats && (runs || o->emit))
+        return usage_error("%s", "--stats goes with neither 'run', 'eval' nor --emit");
+    if (o->eval && !o->load)
+        return usage_error("%s", "'eval' needs --load CKPT");
+    if (o->save_state && !o->save)
+        return usage_error("%s", "--save-state goes with --save");
     if (o->output && o->emit)
         return usage_error("%s", "-o does not go with --emit");
     if (o->header && !o->output)
@@ -323,19 +345,57 @@ static void print_eval(const RtEvalPoint *pt, int n) {
     }
 }
 
+/* A checkpoint of the run's flat vector (and optimiser state). */
+typedef struct {
+    RtCheckpoint ck;
+    RtShape *shape;
+    char fingerprint[RT_FINGERPRINT_SIZE];
+} Checkpoint;
+
+static void checkpoint_init(Checkpoint *c, const Model *md, const Run *r, void *params, void *state) {
+    c->shape = calloc((size_t)md->ntensor + 1, sizeof *c->shape);
+    for (int i = 0; i < md->ntensor; i++)
+        c->shape[i] = (RtShape){md->param[i].type.rank, md->param[i].type.dim};
+    c->ck = (RtCheckpoint){.real = r->prog.real, .nparam = r->prog.nparam, .param = r->prog.param,
+                           .shape = c->shape, .nreal = r->prog.nreal, .params = params,
+                           .nstate = rt_opt_state_count(&r->prog.optimizer, r->prog.nreal), .state = state};
+    rt_checkpoint_fingerprint(&c->ck, NULL, c->fingerprint);
+    c->ck.model = c->fingerprint;
+}
+
+static bool checkpoint_io(Checkpoint *c, bool save, const char *path, Diag *d) {
+    char err[1024];
+    bool ok = save ? rt_checkpoint_save(path, &c->ck, err, sizeof err) : rt_checkpoint_load(path, &c->ck, err, sizeof err);
+    size_t n = strlen(path);
+    if (!ok && strncmp(err, path, n) == 0 && strncmp(err + n, ": ", 2) == 0)
+        diag_error(d, (SrcLoc){path, 0, 0}, "%s", err + n + 2);     /* path: error: message */
+    else if (!ok)
+        diag_error(d, (SrcLoc){0}, "%s", err);
+    return ok;
+}
+
 static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
     BeJit *j = be_jit_compile(m, &o->be, d);
     Run r = {0};
     bool ok = j && setup_program(md, j, m, &r, d);
-    void *params = ok ? calloc(r.prog.nreal ? r.prog.nreal : 1, ir_dtype_size(md->real)) : NULL;
-    if (params)
-        rt_init_params(&r.prog, o->seed, params);
-    if (ok && !params) {
+    size_t rb = ir_dtype_size(md->real), nstate = ok ? rt_opt_state_count(&r.prog.optimizer, r.prog.nreal) : 0;
+    void *params = ok ? calloc(r.prog.nreal + 1, rb) : NULL, *state = ok ? calloc(nstate + 1, rb) : NULL;
+    if (ok && (!params || !state)) {
         diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
         ok = false;
     }
+    Checkpoint c = {0};
+    if (ok) {
+        rt_init_params(&r.prog, o->seed, params);
+        checkpoint_init(&c, md, &r, params, state);
+        c.ck.has_state = o->run;
+        const char *from = o->run ? o->resume : o->load;
+        ok = !from || checkpoint_io(&c, false, from, d);
+    }
     RtTrainOptions to = {
         .iterations = o->iters ? o->iters : md->meta.iterations,
+        .start = o->resume ? c.ck.iteration : 0,
+        .opt_state = state,
         .seed = o->seed,
         .eval_every = o->eval_every,
         .eval_tasks = (int)o->eval_tasks,
@@ -344,32 +404,45 @@ static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
         .progress = !o->quiet,
         .log = stdout,
     };
-    RtReport rep = {0};
-    if (ok) {
-        printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations\n",
-               md->file, r.prog.nreal, r.prog.meta_batch, to.iterations);
+    RtReport rep = {.iterations = to.start};
+    if (ok && o->eval) {
+        rep.neval = to.nsteps;
+        ok = rt_evaluate(&r.prog, &to, params, rep.eval);
+        if (ok)
+            print_eval(rep.eval, rep.neval);
+    } else if (ok) {
+        printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations", md->file,
+               r.prog.nreal, r.prog.meta_batch, to.iterations);
+        printf(to.start ? " (resuming after %ld)\n" : "\n", to.start);
         fflush(stdout);
         ok = rt_train(&r.prog, &to, params, &rep);
         if (!ok)
             diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory");
-    }
-    if (ok && rep.diverged) {
-        diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
-                   "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
-                   "or outer learning rate)", isnan(rep.final_meta_loss) ? "NaN" : "infinite",
-                   rep.iterations + 1);
-        ok = false;
-    }
-    if (ok) {
-        printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
-               rep.steps_per_second);
-        print_eval(rep.eval, rep.neval);
-        if (o->report && !rt_write_report(o->report, &rep)) {
-            diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
+        if (ok && rep.diverged) {
+            diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
+                       "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
+                       "or outer learning rate)", isnan(rep.final_meta_loss) ? "NaN" : "infinite",
+                       rep.iterations + 1);
             ok = false;
         }
+        if (ok) {
+            printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
+                   rep.steps_per_second);
+            print_eval(rep.eval, rep.neval);
+        }
+        if (ok && o->save) {
+            c.ck.has_state = o->save_state;
+            c.ck.iteration = rep.iterations;
+            ok = checkpoint_io(&c, true, o->save, d);
+        }
     }
+    if (ok && o->report && !rt_write_report(o->report, &rep)) {
+        diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
+        ok = false;
+    }
+    free(c.shape);
     free(params);
+    free(state);
     free(r.param);
     be_jit_free(j);
     return ok ? 0 : 1;
@@ -419,10 +492,11 @@ static int compile(const Options *o, Diag *d) {
         model_free(md);
         return 0;
     }
-    IrModule *m = build(md, o, o->run ? NULL : stage_func(o->emit), &t, d);
+    bool runs = o->run || o->eval;
+    IrModule *m = build(md, o, runs ? NULL : stage_func(o->emit), &t, d);
     if (!m)
         status = 1;
-    else if (o->run)
+    else if (runs)
         status = run(md, m, o, d);
     else if (o->emit && strcmp(o->emit, "llvm") == 0)
         status = be_emit_llvm(stdout, m, &o->be, d) ? 0 : 1;
