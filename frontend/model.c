@@ -425,6 +425,7 @@ typedef struct {
 } TaskKind;
 
 static bool check_sinusoid(Check *c, const ModelTask *t, const Ast *field[2][2]);
+static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2]);
 
 static const TaskArgSpec sinusoid_args[] = {
     {"amplitude", TARG_RANGE, 0.1, 5.0, NULL, false},
@@ -432,9 +433,19 @@ static const TaskArgSpec sinusoid_args[] = {
     {"x", TARG_RANGE, -5.0, 5.0, NULL, false},
 };
 
+static const TaskArgSpec omniglot_args[] = {
+    {"path", TARG_STRING, 0, 0, "../shared/data/omniglot/images_background_small1.zip", false},
+    {"ways", TARG_NUMBER, 5, 5, NULL, false},
+    {"shots", TARG_NUMBER, 1, 1, NULL, false},
+    {"queries", TARG_NUMBER, 15, 15, NULL, false},
+    {"size", TARG_NUMBER, 28, 28, NULL, false},
+    {"rotations", TARG_BOOL, 1, 1, NULL, false},
+};
+
 /* One entry per task kind; a new kind is one more line. */
 static const TaskKind task_kinds[] = {
     {"sinusoid", sinusoid_args, 3, check_sinusoid},
+    {"omniglot", omniglot_args, 6, check_omniglot},
     {"external", NULL, 0, NULL},
 };
 #define NTASK_KINDS (int)(sizeof task_kinds / sizeof task_kinds[0])
@@ -467,6 +478,50 @@ static bool check_sinusoid(Check *c, const ModelTask *t, const Ast *field[2][2])
     return ok;
 }
 
+static double task_number(const ModelTask *t, const char *name) {
+    for (int i = 0; i < t->narg; i++)
+        if (strcmp(t->arg[i].name, name) == 0)
+            return t->arg[i].lo;
+    return 0;
+}
+
+/* Omniglot tasks: images [ways*shots, 1, size, size] (or flattened to
+ * [ways*shots, size*size]) with i32 labels [ways*shots]; the query set has
+ * ways*queries of each. */
+static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2]) {
+    const char *counts[] = {"ways", "shots", "queries", "size"};
+    for (int i = 0; i < 4; i++) {
+        double v = task_number(t, counts[i]);
+        if (v != floor(v) || v < 1 || v > 4096) {
+            diag_error(c->d, t->loc, "task 'omniglot' needs '%s' to be an integer from 1 to 4096", counts[i]);
+            return false;
+        }
+    }
+    int ways = (int)task_number(t, "ways"), size = (int)task_number(t, "size");
+    int per[2] = {ways * (int)task_number(t, "shots"), ways * (int)task_number(t, "queries")};
+    const IrType *ty[2][2] = {{&t->support_x, &t->support_y}, {&t->query_x, &t->query_y}};
+    bool ok = true;
+    for (int s = 0; s < 2; s++) {
+        IrType x = *ty[s][0], y = *ty[s][1];
+        IrType image = ir_type(c->m->real, 4, (int[]){per[s], 1, size, size});
+        IrType flat = ir_type(c->m->real, 2, (int[]){per[s], size * size});
+        IrType labels = ir_type(DT_I32, 1, (int[]){per[s]});
+        char want[64], alt[64], got[64];
+        if (!ir_type_eq(x, image) && !ir_type_eq(x, flat)) {
+            diag_error(c->d, field[s][0]->loc, "task 'omniglot' needs %s x of type %s or %s, not %s", set_names[s],
+                       ir_type_str(image, want, sizeof want), ir_type_str(flat, alt, sizeof alt),
+                       ir_type_str(x, got, sizeof got));
+            ok = false;
+        }
+        if (!ir_type_eq(y, labels)) {
+            diag_error(c->d, field[s][1]->loc, "task 'omniglot' needs %s y of type %s, not %s", set_names[s],
+                       ir_type_str(labels, want, sizeof want), ir_type_str(y, got, sizeof got));
+            ok = false;
+        }
+    }
+    return ok;
+}
+
 static bool check_task_value(Check *c, const Ast *kw, const TaskArgSpec *s, TaskArg *out) {
     const Ast *v = kw->kwarg.value;
     *out = (TaskArg){.name = s->name, .loc = kw->loc};
@@ -486,13 +541,20 @@ static bool check_task_value(Check *c, const Ast *kw, const TaskArgSpec *s, Task
         }
         diag_error(c->d, v->loc, "'%s' must be a number or a range [lo, hi]", s->name);
         return false;
-    case TARG_NUMBER:
+    case TARG_NUMBER: {
+        int64_t n;
         if (model_number_literal(v, &out->lo)) {
             out->hi = out->lo;
             return true;
         }
-        diag_error(c->d, v->loc, "'%s' must be a number", s->name);
+        if (v->kind != AST_STR && v->kind != AST_LIST && model_dim_expr(c->mi, v, &n, c->d)) {
+            out->lo = out->hi = (double)n;      /* a dim expression: ways = N */
+            return true;
+        }
+        if (v->kind == AST_STR || v->kind == AST_LIST)
+            diag_error(c->d, v->loc, "'%s' must be a number", s->name);
         return false;
+    }
     case TARG_STRING:
         if (v->kind == AST_STR) {
             out->is_string = true;

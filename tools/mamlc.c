@@ -9,9 +9,8 @@
 
 #include "../backend/backend.h"
 #include "../passes/passes.h"
-#include "../runtime/checkpoint.h"
-#include "../runtime/runtime.h"
 #include "library.h"
+#include "run.h"
 #include "util.h"
 
 #define MAMLC_VERSION "0.1.0"
@@ -47,24 +46,24 @@ static const char usage[] =
     "  --eval-tasks N       held-out tasks per evaluation (default 1000)\n"
     "  --report FILE.json   write the final figures as JSON\n"
     "  --quiet              no progress line\n"
+    "  --data PATH          the task's data (omniglot: the meta-training split)\n"
+    "  --eval-data PATH     evaluate on this data instead (the held-out split)\n"
     "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
     "  --save-state         with --save: also the optimiser state and iteration\n"
     "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
     "\n"
-    "Eval options: --load CKPT, --eval-tasks N, --seed S, --report FILE.json\n"
+    "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json\n"
     "\n"
     "  --help, --version\n";
 
 typedef struct {
-    const char *file, *emit, *report, *print_after, *output, *header;
-    const char *save, *resume, *load;   /* checkpoints */
-    bool run, eval, save_state, verify_each, print_after_all, quiet, stats;
+    const char *file, *emit, *print_after, *output, *header;
+    bool run, eval, verify_each, print_after_all, stats;
     ModelOptions model;
     DimOverride defines[64];
     const char *meta[64];
     BeOptions be;
-    long iters, eval_every, eval_tasks;
-    uint64_t seed;
+    RunOptions r;               /* run and eval */
 } Options;
 
 static int usage_error(const char *fmt, const char *arg) {
@@ -153,30 +152,34 @@ static int parse_args(int argc, char **argv, Options *o) {
         } else if (strcmp(a, "--print-after-all") == 0) {
             o->print_after_all = true;
         } else if (trains && tool_option(argc, argv, &i, "--save", &v)) {
-            o->save = v;
+            o->r.save = v;
         } else if (trains && strcmp(a, "--save-state") == 0) {
-            o->save_state = true;
+            o->r.save_state = true;
         } else if (trains && tool_option(argc, argv, &i, "--resume", &v)) {
-            o->resume = v;
+            o->r.resume = v;
         } else if (o->eval && tool_option(argc, argv, &i, "--load", &v)) {
-            o->load = v;
+            o->r.load = v;
+        } else if (runs && tool_option(argc, argv, &i, "--data", &v)) {
+            o->r.data = v;
+        } else if (runs && tool_option(argc, argv, &i, "--eval-data", &v)) {
+            o->r.eval_data = v;
         } else if (trains && tool_option(argc, argv, &i, "--iters", &v)) {
-            if (!parse_long(v, 1, &o->iters))
+            if (!parse_long(v, 1, &o->r.iters))
                 return usage_error("--iters needs a positive integer, not '%s'", v);
         } else if (runs && tool_option(argc, argv, &i, "--seed", &v)) {
             if (!parse_long(v, 0, &n))
                 return usage_error("--seed needs a non-negative integer, not '%s'", v);
-            o->seed = (uint64_t)n;
+            o->r.seed = (uint64_t)n;
         } else if (trains && tool_option(argc, argv, &i, "--eval-every", &v)) {
-            if (!parse_long(v, 0, &o->eval_every))
+            if (!parse_long(v, 0, &o->r.eval_every))
                 return usage_error("--eval-every needs a non-negative integer, not '%s'", v);
         } else if (runs && tool_option(argc, argv, &i, "--eval-tasks", &v)) {
-            if (!parse_long(v, 1, &o->eval_tasks) || o->eval_tasks > 1000000)
+            if (!parse_long(v, 1, &o->r.eval_tasks) || o->r.eval_tasks > 1000000)
                 return usage_error("--eval-tasks needs an integer from 1 to 1000000, not '%s'", v);
         } else if (runs && tool_option(argc, argv, &i, "--report", &v)) {
-            o->report = v;
+            o->r.report = v;
         } else if (trains && strcmp(a, "--quiet") == 0) {
-            o->quiet = true;
+            o->r.quiet = true;
         } else if ((a[0] != '-' || !a[1]) && !o->file) {
             o->file = a;
         } else {
@@ -189,9 +192,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "--emit goes with neither 'run' nor 'eval'");
     if (o->stats && (runs || o->emit))
         return usage_error("%s", "--stats goes with neither 'run', 'eval' nor --emit");
-    if (o->eval && !o->load)
+    if (o->eval && !o->r.load)
         return usage_error("%s", "'eval' needs --load CKPT");
-    if (o->save_state && !o->save)
+    if (o->r.save_state && !o->r.save)
         return usage_error("%s", "--save-state goes with --save");
     if (o->output && o->emit)
         return usage_error("%s", "-o does not go with --emit");
@@ -199,6 +202,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "--header goes with -o");
     o->model.defines = o->defines;
     o->model.meta = o->meta;
+    o->r.train = o->run;
     return -1;
 }
 
@@ -243,209 +247,6 @@ static IrModule *build(const Model *md, const Options *o, const char *only, Stag
         return NULL;
     }
     return m;
-}
-
-/* --- mamlc run --- */
-
-typedef struct {
-    RtProgram prog;
-    RtParam *param;
-    RtSinusoidSource sinusoid;
-} Run;
-
-static const TaskArg *task_arg(const ModelTask *t, const char *name) {
-    for (int i = 0; i < t->narg; i++)
-        if (strcmp(t->arg[i].name, name) == 0)
-            return &t->arg[i];
-    return NULL;
-}
-
-static void range(const ModelTask *t, const char *name, double *lo, double *hi) {
-    const TaskArg *a = task_arg(t, name);
-    if (a) {
-        *lo = a->lo;
-        *hi = a->hi;
-    }
-}
-
-/* The task source the model declares, wired into the program (the frontend
- * has checked the task's shapes against its kind). */
-static bool setup_source(const Model *md, Run *r, Diag *d) {
-    const ModelTask *t = &md->task;
-    if (strcmp(t->kind, "sinusoid") != 0) {
-        diag_error(d, t->loc, "'mamlc run' has no data source for task '%s': "
-                              "its data comes from the program that calls the model", t->kind);
-        return false;
-    }
-    RtSinusoid *s = &r->sinusoid.sinusoid;
-    *s = (RtSinusoid){0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0, t->support_x.dim[0], t->query_x.dim[0]};
-    range(t, "amplitude", &s->amp_lo, &s->amp_hi);
-    range(t, "phase", &s->phase_lo, &s->phase_hi);
-    range(t, "x", &s->x_lo, &s->x_hi);
-    r->sinusoid.real = md->real == DT_F64 ? RT_F64 : RT_F32;
-    r->prog.sample = rt_sinusoid_sample;
-    r->prog.sample_ctx = &r->sinusoid;
-    return true;
-}
-
-static bool entry(BeJit *j, IrModule *m, const char *name, RtEntry *e, Diag *d) {
-    IrFunc *f = ir_module_find(m, name);
-    e->fn = f ? (RtFn)be_jit_lookup(j, name) : NULL;
-    e->arena_bytes = f ? be_arena_bytes(f) : 0;
-    if (f && !e->fn) {
-        diag_error(d, (SrcLoc){0}, "compiled function '%s' is missing", name);
-        return false;
-    }
-    return true;
-}
-
-static RtInitKind init_kind(InitKind k) {
-    static const RtInitKind map[] = {
-        [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
-        [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
-        [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
-    return map[k];
-}
-
-static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
-
-static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
-    RtProgram *p = &r->prog;
-    p->real = md->real == DT_F64 ? RT_F64 : RT_F32;
-    p->nparam = md->ntensor;
-    r->param = calloc((size_t)md->ntensor, sizeof *r->param);
-    for (int i = 0; i < md->ntensor; i++) {
-        const ModelParam *mp = &md->param[i];
-        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
-        r->param[i] = (RtParam){mp->name, p->nreal, (size_t)ir_numel(mp->type), init};
-        p->nreal += r->param[i].count;
-    }
-    p->param = r->param;
-    const ModelTask *t = &md->task;
-    p->sx_bytes = bytes(t->support_x);
-    p->sy_bytes = bytes(t->support_y);
-    p->qx_bytes = bytes(t->query_x);
-    p->qy_bytes = bytes(t->query_y);
-    p->meta_batch = md->meta.meta_batch;
-    const OptimizerConfig *oc = &md->meta.optimizer;
-    p->optimizer = (RtOptimizer){oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
-    return entry(j, m, "meta_step", &p->meta_step, d) && entry(j, m, "adapt_step", &p->adapt_step, d) &&
-           entry(j, m, "eval_loss", &p->loss, d) && entry(j, m, "metric", &p->metric, d) &&
-           setup_source(md, r, d);
-}
-
-
-static void print_eval(const RtEvalPoint *pt, int n) {
-    printf("held-out evaluation:\n");
-    for (int i = 0; i < n; i++) {
-        printf("  after %2d inner step%s: loss %.6g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss);
-        if (pt[i].has_metric)
-            printf("  metric %.6g", pt[i].metric);
-        printf("\n");
-    }
-}
-
-/* A checkpoint of the run's flat vector (and optimiser state). */
-typedef struct {
-    RtCheckpoint ck;
-    RtShape *shape;
-    char fingerprint[RT_FINGERPRINT_SIZE];
-} Checkpoint;
-
-static void checkpoint_init(Checkpoint *c, const Model *md, const Run *r, void *params, void *state) {
-    c->shape = calloc((size_t)md->ntensor + 1, sizeof *c->shape);
-    for (int i = 0; i < md->ntensor; i++)
-        c->shape[i] = (RtShape){md->param[i].type.rank, md->param[i].type.dim};
-    c->ck = (RtCheckpoint){.real = r->prog.real, .nparam = r->prog.nparam, .param = r->prog.param,
-                           .shape = c->shape, .nreal = r->prog.nreal, .params = params,
-                           .nstate = rt_opt_state_count(&r->prog.optimizer, r->prog.nreal), .state = state};
-    rt_checkpoint_fingerprint(&c->ck, NULL, c->fingerprint);
-    c->ck.model = c->fingerprint;
-}
-
-static bool checkpoint_io(Checkpoint *c, bool save, const char *path, Diag *d) {
-    char err[1024];
-    bool ok = save ? rt_checkpoint_save(path, &c->ck, err, sizeof err) : rt_checkpoint_load(path, &c->ck, err, sizeof err);
-    size_t n = strlen(path);
-    if (!ok && strncmp(err, path, n) == 0 && strncmp(err + n, ": ", 2) == 0)
-        diag_error(d, (SrcLoc){path, 0, 0}, "%s", err + n + 2);     /* path: error: message */
-    else if (!ok)
-        diag_error(d, (SrcLoc){0}, "%s", err);
-    return ok;
-}
-
-static int run(const Model *md, IrModule *m, const Options *o, Diag *d) {
-    BeJit *j = be_jit_compile(m, &o->be, d);
-    Run r = {0};
-    bool ok = j && setup_program(md, j, m, &r, d);
-    size_t rb = ir_dtype_size(md->real), nstate = ok ? rt_opt_state_count(&r.prog.optimizer, r.prog.nreal) : 0;
-    void *params = ok ? calloc(r.prog.nreal + 1, rb) : NULL, *state = ok ? calloc(nstate + 1, rb) : NULL;
-    if (ok && (!params || !state)) {
-        diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
-        ok = false;
-    }
-    Checkpoint c = {0};
-    if (ok) {
-        rt_init_params(&r.prog, o->seed, params);
-        checkpoint_init(&c, md, &r, params, state);
-        c.ck.has_state = o->run;
-        const char *from = o->run ? o->resume : o->load;
-        ok = !from || checkpoint_io(&c, false, from, d);
-    }
-    RtTrainOptions to = {
-        .iterations = o->iters ? o->iters : md->meta.iterations,
-        .start = o->resume ? c.ck.iteration : 0,
-        .opt_state = state,
-        .seed = o->seed,
-        .eval_every = o->eval_every,
-        .eval_tasks = (int)o->eval_tasks,
-        .nsteps = md->meta.neval_steps,
-        .steps = md->meta.eval_steps,
-        .progress = !o->quiet,
-        .log = stdout,
-    };
-    RtReport rep = {.iterations = to.start};
-    if (ok && o->eval) {
-        rep.neval = to.nsteps;
-        ok = rt_evaluate(&r.prog, &to, params, rep.eval);
-        if (ok)
-            print_eval(rep.eval, rep.neval);
-    } else if (ok) {
-        printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations", md->file,
-               r.prog.nreal, r.prog.meta_batch, to.iterations);
-        printf(to.start ? " (resuming after %ld)\n" : "\n", to.start);
-        fflush(stdout);
-        ok = rt_train(&r.prog, &to, params, &rep);
-        if (!ok)
-            diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory");
-        if (ok && rep.diverged) {
-            diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
-                       "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
-                       "or outer learning rate)", isnan(rep.final_meta_loss) ? "NaN" : "infinite",
-                       rep.iterations + 1);
-            ok = false;
-        }
-        if (ok) {
-            printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
-                   rep.steps_per_second);
-            print_eval(rep.eval, rep.neval);
-        }
-        if (ok && o->save) {
-            c.ck.has_state = o->save_state;
-            c.ck.iteration = rep.iterations;
-            ok = checkpoint_io(&c, true, o->save, d);
-        }
-    }
-    if (ok && o->report && !rt_write_report(o->report, &rep)) {
-        diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
-        ok = false;
-    }
-    free(c.shape);
-    free(params);
-    free(state);
-    free(r.param);
-    be_jit_free(j);
-    return ok ? 0 : 1;
 }
 
 /* --- compile and emit --- */
@@ -497,7 +298,7 @@ static int compile(const Options *o, Diag *d) {
     if (!m)
         status = 1;
     else if (runs)
-        status = run(md, m, o, d);
+        status = run_model(md, m, &o->be, &o->r, d);
     else if (o->emit && strcmp(o->emit, "llvm") == 0)
         status = be_emit_llvm(stdout, m, &o->be, d) ? 0 : 1;
     else if (o->emit)
@@ -517,7 +318,7 @@ static int compile(const Options *o, Diag *d) {
 }
 
 int main(int argc, char **argv) {
-    Options o = {.be = {.opt_level = 3}, .seed = 1, .eval_every = 10000, .eval_tasks = 1000};
+    Options o = {.be = {.opt_level = 3}, .r = {.seed = 1, .eval_every = 10000, .eval_tasks = 1000}};
     int status = parse_args(argc, argv, &o);
     if (status < 0) {
         Diag d;

@@ -1,0 +1,265 @@
+/* mamlc run and mamlc eval: meta-training and evaluation with the JIT-
+ * compiled functions, the model's task source, and checkpoints. */
+#include "run.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/checkpoint.h"
+#include "../runtime/omniglot.h"
+#include "../runtime/runtime.h"
+
+typedef struct {
+    RtProgram prog;
+    RtParam *param;
+    RtSinusoidSource sinusoid;
+    RtOmniglotSource omniglot;
+    RtOmniglot *train_data, *eval_data;
+} Run;
+
+static void run_free(Run *r) {
+    rt_omniglot_close(r->train_data);
+    rt_omniglot_close(r->eval_data);
+    free(r->param);
+}
+
+static const TaskArg *task_arg(const ModelTask *t, const char *name) {
+    for (int i = 0; i < t->narg; i++)
+        if (strcmp(t->arg[i].name, name) == 0)
+            return &t->arg[i];
+    return NULL;
+}
+
+static void range(const ModelTask *t, const char *name, double *lo, double *hi) {
+    const TaskArg *a = task_arg(t, name);
+    if (a) {
+        *lo = a->lo;
+        *hi = a->hi;
+    }
+}
+
+static bool setup_sinusoid(const Model *md, Run *r) {
+    const ModelTask *t = &md->task;
+    RtSinusoid *s = &r->sinusoid.sinusoid;
+    *s = (RtSinusoid){0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0, t->support_x.dim[0], t->query_x.dim[0]};
+    range(t, "amplitude", &s->amp_lo, &s->amp_hi);
+    range(t, "phase", &s->phase_lo, &s->phase_hi);
+    range(t, "x", &s->x_lo, &s->x_hi);
+    r->sinusoid.real = r->prog.real;
+    r->prog.sample = rt_sinusoid_sample;
+    r->prog.sample_ctx = &r->sinusoid;
+    return true;
+}
+
+/* One Omniglot split, loaded and checked against the task's shape. */
+static RtOmniglot *open_omniglot(const char *path, const ModelTask *t, Diag *d) {
+    char err[1024];
+    const TaskArg *size = task_arg(t, "size"), *rot = task_arg(t, "rotations");
+    int ways = (int)task_arg(t, "ways")->lo, shots = (int)task_arg(t, "shots")->lo;
+    int queries = (int)task_arg(t, "queries")->lo;
+    RtOmniglot *o = rt_omniglot_open(path, (int)size->lo, rot->lo != 0, err, sizeof err);
+    if (o && !rt_omniglot_check(o, ways, shots, queries, err, sizeof err)) {
+        rt_omniglot_close(o);
+        o = NULL;
+    }
+    if (!o)
+        diag_error(d, (SrcLoc){0}, "%s", err);
+    return o;
+}
+
+/* Omniglot: meta-train on one split (the task's path, or --data), evaluate
+ * on another (--eval-data), or say loudly that evaluation sees the training
+ * alphabets. */
+static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d) {
+    const ModelTask *t = &md->task;
+    r->train_data = open_omniglot(o->data ? o->data : task_arg(t, "path")->str, t, d);
+    if (!r->train_data)
+        return false;
+    if (o->eval_data && !(r->eval_data = open_omniglot(o->eval_data, t, d)))
+        return false;
+    if (!o->eval_data)
+        fprintf(stderr, "mamlc: warning: evaluating on the training split's alphabets; give --eval-data "
+                        "with the other split for held-out ones\n");
+    r->omniglot = (RtOmniglotSource){.data = r->train_data, .eval = r->eval_data,
+                                     .ways = (int)task_arg(t, "ways")->lo, .shots = (int)task_arg(t, "shots")->lo,
+                                     .queries = (int)task_arg(t, "queries")->lo, .real = r->prog.real};
+    r->prog.sample = rt_omniglot_sample;
+    r->prog.sample_ctx = &r->omniglot;
+    return true;
+}
+
+/* The task source the model declares, wired into the program (the frontend
+ * has checked the task's shapes against its kind). */
+static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) {
+    const char *kind = md->task.kind;
+    if (strcmp(kind, "sinusoid") == 0)
+        return setup_sinusoid(md, r);
+    if (strcmp(kind, "omniglot") == 0)
+        return setup_omniglot(md, o, r, d);
+    diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
+                                "its data comes from the program that calls the model", kind);
+    return false;
+}
+
+static bool entry(BeJit *j, IrModule *m, const char *name, RtEntry *e, Diag *d) {
+    IrFunc *f = ir_module_find(m, name);
+    e->fn = f ? (RtFn)be_jit_lookup(j, name) : NULL;
+    e->arena_bytes = f ? be_arena_bytes(f) : 0;
+    if (f && !e->fn) {
+        diag_error(d, (SrcLoc){0}, "compiled function '%s' is missing", name);
+        return false;
+    }
+    return true;
+}
+
+static RtInitKind init_kind(InitKind k) {
+    static const RtInitKind map[] = {
+        [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
+        [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
+        [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
+    return map[k];
+}
+
+static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
+
+static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
+    RtProgram *p = &r->prog;
+    p->nparam = md->ntensor;
+    r->param = calloc((size_t)md->ntensor, sizeof *r->param);
+    for (int i = 0; i < md->ntensor; i++) {
+        const ModelParam *mp = &md->param[i];
+        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
+        r->param[i] = (RtParam){mp->name, p->nreal, (size_t)ir_numel(mp->type), init};
+        p->nreal += r->param[i].count;
+    }
+    p->param = r->param;
+    const ModelTask *t = &md->task;
+    p->sx_bytes = bytes(t->support_x);
+    p->sy_bytes = bytes(t->support_y);
+    p->qx_bytes = bytes(t->query_x);
+    p->qy_bytes = bytes(t->query_y);
+    p->meta_batch = md->meta.meta_batch;
+    const OptimizerConfig *oc = &md->meta.optimizer;
+    p->optimizer = (RtOptimizer){oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
+    return entry(j, m, "meta_step", &p->meta_step, d) && entry(j, m, "adapt_step", &p->adapt_step, d) &&
+           entry(j, m, "eval_loss", &p->loss, d) && entry(j, m, "metric", &p->metric, d);
+}
+
+
+static void print_eval(const RtEvalPoint *pt, int n) {
+    printf("held-out evaluation:\n");
+    for (int i = 0; i < n; i++) {
+        printf("  after %2d inner step%s: loss %.6g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss);
+        if (pt[i].has_metric)
+            printf("  metric %.6g", pt[i].metric);
+        printf("\n");
+    }
+}
+
+/* A checkpoint of the run's flat vector (and optimiser state). */
+typedef struct {
+    RtCheckpoint ck;
+    RtShape *shape;
+    char fingerprint[RT_FINGERPRINT_SIZE];
+} Checkpoint;
+
+static void checkpoint_init(Checkpoint *c, const Model *md, const Run *r, void *params, void *state) {
+    c->shape = calloc((size_t)md->ntensor + 1, sizeof *c->shape);
+    for (int i = 0; i < md->ntensor; i++)
+        c->shape[i] = (RtShape){md->param[i].type.rank, md->param[i].type.dim};
+    c->ck = (RtCheckpoint){.real = r->prog.real, .nparam = r->prog.nparam, .param = r->prog.param,
+                           .shape = c->shape, .nreal = r->prog.nreal, .params = params,
+                           .nstate = rt_opt_state_count(&r->prog.optimizer, r->prog.nreal), .state = state};
+    rt_checkpoint_fingerprint(&c->ck, NULL, c->fingerprint);
+    c->ck.model = c->fingerprint;
+}
+
+static bool checkpoint_io(Checkpoint *c, bool save, const char *path, Diag *d) {
+    char err[1024];
+    bool ok = save ? rt_checkpoint_save(path, &c->ck, err, sizeof err) : rt_checkpoint_load(path, &c->ck, err, sizeof err);
+    size_t n = strlen(path);
+    if (!ok && strncmp(err, path, n) == 0 && strncmp(err + n, ": ", 2) == 0)
+        diag_error(d, (SrcLoc){path, 0, 0}, "%s", err + n + 2);     /* path: error: message */
+    else if (!ok)
+        diag_error(d, (SrcLoc){0}, "%s", err);
+    return ok;
+}
+
+int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOptions *o, Diag *d) {
+    /* the data first: a bad data set is refused before any compiling */
+    Run r = {.prog.real = md->real == DT_F64 ? RT_F64 : RT_F32};
+    bool ok = setup_source(md, o, &r, d);
+    BeJit *j = ok ? be_jit_compile(m, be, d) : NULL;
+    ok = j && setup_program(md, j, m, &r, d);
+    size_t rb = ir_dtype_size(md->real), nstate = ok ? rt_opt_state_count(&r.prog.optimizer, r.prog.nreal) : 0;
+    void *params = ok ? calloc(r.prog.nreal + 1, rb) : NULL, *state = ok ? calloc(nstate + 1, rb) : NULL;
+    if (ok && (!params || !state)) {
+        diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
+        ok = false;
+    }
+    Checkpoint c = {0};
+    if (ok) {
+        rt_init_params(&r.prog, o->seed, params);
+        checkpoint_init(&c, md, &r, params, state);
+        c.ck.has_state = o->train;
+        const char *from = o->train ? o->resume : o->load;
+        ok = !from || checkpoint_io(&c, false, from, d);
+    }
+    RtTrainOptions to = {
+        .iterations = o->iters ? o->iters : md->meta.iterations,
+        .start = o->resume ? c.ck.iteration : 0,
+        .opt_state = state,
+        .seed = o->seed,
+        .eval_every = o->eval_every,
+        .eval_tasks = (int)o->eval_tasks,
+        .nsteps = md->meta.neval_steps,
+        .steps = md->meta.eval_steps,
+        .progress = !o->quiet,
+        .log = stdout,
+    };
+    RtReport rep = {.iterations = to.start};
+    if (ok && !o->train) {
+        rep.neval = to.nsteps;
+        ok = rt_evaluate(&r.prog, &to, params, rep.eval);
+        if (ok)
+            print_eval(rep.eval, rep.neval);
+    } else if (ok) {
+        printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations", md->file,
+               r.prog.nreal, r.prog.meta_batch, to.iterations);
+        printf(to.start ? " (resuming after %ld)\n" : "\n", to.start);
+        fflush(stdout);
+        ok = rt_train(&r.prog, &to, params, &rep);
+        if (!ok)
+            diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory");
+        if (ok && rep.diverged) {
+            diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
+                       "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
+                       "or outer learning rate)", isnan(rep.final_meta_loss) ? "NaN" : "infinite",
+                       rep.iterations + 1);
+            ok = false;
+        }
+        if (ok) {
+            printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
+                   rep.steps_per_second);
+            print_eval(rep.eval, rep.neval);
+        }
+        if (ok && o->save) {
+            c.ck.has_state = o->save_state;
+            c.ck.iteration = rep.iterations;
+            ok = checkpoint_io(&c, true, o->save, d);
+        }
+    }
+    if (ok && o->report && !rt_write_report(o->report, &rep)) {
+        diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
+        ok = false;
+    }
+    free(c.shape);
+    free(params);
+    free(state);
+    run_free(&r);
+    be_jit_free(j);
+    return ok ? 0 : 1;
+}
+
