@@ -23,7 +23,7 @@
  * Layout: backend/plan.c places values (views for layout ops, arena offsets
  * by liveness), backend/codegen.c builds the LLVM module, backend/target.c
  * holds target machines and the O3 pipeline, backend/jit.c the ORC JIT and
- * backend/emit.c the textual output. */
+ * backend/emit.c LLVM IR text and object files. */
 #ifndef MAMLC_BACKEND_H
 #define MAMLC_BACKEND_H
 

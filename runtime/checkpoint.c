@@ -34,21 +34,6 @@ enum {
 
 static const char METADATA[] = "__metadata__";
 
-static bool fail(char *err, size_t errsize, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Write a message to err (when there is room) and return false. */
-static bool fail(char *err, size_t errsize, const char *fmt, ...)
-{
-    if (err && errsize > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errsize, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 static size_t real_bytes(RtReal real)
 {
     return real == RT_F32 ? sizeof(float) : sizeof(double);
@@ -528,42 +513,42 @@ static bool check_layout(const char *path, const RtCheckpoint *c, Named **order,
 {
     *order = NULL;
     if (c->real != RT_F32 && c->real != RT_F64)
-        return fail(err, errsize, "%s: invalid checkpoint layout: unknown element type", path);
+        return rt_errorf(err, errsize, "%s: invalid checkpoint layout: unknown element type", path);
     if (c->nparam < 0 || (c->nparam > 0 && (!c->param || !c->shape)))
-        return fail(err, errsize, "%s: invalid checkpoint layout: no tensor list", path);
+        return rt_errorf(err, errsize, "%s: invalid checkpoint layout: no tensor list", path);
     size_t esize = real_bytes(c->real);
     if (c->nreal > SIZE_MAX / esize || c->nstate > SIZE_MAX / esize)
-        return fail(err, errsize, "%s: invalid checkpoint layout: too many reals", path);
+        return rt_errorf(err, errsize, "%s: invalid checkpoint layout: too many reals", path);
     if ((c->nreal && !c->params) || (c->has_state && c->nstate && !c->state))
-        return fail(err, errsize, "%s: invalid checkpoint layout: no buffer", path);
+        return rt_errorf(err, errsize, "%s: invalid checkpoint layout: no buffer", path);
     if (c->model && !utf8_valid(c->model))
-        return fail(err, errsize, "%s: invalid checkpoint layout: fingerprint is not UTF-8", path);
+        return rt_errorf(err, errsize, "%s: invalid checkpoint layout: fingerprint is not UTF-8", path);
     for (int i = 0; i < c->nparam; i++) {
         const RtParam *p = &c->param[i];
         const RtShape *s = &c->shape[i];
         if (!p->name || !*p->name || reserved(p->name) || !utf8_valid(p->name))
-            return fail(err, errsize, "%s: invalid checkpoint layout: tensor %d has an invalid "
+            return rt_errorf(err, errsize, "%s: invalid checkpoint layout: tensor %d has an invalid "
                         "name", path, i);
         uint64_t n = 1;
         bool ok = s->rank >= 0 && (s->rank == 0 || s->dim);
         for (int k = 0; ok && k < s->rank; k++)
             ok = s->dim[k] >= 0 && mul_u64(n, (uint64_t)s->dim[k], &n);
         if (!ok || n != p->count)
-            return fail(err, errsize, "%s: invalid checkpoint layout: the shape of %s does not "
+            return rt_errorf(err, errsize, "%s: invalid checkpoint layout: the shape of %s does not "
                         "hold its %zu reals", path, p->name, p->count);
         if (p->offset > c->nreal || p->count > c->nreal - p->offset)
-            return fail(err, errsize, "%s: invalid checkpoint layout: %s lies outside the %zu "
+            return rt_errorf(err, errsize, "%s: invalid checkpoint layout: %s lies outside the %zu "
                         "reals", path, p->name, c->nreal);
     }
     Named *ord = malloc((size_t)(c->nparam ? c->nparam : 1) * sizeof *ord);
     if (!ord)
-        return fail(err, errsize, "%s: out of memory", path);
+        return rt_errorf(err, errsize, "%s: out of memory", path);
     for (int i = 0; i < c->nparam; i++)
         ord[i] = (Named){c->param[i].name, i};
     qsort(ord, (size_t)c->nparam, sizeof *ord, cmp_named);
     for (int i = 1; i < c->nparam; i++)
         if (strcmp(ord[i - 1].name, ord[i].name) == 0) {
-            fail(err, errsize, "%s: invalid checkpoint layout: two tensors are named %s", path,
+            rt_errorf(err, errsize, "%s: invalid checkpoint layout: two tensors are named %s", path,
                  ord[i].name);
             free(ord);
             return false;
@@ -768,7 +753,7 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
         return false;
     if (c->has_state && c->iteration < 0) {
         free(order);
-        return fail(err, errsize, "%s: invalid checkpoint layout: iteration %ld", path,
+        return rt_errorf(err, errsize, "%s: invalid checkpoint layout: iteration %ld", path,
                     c->iteration);
     }
     size_t esize = real_bytes(c->real);
@@ -776,7 +761,7 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
     Entry *e = malloc((size_t)(n ? n : 1) * sizeof *e);
     if (!e) {
         free(order);
-        return fail(err, errsize, "%s: out of memory", path);
+        return rt_errorf(err, errsize, "%s: out of memory", path);
     }
     for (int i = 0; i < c->nparam; i++) {
         const RtParam *p = &c->param[order[i].index];
@@ -793,7 +778,7 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
     if (h.oom || h.len > RT_CHECKPOINT_MAX_HEADER) {
         free(h.p);
         free(e);
-        return fail(err, errsize, h.oom ? "%s: out of memory" : "%s: the header would be over "
+        return rt_errorf(err, errsize, h.oom ? "%s: out of memory" : "%s: the header would be over "
                     "%d bytes, more than readers accept", path, RT_CHECKPOINT_MAX_HEADER);
     }
     unsigned char len[8];
@@ -806,7 +791,7 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
         int e0 = errno;
         free(h.p);
         free(e);
-        return fail(err, errsize, "%s: cannot create a file beside it: %s", path, strerror(e0));
+        return rt_errorf(err, errsize, "%s: cannot create a file beside it: %s", path, strerror(e0));
     }
     bool ok = fwrite(len, 1, 8, f) == 8 && fwrite(h.p, 1, h.len, f) == h.len &&
               put_data(f, c, e, n) && fflush(f) == 0 && fsync(fileno(f)) == 0;
@@ -823,7 +808,7 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
         sync_folder(path);
     else {
         unlink(tmp);
-        fail(err, errsize, "%s: cannot write: %s", path, strerror(e0));
+        rt_errorf(err, errsize, "%s: cannot write: %s", path, strerror(e0));
     }
     free(tmp);
     free(h.p);
@@ -892,58 +877,58 @@ static bool file_tensor(const char *path, const Json *j, int32_t m, FileTensor *
     char nb[SHOW_NAME + 4];
     const char *name = show(j->v[m].key, nb);
     if (j->v[m].kind != J_OBJECT)
-        return fail(err, errsize, "%s: bad header: tensor %s is not an object", path, name);
+        return rt_errorf(err, errsize, "%s: bad header: tensor %s is not an object", path, name);
     for (int32_t k = j->v[m].first; k >= 0; k = j->v[k].next) {
         const char *key = j->v[k].key;
         if (strcmp(key, "dtype") && strcmp(key, "shape") && strcmp(key, "data_offsets")) {
             char kb[SHOW_NAME + 4];
-            return fail(err, errsize, "%s: bad header: tensor %s has an unknown field \"%s\"",
+            return rt_errorf(err, errsize, "%s: bad header: tensor %s has an unknown field \"%s\"",
                         path, name, show(key, kb));
         }
     }
     int32_t dt = member(j, m, "dtype"), sh = member(j, m, "shape"),
             off = member(j, m, "data_offsets");
     if (dt < 0 || sh < 0 || off < 0)
-        return fail(err, errsize, "%s: bad header: tensor %s has no \"%s\"", path, name,
+        return rt_errorf(err, errsize, "%s: bad header: tensor %s has no \"%s\"", path, name,
                     dt < 0 ? "dtype" : sh < 0 ? "shape" : "data_offsets");
     if (j->v[dt].kind != J_STRING)
-        return fail(err, errsize, "%s: bad header: the dtype of %s is not a string", path, name);
+        return rt_errorf(err, errsize, "%s: bad header: the dtype of %s is not a string", path, name);
     const char *dtype = j->v[dt].u.str;
     if (strcmp(dtype, "F32") && strcmp(dtype, "F64")) {
         char db[SHOW_NAME + 4];
-        return fail(err, errsize, "%s: tensor %s holds %s; a mamlc checkpoint holds F32 or F64",
+        return rt_errorf(err, errsize, "%s: tensor %s holds %s; a mamlc checkpoint holds F32 or F64",
                     path, name, show(dtype, db));
     }
     t->name = j->v[m].key;
     t->real = strcmp(dtype, "F32") == 0 ? RT_F32 : RT_F64;
     t->shape = sh;
     if (j->v[sh].kind != J_ARRAY)
-        return fail(err, errsize, "%s: bad header: the shape of %s is not an array", path, name);
+        return rt_errorf(err, errsize, "%s: bad header: the shape of %s is not an array", path, name);
     uint64_t numel = 1;
     for (int32_t d = j->v[sh].first; d >= 0; d = j->v[d].next) {
         if (j->v[d].kind != J_INT)
-            return fail(err, errsize, "%s: bad header: the shape of %s holds a non-integer",
+            return rt_errorf(err, errsize, "%s: bad header: the shape of %s holds a non-integer",
                         path, name);
         if (!mul_u64(numel, j->v[d].u.num, &numel))
-            return fail(err, errsize, "%s: bad header: the shape of %s is too large", path,
+            return rt_errorf(err, errsize, "%s: bad header: the shape of %s is too large", path,
                         name);
     }
     int32_t b = j->v[off].first;
     if (j->v[off].kind != J_ARRAY || j->v[off].count != 2 || j->v[b].kind != J_INT ||
         j->v[j->v[b].next].kind != J_INT)
-        return fail(err, errsize, "%s: bad header: the data_offsets of %s are not two integers",
+        return rt_errorf(err, errsize, "%s: bad header: the data_offsets of %s are not two integers",
                     path, name);
     t->begin = j->v[b].u.num;
     t->end = j->v[j->v[b].next].u.num;
     if (t->end < t->begin)
-        return fail(err, errsize, "%s: bad header: the data_offsets of %s, [%" PRIu64 ", %"
+        return rt_errorf(err, errsize, "%s: bad header: the data_offsets of %s, [%" PRIu64 ", %"
                     PRIu64 "], run backwards", path, name, t->begin, t->end);
     uint64_t bytes = 0;
     if (!mul_u64(numel, real_bytes(t->real), &bytes))
-        return fail(err, errsize, "%s: bad header: the shape of %s is too large", path, name);
+        return rt_errorf(err, errsize, "%s: bad header: the shape of %s is too large", path, name);
     if (bytes != t->end - t->begin) {
         char sb[128];
-        return fail(err, errsize, "%s: bad header: the data_offsets of %s, [%" PRIu64 ", %"
+        return rt_errorf(err, errsize, "%s: bad header: the data_offsets of %s, [%" PRIu64 ", %"
                     PRIu64 "], hold %" PRIu64 " bytes, but %s %s needs %" PRIu64, path, name,
                     t->begin, t->end, t->end - t->begin, dtype,
                     show_shape(j, sh, NULL, sb, sizeof sb), bytes);
@@ -990,19 +975,19 @@ static bool check_metadata(const char *path, const Json *j, int32_t md, const Rt
     if (md < 0)
         return true;
     if (j->v[md].kind != J_OBJECT)
-        return fail(err, errsize, "%s: bad header: __metadata__ is not an object", path);
+        return rt_errorf(err, errsize, "%s: bad header: __metadata__ is not an object", path);
     char b1[SHOW_NAME + 4], b2[SHOW_NAME + 4];
     for (int32_t m = j->v[md].first; m >= 0; m = j->v[m].next)
         if (j->v[m].kind != J_STRING)
-            return fail(err, errsize, "%s: bad header: __metadata__ entry \"%s\" is not a string",
+            return rt_errorf(err, errsize, "%s: bad header: __metadata__ entry \"%s\" is not a string",
                         path, show(j->v[m].key, b1));
     int32_t fmt = member(j, md, "format"), model = member(j, md, "model"),
             it = member(j, md, "iteration");
     if (fmt >= 0 && strcmp(j->v[fmt].u.str, RT_CHECKPOINT_FORMAT) != 0)
-        return fail(err, errsize, "%s: format \"%s\" is not " RT_CHECKPOINT_FORMAT, path,
+        return rt_errorf(err, errsize, "%s: format \"%s\" is not " RT_CHECKPOINT_FORMAT, path,
                     show(j->v[fmt].u.str, b1));
     if (model >= 0 && c->model && strcmp(j->v[model].u.str, c->model) != 0)
-        return fail(err, errsize, "%s: saved from a different model (fingerprint %s; this "
+        return rt_errorf(err, errsize, "%s: saved from a different model (fingerprint %s; this "
                     "model's is %s)", path, show(j->v[model].u.str, b1), show(c->model, b2));
     if (it >= 0)
         *iteration = j->v[it].u.str;
@@ -1043,14 +1028,14 @@ static bool match_layout(const char *path, const Json *j, const FileTensor *file
         if (match[order[i].index] < 0)
             list_add(missing, &nmissing, order[i].name);
     if (nextra || nmissing)
-        return fail(err, errsize, "%s: %s%s%s%s%s", path,
+        return rt_errorf(err, errsize, "%s: %s%s%s%s%s", path,
                     nmissing ? "tensors missing from the checkpoint: " : "", missing,
                     nmissing && nextra ? "; " : "",
                     nextra ? "tensors in the checkpoint but not in the model: " : "", extra);
     char nb[SHOW_NAME + 4], s1[128], s2[128];
     for (int f = 0; f < nfile; f++)
         if (file[f].real != c->real && (f != *state || c->has_state))
-            return fail(err, errsize, "%s: the checkpoint holds %s (%s) but the model is %s", path,
+            return rt_errorf(err, errsize, "%s: the checkpoint holds %s (%s) but the model is %s", path,
                         dtype_name(file[f].real), show(file[f].name, nb), dtype_name(c->real));
     for (int i = 0; i < c->nparam; i++) {
         const FileTensor *t = &file[match[i]];
@@ -1060,17 +1045,17 @@ static bool match_layout(const char *path, const Json *j, const FileTensor *file
         for (int k = 0; same && k < s->rank; k++, d = j->v[d].next)
             same = j->v[d].u.num == (uint64_t)s->dim[k];
         if (!same)
-            return fail(err, errsize, "%s: %s has shape %s in the checkpoint, %s in the model",
+            return rt_errorf(err, errsize, "%s: %s has shape %s in the checkpoint, %s in the model",
                         path, c->param[i].name, show_shape(j, t->shape, NULL, s1, sizeof s1),
                         show_shape(NULL, 0, s, s2, sizeof s2));
     }
     if (!c->has_state)
         return true;
     if (*state < 0)
-        return fail(err, errsize, "%s: holds no optimiser state (it was saved without it)", path);
+        return rt_errorf(err, errsize, "%s: holds no optimiser state (it was saved without it)", path);
     const FileTensor *t = &file[*state];
     if (j->v[t->shape].count != 1 || j->v[j->v[t->shape].first].u.num != c->nstate)
-        return fail(err, errsize, "%s: the optimiser state has shape %s in the checkpoint, [%zu] "
+        return rt_errorf(err, errsize, "%s: the optimiser state has shape %s in the checkpoint, [%zu] "
                     "for this model's optimiser", path,
                     show_shape(j, t->shape, NULL, s1, sizeof s1), c->nstate);
     return true;
@@ -1094,41 +1079,41 @@ static bool read_checkpoint(const char *path, FILE *f, uint64_t size, RtCheckpoi
     uint64_t n = 0;
 
     if (size < 8) {
-        fail(err, errsize, "%s: truncated: %" PRIu64 " byte%s, too short for the 8-byte header "
+        rt_errorf(err, errsize, "%s: truncated: %" PRIu64 " byte%s, too short for the 8-byte header "
              "length of a safetensors file", path, size, size == 1 ? "" : "s");
         goto out;
     }
     if (fread(len, 1, 8, f) != 8) {
-        fail(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
+        rt_errorf(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
         goto out;
     }
     for (int k = 0; k < 8; k++)
         n |= (uint64_t)len[k] << (8 * k);
     if (n > RT_CHECKPOINT_MAX_HEADER) {
-        fail(err, errsize, "%s: not a checkpoint: header length %" PRIu64 " is over %d bytes",
+        rt_errorf(err, errsize, "%s: not a checkpoint: header length %" PRIu64 " is over %d bytes",
              path, n, RT_CHECKPOINT_MAX_HEADER);
         goto out;
     }
     if (n > size - 8) {
-        fail(err, errsize, "%s: truncated: header length %" PRIu64 ", but %" PRIu64 " byte%s "
+        rt_errorf(err, errsize, "%s: truncated: header length %" PRIu64 ", but %" PRIu64 " byte%s "
              "follow%s it", path, n, size - 8, size - 8 == 1 ? "" : "s", size - 8 == 1 ? "s" : "");
         goto out;
     }
     head = malloc(n ? n : 1);
     if (!head) {
-        fail(err, errsize, "%s: out of memory for a header of %" PRIu64 " bytes", path, n);
+        rt_errorf(err, errsize, "%s: out of memory for a header of %" PRIu64 " bytes", path, n);
         goto out;
     }
     if (n && fread(head, 1, n, f) != n) {
-        fail(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
+        rt_errorf(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
         goto out;
     }
     if (!json_parse(&j, head, n)) {
-        fail(err, errsize, "%s: bad header: %s", path, j.msg);
+        rt_errorf(err, errsize, "%s: bad header: %s", path, j.msg);
         goto out;
     }
     if (j.v[0].kind != J_OBJECT) {
-        fail(err, errsize, "%s: bad header: not a JSON object", path);
+        rt_errorf(err, errsize, "%s: bad header: not a JSON object", path);
         goto out;
     }
 
@@ -1138,7 +1123,7 @@ static bool read_checkpoint(const char *path, FILE *f, uint64_t size, RtCheckpoi
     file = malloc((size_t)(j.v[0].count ? j.v[0].count : 1) * sizeof *file);
     match = malloc((size_t)(c->nparam ? c->nparam : 1) * sizeof *match);
     if (!file || !match) {
-        fail(err, errsize, "%s: out of memory", path);
+        rt_errorf(err, errsize, "%s: out of memory", path);
         goto out;
     }
     for (int32_t m = j.v[0].first; m >= 0; m = j.v[m].next)
@@ -1150,14 +1135,14 @@ static bool read_checkpoint(const char *path, FILE *f, uint64_t size, RtCheckpoi
         char b1[SHOW_NAME + 4], b2[SHOW_NAME + 4];
         const FileTensor *t = &file[i];
         if (t->begin < total) {
-            fail(err, errsize, "%s: bad header: the data of %s [%" PRIu64 ", %" PRIu64 "] "
+            rt_errorf(err, errsize, "%s: bad header: the data of %s [%" PRIu64 ", %" PRIu64 "] "
                  "overlaps that of %s [%" PRIu64 ", %" PRIu64 "]", path, show(t->name, b1),
                  t->begin, t->end, show(file[i - 1].name, b2), file[i - 1].begin,
                  file[i - 1].end);
             goto out;
         }
         if (t->begin > total) {
-            fail(err, errsize, "%s: bad header: %" PRIu64 " bytes of data before %s [%" PRIu64
+            rt_errorf(err, errsize, "%s: bad header: %" PRIu64 " bytes of data before %s [%" PRIu64
                  ", %" PRIu64 "] belong to no tensor", path, t->begin - total,
                  show(t->name, b1), t->begin, t->end);
             goto out;
@@ -1166,12 +1151,12 @@ static bool read_checkpoint(const char *path, FILE *f, uint64_t size, RtCheckpoi
     }
     uint64_t found = size - 8 - n;
     if (found < total) {
-        fail(err, errsize, "%s: truncated: expected %" PRIu64 " bytes of data, found %" PRIu64,
+        rt_errorf(err, errsize, "%s: truncated: expected %" PRIu64 " bytes of data, found %" PRIu64,
              path, total, found);
         goto out;
     }
     if (found > total) {
-        fail(err, errsize, "%s: %" PRIu64 " bytes of data, but its tensors hold %" PRIu64,
+        rt_errorf(err, errsize, "%s: %" PRIu64 " bytes of data, but its tensors hold %" PRIu64,
              path, found, total);
         goto out;
     }
@@ -1184,23 +1169,23 @@ static bool read_checkpoint(const char *path, FILE *f, uint64_t size, RtCheckpoi
         !match_layout(path, &j, file, nfile, c, order, match, &state, err, errsize))
         goto out;
     if (c->has_state && !iteration) {
-        fail(err, errsize, "%s: holds optimiser state but no iteration", path);
+        rt_errorf(err, errsize, "%s: holds optimiser state but no iteration", path);
         goto out;
     }
     if (c->has_state && !parse_iteration(iteration, &iter)) {
         char b[SHOW_NAME + 4];
-        fail(err, errsize, "%s: bad header: iteration \"%s\" is not a count", path,
+        rt_errorf(err, errsize, "%s: bad header: iteration \"%s\" is not a count", path,
              show(iteration, b));
         goto out;
     }
 
     /* Only now the data: all of it, then into the caller's buffers. */
     if (total > SIZE_MAX || !(data = malloc(total ? (size_t)total : 1))) {
-        fail(err, errsize, "%s: out of memory for %" PRIu64 " bytes of data", path, total);
+        rt_errorf(err, errsize, "%s: out of memory for %" PRIu64 " bytes of data", path, total);
         goto out;
     }
     if (total && fread(data, 1, (size_t)total, f) != total) {
-        fail(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
+        rt_errorf(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
         goto out;
     }
     size_t esize = real_bytes(c->real);
@@ -1227,19 +1212,19 @@ bool rt_checkpoint_load(const char *path, RtCheckpoint *c, char *err, size_t err
     /* Non-blocking, so that opening a FIFO does not wait for a writer. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+        return rt_errorf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     bool stat_ok = fstat(fd, &st) == 0;
     if (!stat_ok || !S_ISREG(st.st_mode)) {
         int e = errno;
         close(fd);
-        return fail(err, errsize, "%s: %s", path, stat_ok ? "not a regular file" : strerror(e));
+        return rt_errorf(err, errsize, "%s: %s", path, stat_ok ? "not a regular file" : strerror(e));
     }
     FILE *f = fcntl(fd, F_SETFL, 0) == 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
         int e = errno;
         close(fd);
-        return fail(err, errsize, "%s: cannot open: %s", path, strerror(e));
+        return rt_errorf(err, errsize, "%s: cannot open: %s", path, strerror(e));
     }
     bool ok = read_checkpoint(path, f, (uint64_t)st.st_size, c, err, errsize);
     fclose(f);

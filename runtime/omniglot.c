@@ -26,21 +26,6 @@ enum {
 #define MAX_FILE_BYTES ((size_t)64 << 20)     /* one PNG or labels file */
 #define MAX_PNG_PIXELS ((size_t)1 << 26)      /* width * height of one PNG */
 
-static bool fail(char *err, size_t errsize, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Write a message to err (when there is room) and return false. */
-static bool fail(char *err, size_t errsize, const char *fmt, ...)
-{
-    if (err && errsize > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errsize, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 /* ------------------------------------------------------------------------
  * Sources: the files of a zip or a folder tree, by '/'-separated path */
 
@@ -86,13 +71,13 @@ static bool add_entry(Source *s, const char *name, zip_uint64_t index, char *err
         size_t cap = s->cap ? 2 * s->cap : 256;
         Entry *e = realloc(s->entry, cap * sizeof *e);
         if (!e)
-            return fail(err, errsize, "%s: out of memory", s->path);
+            return rt_errorf(err, errsize, "%s: out of memory", s->path);
         s->entry = e;
         s->cap = cap;
     }
     char *copy = dup_string(name);
     if (!copy)
-        return fail(err, errsize, "%s: out of memory", s->path);
+        return rt_errorf(err, errsize, "%s: out of memory", s->path);
     s->entry[s->n++] = (Entry){.name = copy, .index = index};
     return true;
 }
@@ -115,10 +100,10 @@ static bool walk(Source *s, const char *abs, const char *rel, int depth, char *e
                  size_t errsize)
 {
     if (depth > MAX_DEPTH)
-        return fail(err, errsize, "%s: folders nested more than %d deep", abs, MAX_DEPTH);
+        return rt_errorf(err, errsize, "%s: folders nested more than %d deep", abs, MAX_DEPTH);
     DIR *d = opendir(abs);
     if (!d)
-        return fail(err, errsize, "%s: cannot open folder: %s", abs, strerror(errno));
+        return rt_errorf(err, errsize, "%s: cannot open folder: %s", abs, strerror(errno));
     bool ok = true;
     for (struct dirent *de; ok && (errno = 0, de = readdir(d)) != NULL;) {
         if (de->d_name[0] == '.' || strcmp(de->d_name, "__MACOSX") == 0)
@@ -127,9 +112,9 @@ static bool walk(Source *s, const char *abs, const char *rel, int depth, char *e
         char *name = rel[0] ? join(rel, de->d_name) : dup_string(de->d_name);
         struct stat st;
         if (!full || !name)
-            ok = fail(err, errsize, "%s: out of memory", s->path);
+            ok = rt_errorf(err, errsize, "%s: out of memory", s->path);
         else if (stat(full, &st) != 0)
-            ok = fail(err, errsize, "%s: cannot read: %s", full, strerror(errno));
+            ok = rt_errorf(err, errsize, "%s: cannot read: %s", full, strerror(errno));
         else if (S_ISDIR(st.st_mode))
             ok = walk(s, full, name, depth + 1, err, errsize);
         else if (S_ISREG(st.st_mode))
@@ -138,7 +123,7 @@ static bool walk(Source *s, const char *abs, const char *rel, int depth, char *e
         free(name);
     }
     if (ok && errno != 0)
-        ok = fail(err, errsize, "%s: cannot list folder: %s", abs, strerror(errno));
+        ok = rt_errorf(err, errsize, "%s: cannot list folder: %s", abs, strerror(errno));
     closedir(d);
     return ok;
 }
@@ -159,7 +144,7 @@ static bool source_open(Source *s, const char *path, char *err, size_t errsize)
     *s = (Source){.path = path};
     struct stat st;
     if (stat(path, &st) != 0)
-        return fail(err, errsize, "%s: cannot open: %s", path, strerror(errno));
+        return rt_errorf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) {
         if (walk(s, path, "", 0, err, errsize))
             return true;
@@ -171,7 +156,7 @@ static bool source_open(Source *s, const char *path, char *err, size_t errsize)
     if (!s->zip) {
         zip_error_t ze;
         zip_error_init_with_code(&ze, code);
-        fail(err, errsize, "%s: cannot open as a zip archive or folder: %s", path,
+        rt_errorf(err, errsize, "%s: cannot open as a zip archive or folder: %s", path,
              zip_error_strerror(&ze));
         zip_error_fini(&ze);
         return false;
@@ -180,7 +165,7 @@ static bool source_open(Source *s, const char *path, char *err, size_t errsize)
     for (zip_int64_t i = 0; i < n; i++) {
         const char *name = zip_get_name(s->zip, (zip_uint64_t)i, 0);
         if (!name) {
-            fail(err, errsize, "%s: entry %lld: %s", path, (long long)i,
+            rt_errorf(err, errsize, "%s: entry %lld: %s", path, (long long)i,
                  zip_strerror(s->zip));
             source_close(s);
             return false;
@@ -205,19 +190,19 @@ static bool source_read(const Source *s, const Entry *e, unsigned char **data, s
     if (s->zip) {
         zip_stat_t st;
         if (zip_stat_index(s->zip, e->index, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
-            return fail(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
+            return rt_errorf(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
                         zip_strerror(s->zip));
         if (st.size > MAX_FILE_BYTES)
-            return fail(err, errsize, "%s: %s: larger than %zu bytes", s->path, e->name,
+            return rt_errorf(err, errsize, "%s: %s: larger than %zu bytes", s->path, e->name,
                         MAX_FILE_BYTES);
         size_t size = (size_t)st.size;
         unsigned char *buf = malloc(size ? size : 1);
         if (!buf)
-            return fail(err, errsize, "%s: %s: out of memory", s->path, e->name);
+            return rt_errorf(err, errsize, "%s: %s: out of memory", s->path, e->name);
         zip_file_t *f = zip_fopen_index(s->zip, e->index, 0);
         if (!f) {
             free(buf);
-            return fail(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
+            return rt_errorf(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
                         zip_strerror(s->zip));
         }
         size_t got = 0;
@@ -229,7 +214,7 @@ static bool source_read(const Source *s, const Entry *e, unsigned char **data, s
         if (r >= 0 && got == size)
             r = zip_fread(f, &extra, 1);
         if (r != 0 || got != size) {
-            fail(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
+            rt_errorf(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
                  r < 0 ? zip_file_strerror(f) : "size differs from the directory's");
             zip_fclose(f);
             free(buf);
@@ -242,22 +227,22 @@ static bool source_read(const Source *s, const Entry *e, unsigned char **data, s
     }
     char *full = join(s->path, e->name);
     if (!full)
-        return fail(err, errsize, "%s/%s: out of memory", s->path, e->name);
+        return rt_errorf(err, errsize, "%s/%s: out of memory", s->path, e->name);
     FILE *f = fopen(full, "rb");
     free(full);
     if (!f)
-        return fail(err, errsize, "%s/%s: cannot open: %s", s->path, e->name, strerror(errno));
+        return rt_errorf(err, errsize, "%s/%s: cannot open: %s", s->path, e->name, strerror(errno));
     struct stat st;
     unsigned char *buf = NULL;
     bool ok = false;
     if (fstat(fileno(f), &st) != 0)
-        fail(err, errsize, "%s/%s: cannot read: %s", s->path, e->name, strerror(errno));
+        rt_errorf(err, errsize, "%s/%s: cannot read: %s", s->path, e->name, strerror(errno));
     else if (st.st_size < 0 || (uintmax_t)st.st_size > MAX_FILE_BYTES)
-        fail(err, errsize, "%s/%s: larger than %zu bytes", s->path, e->name, MAX_FILE_BYTES);
+        rt_errorf(err, errsize, "%s/%s: larger than %zu bytes", s->path, e->name, MAX_FILE_BYTES);
     else if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1)))
-        fail(err, errsize, "%s/%s: out of memory", s->path, e->name);
+        rt_errorf(err, errsize, "%s/%s: out of memory", s->path, e->name);
     else if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size)
-        fail(err, errsize, "%s/%s: read error", s->path, e->name);
+        rt_errorf(err, errsize, "%s/%s: read error", s->path, e->name);
     else
         ok = true;
     fclose(f);
@@ -388,12 +373,12 @@ static bool decode_png(const unsigned char *data, size_t len, int n, float *out,
     memset(&img, 0, sizeof img);
     img.version = PNG_IMAGE_VERSION;
     if (!png_image_begin_read_from_memory(&img, data, len)) {
-        fail(err, errsize, "%s: cannot decode PNG: %s", where, img.message);
+        rt_errorf(err, errsize, "%s: cannot decode PNG: %s", where, img.message);
         png_image_free(&img);
         return false;
     }
     if (img.width == 0 || img.height == 0 || (size_t)img.width * img.height > MAX_PNG_PIXELS) {
-        fail(err, errsize, "%s: PNG of %ux%u pixels is too large", where, img.width,
+        rt_errorf(err, errsize, "%s: PNG of %ux%u pixels is too large", where, img.width,
              img.height);
         png_image_free(&img);
         return false;
@@ -402,14 +387,14 @@ static bool decode_png(const unsigned char *data, size_t len, int n, float *out,
     unsigned char *gray = malloc(PNG_IMAGE_SIZE(img));
     if (!gray) {
         png_image_free(&img);
-        return fail(err, errsize, "%s: out of memory", where);
+        return rt_errorf(err, errsize, "%s: out of memory", where);
     }
     png_color white = {255, 255, 255};
     bool ok = png_image_finish_read(&img, &white, gray, 0, NULL) != 0;
     if (!ok)
-        fail(err, errsize, "%s: cannot decode PNG: %s", where, img.message);
+        rt_errorf(err, errsize, "%s: cannot decode PNG: %s", where, img.message);
     else if (!(ok = resize(gray, (int)img.width, (int)img.height, n, out)))
-        fail(err, errsize, "%s: out of memory", where);
+        rt_errorf(err, errsize, "%s: out of memory", where);
     png_image_free(&img);
     free(gray);
     return ok;
@@ -430,7 +415,7 @@ static bool load_image(const Source *s, const Entry *e, int n, float *out, char 
         snprintf(where, wn, "%s%s%s", s->path, s->zip ? ": " : "/", e->name);
         ok = decode_png(data, len, n, out, where, err, errsize);
     } else {
-        fail(err, errsize, "%s: out of memory", s->path);
+        rt_errorf(err, errsize, "%s: out of memory", s->path);
     }
     free(where);
     free(data);
@@ -546,7 +531,7 @@ static bool group_characters(RtOmniglot *o, const Entry *const *png, size_t n, c
     o->first = malloc(((size_t)nchar + 1) * sizeof *o->first);
     o->name = calloc((size_t)nchar * (size_t)o->rot, sizeof *o->name);
     if (!o->first || !o->name)
-        return fail(err, errsize, "%s: out of memory", o->path);
+        return rt_errorf(err, errsize, "%s: out of memory", o->path);
     o->nchar = nchar;
     int c = 0;
     for (size_t i = 0; i < n; i++) {
@@ -556,7 +541,7 @@ static bool group_characters(RtOmniglot *o, const Entry *const *png, size_t n, c
         for (int r = 0; r < o->rot; r++) {
             char *name = class_name(png[i]->name, dir_len(png[i]->name), r);
             if (!name)
-                return fail(err, errsize, "%s: out of memory", o->path);
+                return rt_errorf(err, errsize, "%s: out of memory", o->path);
             o->name[c * o->rot + r] = name;
         }
         c++;
@@ -572,7 +557,7 @@ static bool group_characters(RtOmniglot *o, const Entry *const *png, size_t n, c
 static bool check_size(const char *path, int size, char *err, size_t errsize)
 {
     if (size < 1 || size > MAX_SIZE)
-        return fail(err, errsize, "%s: image size %d is outside 1..%d", path, size, MAX_SIZE);
+        return rt_errorf(err, errsize, "%s: image size %d is outside 1..%d", path, size, MAX_SIZE);
     return true;
 }
 
@@ -588,7 +573,7 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
     const Entry **png = malloc((s.n ? s.n : 1) * sizeof *png);
     bool ok = o && png && (o->path = dup_string(path)) != NULL;
     if (!ok)
-        fail(err, errsize, "%s: out of memory", path);
+        rt_errorf(err, errsize, "%s: out of memory", path);
     size_t n = 0;
     if (ok) {
         o->size = size;
@@ -599,15 +584,15 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
             if (has_png_suffix(s.entry[i].name))
                 png[n++] = &s.entry[i];
         if (n == 0)
-            ok = fail(err, errsize, "%s: no PNG images found", path);
+            ok = rt_errorf(err, errsize, "%s: no PNG images found", path);
         else if (n > INT_MAX / 4)
-            ok = fail(err, errsize, "%s: %zu images are too many", path, n);
+            ok = rt_errorf(err, errsize, "%s: %zu images are too many", path, n);
     }
     if (ok)
         ok = group_characters(o, png, n, err, errsize);
     size_t px = (size_t)size * (size_t)size;
     if (ok && !(o->pix = malloc(n * px * sizeof *o->pix)))
-        ok = fail(err, errsize, "%s: out of memory for %zu images of %dx%d", path, n, size,
+        ok = rt_errorf(err, errsize, "%s: out of memory for %zu images of %dx%d", path, n, size,
                   size);
     for (size_t i = 0; ok && i < n; i++)
         ok = load_image(&s, png[i], size, o->pix + i * px, err, errsize);
@@ -691,18 +676,18 @@ bool rt_omniglot_check(const RtOmniglot *o, int ways, int shots, int queries, ch
                        size_t errsize)
 {
     if (ways < 1)
-        return fail(err, errsize, "%s: ways must be at least 1, not %d", o->path, ways);
+        return rt_errorf(err, errsize, "%s: ways must be at least 1, not %d", o->path, ways);
     if (shots < 0 || queries < 0)
-        return fail(err, errsize, "%s: shots and queries must not be negative (%d, %d)",
+        return rt_errorf(err, errsize, "%s: shots and queries must not be negative (%d, %d)",
                     o->path, shots, queries);
     if (ways > rt_omniglot_classes(o))
-        return fail(err, errsize, "%s has only %d classes, fewer than the %d ways asked for",
+        return rt_errorf(err, errsize, "%s has only %d classes, fewer than the %d ways asked for",
                     o->path, rt_omniglot_classes(o), ways);
     if (shots > INT_MAX - queries || shots + queries > o->min_drawings) {
         int c = 0;
         while (rt_omniglot_drawings(o, c) > o->min_drawings)
             c++;
-        return fail(err, errsize,
+        return rt_errorf(err, errsize,
                     "%s: class %s has %d drawings, fewer than shots + queries = %lld", o->path,
                     o->name[c], o->min_drawings, (long long)shots + queries);
     }
@@ -923,21 +908,21 @@ static bool parse_labels(const Source *s, const Entry *e, const RtOmniglotRuns *
         int item = nt == 2 ? token_number(tok[0], tl[0], "item") : -1;
         int cls = nt == 2 ? token_number(tok[1], tl[1], "class") : -1;
         if (item < 0 || cls < 0)
-            ok = fail(err, errsize,
+            ok = rt_errorf(err, errsize,
                       "%s%s%s:%d: expected \"test/itemNN.png training/classMM.png\"", s->path,
                       sep, e->name, line);
         else if (item > r->ntest || cls > r->nway)
-            ok = fail(err, errsize, "%s%s%s:%d: item%02d or class%02d is not in the run",
+            ok = rt_errorf(err, errsize, "%s%s%s:%d: item%02d or class%02d is not in the run",
                       s->path, sep, e->name, line, item, cls);
         else if (label[item - 1] >= 0)
-            ok = fail(err, errsize, "%s%s%s:%d: item%02d is labelled twice", s->path, sep,
+            ok = rt_errorf(err, errsize, "%s%s%s:%d: item%02d is labelled twice", s->path, sep,
                       e->name, line, item);
         else
             label[item - 1] = cls - 1;
     }
     for (int i = 0; ok && i < r->ntest; i++)
         if (label[i] < 0)
-            ok = fail(err, errsize, "%s%s%s: item%02d has no label", s->path, sep, e->name,
+            ok = rt_errorf(err, errsize, "%s%s%s: item%02d has no label", s->path, sep, e->name,
                       i + 1);
     free(data);
     return ok;
@@ -966,7 +951,7 @@ static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***tr
         if (k == RUN_OTHER)
             continue;
         if (run > MAX_RUN_NUMBER || num > MAX_RUN_NUMBER)
-            return fail(err, errsize, "%s: %s: number out of range", s->path,
+            return rt_errorf(err, errsize, "%s: %s: number out of range", s->path,
                         s->entry[i].name);
         if (run > r->nrun)
             r->nrun = run;
@@ -976,7 +961,7 @@ static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***tr
             r->ntest = num;
     }
     if (r->nrun == 0 || r->nway == 0 || r->ntest == 0)
-        return fail(err, errsize,
+        return rt_errorf(err, errsize,
                     "%s: no one-shot runs found (runNN/training/classNN.png, "
                     "runNN/test/itemNN.png, runNN/class_labels.txt)", s->path);
     size_t ntrain = (size_t)r->nrun * (size_t)r->nway, ntest = (size_t)r->nrun * (size_t)r->ntest;
@@ -984,7 +969,7 @@ static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***tr
     *test = calloc(ntest, sizeof **test);
     *labels = calloc((size_t)r->nrun, sizeof **labels);
     if (!*train || !*test || !*labels)
-        return fail(err, errsize, "%s: out of memory", s->path);
+        return rt_errorf(err, errsize, "%s: out of memory", s->path);
     for (size_t i = 0; i < s->n; i++) {
         int run, num;
         RunFile k = run_file(s->entry[i].name, &run, &num);
@@ -995,20 +980,20 @@ static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***tr
         if (!slot)
             continue;
         if (*slot)
-            return fail(err, errsize, "%s: %s and %s are the same file of run%02d", s->path,
+            return rt_errorf(err, errsize, "%s: %s and %s are the same file of run%02d", s->path,
                         (*slot)->name, s->entry[i].name, run);
         *slot = &s->entry[i];
     }
     for (int run = 0; run < r->nrun; run++) {
         if (!(*labels)[run])
-            return fail(err, errsize, "%s: run%02d has no class_labels.txt", s->path, run + 1);
+            return rt_errorf(err, errsize, "%s: run%02d has no class_labels.txt", s->path, run + 1);
         for (int c = 0; c < r->nway; c++)
             if (!(*train)[(size_t)run * r->nway + c])
-                return fail(err, errsize, "%s: run%02d has no training/class%02d.png", s->path,
+                return rt_errorf(err, errsize, "%s: run%02d has no training/class%02d.png", s->path,
                             run + 1, c + 1);
         for (int t = 0; t < r->ntest; t++)
             if (!(*test)[(size_t)run * r->ntest + t])
-                return fail(err, errsize, "%s: run%02d has no test/item%02d.png", s->path,
+                return rt_errorf(err, errsize, "%s: run%02d has no test/item%02d.png", s->path,
                             run + 1, t + 1);
     }
     return true;
@@ -1025,7 +1010,7 @@ RtOmniglotRuns *rt_omniglot_runs_open(const char *path, int size, char *err, siz
     const Entry **train = NULL, **test = NULL, **labels = NULL;
     bool ok = r != NULL;
     if (!ok)
-        fail(err, errsize, "%s: out of memory", path);
+        rt_errorf(err, errsize, "%s: out of memory", path);
     if (ok) {
         r->size = size;
         ok = find_run_files(&s, r, &train, &test, &labels, err, errsize);
@@ -1038,7 +1023,7 @@ RtOmniglotRuns *rt_omniglot_runs_open(const char *path, int size, char *err, siz
         r->test = malloc(ntest * px * sizeof *r->test);
         r->label = malloc(ntest * sizeof *r->label);
         if (!r->train || !r->test || !r->label)
-            ok = fail(err, errsize, "%s: out of memory", path);
+            ok = rt_errorf(err, errsize, "%s: out of memory", path);
     }
     for (size_t i = 0; ok && i < ntrain; i++)
         ok = load_image(&s, train[i], size, r->train + i * px, err, errsize);

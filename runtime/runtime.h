@@ -11,6 +11,10 @@
 
 typedef enum { RT_F32, RT_F64 } RtReal;     /* element type of reals */
 
+/* Write a printf-style message into err (errsize bytes; nothing when err is
+ * NULL) and return false: how the runtime fails with a reason. */
+bool rt_errorf(char *err, size_t errsize, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* --- random numbers (runtime/rng.c) ---
  * xoshiro256** seeded through splitmix64: the same seed gives the same
  * stream on every machine. */

@@ -7,29 +7,7 @@
 
 #include "runtime.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            passed++;                                                               \
-        } else {                                                                    \
-            failed++;                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_NEAR(a, b, tol)                                                        \
-    do {                                                                             \
-        double a_ = (a), b_ = (b);                                                   \
-        if (fabs(a_ - b_) <= (tol)) {                                                \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s = %.17g, %s = %.17g (tol %g)\n", \
-                    __FILE__, __LINE__, #a, a_, #b, b_, (double)(tol));              \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 enum { DRAWS = 1000000 };
 
@@ -52,19 +30,19 @@ static void test_rng_golden(void)
         UINT64_C(0xc986fd807e5b8ab5), UINT64_C(0xe071ea15f19664d1), UINT64_C(0x728624137f1e7291)};
     RtRng r;
     rt_rng_seed(&r, 0);
-    CHECK(r.s[0] == UINT64_C(0xe220a8397b1dcdaf) && r.s[1] == UINT64_C(0x6e789e6aa1b965f4) &&
+    EXPECT(r.s[0] == UINT64_C(0xe220a8397b1dcdaf) && r.s[1] == UINT64_C(0x6e789e6aa1b965f4) &&
           r.s[2] == UINT64_C(0x06c45d188009454f) && r.s[3] == UINT64_C(0xf88bb8a8724c81ec));
     for (int i = 0; i < 3; i++)
-        CHECK(rt_rng_u64(&r) == seed0[i]);
+        EXPECT(rt_rng_u64(&r) == seed0[i]);
     rt_rng_seed(&r, 42);
     for (int i = 0; i < 3; i++)
-        CHECK(rt_rng_u64(&r) == seed42[i]);
+        EXPECT(rt_rng_u64(&r) == seed42[i]);
     rt_rng_stream(&r, 42, 7);
     for (int i = 0; i < 3; i++)
-        CHECK(rt_rng_u64(&r) == stream42_7[i]);
+        EXPECT(rt_rng_u64(&r) == stream42_7[i]);
     rt_rng_stream(&r, 42, 0);
     for (int i = 0; i < 3; i++)
-        CHECK(rt_rng_u64(&r) == stream42_0[i]);
+        EXPECT(rt_rng_u64(&r) == stream42_0[i]);
 }
 
 static bool same_sequence(RtRng a, RtRng b, int n)
@@ -88,9 +66,9 @@ static void test_rng_determinism(void)
     RtRng a, b;
     rt_rng_seed(&a, 123);
     rt_rng_seed(&b, 123);
-    CHECK(same_sequence(a, b, 1000));
+    EXPECT(same_sequence(a, b, 1000));
     rt_rng_seed(&b, 124);
-    CHECK(!shares_any(a, b, 1000));
+    EXPECT(!shares_any(a, b, 1000));
 
     /* A stream is a function of (seed, stream) alone. */
     rt_rng_stream(&a, 9, 1000);
@@ -99,7 +77,7 @@ static void test_rng_determinism(void)
     for (int i = 0; i < 12345; i++)
         rt_rng_u64(&other);
     rt_rng_stream(&b, 9, 1000);
-    CHECK(same_sequence(a, b, 1000));
+    EXPECT(same_sequence(a, b, 1000));
 
     /* Neighbouring streams, and the same stream of neighbouring seeds, differ. */
     int distinct = 1;
@@ -112,15 +90,15 @@ static void test_rng_determinism(void)
         rt_rng_seed(&b, 5);
         distinct &= !shares_any(a, b, 64);
     }
-    CHECK(distinct);
+    EXPECT(distinct);
 
     /* Normals and uniforms keep no state outside the generator. */
     rt_rng_seed(&a, 77);
     b = a;
     double n1 = rt_rng_normal(&a);
     double n2 = rt_rng_normal(&b);
-    CHECK(n1 == n2);
-    CHECK(memcmp(&a, &b, sizeof a) == 0);
+    EXPECT(n1 == n2);
+    EXPECT(memcmp(&a, &b, sizeof a) == 0);
 }
 
 static void test_rng_uniform(void)
@@ -136,8 +114,8 @@ static void test_rng_uniform(void)
         if (u < lo) lo = u;
         if (u > hi) hi = u;
     }
-    CHECK(lo >= -2.0 && hi < 3.0);
-    CHECK(lo < -2.0 + 1e-4 && hi > 3.0 - 1e-4);
+    EXPECT(lo >= -2.0 && hi < 3.0);
+    EXPECT(lo < -2.0 + 1e-4 && hi > 3.0 - 1e-4);
     /* mean 0 (se 2.9e-4), variance 1/12 (se 7.5e-5) */
     CHECK_NEAR(sum / DRAWS, 0.0, 1.5e-3);
     CHECK_NEAR(sq / DRAWS, 1.0 / 12.0, 4e-4);
@@ -147,8 +125,8 @@ static void test_rng_uniform(void)
     int ok = 1;
     for (int i = 0; i < 1000; i++)
         ok &= rt_rng_uniform(&r, 1.0, top) == 1.0;
-    CHECK(ok);
-    CHECK(rt_rng_uniform(&r, 4.0, 4.0) == 4.0);
+    EXPECT(ok);
+    EXPECT(rt_rng_uniform(&r, 4.0, 4.0) == 4.0);
 }
 
 static void test_rng_normal(void)
@@ -177,8 +155,8 @@ static void test_rng_below(void)
 {
     RtRng r;
     rt_rng_seed(&r, 99);
-    CHECK(rt_rng_below(&r, 0) == 0);
-    CHECK(rt_rng_below(&r, 1) == 0);
+    EXPECT(rt_rng_below(&r, 0) == 0);
+    EXPECT(rt_rng_below(&r, 1) == 0);
 
     /* Chi-square over 7 bins, 700000 draws: 6 degrees of freedom, the
      * 99.99% quantile is 27.9. */
@@ -190,11 +168,11 @@ static void test_rng_below(void)
         if (x < 7)
             count[x]++;
     }
-    CHECK(in_range);
+    EXPECT(in_range);
     double chi2 = 0;
     for (int k = 0; k < 7; k++)
         chi2 += (count[k] - 100000.0) * (count[k] - 100000.0) / 100000.0;
-    CHECK(chi2 < 27.9);
+    EXPECT(chi2 < 27.9);
 
     /* n = 3 * 2^30: a plain x % n would put half the draws below n / 3,
      * since 2^32 mod n = n / 3.  An unbiased draw puts a third there. */
@@ -206,14 +184,14 @@ static void test_rng_below(void)
         in_range &= x < n;
         below += x < n / 3;
     }
-    CHECK(in_range);
+    EXPECT(in_range);
     CHECK_NEAR((double)below / DRAWS, 1.0 / 3.0, 2.5e-3);   /* se 4.7e-4 */
 
     uint32_t big = UINT32_MAX;
     in_range = 1;
     for (int i = 0; i < 1000; i++)
         in_range &= rt_rng_below(&r, big) < big;
-    CHECK(in_range);
+    EXPECT(in_range);
 }
 
 /* ------------------------------------------------------------------------
@@ -278,8 +256,8 @@ static void test_init_glorot(void)
         double limit = sqrt(6.0 / (cases[c].fan_in + cases[c].fan_out));
         double mean, std, mx;
         moments(buf, n, &mean, &std, &mx);
-        CHECK(mx < limit);
-        CHECK(mx > limit * (1.0 - 20.0 / (double)n));
+        EXPECT(mx < limit);
+        EXPECT(mx > limit * (1.0 - 20.0 / (double)n));
         /* U(-l, l) has std l / sqrt(3); relative se of the std ~ 0.75/sqrt(n) */
         CHECK_NEAR(std / (limit / sqrt(3.0)), 1.0, 4.0 / sqrt((double)n));
     }
@@ -295,27 +273,27 @@ static void test_init_simple(void)
     rt_rng_seed(&r, 1);
     rt_init(&init, &r, RT_F64, buf);
     for (int i = 0; i < 12; i++) ok &= buf[i] == 0.0;
-    CHECK(ok && buf[12] == 9.0);
+    EXPECT(ok && buf[12] == 9.0);
 
     init.kind = RT_INIT_ONES;
     rt_init(&init, &r, RT_F32, fbuf);
     ok = 1;
     for (int i = 0; i < 12; i++) ok &= fbuf[i] == 1.0f;
-    CHECK(ok);
+    EXPECT(ok);
 
     init.kind = RT_INIT_CONST;
     init.a = -0.25;
     rt_init(&init, &r, RT_F64, buf);
     ok = 1;
     for (int i = 0; i < 12; i++) ok &= buf[i] == -0.25;
-    CHECK(ok);
+    EXPECT(ok);
 
     /* A scalar (rank 0) is one element. */
     fbuf[1] = 7.0f;
     init.rank = 0;
     init.a = 3.5;
     rt_init(&init, &r, RT_F32, fbuf);
-    CHECK(fbuf[0] == 3.5f && fbuf[1] == 7.0f);
+    EXPECT(fbuf[0] == 3.5f && fbuf[1] == 7.0f);
 
     int big[] = {400, 500};
     init = (RtInit){.kind = RT_INIT_UNIFORM, .a = 2.0, .b = 2.5, .rank = 2, .dim = big};
@@ -323,7 +301,7 @@ static void test_init_simple(void)
     double mean, std, mx, lo = INFINITY;
     moments(buf, 200000, &mean, &std, &mx);
     for (int i = 0; i < 200000; i++) if (buf[i] < lo) lo = buf[i];
-    CHECK(lo >= 2.0 && mx < 2.5);
+    EXPECT(lo >= 2.0 && mx < 2.5);
     CHECK_NEAR(mean, 2.25, 5 * 0.5 / sqrt(12.0 * 200000));
 
     init = (RtInit){.kind = RT_INIT_NORMAL, .a = 0.01, .rank = 2, .dim = big};
@@ -340,8 +318,8 @@ static void test_init_simple(void)
     rt_init(&init, &r2, RT_F32, fbuf);
     ok = 1;
     for (int i = 0; i < 12; i++) ok &= fbuf[i] == (float)buf[i];
-    CHECK(ok);
-    CHECK(memcmp(&r, &r2, sizeof r) == 0);
+    EXPECT(ok);
+    EXPECT(memcmp(&r, &r2, sizeof r) == 0);
 }
 
 /* ------------------------------------------------------------------------
@@ -380,7 +358,7 @@ static void adam_reference(const RtOptimizer *o, int i, double *p, double *m, do
 static void test_adam(void)
 {
     RtOptimizer o = {.kind = RT_ADAM, .lr = 1e-2, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
-    CHECK(rt_opt_state_count(&o, NP) == 2 * NP);
+    EXPECT(rt_opt_state_count(&o, NP) == 2 * NP);
 
     double p[NP], state[2 * NP] = {0};
     float pf[NP], gf[NP], statef[2 * NP] = {0};
@@ -397,7 +375,7 @@ static void test_adam(void)
              * lr against its sign (up to eps). */
             CHECK_NEAR(p[0], P0[0] - o.lr, 1e-9);
             CHECK_NEAR(p[1], P0[1] + o.lr, 1e-9);
-            CHECK(p[2] == P0[2]);
+            EXPECT(p[2] == P0[2]);
         }
     }
     for (int i = 0; i < NP; i++) {
@@ -429,7 +407,7 @@ static void test_adam(void)
 static void test_sgd(void)
 {
     RtOptimizer o = {.kind = RT_SGD, .lr = 0.125};
-    CHECK(rt_opt_state_count(&o, 1000) == 0);
+    EXPECT(rt_opt_state_count(&o, 1000) == 0);
     double p[NP];
     float pf[NP], gf[NP];
     memcpy(p, P0, sizeof p);
@@ -442,7 +420,7 @@ static void test_sgd(void)
         ok &= p[i] == P0[i] - 0.125 * G[0][i];
         ok &= pf[i] == (float)P0[i] - 0.125f * gf[i];
     }
-    CHECK(ok);
+    EXPECT(ok);
 }
 
 /* ------------------------------------------------------------------------
@@ -479,11 +457,11 @@ static void test_sinusoid_values(void)
             exact32 &= xf == (float)x && yf == (float)(amp * sin((double)xf - phase));
         }
     }
-    CHECK(in_range);
-    CHECK(exact);
-    CHECK(exact32);
-    CHECK(amp_min >= 0.1 && amp_min < 0.2 && amp_max < 5.0 && amp_max > 4.9);
-    CHECK(ph_min >= 0.0 && ph_min < 0.05 && ph_max < 3.141592653589793 && ph_max > 3.09);
+    EXPECT(in_range);
+    EXPECT(exact);
+    EXPECT(exact32);
+    EXPECT(amp_min >= 0.1 && amp_min < 0.2 && amp_max < 5.0 && amp_max > 4.9);
+    EXPECT(ph_min >= 0.0 && ph_min < 0.05 && ph_max < 3.141592653589793 && ph_max > 3.09);
 }
 
 static void test_sinusoid_reproducible(void)
@@ -492,22 +470,22 @@ static void test_sinusoid_reproducible(void)
     rt_sinusoid_task(&SINE, 3, 5, RT_F64, a[0], a[1], a[2], a[3]);
     rt_sinusoid_task(&SINE, 3, 4, RT_F64, b[0], b[1], b[2], b[3]);   /* another task between */
     rt_sinusoid_task(&SINE, 3, 5, RT_F64, b[0], b[1], b[2], b[3]);
-    CHECK(memcmp(a, b, sizeof a) == 0);
+    EXPECT(memcmp(a, b, sizeof a) == 0);
 
     rt_sinusoid_task(&SINE, 3, 6, RT_F64, b[0], b[1], b[2], b[3]);
-    CHECK(memcmp(a[0], b[0], 10 * sizeof(double)) != 0);
+    EXPECT(memcmp(a[0], b[0], 10 * sizeof(double)) != 0);
     rt_sinusoid_task(&SINE, 4, 5, RT_F64, b[0], b[1], b[2], b[3]);
-    CHECK(memcmp(a[0], b[0], 10 * sizeof(double)) != 0);
+    EXPECT(memcmp(a[0], b[0], 10 * sizeof(double)) != 0);
 
     /* The RtSampleFn adapter gives the same bytes. */
     RtSinusoidSource src = {.sinusoid = SINE, .real = RT_F64};
     rt_sinusoid_sample(&src, 3, 5, b[0], b[1], b[2], b[3]);
-    CHECK(memcmp(a, b, sizeof a) == 0);
+    EXPECT(memcmp(a, b, sizeof a) == 0);
     float fa[4][15] = {{0}}, fb[4][15] = {{0}};
     src.real = RT_F32;
     rt_sinusoid_sample(&src, 3, RT_EVAL_TASK | 2, fa[0], fa[1], fa[2], fa[3]);
     rt_sinusoid_task(&SINE, 3, RT_EVAL_TASK | 2, RT_F32, fb[0], fb[1], fb[2], fb[3]);
-    CHECK(memcmp(fa, fb, sizeof fa) == 0);
+    EXPECT(memcmp(fa, fb, sizeof fa) == 0);
 }
 
 int main(void)
@@ -524,6 +502,5 @@ int main(void)
     test_sgd();
     test_sinusoid_values();
     test_sinusoid_reproducible();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }

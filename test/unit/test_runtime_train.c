@@ -20,29 +20,7 @@
 
 #include "runtime.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                 \
-    do {                                                                            \
-        if (cond) {                                                                 \
-            passed++;                                                               \
-        } else {                                                                    \
-            failed++;                                                               \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                           \
-    } while (0)
-
-#define CHECK_NEAR(a, b, tol)                                                        \
-    do {                                                                             \
-        double a_ = (a), b_ = (b);                                                   \
-        if (fabs(a_ - b_) <= (tol)) {                                                \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s = %.17g, %s = %.17g (tol %g)\n", \
-                    __FILE__, __LINE__, #a, a_, #b, b_, (double)(tol));              \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 /* Two parameters, w (3 reals) and b (2 reals), in a flat vector of 5. */
 enum { N = 5 };
@@ -187,8 +165,8 @@ static void test_train_converges(RtReal real)
     void *params = real == RT_F32 ? (void *)theta32 : (void *)theta;
     RtReport rep;
     arena_misaligned = false;
-    CHECK(rt_train(&p, &o, params, &rep));
-    CHECK(!arena_misaligned);
+    EXPECT(rt_train(&p, &o, params, &rep));
+    EXPECT(!arena_misaligned);
     for (int i = 0; i < N; i++) {
         double t = real == RT_F32 ? theta32[i] : theta[i];
         CHECK_NEAR(t, MU[i], 0.1);
@@ -197,17 +175,17 @@ static void test_train_converges(RtReal real)
      * one meta-batch of 25 has a standard deviation of about 0.09. */
     double optimum = (1 - 2 * alpha) * (1 - 2 * alpha) * N / 3.0;
     CHECK_NEAR(rep.final_meta_loss, optimum, 0.4);
-    CHECK(rep.iterations == 2000);
-    CHECK(rep.seconds > 0.0 && rep.steps_per_second > 0.0);
+    EXPECT(rep.iterations == 2000);
+    EXPECT(rep.seconds > 0.0 && rep.steps_per_second > 0.0);
     CHECK_NEAR(rep.steps_per_second * rep.seconds, 2000.0, 1e-6);
     /* Evaluation over 200 tasks: before adaptation the loss is about
      * N * Var = 5/3 (se ~0.05); every step scales it by (1 - 2 alpha)^2. */
-    CHECK(rep.neval == 3);
-    CHECK(rep.eval[0].steps == 0 && rep.eval[1].steps == 1 && rep.eval[2].steps == 10);
+    EXPECT(rep.neval == 3);
+    EXPECT(rep.eval[0].steps == 0 && rep.eval[1].steps == 1 && rep.eval[2].steps == 10);
     CHECK_NEAR(rep.eval[0].loss, N / 3.0, 0.3);
     CHECK_NEAR(rep.eval[1].loss / rep.eval[0].loss, 0.64, real == RT_F32 ? 1e-5 : 1e-12);
     CHECK_NEAR(rep.eval[2].loss / rep.eval[0].loss, pow(0.64, 10), real == RT_F32 ? 1e-6 : 1e-12);
-    CHECK(rep.eval[0].has_metric && rep.eval[2].metric < rep.eval[0].metric);
+    EXPECT(rep.eval[0].has_metric && rep.eval[2].metric < rep.eval[0].metric);
 }
 
 static void test_train_reproducible(RtReal real)
@@ -218,16 +196,16 @@ static void test_train_reproducible(RtReal real)
     o.eval_every = 100;
     double a[N] = {0}, b[N] = {0};     /* room for N reals of either type */
     RtReport ra, rb;
-    CHECK(rt_train(&p, &o, a, &ra));
-    CHECK(rt_train(&p, &o, b, &rb));
-    CHECK(memcmp(a, b, sizeof a) == 0);
-    CHECK(memcmp(&ra.final_meta_loss, &rb.final_meta_loss, sizeof(double)) == 0);
-    CHECK(memcmp(ra.eval, rb.eval, sizeof ra.eval) == 0);
+    EXPECT(rt_train(&p, &o, a, &ra));
+    EXPECT(rt_train(&p, &o, b, &rb));
+    EXPECT(memcmp(a, b, sizeof a) == 0);
+    EXPECT(memcmp(&ra.final_meta_loss, &rb.final_meta_loss, sizeof(double)) == 0);
+    EXPECT(memcmp(ra.eval, rb.eval, sizeof ra.eval) == 0);
 
     /* Another seed trains on other tasks. */
     o.seed = 8;
-    CHECK(rt_train(&p, &o, b, &rb));
-    CHECK(memcmp(a, b, sizeof a) != 0);
+    EXPECT(rt_train(&p, &o, b, &rb));
+    EXPECT(memcmp(a, b, sizeof a) != 0);
 }
 
 /* The loop samples task it * meta_batch + b in order, and evaluation uses
@@ -243,33 +221,33 @@ static void test_train_tasks(void)
     RtReport rep;
     nseen = 0;
     record_tasks = true;
-    CHECK(rt_train(&p, &o, theta, &rep));
+    EXPECT(rt_train(&p, &o, theta, &rep));
     record_tasks = false;
-    CHECK(nseen == 14);
+    EXPECT(nseen == 14);
     int ok = nseen == 14;
     for (int i = 0; i < 12 && ok; i++)
         ok &= seen_task[i] == (uint64_t)i;
-    CHECK(ok);
-    CHECK(seen_task[12] == (RT_EVAL_TASK | 0) && seen_task[13] == (RT_EVAL_TASK | 1));
+    EXPECT(ok);
+    EXPECT(seen_task[12] == (RT_EVAL_TASK | 0) && seen_task[13] == (RT_EVAL_TASK | 1));
 
     /* Buffers too large to have: refused before anything runs. */
     p.nreal = SIZE_MAX / 4;
     nseen = 0;
     record_tasks = true;
-    CHECK(!rt_train(&p, &o, theta, &rep) && rep.iterations == 0);
-    CHECK(!rt_evaluate(&p, &o, theta, rep.eval));
+    EXPECT(!rt_train(&p, &o, theta, &rep) && rep.iterations == 0);
+    EXPECT(!rt_evaluate(&p, &o, theta, rep.eval));
     record_tasks = false;
-    CHECK(nseen == 0);
+    EXPECT(nseen == 0);
     p.nreal = N;
 
     /* Malformed programs are refused. */
     p.meta_batch = 0;
-    CHECK(!rt_train(&p, &o, theta, &rep));
+    EXPECT(!rt_train(&p, &o, theta, &rep));
     p.meta_batch = 1;
     int bad_steps[] = {0, -1};
     o.steps = bad_steps;
     o.nsteps = 2;
-    CHECK(!rt_train(&p, &o, theta, &rep));
+    EXPECT(!rt_train(&p, &o, theta, &rep));
 }
 
 /* One step of SGD on a batch of two tasks, checked against the formula. */
@@ -293,18 +271,18 @@ static void test_train_one_step(void)
         loss += (r0 * r0 + r1 * r1) / 2;
     }
     RtReport rep;
-    CHECK(rt_train(&p, &o, theta, &rep));
+    EXPECT(rt_train(&p, &o, theta, &rep));
     for (int i = 0; i < N; i++)
         CHECK_NEAR(theta[i], want[i], 1e-14);
     CHECK_NEAR(rep.final_meta_loss, loss, 1e-13);
-    CHECK(rep.neval == 0);
+    EXPECT(rep.neval == 0);
 
     /* Zero iterations: nothing changes and there is no meta-loss. */
     double before[N];
     memcpy(before, theta, sizeof theta);
     o.iterations = 0;
-    CHECK(rt_train(&p, &o, theta, &rep));
-    CHECK(memcmp(before, theta, sizeof theta) == 0 && isnan(rep.final_meta_loss));
+    EXPECT(rt_train(&p, &o, theta, &rep));
+    EXPECT(memcmp(before, theta, sizeof theta) == 0 && isnan(rep.final_meta_loss));
 }
 
 static int count_lines(FILE *f, const char *prefix, char *all, size_t size)
@@ -329,18 +307,18 @@ static void test_train_log(void)
     o.eval_every = 4;
     o.eval_tasks = 3;
     FILE *log = tmpfile();
-    CHECK(log != NULL);
+    EXPECT(log != NULL);
     if (!log)
         return;
     o.log = log;
     double theta[N] = {0};
     RtReport rep;
     char text[4096];
-    CHECK(rt_train(&p, &o, theta, &rep));
-    CHECK(count_lines(log, "eval @ ", text, sizeof text) == 3);
-    CHECK(strstr(text, "eval @ 4: steps 0 loss ") != NULL);
-    CHECK(strstr(text, "eval @ 8: ") != NULL && strstr(text, "eval @ 10: ") != NULL);
-    CHECK(strstr(text, " | steps 1 loss ") && strstr(text, " | steps 10 loss ") &&
+    EXPECT(rt_train(&p, &o, theta, &rep));
+    EXPECT(count_lines(log, "eval @ ", text, sizeof text) == 3);
+    EXPECT(strstr(text, "eval @ 4: steps 0 loss ") != NULL);
+    EXPECT(strstr(text, "eval @ 8: ") != NULL && strstr(text, "eval @ 10: ") != NULL);
+    EXPECT(strstr(text, " | steps 1 loss ") && strstr(text, " | steps 10 loss ") &&
           strstr(text, " metric "));
 
     /* The last iteration's evaluation is the final one, not a second one. */
@@ -348,8 +326,8 @@ static void test_train_log(void)
     log = tmpfile();
     o.log = log;
     o.iterations = 8;
-    CHECK(log && rt_train(&p, &o, theta, &rep));
-    CHECK(log && count_lines(log, "eval @ ", text, sizeof text) == 2);
+    EXPECT(log && rt_train(&p, &o, theta, &rep));
+    EXPECT(log && count_lines(log, "eval @ ", text, sizeof text) == 2);
     fclose(log);
 }
 
@@ -362,7 +340,7 @@ static void test_train_progress(void)
     o.iterations = 50;
     o.progress = true;
     FILE *capture = tmpfile();
-    CHECK(capture != NULL);
+    EXPECT(capture != NULL);
     if (!capture)
         return;
     fflush(stderr);
@@ -374,12 +352,12 @@ static void test_train_progress(void)
     fflush(stderr);
     dup2(saved, fileno(stderr));
     close(saved);
-    CHECK(ok);
+    EXPECT(ok);
     char text[4096];
-    CHECK(count_lines(capture, "iter ", text, sizeof text) >= 1);
-    CHECK(strstr(text, "iter 50/50 | meta-loss ") != NULL);
-    CHECK(strstr(text, " steps/s | took ") != NULL);
-    CHECK(strchr(text, '\r') == NULL);
+    EXPECT(count_lines(capture, "iter ", text, sizeof text) >= 1);
+    EXPECT(strstr(text, "iter 50/50 | meta-loss ") != NULL);
+    EXPECT(strstr(text, " steps/s | took ") != NULL);
+    EXPECT(strchr(text, '\r') == NULL);
     fclose(capture);
 }
 
@@ -410,17 +388,17 @@ static void test_evaluate_exact(void)
     o.nsteps = 4;
     double theta[N] = {0}, copy[N] = {0};
     RtEvalPoint pt[4];
-    CHECK(rt_evaluate(&p, &o, theta, pt));
-    CHECK(memcmp(theta, copy, sizeof theta) == 0);
+    EXPECT(rt_evaluate(&p, &o, theta, pt));
+    EXPECT(memcmp(theta, copy, sizeof theta) == 0);
     for (int k = 0; k < 4; k++) {
-        CHECK(pt[k].steps == steps[k] && pt[k].has_metric);
-        CHECK(pt[k].loss == 20.0 / pow(4.0, steps[k]));
-        CHECK(pt[k].metric == 2.0 / pow(2.0, steps[k]));
+        EXPECT(pt[k].steps == steps[k] && pt[k].has_metric);
+        EXPECT(pt[k].loss == 20.0 / pow(4.0, steps[k]));
+        EXPECT(pt[k].metric == 2.0 / pow(2.0, steps[k]));
     }
     /* Without a metric entry, no metric. */
     p.metric.fn = NULL;
-    CHECK(rt_evaluate(&p, &o, theta, pt));
-    CHECK(!pt[0].has_metric && pt[2].loss == 5.0);
+    EXPECT(rt_evaluate(&p, &o, theta, pt));
+    EXPECT(!pt[0].has_metric && pt[2].loss == 5.0);
     alpha = 0.1;
 }
 
@@ -441,9 +419,9 @@ static void test_evaluate_tasks(void)
                 want[k] += pow(1 - 2 * alpha, 2 * STEPS[k]) * (theta[i] - c[i]) * (theta[i] - c[i]) / 7;
     }
     RtEvalPoint a[3], b[3];
-    CHECK(rt_evaluate(&p, &o, theta, a));
-    CHECK(rt_evaluate(&p, &o, theta, b));
-    CHECK(memcmp(a, b, sizeof a) == 0);
+    EXPECT(rt_evaluate(&p, &o, theta, a));
+    EXPECT(rt_evaluate(&p, &o, theta, b));
+    EXPECT(memcmp(a, b, sizeof a) == 0);
     for (int k = 0; k < 3; k++)
         CHECK_NEAR(a[k].loss, want[k], 1e-12 * want[k]);
 
@@ -452,18 +430,18 @@ static void test_evaluate_tasks(void)
     float theta32[N];
     for (int i = 0; i < N; i++)
         theta32[i] = (float)theta[i];
-    CHECK(rt_evaluate(&p32, &o, theta32, b));
+    EXPECT(rt_evaluate(&p32, &o, theta32, b));
     for (int k = 0; k < 3; k++)
         CHECK_NEAR(b[k].loss, want[k], 1e-5 * want[k]);
 
     /* No held-out tasks: NaN means; a negative step count is refused. */
     o.eval_tasks = 0;
-    CHECK(rt_evaluate(&p, &o, theta, a) && isnan(a[0].loss));
+    EXPECT(rt_evaluate(&p, &o, theta, a) && isnan(a[0].loss));
     o.eval_tasks = 1;
     int bad[] = {-2};
     o.steps = bad;
     o.nsteps = 1;
-    CHECK(!rt_evaluate(&p, &o, theta, a));
+    EXPECT(!rt_evaluate(&p, &o, theta, a));
 }
 
 /* ------------------------------------------------------------------------
@@ -497,7 +475,7 @@ static int count_entries(const char *dir)
 static void test_report(void)
 {
     char dir[] = "/tmp/mamlc-rt-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
+    EXPECT(mkdtemp(dir) != NULL);
     char path[128];
     snprintf(path, sizeof path, "%s/report.json", dir);
 
@@ -506,44 +484,44 @@ static void test_report(void)
         .final_meta_loss = 0.1, .neval = 3,
         .eval = {{0, 4.0, 0.5, true}, {1, NAN, 0.0, false}, {10, 0.25, INFINITY, true}},
     };
-    CHECK(rt_write_report(path, &rep));
+    EXPECT(rt_write_report(path, &rep));
     const char *want =
         "{\"iterations\": 70000, \"seconds\": 12.5, \"steps_per_second\": 5600, "
         "\"final_meta_loss\": 0.10000000000000001, \"eval\": [{\"steps\": 0, \"loss\": 4, "
         "\"metric\": 0.5}, {\"steps\": 1, \"loss\": null}, {\"steps\": 10, \"loss\": 0.25, "
         "\"metric\": null}]}\n";
     const char *got = read_all(path);
-    CHECK(got && strcmp(got, want) == 0);
+    EXPECT(got && strcmp(got, want) == 0);
     if (got && strcmp(got, want) != 0)
         fprintf(stderr, "got:  %swant: %s", got, want);
-    CHECK(count_entries(dir) == 1);
+    EXPECT(count_entries(dir) == 1);
 
     /* Rewriting replaces the file whole; an empty evaluation is []. */
     rep = (RtReport){.iterations = 0, .final_meta_loss = NAN};
-    CHECK(rt_write_report(path, &rep));
+    EXPECT(rt_write_report(path, &rep));
     got = read_all(path);
-    CHECK(got && strcmp(got, "{\"iterations\": 0, \"seconds\": 0, \"steps_per_second\": 0, "
+    EXPECT(got && strcmp(got, "{\"iterations\": 0, \"seconds\": 0, \"steps_per_second\": 0, "
                              "\"final_meta_loss\": null, \"eval\": []}\n") == 0);
-    CHECK(count_entries(dir) == 1);
+    EXPECT(count_entries(dir) == 1);
 
     /* A directory that does not exist: failure, and nothing left behind. */
     char bad[160];
     snprintf(bad, sizeof bad, "%s/missing/report.json", dir);
     errno = 0;
-    CHECK(!rt_write_report(bad, &rep) && errno == ENOENT);
-    CHECK(count_entries(dir) == 1);
+    EXPECT(!rt_write_report(bad, &rep) && errno == ENOENT);
+    EXPECT(count_entries(dir) == 1);
 
     /* The target is a directory: rename fails and the temporary goes. */
     char sub[160];
     snprintf(sub, sizeof sub, "%s/sub", dir);
-    CHECK(mkdir(sub, 0700) == 0);
+    EXPECT(mkdir(sub, 0700) == 0);
     errno = 0;
-    CHECK(!rt_write_report(sub, &rep) && errno == EISDIR);
-    CHECK(count_entries(dir) == 2);
+    EXPECT(!rt_write_report(sub, &rep) && errno == EISDIR);
+    EXPECT(count_entries(dir) == 2);
 
     rmdir(sub);
     unlink(path);
-    CHECK(rmdir(dir) == 0);
+    EXPECT(rmdir(dir) == 0);
 }
 
 int main(void)
@@ -559,6 +537,5 @@ int main(void)
     test_evaluate_exact();
     test_evaluate_tasks();
     test_report();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }
