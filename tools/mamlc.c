@@ -1,8 +1,8 @@
 /* mamlc: the command-line driver.  The whole pipeline reads top to bottom in
  * compile(): load the model, build its functions, optimise them, compile
- * them with LLVM.  `mamlc run` then meta-trains with the runtime. */
+ * them with LLVM.  `mamlc run` and `mamlc eval` go on in tools/run.c, `-o`
+ * in tools/library.c. */
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
