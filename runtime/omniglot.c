@@ -605,6 +605,53 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
     return o;
 }
 
+/* The alphabet of character c: its class name up to the first '/'. */
+static size_t alphabet_len(const char *name)
+{
+    const char *slash = strchr(name, '/');
+    return slash ? (size_t)(slash - name) : strlen(name);
+}
+
+static bool has_alphabet(const RtOmniglot *o, const char *name, size_t n)
+{
+    for (int c = 0; c < o->nchar; c++) {
+        const char *other = o->name[c * o->rot];
+        if (alphabet_len(other) == n && strncmp(other, name, n) == 0)
+            return true;
+    }
+    return false;
+}
+
+int rt_omniglot_drop_alphabets(RtOmniglot *o, const RtOmniglot *other)
+{
+    size_t image = (size_t)o->size * (size_t)o->size;
+    int kept = 0, at = 0, dropped = 0;
+    o->min_drawings = INT_MAX;
+    for (int c = 0; c < o->nchar; c++) {
+        const char *name = o->name[c * o->rot];
+        int begin = o->first[c], count = o->first[c + 1] - begin;
+        if (has_alphabet(other, name, alphabet_len(name))) {
+            for (int r = 0; r < o->rot; r++)
+                free(o->name[c * o->rot + r]);
+            dropped++;
+            continue;
+        }
+        memmove(o->pix + (size_t)at * image, o->pix + (size_t)begin * image, (size_t)count * image * sizeof *o->pix);
+        for (int r = 0; r < o->rot; r++)
+            o->name[kept * o->rot + r] = o->name[c * o->rot + r];
+        o->first[kept] = at;
+        at += count;
+        if (count < o->min_drawings)
+            o->min_drawings = count;
+        kept++;
+    }
+    o->first[kept] = at;
+    o->nchar = kept;
+    if (kept == 0)
+        o->min_drawings = 0;
+    return dropped;
+}
+
 int rt_omniglot_classes(const RtOmniglot *o)
 {
     return o->nchar * o->rot;

@@ -30,6 +30,11 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
                              size_t errsize);
 void rt_omniglot_close(RtOmniglot *o);
 
+/* Remove from o every character whose alphabet ("Greek" in
+ * "Greek/character07") `other` also has, so that a held-out split shares
+ * no alphabet with the training split.  Returns how many characters went. */
+int rt_omniglot_drop_alphabets(RtOmniglot *o, const RtOmniglot *other);
+
 int rt_omniglot_classes(const RtOmniglot *o);
 int rt_omniglot_size(const RtOmniglot *o);                  /* images are size x size */
 int rt_omniglot_drawings(const RtOmniglot *o, int cls);     /* drawings of one class */

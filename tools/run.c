@@ -79,6 +79,17 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
         return false;
     if (o->eval_data && !(r->eval_data = open_omniglot(o->eval_data, t, d)))
         return false;
+    int shared = r->eval_data ? rt_omniglot_drop_alphabets(r->eval_data, r->train_data) : 0;
+    if (shared)
+        fprintf(stderr, "mamlc: note: %d characters of %s belong to alphabets of the training split; "
+                        "evaluation leaves them out\n", shared, o->eval_data);
+    char err[1024];
+    const TaskArg *ways = task_arg(t, "ways"), *shots = task_arg(t, "shots"), *queries = task_arg(t, "queries");
+    if (r->eval_data && !rt_omniglot_check(r->eval_data, (int)ways->lo, (int)shots->lo, (int)queries->lo, err,
+                                           sizeof err)) {
+        diag_error(d, (SrcLoc){0}, "%s", err);
+        return false;
+    }
     if (!o->eval_data)
         fprintf(stderr, "mamlc: warning: evaluating on the training split's alphabets; give --eval-data "
                         "with the other split for held-out ones\n");

@@ -915,6 +915,37 @@ static void test_runs(void)
     CHECK(!f && contains(err, "no one-shot runs found"), "not runs: \"%s\"", err);
 }
 
+/* The two background splits share Greek and Latin (50 characters): dropping
+ * them from small2 leaves 106 characters of other alphabets, with their
+ * images intact. */
+static void test_drop_alphabets(const RtOmniglot *o1, const RtOmniglot *o2)
+{
+    char err[512] = "";
+    RtOmniglot *held = rt_omniglot_open(SMALL2, N, true, err, sizeof err);
+    CHECK(held != NULL, "open small2 again: %s", err);
+    if (!held)
+        return;
+    int dropped = rt_omniglot_drop_alphabets(held, o1);
+    CHECK(dropped == 50, "dropped %d characters", dropped);
+    CHECK(rt_omniglot_classes(held) == 4 * 106, "%d classes left", rt_omniglot_classes(held));
+    CHECK(rt_omniglot_min_drawings(held) == 20, "min drawings %d", rt_omniglot_min_drawings(held));
+    int shared = 0, moved = 0;
+    float a[N * N], b[N * N];
+    for (int c = 0; c < rt_omniglot_classes(held); c += 4) {
+        const char *name = rt_omniglot_class_name(held, c);
+        shared += strncmp(name, "Greek/", 6) == 0 || strncmp(name, "Latin/", 6) == 0;
+        int k = 0;      /* the same character in the untouched split */
+        while (k < rt_omniglot_classes(o2) && strcmp(rt_omniglot_class_name(o2, k), name) != 0)
+            k++;
+        rt_omniglot_image(held, c, 7, RT_F32, a);
+        rt_omniglot_image(o2, k, 7, RT_F32, b);
+        moved += k == rt_omniglot_classes(o2) || memcmp(a, b, sizeof a) != 0;
+    }
+    CHECK(shared == 0, "%d characters of shared alphabets remain", shared);
+    CHECK(moved == 0, "%d characters changed their images", moved);
+    rt_omniglot_close(held);
+}
+
 int main(void)
 {
     if (!exists(SMALL1) || !exists(SMALL2) || !exists(RUNS)) {
@@ -956,6 +987,7 @@ int main(void)
         test_png_formats();
         test_load_errors();
         test_runs();
+        test_drop_alphabets(o1, o2);
     }
     rt_omniglot_close(o1);
     rt_omniglot_close(o2);
