@@ -47,6 +47,7 @@ typedef struct {
     LLVMBuilderRef eb;          /* its entry block: allocas */
     LLVMBuilderRef top;         /* the public entry being built: the calls */
     LLVMValueRef fn;            /* the value function being built */
+    LLVMValueRef scratch;       /* its scratch parameter (convolutions), or NULL */
     const IrModule *m;
     const IrFunc *f;
     const BePlan *plan;
@@ -341,6 +342,16 @@ static LLVMValueRef iter_load(Cg *cg, const Iter *it, int a, const Opnd *o, cons
     return load_at(cg, o, in_memory(&o->a) ? iter_index(cg, it, a, iv) : NULL);
 }
 
+/* A vector of n copies of x (x itself when n is 1). */
+static LLVMValueRef splat(Cg *cg, LLVMValueRef x, int n)
+{
+    if (n == 1)
+        return x;
+    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), (unsigned)n);
+    LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x, c64(cg, 0), "");
+    return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(cg->i32, (unsigned)n)), "");
+}
+
 static LLVMValueRef entry_alloca(Cg *cg, LLVMTypeRef t, const char *name)
 {
     return LLVMBuildAlloca(cg->eb, t, name);
@@ -495,8 +506,46 @@ static LLVMValueRef max_takes(Cg *cg, LLVMValueRef x, LLVMValueRef m)
     return LLVMBuildAnd(cg->b, fcmp(cg, LLVMRealUGT, x, m), fcmp(cg, LLVMRealORD, m, m), "");
 }
 
+/* w results of a sum or max with a reduced dim innermost, at kept indices
+ * yo (result) and xo (operand) and the next w - 1 along the innermost kept
+ * dim (strides ys, xs): w independent accumulators in the lanes of a
+ * vector, each running over the reduced indices in row-major order. */
+static void emit_reduce_lanes(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, const Iter *over, LLVMValueRef yo,
+                              LLVMValueRef xo, int64_t ys, int64_t xs, int w)
+{
+    LLVMTypeRef t = elem_type(cg, x->a.dtype), vt = w > 1 ? LLVMVectorType(t, (unsigned)w) : t;
+    bool sum = n->op == OP_REDUCE_SUM;
+    LLVMValueRef acc = entry_alloca(cg, vt, "acc");
+    LLVMBuildStore(cg->b, splat(cg, LLVMConstReal(t, sum ? 0 : -INFINITY), w), acc);
+    Loop lr[IR_MAX_RANK + 1];
+    LLVMValueRef ir[IR_MAX_RANK + 1];
+    nest_open(cg, over, lr, ir);
+    LLVMValueRef xi = in_memory(&x->a) ? idx_add(cg, xo, iter_index(cg, over, 0, ir)) : NULL;
+    LLVMValueRef e;
+    if (w == 1 || !in_memory(&x->a) || xs == 0) {
+        e = splat(cg, load_at(cg, x, xi), w);
+    } else {
+        e = LLVMGetPoison(vt);
+        for (int l = 0; l < w; l++)
+            e = LLVMBuildInsertElement(cg->b, e, load_at(cg, x, idx_add(cg, xi, c64(cg, l * xs))), c64(cg, l), "");
+    }
+    LLVMValueRef m = LLVMBuildLoad2(cg->b, vt, acc, "");
+    LLVMBuildStore(cg->b, sum ? LLVMBuildFAdd(cg->b, m, e, "") : LLVMBuildSelect(cg->b, max_takes(cg, e, m), e, m, ""),
+                   acc);
+    for (int i = 0; i < over->rank; i++)
+        lr[i].scalar = true;        /* running sums or maxima: sequential */
+    nest_close(cg, over, lr);
+    LLVMValueRef r = LLVMBuildLoad2(cg->b, vt, acc, "");
+    for (int l = 0; l < w; l++)
+        store_at(cg, y, idx_add(cg, yo, c64(cg, l * ys)),
+                 w == 1 ? r : LLVMBuildExtractElement(cg->b, r, c64(cg, l), ""));
+}
+
 /* Reduction with a reduced dim innermost (and every ARGMAX): for each kept
- * index, a register accumulates over the reduced indices in row-major order.
+ * index, an accumulator runs over the reduced indices in row-major order.
+ * Sums and maxima take 8 kept indices at a time along the innermost kept
+ * dim (then 4, 2, 1 at its end), so that 8 independent chains overlap
+ * instead of one waiting on the last; each result's order is the same.
  * ys: the result's strides over the operand's dims. */
 static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, const int64_t *ys, const bool *red)
 {
@@ -512,37 +561,52 @@ static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     iter_coalesce(&kept, false);
     iter_coalesce(&over, false);
     bool is_arg = n->op == OP_ARGMAX;
-    LLVMValueRef acc = entry_alloca(cg, t, "acc");
-    LLVMValueRef pos = is_arg ? entry_alloca(cg, cg->i32, "pos") : NULL;
-
     Loop lk[IR_MAX_RANK + 1], lr[IR_MAX_RANK + 1];
     LLVMValueRef ik[IR_MAX_RANK + 1], ir[IR_MAX_RANK + 1];
+    if (!is_arg) {
+        /* the kept dims but the innermost as loops; that one in blocks */
+        int inner = kept.rank - 1;
+        int64_t ext = inner >= 0 ? kept.dim[inner] : 1;
+        int64_t ysi = inner >= 0 ? kept.stride[0][inner] : 0, xsi = inner >= 0 ? kept.stride[1][inner] : 0;
+        kept.rank = inner >= 0 ? inner : 0;
+        nest_open(cg, &kept, lk, ik);
+        LLVMValueRef yo = iter_index(cg, &kept, 0, ik), xo = iter_index(cg, &kept, 1, ik);
+        int64_t j0 = 0;
+        for (int w = 8; w >= 1; w /= 2) {
+            int64_t count = (ext - j0) / w;
+            if (!count)
+                continue;
+            Loop lb;
+            LLVMValueRef b = range_open(cg, &lb, 0, count);
+            LLVMValueRef j = idx_add(cg, c64(cg, j0), LLVMBuildNUWMul(cg->b, b, c64(cg, w), ""));
+            emit_reduce_lanes(cg, n, y, x, &over, idx_add(cg, yo, LLVMBuildNSWMul(cg->b, j, c64(cg, ysi), "")),
+                              idx_add(cg, xo, LLVMBuildNSWMul(cg->b, j, c64(cg, xsi), "")), ysi, xsi, w);
+            range_close(cg, &lb);
+            j0 += count * w;
+        }
+        nest_close(cg, &kept, lk);
+        return;
+    }
+    LLVMValueRef acc = entry_alloca(cg, t, "acc");
+    LLVMValueRef pos = entry_alloca(cg, cg->i32, "pos");
     nest_open(cg, &kept, lk, ik);
     LLVMValueRef yo = iter_index(cg, &kept, 0, ik), xo = iter_index(cg, &kept, 1, ik);
-    LLVMBuildStore(cg->b, LLVMConstReal(t, n->op == OP_REDUCE_SUM ? 0 : -INFINITY), acc);
-    if (is_arg)
-        LLVMBuildStore(cg->b, LLVMConstInt(cg->i32, 0, 0), pos);
+    LLVMBuildStore(cg->b, LLVMConstReal(t, -INFINITY), acc);
+    LLVMBuildStore(cg->b, LLVMConstInt(cg->i32, 0, 0), pos);
     nest_open(cg, &over, lr, ir);
     LLVMValueRef xi = in_memory(&x->a) ? idx_add(cg, xo, iter_index(cg, &over, 0, ir)) : NULL;
     LLVMValueRef e = load_at(cg, x, xi);
     LLVMValueRef m = LLVMBuildLoad2(cg->b, t, acc, "");
-    if (n->op == OP_REDUCE_SUM) {
-        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, m, e, ""), acc);
-    } else {
-        LLVMValueRef take = max_takes(cg, e, m);
-        LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, take, e, m, ""), acc);
-        if (is_arg) {
-            /* The axis is the one reduced dim: its loop (if any) counts the position. */
-            LLVMValueRef here = over.rank ? LLVMBuildTrunc(cg->b, ir[0], cg->i32, "") : LLVMConstInt(cg->i32, 0, 0);
-            LLVMValueRef p = LLVMBuildLoad2(cg->b, cg->i32, pos, "");
-            LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, take, here, p, ""), pos);
-        }
-    }
+    LLVMValueRef take = max_takes(cg, e, m);
+    LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, take, e, m, ""), acc);
+    /* The axis is the one reduced dim: its loop (if any) counts the position. */
+    LLVMValueRef here = over.rank ? LLVMBuildTrunc(cg->b, ir[0], cg->i32, "") : LLVMConstInt(cg->i32, 0, 0);
+    LLVMValueRef p = LLVMBuildLoad2(cg->b, cg->i32, pos, "");
+    LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, take, here, p, ""), pos);
     for (int i = 0; i < over.rank; i++)
-        lr[i].scalar = true;        /* a running sum or max: sequential */
+        lr[i].scalar = true;        /* a running max: sequential */
     nest_close(cg, &over, lr);
-    LLVMValueRef r = is_arg ? LLVMBuildLoad2(cg->b, cg->i32, pos, "") : LLVMBuildLoad2(cg->b, t, acc, "");
-    store_at(cg, y, yo, r);
+    store_at(cg, y, yo, LLVMBuildLoad2(cg->b, cg->i32, pos, ""));
     nest_close(cg, &kept, lk);
 }
 
@@ -603,16 +667,6 @@ static LLVMValueRef mat_index(Cg *cg, const Opnd *o, LLVMValueRef i, LLVMValueRe
 {
     LLVMValueRef iv[2] = {i, j};
     return in_memory(&o->a) ? linear(cg, 2, iv, o->a.stride) : NULL;
-}
-
-/* A vector of n copies of x (x itself when n is 1). */
-static LLVMValueRef splat(Cg *cg, LLVMValueRef x, int n)
-{
-    if (n == 1)
-        return x;
-    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), (unsigned)n);
-    LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x, c64(cg, 0), "");
-    return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(cg->i32, (unsigned)n)), "");
 }
 
 /* Elements (i, j .. j+n) of a matrix operand as a vector (n = 1: a scalar):
@@ -722,6 +776,728 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
     }
 }
 
+/* --- convolutions ---
+ *
+ * With K = C*KH*KW (the elements of one window) and P = Ho*Wo (the
+ * positions of one output image), each convolution op is a matrix product
+ * per image n:
+ *
+ *   conv2d         y[n] (O x P)  = w (O x K) @ xc[n] (K x P)
+ *   conv2d_grad_x  dx[n]         = col2im(g[n]^T (P x O) @ w (O x K))
+ *   conv2d_grad_w  dw (O x K)   += g[n] (O x P) @ xc[n]^T (P x K), n in order
+ *
+ * xc[n] is the im2col matrix: xc[n][k, p] = xp[n, c, oh*stride + kh,
+ * ow*stride + kw] for k = (c, kh, kw) and p = (oh, ow), xp being x padded
+ * with zeros; col2im adds each element of a K x P (or P x K) matrix into
+ * the dx element its window position reaches (none in the padding).
+ *
+ * Products run in register tiles of CONV_MR rows by one vector of conv_nr
+ * columns (emit_gemm).  Each operand is a view whose rows and columns split
+ * into factors with a stride each (Split), so xc is read straight from x,
+ * or from a zero-padded copy of one image in the scratch, as long as it is
+ * the operand read as scalars (A): conv2d tiles y[n]^T = xc[n]^T @ w^T and
+ * conv2d_grad_w dw^T = xc[n] @ g[n]^T that way, with the channels as the
+ * vector columns.  Where that costs more (gemm_cost: few channels, short
+ * sums), the products run as written above instead, with xc packed.
+ * conv2d_grad_x runs without col2im where it can, as one product per phase
+ * of dx's positions (emit_conv2d_grad_x_phased); else as written above,
+ * with the positions or the window elements as the columns, whichever is
+ * cheaper.  The operand read as row vectors (B) is packed contiguous into
+ * the scratch (be_conv_scratch) unless it already is.
+ *
+ * Each result element sums its terms in an order that depends only on the
+ * op and its shapes: conv2d over (c, kh, kw) in order; conv2d_grad_w over
+ * n, then (oh, ow); conv2d_grad_x by phases over (o, kh, kw), else over o
+ * for each (c, kh, kw, oh, ow) in order (col2im).  Tiles start from zero
+ * and take llvm.fmuladd (which may fuse, as in matmul); no other
+ * reassociation, so results are the same on every run. */
+
+#define CONV_MR 6           /* register tile: rows */
+
+/* Register tile columns: 64 bytes of elements (one AVX-512 register, two
+ * AVX2 registers). */
+static int conv_nr(DType dt) { return 64 / (int)ir_dtype_size(dt); }
+
+typedef struct {
+    int64_t N, C, H, W, O, KH, KW, Ho, Wo, stride, pad;
+    int64_t K, P;               /* C*KH*KW and Ho*Wo */
+    int64_t Hp, Wp;             /* H and W padded */
+} ConvDims;
+
+/* The sizes of n from its result o[0] and operands o[1], o[2]. */
+static ConvDims conv_dims(const IrNode *n, const Opnd *o)
+{
+    const IrType *x, *w, *y;
+    if (n->op == OP_CONV2D)
+        x = &o[1].t, w = &o[2].t, y = &o[0].t;
+    else if (n->op == OP_CONV2D_GRAD_X)
+        x = &o[0].t, w = &o[2].t, y = &o[1].t;
+    else
+        x = &o[1].t, w = &o[0].t, y = &o[2].t;
+    ConvDims d = {
+        .N = x->dim[0], .C = x->dim[1], .H = x->dim[2], .W = x->dim[3], .O = w->dim[0], .KH = w->dim[2],
+        .KW = w->dim[3], .Ho = y->dim[2], .Wo = y->dim[3], .stride = n->list[IR_CONV_STRIDE],
+        .pad = n->list[IR_CONV_PAD],
+    };
+    d.K = d.C * d.KH * d.KW;
+    d.P = d.Ho * d.Wo;
+    d.Hp = d.H + 2 * d.pad;
+    d.Wp = d.W + 2 * d.pad;
+    return d;
+}
+
+/* An index split row-major into up to three factors, each with a stride:
+ * i = (i0*dim[1] + i1)*dim[2] + i2 is at i0*stride[0] + i1*stride[1] +
+ * i2*stride[2]. */
+typedef struct {
+    int n;
+    int64_t dim[3], stride[3];
+} Split;
+
+static Split split1(int64_t d0, int64_t s0) { return (Split){1, {d0, 1, 1}, {s0, 0, 0}}; }
+static Split split2(int64_t d0, int64_t s0, int64_t d1, int64_t s1) { return (Split){2, {d0, d1, 1}, {s0, s1, 0}}; }
+static Split split3(int64_t d0, int64_t s0, int64_t d1, int64_t s1, int64_t d2, int64_t s2)
+{
+    return (Split){3, {d0, d1, d2}, {s0, s1, s2}};
+}
+
+/* Drop the extent-1 factors of a (and of b, which has a's dims, if not
+ * NULL) and merge each factor into the next where both step evenly. */
+static void split_simplify(Split *a, Split *b)
+{
+    Split na = {0}, nb = {0};
+    for (int f = 0; f < a->n; f++) {
+        if (a->dim[f] == 1 && (f < a->n - 1 || na.n > 0))
+            continue;
+        if (na.n > 0) {
+            int l = na.n - 1;
+            bool even = na.stride[l] == a->dim[f] * a->stride[f] && (!b || nb.stride[l] == b->dim[f] * b->stride[f]);
+            if (even) {
+                na.dim[l] *= a->dim[f];
+                na.stride[l] = a->stride[f];
+                if (b) {
+                    nb.dim[l] *= b->dim[f];
+                    nb.stride[l] = b->stride[f];
+                }
+                continue;
+            }
+        }
+        na.dim[na.n] = a->dim[f];
+        na.stride[na.n++] = a->stride[f];
+        if (b) {
+            nb.dim[nb.n] = b->dim[f];
+            nb.stride[nb.n++] = b->stride[f];
+        }
+    }
+    *a = na;
+    if (b)
+        *b = nb;
+}
+
+/* The offset of index i (digits by division by constant extents). */
+static LLVMValueRef split_offset(Cg *cg, const Split *s, LLVMValueRef i)
+{
+    LLVMValueRef off = NULL, q = i;
+    for (int f = s->n - 1; f >= 0; f--) {
+        LLVMValueRef digit = q;
+        if (f > 0) {
+            LLVMValueRef d = c64(cg, s->dim[f]);
+            digit = LLVMBuildURem(cg->b, q, d, "");
+            q = LLVMBuildUDiv(cg->b, q, d, "");
+        }
+        if (s->stride[f]) {
+            LLVMValueRef t = LLVMBuildNSWMul(cg->b, digit, c64(cg, s->stride[f]), "");
+            off = off ? idx_add(cg, off, t) : t;
+        }
+    }
+    return off ? off : c64(cg, 0);
+}
+
+/* A matrix view for a product: element (i, j) is element base + r(i) +
+ * c(j) of o (base an i64 value: an image's offset).  The columns of a
+ * result or of an operand read as row vectors have one factor. */
+typedef struct {
+    Opnd o;
+    LLVMValueRef base;
+    Split r, c;
+} Mat;
+
+/* The view of o with rows r and columns c from element 0.  A product's
+ * A columns and B rows are one index: their splits have the same dims. */
+static Mat mat(Cg *cg, const Opnd *o, Split r, Split c) { return (Mat){*o, c64(cg, 0), r, c}; }
+
+static LLVMValueRef view_load(Cg *cg, const Mat *m, LLVMValueRef idx)
+{
+    return load_at(cg, &m->o, in_memory(&m->o.a) ? idx : NULL);
+}
+
+/* The nr elements idx, idx + cs, ... (cs: the column stride) as a vector
+ * (nr = 1: a scalar). */
+static LLVMValueRef view_load_vec(Cg *cg, const Mat *m, LLVMValueRef idx, int nr)
+{
+    int64_t cs = m->c.stride[0];
+    if (nr == 1 || !in_memory(&m->o.a) || cs == 0)
+        return splat(cg, view_load(cg, m, idx), nr);
+    LLVMTypeRef t = elem_type(cg, m->o.a.dtype), vt = LLVMVectorType(t, (unsigned)nr);
+    if (cs == 1) {
+        if (m->o.a.offset)
+            idx = idx_add(cg, idx, c64(cg, m->o.a.offset));
+        LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, LLVMBuildInBoundsGEP2(cg->b, t, m->o.v, &idx, 1, ""), "");
+        LLVMSetAlignment(v, (unsigned)ir_dtype_size(m->o.a.dtype));
+        return v;
+    }
+    LLVMValueRef v = LLVMGetPoison(vt);
+    for (int l = 0; l < nr; l++)
+        v = LLVMBuildInsertElement(cg->b, v, view_load(cg, m, idx_add(cg, idx, c64(cg, l * cs))), c64(cg, l), "");
+    return v;
+}
+
+/* Store the nr elements of v at idx, idx + cs, ... of m (in memory). */
+static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, LLVMValueRef v)
+{
+    int64_t cs = m->c.stride[0];
+    if (nr > 1 && cs == 1) {
+        LLVMTypeRef t = elem_type(cg, m->o.a.dtype);
+        if (m->o.a.offset)
+            idx = idx_add(cg, idx, c64(cg, m->o.a.offset));
+        LLVMValueRef s = LLVMBuildStore(cg->b, v, LLVMBuildInBoundsGEP2(cg->b, t, m->o.v, &idx, 1, ""));
+        LLVMSetAlignment(s, (unsigned)ir_dtype_size(m->o.a.dtype));
+        return;
+    }
+    for (int l = 0; l < nr; l++)
+        store_at(cg, &m->o, idx_add(cg, idx, c64(cg, l * cs)),
+                 nr == 1 ? v : LLVMBuildExtractElement(cg->b, v, c64(cg, l), ""));
+}
+
+/* One register tile of C (+)= A @ B: rows i0 .. i0+mr, columns j0 ..
+ * j0+nr, over the factors of A's columns (B's rows: the same dims).  Each
+ * element starts from 0 (with `accumulate`, from C) and takes fmuladd(A[i,
+ * k], B[k, j], .) for k in order; the mr accumulators are independent
+ * vectors, held in registers. */
+static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr,
+                           int nr, bool accumulate)
+{
+    LLVMTypeRef t = elem_type(cg, C->o.a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
+    LLVMValueRef arow[CONV_MR], crow[CONV_MR], acc[CONV_MR];
+    LLVMValueRef ccol = LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), "");
+    LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef i = r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0;
+        arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, i));
+        crow[r] = idx_add(cg, idx_add(cg, C->base, split_offset(cg, &C->r, i)), ccol);
+        acc[r] = entry_alloca(cg, vt, "acc");
+        LLVMBuildStore(cg->b, accumulate ? view_load_vec(cg, C, crow[r], nr) : LLVMConstNull(vt), acc[r]);
+    }
+    Loop lk[3];
+    LLVMValueRef kv[3];
+    for (int f = 0; f < A->c.n; f++)
+        kv[f] = range_open(cg, &lk[f], 0, A->c.dim[f]);
+    LLVMValueRef ak = linear(cg, A->c.n, kv, A->c.stride), bk = linear(cg, B->r.n, kv, B->r.stride);
+    LLVMValueRef b = view_load_vec(cg, B, idx_add(cg, bcol, bk), nr);
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef args[3] = {splat(cg, view_load(cg, A, idx_add(cg, arow[r], ak)), nr), b,
+                                LLVMBuildLoad2(cg->b, vt, acc[r], "")};
+        LLVMBuildStore(cg->b, intrinsic(cg, "llvm.fmuladd", vt, args, 3), acc[r]);
+    }
+    for (int f = A->c.n - 1; f >= 0; f--) {
+        lk[f].scalar = true;        /* already vectors, and sequential in k */
+        range_close(cg, &lk[f]);
+    }
+    for (int r = 0; r < mr; r++)
+        view_store_vec(cg, C, crow[r], nr, LLVMBuildLoad2(cg->b, vt, acc[r], ""));
+}
+
+/* C (+)= A @ B for C m x n by register tiles (smaller at the edges: the
+ * last columns in tiles of halving widths, so that every vector is a power
+ * of two): column blocks outside, so that a block of B stays in cache while
+ * every row block of A passes.  Simplifies the views' splits first. */
+static void emit_gemm(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, bool accumulate)
+{
+    split_simplify(&C->r, NULL);
+    split_simplify(&A->r, NULL);
+    split_simplify(&A->c, &B->r);
+    int nr = conv_nr(C->o.a.dtype);
+    int64_t mb = m / CONV_MR, j0 = 0;
+    for (int w = nr; w >= 1; w /= 2) {
+        int64_t count = w == nr ? n / nr : (n - j0) / w;
+        if (!count)
+            continue;
+        Loop lj, li;
+        LLVMValueRef j = range_open(cg, &lj, 0, count);
+        j = idx_add(cg, c64(cg, j0), LLVMBuildNUWMul(cg->b, j, c64(cg, w), ""));
+        for (int rows = 0; rows < 2; rows++) {
+            int h = rows ? (int)(m % CONV_MR) : CONV_MR;
+            if (h == 0 || (!rows && mb == 0))
+                continue;
+            LLVMValueRef i = range_open(cg, &li, 0, rows ? 1 : mb);
+            i = rows ? c64(cg, mb * CONV_MR) : LLVMBuildNUWMul(cg->b, i, c64(cg, CONV_MR), "");
+            emit_gemm_tile(cg, C, A, B, i, j, h, w, accumulate);
+            range_close(cg, &li);
+        }
+        range_close(cg, &lj);
+        j0 += count * w;
+    }
+}
+
+/* A rough cost, in cycles of a core with two FMA pipes of latency 4 and
+ * 32-byte vectors, of one image's m x n product of kd terms tiled as
+ * emit_gemm tiles it, n being the vector columns: a tile of h rows and v
+ * vectors takes max(h*v/2, 4) cycles a term (fewer than 8 independent
+ * accumulators wait on the latency); then the stores of the result (one
+ * per element where its columns are `scattered`, else one per vector;
+ * with `accumulate`, loads as well).  The callers add the packing each
+ * tiling needs.  It decides, per op, which side of a product is the
+ * vector columns. */
+static double gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accumulate, DType dt)
+{
+    int64_t vl = 32 / (int64_t)ir_dtype_size(dt), nr = conv_nr(dt), j0 = 0;
+    double per_term = 0;
+    for (int64_t w = nr; w >= 1; w /= 2) {
+        int64_t count = w == nr ? n / nr : (n - j0) / w;
+        double v = (double)((w + vl - 1) / vl), rem = (double)(m % CONV_MR);
+        double full = (double)(m / CONV_MR) * fmax(CONV_MR * v / 2, 4), part = rem ? fmax(rem * v / 2, 4) : 0;
+        per_term += (double)count * (full + part);
+        j0 += count * w;
+    }
+    double stores = (double)m * (scattered ? (double)n : (double)((n + vl - 1) / vl)) * (accumulate ? 2 : 1);
+    return per_term * (double)kd + stores;
+}
+
+/* Operand o restricted to image n (its dim 0 dropped). */
+static Opnd conv_image(Cg *cg, const Opnd *o, LLVMValueRef n)
+{
+    Opnd r = *o;
+    r.t.rank = r.a.rank = o->t.rank - 1;
+    for (int k = 0; k < r.t.rank; k++) {
+        r.t.dim[k] = o->t.dim[k + 1];
+        r.a.stride[k] = o->a.stride[k + 1];
+    }
+    if (in_memory(&o->a) && o->a.stride[0]) {
+        LLVMValueRef off = LLVMBuildNSWMul(cg->b, n, c64(cg, o->a.stride[0]), "");
+        r.v = LLVMBuildInBoundsGEP2(cg->b, elem_type(cg, o->a.dtype), o->v, &off, 1, "img");
+    }
+    return r;
+}
+
+/* A region of the node's scratch at byte offset off, as a dense value of
+ * `rank` dims `dim` (rank 0: read and written through views only). */
+static Opnd conv_scratch(Cg *cg, DType dt, int64_t off, int rank, const int *dim)
+{
+    IrType t = {.dtype = dt, .rank = rank};
+    for (int k = 0; k < rank; k++)
+        t.dim[k] = dim[k];
+    Opnd o = {.a = be_access_dense(t, BE_ARENA, 0, 0), .t = t};
+    LLVMValueRef at = c64(cg, off);
+    o.v = off ? LLVMBuildInBoundsGEP2(cg->b, LLVMInt8TypeInContext(cg->ctx), cg->scratch, &at, 1, "scratch")
+              : cg->scratch;
+    return o;
+}
+
+/* dst = src elementwise over src's shape, dst written through `stride`
+ * (a permuting copy). */
+static void emit_copy_to(Cg *cg, const Opnd *dst, const int64_t *stride, const Opnd *src)
+{
+    Opnd d = *dst;
+    d.t = src->t;
+    d.a.rank = src->t.rank;
+    memcpy(d.a.stride, stride, sizeof(int64_t) * (size_t)src->t.rank);
+    emit_map(cg, NULL, src->t.rank, src->t.dim, &d, 1, src);
+}
+
+/* Zero all of o (in memory). */
+static void emit_zero(Cg *cg, Opnd *o)
+{
+    Opnd zero = {.a = {.base = BE_IMM, .dtype = o->a.dtype, .imm = 0, .rank = o->t.rank}};
+    emit_map(cg, NULL, o->t.rank, o->t.dim, o, 1, &zero);
+}
+
+/* Image x (rank 3, [C,H,W]) with its padding: itself when there is none,
+ * else the padded copy `pad` in the scratch (its border zeroed once by the
+ * caller) with x copied into its middle.  Sets *padded to whether it is
+ * the copy, whose positions are then shifted by the pad. */
+static Opnd conv_padded(Cg *cg, const ConvDims *d, const Opnd *x, const Opnd *pad, bool *padded)
+{
+    *padded = d->pad > 0;
+    if (!*padded)
+        return *x;
+    Opnd mid = *pad;
+    mid.a.offset = d->pad * d->Wp + d->pad;
+    emit_copy_to(cg, &mid, pad->a.stride, x);
+    return *pad;
+}
+
+/* The loops over every window element k = (c, kh, kw) at every output
+ * position p = (oh, ow), in that order (x's), setting iv[0..5) to c, kh,
+ * kw, oh, ow. */
+static void window_open(Cg *cg, const ConvDims *d, Loop *l, LLVMValueRef *iv)
+{
+    const int64_t ext[5] = {d->C, d->KH, d->KW, d->Ho, d->Wo};
+    for (int i = 0; i < 5; i++)
+        iv[i] = range_open(cg, &l[i], 0, ext[i]);
+}
+
+static void window_close(Cg *cg, Loop *l)
+{
+    for (int i = 4; i >= 0; i--)
+        range_close(cg, &l[i]);
+}
+
+/* The index in image x (rank 3) of window element iv: at (c, oh*stride +
+ * kh - pad, ow*stride + kw - pad), or without the "- pad" in a padded
+ * copy.  Sets *inside to whether that is inside x (NULL when it always is),
+ * and where it is not, the index is one that is (so that an access there
+ * stays in bounds). */
+static LLVMValueRef window_index(Cg *cg, const ConvDims *d, const Opnd *x, bool padded, const LLVMValueRef *iv,
+                                 LLVMValueRef *inside)
+{
+    LLVMValueRef s = c64(cg, d->stride);
+    LLVMValueRef at[3] = {iv[0], idx_add(cg, LLVMBuildNSWMul(cg->b, iv[3], s, ""), iv[1]),
+                          idx_add(cg, LLVMBuildNSWMul(cg->b, iv[4], s, ""), iv[2])};
+    *inside = NULL;
+    if (d->pad && !padded) {
+        LLVMValueRef pad = c64(cg, d->pad), zero = c64(cg, 0);
+        at[1] = LLVMBuildNSWSub(cg->b, at[1], pad, "");
+        at[2] = LLVMBuildNSWSub(cg->b, at[2], pad, "");
+        *inside = LLVMBuildAnd(cg->b, LLVMBuildICmp(cg->b, LLVMIntULT, at[1], c64(cg, d->H), ""),
+                               LLVMBuildICmp(cg->b, LLVMIntULT, at[2], c64(cg, d->W), ""), "inside");
+        at[1] = LLVMBuildSelect(cg->b, *inside, at[1], zero, "");
+        at[2] = LLVMBuildSelect(cg->b, *inside, at[2], zero, "");
+    }
+    return linear(cg, 3, at, x->a.stride);
+}
+
+/* k*ks + p*ps for window element iv. */
+static LLVMValueRef window_col(Cg *cg, const ConvDims *d, const LLVMValueRef *iv, int64_t ks, int64_t ps)
+{
+    int64_t st[5] = {d->KH * d->KW * ks, d->KW * ks, ks, d->Wo * ps, ps};
+    return linear(cg, 5, iv, st);
+}
+
+/* im2col: dst(k, p) at k*ks + p*ps = xc of image x (rank 3; `padded`: a
+ * padded copy), 0 in the padding. */
+static void emit_im2col(Cg *cg, const ConvDims *d, const Opnd *x, bool padded, Opnd *dst, int64_t ks, int64_t ps)
+{
+    Loop l[5];
+    LLVMValueRef iv[5], inside;
+    window_open(cg, d, l, iv);
+    LLVMValueRef idx = window_index(cg, d, x, padded, iv, &inside);
+    LLVMValueRef e = load_at(cg, x, in_memory(&x->a) ? idx : NULL);
+    if (inside)
+        e = LLVMBuildSelect(cg->b, inside, e, LLVMConstNull(elem_type(cg, x->a.dtype)), "");
+    store_at(cg, dst, window_col(cg, d, iv, ks, ps), e);
+    window_close(cg, l);
+}
+
+/* col2im: image dx (rank 3, in memory; `padded`: a padded copy) +=
+ * src(k, p) at k*ks + p*ps for every window element, those in the
+ * padding dropped. */
+static void emit_col2im(Cg *cg, const ConvDims *d, Opnd *dx, bool padded, const Opnd *src, int64_t ks, int64_t ps)
+{
+    Loop l[5];
+    LLVMValueRef iv[5], inside;
+    window_open(cg, d, l, iv);
+    LLVMValueRef idx = window_index(cg, d, dx, padded, iv, &inside);
+    LLVMValueRef e = load_at(cg, src, window_col(cg, d, iv, ks, ps));
+    if (inside)
+        e = LLVMBuildSelect(cg->b, inside, e, LLVMConstNull(elem_type(cg, src->a.dtype)), "");
+    store_at(cg, dx, idx, LLVMBuildFAdd(cg->b, load_at(cg, dx, idx), e, ""));
+    window_close(cg, l);
+}
+
+/* The stride of w's window elements k = (c, kh, kw) as one dim, or -1
+ * when they do not step evenly. */
+static int64_t w_k_stride(const Opnd *w)
+{
+    Split k = split3(w->t.dim[1], w->a.stride[1], w->t.dim[2], w->a.stride[2], w->t.dim[3], w->a.stride[3]);
+    split_simplify(&k, NULL);
+    return k.n == 1 ? k.stride[0] : -1;
+}
+
+/* The stride of image g's positions p = (oh, ow) as one dim, or -1. */
+static int64_t g_p_stride(const Opnd *g)
+{
+    Split p = split2(g->t.dim[1], g->a.stride[1], g->t.dim[2], g->a.stride[2]);
+    split_simplify(&p, NULL);
+    return p.n == 1 ? p.stride[0] : -1;
+}
+
+/* The scratch regions of a node (be_conv_scratch). */
+typedef struct {
+    Opnd w;                     /* [C,KH,KW,O]: w^T packed, or conv2d_grad_w's sums dw^T; read as (o, k) views too */
+    Opnd x, g;                  /* read and written through views */
+    Opnd pad;                   /* [C,Hp,Wp]: a padded image, when direct and pad > 0 */
+    bool padded;                /* pad is there */
+    Opnd gpad;                  /* [O,gpad_h,gpad_w]: conv2d_grad_x's padded g, when phased */
+} ConvScratch;
+
+static ConvScratch conv_scratch_regions(Cg *cg, const ConvDims *d, DType dt, const BeConvScratch *s)
+{
+    ConvScratch r;
+    r.w = conv_scratch(cg, dt, s->w, 4, (int[]){(int)d->C, (int)d->KH, (int)d->KW, (int)d->O});
+    r.x = conv_scratch(cg, dt, s->x, 0, NULL);
+    r.g = conv_scratch(cg, dt, s->g, 0, NULL);
+    r.padded = s->direct && d->pad;
+    r.pad = conv_scratch(cg, dt, s->pad, r.padded ? 3 : 0, (int[]){(int)d->C, (int)d->Hp, (int)d->Wp});
+    r.gpad = conv_scratch(cg, dt, s->gpad, s->phased ? 3 : 0, (int[]){(int)d->O, (int)s->gpad_h, (int)s->gpad_w});
+    return r;
+}
+
+/* Image x as read by a product: in place, or its padded copy (made here;
+ * the caller zeroed the copy's border before the image loop). */
+static Opnd conv_source(Cg *cg, const ConvDims *d, const Opnd *x, const ConvScratch *s, bool *padded)
+{
+    if (s->padded)
+        return conv_padded(cg, d, x, &s->pad, padded);
+    *padded = false;
+    return *x;
+}
+
+/* y = conv2d(x, w): y[n]^T = xc[n]^T @ w^T with x's windows read in place
+ * (columns: channels), or y[n] = w @ xc[n] with xc packed (columns:
+ * positions). */
+static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool direct)
+{
+    const Opnd *w = &o[2];
+    const int64_t *ws = w->a.stride;
+    DType dt = o[0].a.dtype;
+    bool by_o = direct && gemm_cost(d->P, d->O, d->K, true, false, dt) <=
+                              gemm_cost(d->O, d->P, d->K, false, false, dt) + 1.5 * (double)(d->K * d->P);
+    Mat wt = mat(cg, w, split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]), split1(d->O, ws[0]));
+    if (by_o && in_memory(&w->a) && ws[0] != 1) {       /* w^T packed: K x O */
+        emit_copy_to(cg, &s->w, (int64_t[]){1, d->KH * d->KW * d->O, d->KW * d->O, d->O}, w);
+        wt = mat(cg, &s->w, split3(d->C, d->KH * d->KW * d->O, d->KH, d->KW * d->O, d->KW, d->O), split1(d->O, 1));
+    }
+    if (s->padded)
+        emit_zero(cg, &s->pad);
+    Loop ln;
+    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    Opnd x = conv_image(cg, &o[1], n), y = conv_image(cg, &o[0], n);
+    bool padded;
+    Opnd xs = conv_source(cg, d, &x, s, &padded);
+    if (by_o) {
+        const int64_t *st = xs.a.stride;
+        Mat a = mat(cg, &xs, split2(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2]),
+                    split3(d->C, st[0], d->KH, st[1], d->KW, st[2]));
+        Mat c = mat(cg, &y, split1(d->P, 1), split1(d->O, d->P));
+        emit_gemm(cg, &c, &a, &wt, d->P, d->O, false);
+    } else {
+        emit_im2col(cg, d, &xs, padded, &s->x, d->P, 1);
+        Mat a = mat(cg, w, split1(d->O, ws[0]), split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]));
+        Mat b = mat(cg, &s->x, split3(d->C, d->KH * d->KW * d->P, d->KH, d->KW * d->P, d->KW, d->P),
+                    split1(d->P, 1));
+        Mat c = mat(cg, &y, split1(d->O, d->P), split1(d->P, 1));
+        emit_gemm(cg, &c, &a, &b, d->O, d->P, false);
+    }
+    range_close(cg, &ln);
+}
+
+/* conv2d_grad_x by phases.  A dx position (h, v) is reached by the
+ * kernel rows kh = rh + stride*jh and columns kw = rv + stride*jv of its
+ * phase (rh, rv) = ((h + pad) % stride, (v + pad) % stride), from g's
+ * position (qh - jh, qv - jv) with (qh, qv) = ((h + pad) / stride, (v + pad)
+ * / stride).  So each phase of dx's positions is one product: dx_phase^T
+ * (positions x C) = gp (positions x (o, jh, jv)) @ w_phase ((o, jh, jv) x
+ * C), gp read in place from g padded with zeros (gpad), w_phase w's
+ * elements of the phase, packed.  No column sums, no col2im: each element
+ * sums over (o, jh, jv) in order. */
+typedef struct {
+    int64_t jh, jv;             /* kernel rows and columns of the phase */
+    int64_t qh0, mh, qv0, mv;   /* its dx positions: qh in [qh0, qh0 + mh), ... */
+} ConvPhase;
+
+/* floor(a / b) for b > 0 */
+static int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+static ConvPhase conv_phase(const ConvDims *d, int64_t rh, int64_t rv)
+{
+    int64_t s = d->stride;
+    ConvPhase p;
+    p.jh = rh < d->KH ? (d->KH - rh + s - 1) / s : 0;
+    p.jv = rv < d->KW ? (d->KW - rv + s - 1) / s : 0;
+    p.qh0 = (d->pad - rh + s - 1) / s;      /* h >= 0; pad - rh > -s */
+    p.qv0 = (d->pad - rv + s - 1) / s;
+    p.mh = floor_div(d->H - 1 + d->pad - rh, s) + 1 - p.qh0;
+    p.mv = floor_div(d->W - 1 + d->pad - rv, s) + 1 - p.qv0;
+    p.mh = p.mh > 0 ? p.mh : 0;
+    p.mv = p.mv > 0 ? p.mv : 0;
+    return p;
+}
+
+/* The cost (gemm_cost's) of conv2d_grad_x by phases, per image. */
+static double phased_cost(const ConvDims *d, const BeConvScratch *bs, DType dt)
+{
+    double cost = (double)(d->O * bs->gpad_h * bs->gpad_w);
+    for (int64_t rh = 0; rh < d->stride; rh++)
+        for (int64_t rv = 0; rv < d->stride; rv++) {
+            ConvPhase p = conv_phase(d, rh, rv);
+            if (p.jh && p.jv && p.mh && p.mv)
+                cost += gemm_cost(p.mh * p.mv, d->C, d->O * p.jh * p.jv, true, false, dt);
+        }
+    return cost;
+}
+
+static void emit_conv2d_grad_x_phased(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, const BeConvScratch *bs)
+{
+    const Opnd *w = &o[2];
+    const int64_t *ws = w->a.stride;
+    int64_t S = d->stride, at = 0, start[BE_CONV_MAX_PHASES] = {0};
+    bool gaps = false;
+    for (int64_t rh = 0; rh < S; rh++)
+        for (int64_t rv = 0; rv < S; rv++) {
+            ConvPhase p = conv_phase(d, rh, rv);
+            start[rh * S + rv] = at;
+            gaps |= p.mh && p.mv && !(p.jh && p.jv);
+            if (!p.jh || !p.jv)
+                continue;
+            /* w[o, c, rh + S*jh, rv + S*jv] as [O,C,JH,JV] into rows (o, jh, jv), columns c */
+            Opnd src = *w, dst = s->w;
+            src.t.dim[2] = (int)p.jh;
+            src.t.dim[3] = (int)p.jv;
+            src.a.stride[2] = S * ws[2];
+            src.a.stride[3] = S * ws[3];
+            src.a.offset += rh * ws[2] + rv * ws[3];
+            dst.a.offset = at;
+            emit_copy_to(cg, &dst, (int64_t[]){p.jh * p.jv * d->C, 1, p.jv * d->C, d->C}, &src);
+            at += d->O * d->C * p.jh * p.jv;
+        }
+    if (gaps)                           /* positions no kernel element reaches */
+        emit_zero(cg, &o[0]);
+    emit_zero(cg, &s->gpad);
+    int64_t gh = bs->gpad_h * bs->gpad_w, gw = bs->gpad_w;     /* gpad's strides of o and a row */
+    Loop ln;
+    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    Opnd g = conv_image(cg, &o[1], n), dx = conv_image(cg, &o[0], n), mid = s->gpad;
+    mid.a.offset = bs->gpad_top * gw + bs->gpad_left;
+    emit_copy_to(cg, &mid, s->gpad.a.stride, &g);
+    const int64_t *xs = dx.a.stride;
+    for (int64_t rh = 0; rh < S; rh++)
+        for (int64_t rv = 0; rv < S; rv++) {
+            ConvPhase p = conv_phase(d, rh, rv);
+            if (!p.jh || !p.jv || !p.mh || !p.mv)
+                continue;
+            Mat a = mat(cg, &s->gpad, split2(p.mh, gw, p.mv, 1), split3(d->O, gh, p.jh, -gw, p.jv, -1));
+            a.base = c64(cg, (p.qh0 + bs->gpad_top) * gw + p.qv0 + bs->gpad_left);
+            Mat b = mat(cg, &s->w, split3(d->O, p.jh * p.jv * d->C, p.jh, p.jv * d->C, p.jv, d->C), split1(d->C, 1));
+            b.base = c64(cg, start[rh * S + rv]);
+            Mat c = mat(cg, &dx, split2(p.mh, S * xs[1], p.mv, S * xs[2]), split1(d->C, xs[0]));
+            c.base = c64(cg, (S * p.qh0 + rh - d->pad) * xs[1] + (S * p.qv0 + rv - d->pad) * xs[2]);
+            emit_gemm(cg, &c, &a, &b, p.mh * p.mv, d->C, false);
+        }
+    range_close(cg, &ln);
+}
+
+/* dx = conv2d_grad_x(g, w): per image, the window sums dc = g[n]^T @ w
+ * (columns: window elements) or dc^T = w^T @ g[n] (columns: positions) into
+ * the scratch, then added up by col2im into dx, or into a padded copy of
+ * the image whose middle is then copied into dx. */
+static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, const BeConvScratch *bs)
+{
+    const Opnd *w = &o[2];
+    const int64_t *ws = w->a.stride;
+    DType dt = o[0].a.dtype;
+    double cost_k = gemm_cost(d->P, d->K, d->O, false, false, dt) + (double)(d->K * d->P);  /* + strided reads */
+    double cost_p = gemm_cost(d->K, d->P, d->O, false, false, dt);
+    if (bs->phased && phased_cost(d, bs, dt) <= fmin(cost_k, cost_p) + 2 * (double)(d->K * d->P)) {
+        emit_conv2d_grad_x_phased(cg, d, o, s, bs);
+        return;
+    }
+    bool by_k = cost_k <= cost_p;
+    if (!s->padded)
+        emit_zero(cg, &o[0]);
+    int64_t ks = w_k_stride(w);
+    Mat wm = mat(cg, w, split1(d->O, ws[0]), split1(d->K, ks));         /* O x K, rows read as vectors */
+    if (by_k && in_memory(&w->a) && ks != 1) {
+        emit_copy_to(cg, &s->w, (int64_t[]){d->K, d->KH * d->KW, d->KW, 1}, w);
+        wm = mat(cg, &s->w, split1(d->O, d->K), split1(d->K, 1));
+    }
+    Loop ln;
+    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    Opnd g = conv_image(cg, &o[1], n), dx = conv_image(cg, &o[0], n);
+    const int64_t *gs = g.a.stride;
+    int64_t cks = by_k ? 1 : d->P, cps = by_k ? d->K : 1;   /* dc's strides */
+    if (by_k) {
+        Mat a = mat(cg, &g, split2(d->Ho, gs[1], d->Wo, gs[2]), split1(d->O, gs[0]));
+        Mat c = mat(cg, &s->x, split1(d->P, d->K), split1(d->K, 1));
+        emit_gemm(cg, &c, &a, &wm, d->P, d->K, false);
+    } else {
+        int64_t ps = g_p_stride(&g);
+        Mat b = mat(cg, &g, split1(d->O, gs[0]), split1(d->P, ps));
+        if (in_memory(&g.a) && ps != 1) {
+            emit_copy_to(cg, &s->g, (int64_t[]){d->P, d->Wo, 1}, &g);
+            b = mat(cg, &s->g, split1(d->O, d->P), split1(d->P, 1));
+        }
+        Mat a = mat(cg, w, split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]), split1(d->O, ws[0]));
+        Mat c = mat(cg, &s->x, split1(d->K, d->P), split1(d->P, 1));
+        emit_gemm(cg, &c, &a, &b, d->K, d->P, false);
+    }
+    if (s->padded) {
+        emit_zero(cg, &s->pad);
+        emit_col2im(cg, d, &s->pad, true, &s->x, cks, cps);
+        Opnd mid = s->pad;
+        mid.a.offset = d->pad * d->Wp + d->pad;
+        mid.t = dx.t;
+        emit_map(cg, NULL, 3, dx.t.dim, &dx, 1, &mid);
+    } else {
+        emit_col2im(cg, d, &dx, false, &s->x, cks, cps);
+    }
+    range_close(cg, &ln);
+}
+
+/* dw = conv2d_grad_w(x, g): dw^T += xc[n] @ g[n]^T with x's windows read in
+ * place (columns: channels; summed in the scratch, then transposed into
+ * dw), or dw += g[n] @ xc[n]^T with xc packed (columns: window elements). */
+static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool direct)
+{
+    DType dt = o[0].a.dtype;
+    bool by_o = direct && gemm_cost(d->K, d->O, d->P, false, true, dt) + (double)(d->O * d->P) <=
+                              gemm_cost(d->O, d->K, d->P, false, true, dt) + 1.5 * (double)(d->K * d->P);
+    Opnd *sum = &s->w;                  /* dw^T: [C,KH,KW,O] */
+    emit_zero(cg, by_o ? sum : &o[0]);
+    if (by_o && s->padded)
+        emit_zero(cg, &s->pad);
+    Loop ln;
+    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    Opnd x = conv_image(cg, &o[1], n), g = conv_image(cg, &o[2], n);
+    const int64_t *gs = g.a.stride;
+    if (by_o) {
+        bool padded;
+        Opnd xs = conv_source(cg, d, &x, s, &padded);
+        const int64_t *st = xs.a.stride;
+        Mat a = mat(cg, &xs, split3(d->C, st[0], d->KH, st[1], d->KW, st[2]),
+                    split2(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2]));
+        Mat b = mat(cg, &g, split2(d->Ho, gs[1], d->Wo, gs[2]), split1(d->O, gs[0]));      /* g^T, P x O */
+        if (in_memory(&g.a) && gs[0] != 1) {
+            emit_copy_to(cg, &s->g, (int64_t[]){1, d->Wo * d->O, d->O}, &g);
+            b = mat(cg, &s->g, split2(d->Ho, d->Wo * d->O, d->Wo, d->O), split1(d->O, 1));
+        }
+        Mat c = mat(cg, sum, split1(d->K, d->O), split1(d->O, 1));
+        emit_gemm(cg, &c, &a, &b, d->K, d->O, true);
+    } else {
+        emit_im2col(cg, d, &x, false, &s->x, 1, d->K);
+        Mat a = mat(cg, &g, split1(d->O, gs[0]), split2(d->Ho, gs[1], d->Wo, gs[2]));
+        Mat b = mat(cg, &s->x, split2(d->Ho, d->Wo * d->K, d->Wo, d->K), split1(d->K, 1));
+        Mat c = mat(cg, &o[0], split1(d->O, d->K), split1(d->K, 1));
+        emit_gemm(cg, &c, &a, &b, d->O, d->K, true);
+    }
+    range_close(cg, &ln);
+    if (by_o)
+        emit_copy_to(cg, &o[0], (int64_t[]){d->KH * d->KW, d->KW, 1, d->K}, sum);
+}
+
+static bool emit_conv(Cg *cg, const IrNode *n, Opnd *o)
+{
+    ConvDims d = conv_dims(n, o);
+    BeConvScratch bs = be_conv_scratch(cg->f, n);
+    ConvScratch s = conv_scratch_regions(cg, &d, o[0].a.dtype, &bs);
+    if (n->op == OP_CONV2D)
+        emit_conv2d(cg, &d, o, &s, bs.direct);
+    else if (n->op == OP_CONV2D_GRAD_X)
+        emit_conv2d_grad_x(cg, &d, o, &s, &bs);
+    else
+        emit_conv2d_grad_w(cg, &d, o, &s, bs.direct);
+    return true;
+}
+
 /* The code of node n: o[0] is its result, o[1..] its operands. */
 static bool emit_node(Cg *cg, const IrNode *n, Opnd *o)
 {
@@ -744,6 +1520,8 @@ static bool emit_node(Cg *cg, const IrNode *n, Opnd *o)
             return emit_map(cg, NULL, o[1].t.rank, o[1].t.dim, &dst, 1, &o[1]);
         }
         break;
+    case KIND_CONV:
+        return emit_conv(cg, n, o);
     case KIND_OTHER: {
         /* ONEHOT: the label, repeated along the class dim. */
         Opnd lab = o[1];
@@ -771,16 +1549,20 @@ static uint64_t span_bytes(const Opnd *o)
 
 /* Start the value function `name` for the result o[0] and operands o[1..n):
  * one noalias pointer parameter per operand in memory, the element of each
- * operand in a register, the element of a register result returned.  Binds
- * each o[i].v to its parameter and leaves cg->b at the function's start. */
-static void value_fn_begin(Cg *cg, const char *name, Opnd *o, int n)
+ * operand in a register, then a noalias pointer to `scratch` bytes of the
+ * arena if that is not 0; the element of a register result returned.  Binds
+ * each o[i].v (and cg->scratch) to its parameter and leaves cg->b at the
+ * function's start. */
+static void value_fn_begin(Cg *cg, const char *name, Opnd *o, int n, int64_t scratch)
 {
     static const char *const pname[MAX_ACC] = {"y", "a", "b"};
-    LLVMTypeRef pt[MAX_ACC];
+    LLVMTypeRef pt[MAX_ACC + 1];
     int np = 0;
     for (int i = 0; i < n; i++)
         if (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG))
             pt[np++] = in_memory(&o[i].a) ? cg->ptr : elem_type(cg, o[i].a.dtype);
+    if (scratch)
+        pt[np++] = cg->ptr;
     LLVMTypeRef rt = o[0].a.base == BE_REG ? elem_type(cg, o[0].a.dtype) : cg->void_;
     cg->fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(rt, pt, (unsigned)np, 0));
     LLVMSetLinkage(cg->fn, LLVMInternalLinkage);
@@ -803,6 +1585,16 @@ static void value_fn_begin(Cg *cg, const char *name, Opnd *o, int n)
             add_attr(cg, cg->fn, p + 1, "dereferenceable", span_bytes(&o[i]));
         }
         p++;
+    }
+    cg->scratch = NULL;
+    if (scratch) {
+        static const char *const attrs[] = {"noalias", "nocapture", "noundef", "nonnull"};
+        cg->scratch = LLVMGetParam(cg->fn, p);
+        LLVMSetValueName2(cg->scratch, "scratch", 7);
+        for (size_t a = 0; a < sizeof attrs / sizeof *attrs; a++)
+            add_attr(cg, cg->fn, p + 1, attrs[a], 0);
+        add_attr(cg, cg->fn, p + 1, "align", 64);
+        add_attr(cg, cg->fn, p + 1, "dereferenceable", (uint64_t)scratch);
     }
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry");
     LLVMPositionBuilderAtEnd(cg->eb, entry);
@@ -844,9 +1636,9 @@ static LLVMValueRef entry_arg(Cg *cg, const BeAccess *a)
  * and so 64-byte aligned, is left out on purpose: it would split functions
  * for the sake of an alignment that AVX code does not need.) */
 typedef struct {
-    /* op, value, ival, nlist, list; per access: class, dtype, rank, dims,
-     * imm or offset, strides (8 bytes each) */
-    unsigned char b[8 * (4 + IR_MAX_RANK + MAX_ACC * (5 + 2 * IR_MAX_RANK))];
+    /* op, scratch bytes, value, ival, nlist, list; per access: class,
+     * dtype, rank, dims, imm or offset, strides (8 bytes each) */
+    unsigned char b[8 * (5 + IR_MAX_RANK + MAX_ACC * (5 + 2 * IR_MAX_RANK))];
     size_t n;
 } Key;
 
@@ -862,10 +1654,11 @@ static void key_f64(Key *k, double v)
     k->n += sizeof v;
 }
 
-static void value_key(Key *k, const IrNode *node, const Opnd *o, int n)
+static void value_key(Key *k, const IrNode *node, const Opnd *o, int n, int64_t scratch)
 {
     k->n = 0;
     key_i64(k, node ? (int64_t)node->op : -1);
+    key_i64(k, scratch);
     if (node) {
         key_f64(k, node->value);
         key_i64(k, node->ival);
@@ -944,22 +1737,26 @@ static void fn_remember(Cg *cg, const Key *k, uint64_t h, LLVMValueRef fn)
 }
 
 /* Call, from the public entry, the value function for o[0] = node(o[1..n))
- * (node NULL: a copy), building it as `name` unless an equal one exists.
- * Returns the call. */
-static LLVMValueRef emit_value_fn(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, bool *ok)
+ * (node NULL: a copy), building it as `name` unless an equal one exists;
+ * with `scratch` bytes of arena at byte offset scratch_off when that is not
+ * 0.  Returns the call. */
+static LLVMValueRef emit_value_fn(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch,
+                                  int64_t scratch_off, bool *ok)
 {
-    LLVMValueRef args[MAX_ACC];
+    LLVMValueRef args[MAX_ACC + 1];
     int na = 0;
     for (int i = 0; i < n; i++)
         if (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG))
             args[na++] = entry_arg(cg, &o[i].a);
+    if (scratch)
+        args[na++] = entry_arg(cg, &(BeAccess){.base = BE_ARENA, .byte_off = scratch_off});
     Key k;
-    value_key(&k, node, o, n);
+    value_key(&k, node, o, n, scratch);
     uint64_t h = key_hash(&k);
     LLVMValueRef fn = cg->fn_cap ? cg->fn_done[fn_slot(cg, &k, h)] : NULL;
     *ok = true;
     if (!fn) {
-        value_fn_begin(cg, name, o, n);
+        value_fn_begin(cg, name, o, n, scratch);
         *ok = node ? emit_node(cg, node, o) : emit_map(cg, NULL, o[0].t.rank, o[0].t.dim, &o[0], 1, &o[1]);
         value_fn_end(cg, o);
         fn = cg->fn;
@@ -1043,7 +1840,7 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
         for (int i = 0; i < arity; i++)
             o[1 + i] = (Opnd){.a = plan.acc[n->arg[i]], .t = f->node[n->arg[i]].type};
         value_fn_name(cg, name, sizeof name, ir_op_info[n->op].name, v);
-        LLVMValueRef call = emit_value_fn(cg, name, n, o, 1 + arity, &ok);
+        LLVMValueRef call = emit_value_fn(cg, name, n, o, 1 + arity, plan.scratch_bytes[v], plan.scratch_off[v], &ok);
         if (plan.acc[v].base == BE_REG)
             cg->reg[v] = call;
     }
@@ -1053,7 +1850,7 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
         IrType t = f->node[f->output[j]].type;
         Opnd o[2] = {{.a = be_access_dense(t, BE_OUTPUT, j, 0), .t = t}, {.a = plan.acc[f->output[j]], .t = t}};
         value_fn_name(cg, name, sizeof name, "out", j);
-        emit_value_fn(cg, name, NULL, o, 2, &ok);
+        emit_value_fn(cg, name, NULL, o, 2, 0, 0, &ok);
     }
     if (ok)
         LLVMBuildRetVoid(cg->top);

@@ -181,8 +181,56 @@ static int64_t buffer_bytes(IrType t)
     return (b + BE_ALIGN - 1) / BE_ALIGN * BE_ALIGN;
 }
 
+/* Scratch sizes saturate here: far beyond any memory, and far from
+ * overflowing int64_t when added up. */
+#define BE_SCRATCH_CAP ((int64_t)1 << 50)
+
+/* a * b for a, b >= 0, saturating at BE_SCRATCH_CAP */
+static int64_t sat_mul(int64_t a, int64_t b)
+{
+    return b && a > BE_SCRATCH_CAP / b ? BE_SCRATCH_CAP : a * b;
+}
+
+/* bytes rounded up to BE_ALIGN */
+static int64_t aligned(int64_t bytes)
+{
+    return (bytes + BE_ALIGN - 1) / BE_ALIGN * BE_ALIGN;
+}
+
+BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n)
+{
+    /* x [N,C,H,W], w [O,C,KH,KW], y [N,O,Ho,Wo], whichever two are operands */
+    IrType a = f->node[n->arg[0]].type, b = f->node[n->arg[1]].type;
+    IrType x = n->op == OP_CONV2D_GRAD_X ? n->type : a;
+    IrType y = n->op == OP_CONV2D ? n->type : n->op == OP_CONV2D_GRAD_X ? a : b;
+    IrType w = n->op == OP_CONV2D_GRAD_W ? n->type : b;
+    int64_t size = (int64_t)ir_dtype_size(n->type.dtype), pad = n->list[IR_CONV_PAD];
+    int64_t stride = n->list[IR_CONV_STRIDE];
+    int64_t k = (int64_t)w.dim[1] * w.dim[2] * w.dim[3], p = (int64_t)y.dim[2] * y.dim[3], o = w.dim[0];
+    int64_t hp = x.dim[2] + 2 * pad, wp = x.dim[3] + 2 * pad;
+    BeConvScratch s = {0};
+    s.direct = !pad || (hp <= IR_MAX_DIM && wp <= IR_MAX_DIM && sat_mul(sat_mul(x.dim[1], hp), wp) <= IR_MAX_NUMEL);
+    /* g of conv2d_grad_x by phases: read at rows qh - jh for dx rows h =
+     * stride*qh + rh - pad < H and kernel rows kh = rh + stride*jh < KH */
+    s.gpad_top = (w.dim[2] + stride - 1) / stride - 1;
+    s.gpad_left = (w.dim[3] + stride - 1) / stride - 1;
+    int64_t qh = (x.dim[2] - 1 + pad) / stride + 1, qw = (x.dim[3] - 1 + pad) / stride + 1;
+    s.gpad_h = (qh > y.dim[2] ? qh : y.dim[2]) + s.gpad_top;
+    s.gpad_w = (qw > y.dim[3] ? qw : y.dim[3]) + s.gpad_left;
+    s.phased = n->op == OP_CONV2D_GRAD_X && stride * stride <= BE_CONV_MAX_PHASES && s.gpad_h <= IR_MAX_DIM &&
+               s.gpad_w <= IR_MAX_DIM && sat_mul(sat_mul(o, s.gpad_h), s.gpad_w) <= IR_MAX_NUMEL;
+    s.w = 0;
+    s.x = aligned(sat_mul(sat_mul(o, k), size));
+    s.g = s.x + aligned(sat_mul(sat_mul(k, p), size));
+    s.pad = s.g + aligned(sat_mul(sat_mul(o, p), size));
+    s.gpad = s.pad + (s.direct && pad ? aligned(sat_mul(sat_mul(sat_mul(x.dim[1], hp), wp), size)) : 0);
+    s.bytes = s.gpad + (s.phased ? aligned(sat_mul(sat_mul(sat_mul(o, s.gpad_h), s.gpad_w), size)) : 0);
+    return s;
+}
+
 /* Place every arena buffer: walk the nodes in order, take space for each
- * computed value, and give back the buffers whose last reader was this node. */
+ * computed value (and its scratch, given back at once), and give back the
+ * buffers whose last reader was this node. */
 static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
 {
     int n = f->nnode;
@@ -225,8 +273,12 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
     for (int v = 0; v < n; v++) {
         if (root[v] == v)
             p->acc[v].byte_off = space_alloc(&s, buffer_bytes(f->node[v].type));
+        if (p->scratch_bytes[v])
+            p->scratch_off[v] = space_alloc(&s, p->scratch_bytes[v]);
         for (int r = dies[v]; r >= 0; r = next[r])
             space_free(&s, p->acc[r].byte_off, buffer_bytes(f->node[r].type));
+        if (p->scratch_bytes[v])
+            space_free(&s, p->scratch_off[v], p->scratch_bytes[v]);
     }
     p->arena_bytes = (size_t)s.top;
     /* Views were planned before their buffers were placed. */
@@ -244,6 +296,8 @@ void be_plan(const IrFunc *f, BePlan *p)
     p->acc = arena_alloc(&p->arena, sizeof(BeAccess) * (size_t)(n + 1));
     p->computed = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));
     p->out_copy = arena_alloc(&p->arena, sizeof(bool) * (size_t)(f->noutput + 1));
+    p->scratch_off = arena_alloc(&p->arena, sizeof(int64_t) * (size_t)(n + 1));
+    p->scratch_bytes = arena_alloc(&p->arena, sizeof(int64_t) * (size_t)(n + 1));
 
     bool *live = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));
     int *out_pos = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
@@ -308,9 +362,12 @@ void be_plan(const IrFunc *f, BePlan *p)
         }
         /* A value the code generator writes. */
         p->computed[v] = true;
+        bool conv = ir_op_info[nd->op].kind == KIND_CONV;
+        if (conv)
+            p->scratch_bytes[v] = be_conv_scratch(f, nd).bytes;
         if (out_pos[v] >= 0)
             *a = be_access_dense(nd->type, BE_OUTPUT, out_pos[v], 0);
-        else if (ir_numel(nd->type) == 1)
+        else if (ir_numel(nd->type) == 1 && !conv)
             *a = access_splat(&(BeAccess){.base = BE_REG, .index = v}, nd->type);
         else
             *a = be_access_dense(nd->type, BE_ARENA, 0, 0);

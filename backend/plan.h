@@ -13,8 +13,10 @@
  * get a fresh row-major buffer: in out[j] when the value is output j, else
  * in the arena at a 64-byte aligned offset, reusing the space of buffers
  * whose values are dead (linear scan in node order).  One-element values
- * that are not outputs live in an LLVM register instead.  Dead values get
- * no storage and no code. */
+ * that are not outputs live in an LLVM register instead (except the
+ * results of convolutions, which are always in memory).  Convolutions also
+ * get scratch space in the arena for their packed operands, live while
+ * their node runs.  Dead values get no storage and no code. */
 #ifndef MAMLC_BACKEND_PLAN_H
 #define MAMLC_BACKEND_PLAN_H
 
@@ -47,8 +49,36 @@ typedef struct {
     bool *computed;                 /* per value: code writes it into acc (a new buffer or register) */
     int noutput;
     bool *out_copy;                 /* per output: copied from acc[output[j]] into out[j] at the end */
+    int64_t *scratch_off;           /* per value: byte offset of its scratch in the arena */
+    int64_t *scratch_bytes;         /* per value: bytes of scratch (0: none) */
     size_t arena_bytes;             /* bytes of arena the function needs (a multiple of 64) */
 } BePlan;
+
+/* The scratch of a convolution value function, at byte offsets that are
+ * multiples of 64 (a region the op does not use may still be there):
+ *   w     O*C*KH*KW elements: w packed, or conv2d_grad_w's sums
+ *   x     C*KH*KW * Ho*Wo elements: one image's im2col matrix, or
+ *         conv2d_grad_x's window sums
+ *   g     O * Ho*Wo elements: one image of g packed
+ *   pad   C * (H+2*pad) * (W+2*pad) elements: one image of x (or dx)
+ *         zero-padded, when `direct` and pad > 0
+ *   gpad  O * gpad_h * gpad_w elements, when `phased`: one image of
+ *         conv2d_grad_x's g with gpad_top rows and gpad_left columns of
+ *         zeros before it and enough after
+ * `direct`: x's windows may be read in place or from the padded image (its
+ * size within IR_MAX_DIM and IR_MAX_NUMEL); else the code packs them.
+ * `phased`: conv2d_grad_x may run as stride^2 products, one per phase of
+ * dx's positions (stride^2 <= BE_CONV_MAX_PHASES, sizes within limits). */
+#define BE_CONV_MAX_PHASES 16
+typedef struct {
+    int64_t w, x, g, pad, gpad;     /* byte offsets in the scratch */
+    int64_t bytes;                  /* all of it, a multiple of 64 */
+    bool direct, phased;
+    int64_t gpad_h, gpad_w, gpad_top, gpad_left;
+} BeConvScratch;
+
+/* The scratch layout of convolution node n of f. */
+BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n);
 
 /* Plan f into p.  Never fails; release p with be_plan_free. */
 void be_plan(const IrFunc *f, BePlan *p);

@@ -210,24 +210,137 @@ static ValueId lower_argmax(Lower *L, const Ast *call, const ModelBuiltin *b, co
     return ir_argmax(L->f, v[0], axis, call->loc, L->d);
 }
 
+/* conv2d(x, W, b, stride = s, pad = p) = conv2d(x, W) + b, broadcast over
+ * [N, O, Ho, Wo]: x [N, C, H, W], W [O, C, KH, KW], b [O]; zero padding,
+ * Ho = (H + 2p - KH) / s + 1 rounded down, likewise Wo. */
+static ValueId lower_conv2d(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType x = type_of(L, v[0]), w = type_of(L, v[1]), bias = type_of(L, v[2]);
+    char sx[64], sw[64], sb[64];
+    int64_t kw[BUILTIN_MAX_KWARGS];
+    if (!model_builtin_kwargs(L->mi, call, b, kw, L->d))
+        return IR_NONE;
+    int stride = (int)kw[0], pad = (int)kw[1];
+    if (x.rank != 4 || w.rank != 4 || bias.rank != 1) {
+        diag_error(L->d, call->loc, "'conv2d(x, W, b)' needs x [N, C, H, W], W [O, C, KH, KW] and b [O], got x %s, "
+                   "W %s and b %s", type_str(L, v[0], sx), type_str(L, v[1], sw), type_str(L, v[2], sb));
+        return IR_NONE;
+    }
+    if (x.dim[1] != w.dim[1]) {
+        diag_error(L->d, call->loc, "'conv2d': x %s has %d channels, but W %s [O, C, KH, KW] takes %d",
+                   type_str(L, v[0], sx), x.dim[1], type_str(L, v[1], sw), w.dim[1]);
+        return IR_NONE;
+    }
+    if (bias.dim[0] != w.dim[0]) {
+        diag_error(L->d, call->loc, "'conv2d': b %s needs one element per output channel of W %s (%d)",
+                   type_str(L, v[2], sb), type_str(L, v[1], sw), w.dim[0]);
+        return IR_NONE;
+    }
+    if ((int64_t)x.dim[2] + 2 * (int64_t)pad < w.dim[2] || (int64_t)x.dim[3] + 2 * (int64_t)pad < w.dim[3]) {
+        diag_error(L->d, call->loc, "'conv2d': the %dx%d kernel of W %s does not fit the %dx%d image of x %s padded "
+                   "by %d", w.dim[2], w.dim[3], type_str(L, v[1], sw), x.dim[2], x.dim[3], type_str(L, v[0], sx),
+                   pad);
+        return IR_NONE;
+    }
+    ValueId y = ir_conv(L->f, OP_CONV2D, v[0], v[1], stride, pad, x, call->loc, L->d);
+    IrType column = {.dtype = bias.dtype, .rank = 3, .dim = {bias.dim[0], 1, 1}};
+    return ir_binary_bcast(L->f, OP_ADD, y, ir_reshape(L->f, v[2], column, call->loc, L->d), call->loc, L->d);
+}
+
+/* max_pool2d(x, k) = the max of each k x k window, stride k: x [N, C, H, W]
+ * with H and W multiples of k, as reduce_max over axes 3 and 5 of x
+ * reshaped to [N, C, H/k, k, W/k, k]. */
+static ValueId lower_max_pool2d(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType x = type_of(L, v[0]);
+    char sx[64];
+    int k;
+    if (!model_extent(L->mi, call->call.arg.item[1], &k, L->d))
+        return IR_NONE;
+    if (x.rank != 4) {
+        diag_error(L->d, call->loc, "'max_pool2d(x, k)' needs x [N, C, H, W], got %s", type_str(L, v[0], sx));
+        return IR_NONE;
+    }
+    if (x.dim[2] % k || x.dim[3] % k) {
+        diag_error(L->d, call->loc, "'max_pool2d': the %dx%d image of x %s does not divide into %dx%d windows",
+                   x.dim[2], x.dim[3], type_str(L, v[0], sx), k, k);
+        return IR_NONE;
+    }
+    IrType windows = {.dtype = x.dtype, .rank = 6, .dim = {x.dim[0], x.dim[1], x.dim[2] / k, k, x.dim[3] / k, k}};
+    static const int axes[2] = {3, 5};
+    return ir_reduce(L->f, OP_REDUCE_MAX, ir_reshape(L->f, v[0], windows, call->loc, L->d), 2, axes, call->loc, L->d);
+}
+
+/* batch_norm(x, gamma, beta) = gamma * (x - m) / sqrt(s2 + 1e-5) + beta,
+ * with m and s2 the mean and the (biased) variance of each feature over
+ * the batch: over axis 0 of x [N, F] (gamma, beta [F]), over axes 0, 2, 3
+ * of x [N, C, H, W] (gamma, beta [C]).  Statistics of this call's batch,
+ * no running averages (as MAML). */
+static ValueId lower_batch_norm(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    static const int axes2[1] = {0}, axes4[3] = {0, 2, 3};
+    IrType x = type_of(L, v[0]), gamma = type_of(L, v[1]), beta = type_of(L, v[2]);
+    if ((x.rank != 2 && x.rank != 4) || gamma.rank != 1 || beta.rank != 1 || gamma.dim[0] != x.dim[1] ||
+        beta.dim[0] != x.dim[1]) {
+        char sx[64], sg[64], sb[64];
+        diag_error(L->d, call->loc, "'batch_norm(x, gamma, beta)' needs x [N, F] or [N, C, H, W] and gamma, beta of "
+                   "its features ([F] or [C]), got x %s, gamma %s and beta %s", type_str(L, v[0], sx),
+                   type_str(L, v[1], sg), type_str(L, v[2], sb));
+        return IR_NONE;
+    }
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    const int *axes = x.rank == 2 ? axes2 : axes4;
+    int naxes = x.rank == 2 ? 1 : 3;
+    double count = (double)(ir_numel(x) / x.dim[1]);
+    IrType keep = x, feature = {.dtype = gamma.dtype, .rank = x.rank - 1, .dim = {x.dim[1], 1, 1}};
+    for (int i = 0; i < naxes; i++)
+        keep.dim[axes[i]] = 1;
+    ValueId sum = ir_reduce(f, OP_REDUCE_SUM, v[0], naxes, axes, loc, L->d);
+    ValueId mean = ir_binary_scalar(f, OP_DIV, sum, count, false, loc, L->d);
+    ValueId centred = ir_binary_bcast(f, OP_SUB, v[0], ir_reshape(f, mean, keep, loc, L->d), loc, L->d);
+    ValueId sq = ir_reduce(f, OP_REDUCE_SUM, ir_binary(f, OP_MUL, centred, centred, loc, L->d), naxes, axes, loc, L->d);
+    ValueId var = ir_binary_scalar(f, OP_DIV, sq, count, false, loc, L->d);
+    ValueId inv = ir_powc(f, ir_binary_scalar(f, OP_ADD, var, 1e-5, false, loc, L->d), -0.5, loc, L->d);
+    ValueId norm = ir_binary_bcast(f, OP_MUL, centred, ir_reshape(f, inv, keep, loc, L->d), loc, L->d);
+    ValueId scaled = ir_binary_bcast(f, OP_MUL, norm, ir_reshape(f, v[1], feature, loc, L->d), loc, L->d);
+    return ir_binary_bcast(f, OP_ADD, scaled, ir_reshape(f, v[2], feature, loc, L->d), loc, L->d);
+}
+
+/* flatten(x) = x reshaped from [N, d1, ..., dk] to [N, d1*...*dk]. */
+static ValueId lower_flatten(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType x = type_of(L, v[0]);
+    if (x.rank < 2) {
+        char sx[64];
+        diag_error(L->d, call->loc, "'flatten(x)' needs x [N, d1, ...] of rank 2 or more, got %s",
+                   type_str(L, v[0], sx));
+        return IR_NONE;
+    }
+    IrType t = {.dtype = x.dtype, .rank = 2, .dim = {x.dim[0], (int)(ir_numel(x) / x.dim[0])}};
+    return ir_reshape(L->f, v[0], t, call->loc, L->d);
+}
+
 #define V BARG_VALUE
-#define UNARY(name, op) {name, 1, 1, {V}, false, op, lower_unary}
+#define NO_KW {{NULL, 0, 0}, {NULL, 0, 0}}
+#define UNARY(name, op) {name, 1, 1, {V}, false, op, lower_unary, NO_KW}
 static const ModelBuiltin builtins[] = {
     UNARY("relu", OP_RELU), UNARY("tanh", OP_TANH), UNARY("sigmoid", OP_SIGMOID),
     UNARY("exp", OP_EXP), UNARY("log", OP_LOG), UNARY("sqrt", OP_SQRT),
     UNARY("softplus", OP_SOFTPLUS), UNARY("sin", OP_SIN), UNARY("cos", OP_COS),
     UNARY("abs", OP_ABS),
-    {"sum", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_reduce},
-    {"mean", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_mean},
-    {"max", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_MAX, lower_reduce},
-    {"transpose", 1, 1, {V}, false, OP_TRANSPOSE, lower_transpose},
-    {"reshape", 2, 2, {V, BARG_SHAPE}, false, OP_RESHAPE, lower_reshape},
-    {"linear", 3, 3, {V, V, V}, false, OP_MATMUL, lower_linear},
-    {"log_softmax", 2, 2, {V, BARG_AXIS}, false, OP_EXP, lower_log_softmax},
-    {"cross_entropy", 2, 2, {V, V}, false, OP_ONEHOT, lower_cross_entropy},
-    {"argmax", 2, 2, {V, BARG_AXIS}, true, OP_ARGMAX, lower_argmax},
+    {"sum", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_reduce, NO_KW},
+    {"mean", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_mean, NO_KW},
+    {"max", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_MAX, lower_reduce, NO_KW},
+    {"transpose", 1, 1, {V}, false, OP_TRANSPOSE, lower_transpose, NO_KW},
+    {"reshape", 2, 2, {V, BARG_SHAPE}, false, OP_RESHAPE, lower_reshape, NO_KW},
+    {"linear", 3, 3, {V, V, V}, false, OP_MATMUL, lower_linear, NO_KW},
+    {"log_softmax", 2, 2, {V, BARG_AXIS}, false, OP_EXP, lower_log_softmax, NO_KW},
+    {"cross_entropy", 2, 2, {V, V}, false, OP_ONEHOT, lower_cross_entropy, NO_KW},
+    {"argmax", 2, 2, {V, BARG_AXIS}, true, OP_ARGMAX, lower_argmax, NO_KW},
+    {"conv2d", 3, 3, {V, V, V}, false, OP_CONV2D, lower_conv2d, {{"stride", 1, 1}, {"pad", 0, 0}}},
+    {"max_pool2d", 2, 2, {V, BARG_SIZE}, false, OP_REDUCE_MAX, lower_max_pool2d, NO_KW},
+    {"batch_norm", 3, 3, {V, V, V}, false, OP_REDUCE_SUM, lower_batch_norm, NO_KW},
+    {"flatten", 1, 1, {V}, false, OP_RESHAPE, lower_flatten, NO_KW},
 };
 #undef UNARY
+#undef NO_KW
 #undef V
 
 const ModelBuiltin *model_builtin(const char *name) {
@@ -237,20 +350,79 @@ const ModelBuiltin *model_builtin(const char *name) {
     return NULL;
 }
 
+int model_call_positional(const Ast *call) {
+    int n = 0;
+    while (n < call->call.arg.n && call->call.arg.item[n]->kind != AST_KWARG)
+        n++;
+    return n;
+}
+
+bool model_builtin_kwargs(const ModelImpl *mi, const Ast *call, const ModelBuiltin *b, int64_t *out, Diag *d) {
+    const Ast *given[BUILTIN_MAX_KWARGS] = {0};
+    const char *fn = call->call.callee;
+    char names[64] = "";
+    int nkw = 0;
+    while (nkw < BUILTIN_MAX_KWARGS && b->kw[nkw].name)
+        nkw++;
+    for (int i = 0; i < nkw; i++) {
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "", b->kw[i].name);
+        out[i] = b->kw[i].def;
+    }
+    bool ok = true;
+    for (int i = model_call_positional(call); i < call->call.arg.n; i++) {
+        const Ast *a = call->call.arg.item[i];
+        if (a->kind != AST_KWARG) {
+            diag_error(d, a->loc, "positional argument after a keyword argument in a call of '%s'", fn);
+            ok = false;
+            continue;
+        }
+        int k = 0;
+        while (k < nkw && strcmp(b->kw[k].name, a->kwarg.key) != 0)
+            k++;
+        if (k == nkw) {
+            diag_error(d, a->loc, "'%s' has no argument '%s' (its keyword arguments: %s)", fn, a->kwarg.key, names);
+            ok = false;
+            continue;
+        }
+        if (given[k]) {
+            diag_error(d, a->loc, "argument '%s' of '%s' is given twice", a->kwarg.key, fn);
+            diag_note(d, given[k]->loc, "first given here");
+            ok = false;
+            continue;
+        }
+        given[k] = a;
+        int64_t value;
+        if (!model_dim_expr(mi, a->kwarg.value, &value, d)) {
+            ok = false;
+            continue;
+        }
+        if (value < b->kw[k].min || value > IR_MAX_DIM) {
+            diag_error(d, a->kwarg.value->loc, "'%s' of '%s' must be from %lld to %d, not %lld", a->kwarg.key, fn,
+                       (long long)b->kw[k].min, IR_MAX_DIM, (long long)value);
+            ok = false;
+            continue;
+        }
+        out[k] = value;
+    }
+    return ok;
+}
+
 /* --- calls --- */
 
 static ValueId call_builtin(Lower *L, const Ast *call, const ModelBuiltin *b) {
     const AstList *args = &call->call.arg;
+    int npos = model_call_positional(call);
     if (b->metric_only && L->differentiable)
         return nondiff_error(L, call, b->name);
-    if (args->n < b->min_args || args->n > b->max_args) {
+    if (npos < b->min_args || npos > b->max_args) {
         diag_error(L->d, call->loc, "'%s' takes %d to %d arguments, but %d were given", b->name, b->min_args,
-                   b->max_args, args->n);
+                   b->max_args, npos);
         return IR_NONE;
     }
     ValueId v[3] = {IR_NONE, IR_NONE, IR_NONE};
     bool ok = true;
-    for (int i = 0; i < args->n; i++)
+    for (int i = 0; i < npos; i++)
         if (b->arg[i] == BARG_VALUE)
             ok &= (v[i] = lower_expr(L, args->item[i])) != IR_NONE;
     return ok ? b->lower(L, call, b, v) : IR_NONE;
@@ -290,12 +462,12 @@ static ValueId call_def(Lower *L, const Ast *call) {
 }
 
 static ValueId lower_call(Lower *L, const Ast *call) {
-    for (int i = 0; i < call->call.arg.n; i++)
-        if (call->call.arg.item[i]->kind == AST_KWARG) {
-            diag_error(L->d, call->call.arg.item[i]->loc, "keyword argument in a call of '%s'", call->call.callee);
-            return IR_NONE;
-        }
     const ModelBuiltin *b = model_builtin(call->call.callee);
+    int npos = model_call_positional(call);
+    if (npos < call->call.arg.n && (!b || !b->kw[0].name)) {
+        diag_error(L->d, call->call.arg.item[npos]->loc, "keyword argument in a call of '%s'", call->call.callee);
+        return IR_NONE;
+    }
     return b ? call_builtin(L, call, b) : call_def(L, call);
 }
 

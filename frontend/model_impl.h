@@ -26,7 +26,18 @@ typedef enum {
     BARG_VALUE,                 /* any expression, lowered to a value */
     BARG_AXIS,                  /* an integer literal, negative from the end */
     BARG_SHAPE,                 /* a list of dim expressions; one may be -1 */
+    BARG_SIZE,                  /* a dim expression from 1 to IR_MAX_DIM */
 } BuiltinArg;
+
+/* A keyword argument of a builtin: a dim expression (integers, dims, + - *),
+ * given by keyword only, after the positional arguments. */
+typedef struct {
+    const char *name;           /* NULL past the last */
+    int64_t def;                /* the value when it is not given */
+    int64_t min;                /* the smallest value; the largest is IR_MAX_DIM */
+} BuiltinKwarg;
+
+#define BUILTIN_MAX_KWARGS 2
 
 typedef struct Lower Lower;
 typedef struct ModelBuiltin ModelBuiltin;
@@ -39,10 +50,21 @@ struct ModelBuiltin {
     IrOp op;                    /* the op it maps to, where there is one */
     /* v[i]: argument i lowered, for BARG_VALUE positions */
     ValueId (*lower)(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v);
+    BuiltinKwarg kw[BUILTIN_MAX_KWARGS];    /* its keyword arguments */
 };
 
 /* The builtin called `name`, or NULL. */
 const ModelBuiltin *model_builtin(const char *name);
+
+/* The number of positional arguments of `call`: those before its first
+ * keyword argument. */
+int model_call_positional(const Ast *call);
+
+/* Bind the keyword arguments of `call`, a call of builtin b (which has
+ * some): out[i] gets the value of b->kw[i], or its default.  Reports every
+ * unknown, repeated, misplaced or out-of-range keyword argument through d;
+ * false if any. */
+bool model_builtin_kwargs(const ModelImpl *mi, const Ast *call, const ModelBuiltin *b, int64_t *out, Diag *d);
 
 /* --- shared checks (frontend/model.c) --- */
 

@@ -57,8 +57,7 @@ static void resolve_name(Resolve *r, const Ast *e) {
         diag_error(r->d, e->loc, "unknown name '%s'", id);
 }
 
-static void arity_error(Resolve *r, const Ast *call, int min, int max) {
-    int n = call->call.arg.n;
+static void arity_error(Resolve *r, const Ast *call, int n, int min, int max) {
     if (min == max)
         diag_error(r->d, call->loc, "'%s' takes %d argument%s, but %d %s given", call->call.callee, min,
                    min == 1 ? "" : "s", n, n == 1 ? "was" : "were");
@@ -92,33 +91,46 @@ static void resolve_shape(Resolve *r, const Ast *call, const Ast *a) {
     }
 }
 
+/* A builtin's positional arguments (by their kinds), then its keyword
+ * arguments. */
 static void resolve_builtin(Resolve *r, const Ast *call, const ModelBuiltin *b) {
     const AstList *args = &call->call.arg;
-    if (args->n < b->min_args || args->n > b->max_args) {
-        arity_error(r, call, b->min_args, b->max_args);
+    int npos = model_call_positional(call);
+    int64_t kw[BUILTIN_MAX_KWARGS];
+    bool misplaced = false;         /* a positional argument after a keyword one: reported here */
+    for (int i = npos; i < args->n; i++)
+        misplaced |= args->item[i]->kind != AST_KWARG;
+    if (npos < args->n && b->kw[0].name)
+        model_builtin_kwargs(r->mi, call, b, kw, r->d);
+    if (!misplaced && (npos < b->min_args || npos > b->max_args)) {
+        arity_error(r, call, npos, b->min_args, b->max_args);
         return;
     }
-    for (int i = 0; i < args->n; i++) {
+    for (int i = 0; i < npos && i < b->max_args; i++) {
         const Ast *a = args->item[i];
         int64_t axis;
+        int size;
         if (b->arg[i] == BARG_VALUE)
             resolve_expr(r, a);
         else if (b->arg[i] == BARG_AXIS && !model_int_literal(a, &axis))
             diag_error(r->d, a->loc, "the axis of '%s' must be an integer literal", b->name);
         else if (b->arg[i] == BARG_SHAPE)
             resolve_shape(r, call, a);
+        else if (b->arg[i] == BARG_SIZE)
+            model_extent(r->mi, a, &size, r->d);
     }
 }
 
 static void resolve_call(Resolve *r, const Ast *call) {
     const AstList *args = &call->call.arg;
-    for (int i = 0; i < args->n; i++)
-        if (args->item[i]->kind == AST_KWARG) {
-            diag_error(r->d, args->item[i]->loc, "keyword argument '%s' in a call of '%s' (only positional "
-                       "arguments are allowed here)", args->item[i]->kwarg.key, call->call.callee);
-            return;
-        }
     const ModelBuiltin *b = model_builtin(call->call.callee);
+    int npos = model_call_positional(call);
+    if (npos < args->n && (!b || !b->kw[0].name)) {
+        const Ast *a = args->item[npos];
+        diag_error(r->d, a->loc, "keyword argument '%s' in a call of '%s' (only positional arguments are allowed "
+                   "here)", a->kwarg.key, call->call.callee);
+        return;
+    }
     if (b) {
         resolve_builtin(r, call, b);
         return;
@@ -130,7 +142,7 @@ static void resolve_call(Resolve *r, const Ast *call) {
     }
     const Ast *def = r->mi->def[*at];
     if (args->n != def->def.arg.n) {
-        arity_error(r, call, def->def.arg.n, def->def.arg.n);
+        arity_error(r, call, args->n, def->def.arg.n, def->def.arg.n);
         diag_note(r->d, def->loc, "'%s' is defined here", def->def.name);
     }
     add_edge(r, *at, call);

@@ -292,3 +292,13 @@ ValueId ir_argmax(IrFunc *f, ValueId x, int axis, SrcLoc loc, Diag *d) {
     n.list[0] = axis;
     return ir_emit(f, &n, d);
 }
+
+ValueId ir_conv(IrFunc *f, IrOp op, ValueId a, ValueId b, int stride, int pad, IrType t, SrcLoc loc, Diag *d) {
+    IrNode n = node(op, a, b, loc);
+    n.nlist = IR_CONV_NATTR;
+    n.list[IR_CONV_STRIDE] = stride;
+    n.list[IR_CONV_PAD] = pad;
+    if (op != OP_CONV2D)
+        n.type = t;
+    return ir_emit(f, &n, d);
+}

@@ -133,6 +133,44 @@ static void eval_onehot(const IrNode *n, int64_t nlabels, const double *x, doubl
             y[i * c + (int64_t)x[i]] = 1;
 }
 
+/* The three convolution ops as one loop over every term of the trilinear
+ * form T(x, g, w) = sum g[n,o,i,j] * xp[n,c,i*s+a,j*s+b] * w[o,c,a,b] (xp:
+ * x padded with zeros), where tx, tg, tw are the three types and two of
+ * x, g, w are given:
+ *   conv2d:        y[n,o,i,j]  = sum_{c,a,b} xp * w     (g NULL, y of tg's shape)
+ *   conv2d_grad_x: y[n,c,h,v]  = sum_{o,i,j,a,b} g * w  over the terms whose
+ *                  padded position (h,v) is inside x (x NULL)
+ *   conv2d_grad_w: y[o,c,a,b]  = sum_{n,i,j} xp * g     (w NULL)
+ * Padding positions count as zeros that multiply: 0 * inf is NaN here as
+ * in the compiled code, which multiplies packed zeros. */
+static void eval_conv(const IrNode *n, IrType tx, IrType tg, IrType tw, const double *x, const double *g,
+                      const double *w, double *y) {
+    int s = n->list[IR_CONV_STRIDE], p = n->list[IR_CONV_PAD];
+    int N = tx.dim[0], C = tx.dim[1], H = tx.dim[2], W = tx.dim[3];
+    int O = tw.dim[0], KH = tw.dim[2], KW = tw.dim[3], Ho = tg.dim[2], Wo = tg.dim[3];
+    memset(y, 0, (size_t)ir_numel(n->type) * sizeof *y);
+    for (int in = 0; in < N; in++)
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < Ho; i++)
+                for (int j = 0; j < Wo; j++)
+                    for (int c = 0; c < C; c++)
+                        for (int a = 0; a < KH; a++)
+                            for (int b = 0; b < KW; b++) {
+                                int h = i * s + a - p, v = j * s + b - p;
+                                bool inside = h >= 0 && h < H && v >= 0 && v < W;
+                                int64_t xi = (((int64_t)in * C + c) * H + h) * W + v;
+                                int64_t gi = (((int64_t)in * O + o) * Ho + i) * Wo + j;
+                                int64_t wi = (((int64_t)o * C + c) * KH + a) * KW + b;
+                                double xv = x && inside ? x[xi] : 0;
+                                if (n->op == OP_CONV2D)
+                                    y[gi] += xv * w[wi];
+                                else if (n->op == OP_CONV2D_GRAD_W)
+                                    y[wi] += xv * g[gi];
+                                else if (inside)
+                                    y[xi] += g[gi] * w[wi];
+                            }
+}
+
 bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
     double **val = calloc((size_t)f->nnode, sizeof *val);
     if (!val)
@@ -172,6 +210,16 @@ bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
                 eval_transpose(n, ta, a, y);
             break;
         case KIND_MATMUL: eval_matmul(ta, f->node[n->arg[1]].type, a, b, y); break;
+        case KIND_CONV: {
+            IrType tb = f->node[n->arg[1]].type;
+            if (n->op == OP_CONV2D)
+                eval_conv(n, ta, n->type, tb, a, NULL, b, y);
+            else if (n->op == OP_CONV2D_GRAD_X)
+                eval_conv(n, n->type, ta, tb, NULL, a, b, y);
+            else
+                eval_conv(n, ta, tb, n->type, a, b, NULL, y);
+            break;
+        }
         case KIND_OTHER: eval_onehot(n, ir_numel(ta), a, y); break;
         }
     }

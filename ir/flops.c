@@ -13,6 +13,13 @@ static int64_t node_flops(const IrFunc *f, const IrNode *n) {
         IrType a = f->node[n->arg[0]].type, b = f->node[n->arg[1]].type;
         return 2 * (int64_t)a.dim[0] * a.dim[1] * b.dim[1];
     }
+    case KIND_CONV: {
+        /* x [N,C,H,W], w [O,C,KH,KW], y [N,O,Ho,Wo], whichever two are operands */
+        IrType a = f->node[n->arg[0]].type, b = f->node[n->arg[1]].type;
+        IrType y = n->op == OP_CONV2D ? n->type : n->op == OP_CONV2D_GRAD_X ? a : b;
+        IrType w = n->op == OP_CONV2D_GRAD_W ? n->type : b;
+        return 2 * ir_numel(y) * w.dim[1] * w.dim[2] * w.dim[3];
+    }
     default:
         return 0;
     }

@@ -40,7 +40,7 @@ typedef struct {
 
 typedef enum {
     KIND_LEAF, KIND_UNARY, KIND_BINARY, KIND_REDUCE, KIND_LAYOUT,
-    KIND_MATMUL, KIND_OTHER
+    KIND_MATMUL, KIND_CONV, KIND_OTHER
 } IrKind;
 
 typedef enum {
@@ -67,11 +67,15 @@ typedef struct {
     ValueId arg[2];             /* operands; IR_NONE past the op's arity */
     double value;               /* CONST: the splat value; POWC: the exponent */
     int ival;                   /* INPUT: argument index; ONEHOT: class count */
-    int nlist;                  /* REDUCE_*, ARGMAX: axes; TRANSPOSE: perm */
+    int nlist;                  /* REDUCE_*, ARGMAX: axes; TRANSPOSE: perm;
+                                 * CONV2D*: {stride, pad} (IR_CONV_STRIDE, IR_CONV_PAD) */
     int list[IR_MAX_RANK];
     const char *name;           /* INPUT: argument name; else NULL */
     SrcLoc loc;                 /* source construct this op came from */
 } IrNode;
+
+/* Positions of a convolution's attributes in IrNode.list. */
+enum { IR_CONV_STRIDE, IR_CONV_PAD, IR_CONV_NATTR };
 
 typedef struct IrModule IrModule;
 
@@ -131,7 +135,8 @@ static inline IrType ir_value_type(const IrFunc *f, ValueId v) { return f->node[
  * ir_emit is the one constructor: it computes the result type with the op's
  * shape rule (ir/shape.c), returns an existing equal node if there is one,
  * and else appends `n`.  The caller fills op, operands, attributes and loc;
- * for RESHAPE/BROADCAST/CONST it also fills n->type with the target type.
+ * for RESHAPE/BROADCAST/CONST/CONV2D_GRAD_X/CONV2D_GRAD_W it also fills
+ * n->type with the target type.
  * On a shape error it reports at n->loc through d (or, with d NULL, prints
  * an internal error) and returns IR_NONE.  An IR_NONE operand yields IR_NONE
  * without a second report, so errors propagate quietly. */
@@ -159,6 +164,10 @@ ValueId ir_sum_to(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d);
 ValueId ir_transpose(IrFunc *f, ValueId x, const int *perm, SrcLoc loc, Diag *d);
 ValueId ir_matmul(IrFunc *f, ValueId a, ValueId b, SrcLoc loc, Diag *d);
 ValueId ir_onehot(IrFunc *f, ValueId labels, int classes, SrcLoc loc, Diag *d);
+/* A convolution op (OP_CONV2D, OP_CONV2D_GRAD_X or OP_CONV2D_GRAD_W) of a
+ * and b with the given stride and pad.  t is the result type for the two
+ * adjoint ops (its dtype is ignored) and unused for OP_CONV2D. */
+ValueId ir_conv(IrFunc *f, IrOp op, ValueId a, ValueId b, int stride, int pad, IrType t, SrcLoc loc, Diag *d);
 ValueId ir_argmax(IrFunc *f, ValueId x, int axis, SrcLoc loc, Diag *d);
 
 /* --- shape rules (ir/shape.c) ---
@@ -183,7 +192,8 @@ bool ir_verify_module(const IrModule *m, Diag *d);
 
 /* --- analysis (ir/flops.c) ---
  * Floating-point operations of one call of f, from its ops: a matrix
- * product [m,k]@[k,n] counts 2mkn (a multiply and an add each), every other
+ * product [m,k]@[k,n] counts 2mkn (a multiply and an add each), each
+ * convolution op 2 * N*O*Ho*Wo * C*KH*KW (its one trilinear form), every other
  * arithmetic op one per element it reads or writes (elementwise: per result
  * element; reductions: per operand element); layout ops, constants and
  * inputs count nothing. */

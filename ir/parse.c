@@ -8,6 +8,10 @@
  *   ret    = "return" [VALUE ("," VALUE)*]
  *   type   = ("f32" | "f64" | "i32") "[" [INT ("," INT)*] "]"
  *
+ * Attribute keys: value (powc), axes (reductions), axis (argmax), perm
+ * (transpose), classes (onehot), stride and pad (convolutions; 1 and 0
+ * when left out).
+ *
  * VALUE is %NAME; `//` starts a comment.  Declared types are checked against
  * the shape rules; equal nodes are kept apart (no hash-consing). */
 #include "ir.h"
@@ -235,6 +239,15 @@ static bool parse_attr(Parser *ps, IrNode *n) {
         n->nlist = 1;
         return integer(ps, &n->list[0], "an axis");
     }
+    if (strcmp(key, "stride") == 0 || strcmp(key, "pad") == 0) {
+        if (ir_op_info[n->op].kind != KIND_CONV) {
+            diag_error(ps->d, loc, "attribute '%s' is only for convolutions, not '%s'", key, ir_op_info[n->op].name);
+            return false;
+        }
+        bool stride = key[0] == 's';
+        n->nlist = IR_CONV_NATTR;
+        return integer(ps, &n->list[stride ? IR_CONV_STRIDE : IR_CONV_PAD], stride ? "a stride" : "a pad");
+    }
     diag_error(ps->d, loc, "unknown attribute '%s'", key);
     return false;
 }
@@ -267,6 +280,10 @@ static bool parse_stmt(Parser *ps, IrFunc *f) {
     for (int i = 0; i < ir_op_info[n.op].arity; i++)
         if ((i && !expect(ps, ',', "',' and another operand")) || !operand(ps, &n.arg[i]))
             return false;
+    if (ir_op_info[n.op].kind == KIND_CONV) {      /* stride 1, pad 0 unless written */
+        n.nlist = IR_CONV_NATTR;
+        n.list[IR_CONV_STRIDE] = 1;
+    }
     if (n.op == OP_CONST && !number(ps, &n.value))
         return false;
     if (at(ps, '{')) {

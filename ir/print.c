@@ -51,6 +51,11 @@ static void print_attrs(FILE *out, const IrNode *n) {
     case OP_ARGMAX: fprintf(out, " {axis=%d}", n->list[0]); break;
     case OP_TRANSPOSE: print_list(out, "perm", n); break;
     case OP_ONEHOT: fprintf(out, " {classes=%d}", n->ival); break;
+    case OP_CONV2D:
+    case OP_CONV2D_GRAD_X:
+    case OP_CONV2D_GRAD_W:
+        fprintf(out, " {stride=%d, pad=%d}", n->list[IR_CONV_STRIDE], n->list[IR_CONV_PAD]);
+        break;
     default: break;
     }
 }

@@ -215,6 +215,105 @@ static bool shape_ONEHOT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
     return valid_type(t, msg, size);
 }
 
+/* --- convolutions ---
+ * x [N,C,H,W], w [O,C,KH,KW] and y [N,O,Ho,Wo] belong to one convolution
+ * when the batch and channel counts agree and Ho = (H + 2*pad - KH)/stride
+ * + 1 >= 1, likewise Wo.  conv2d computes y from x and w; the two adjoint
+ * ops are given their result type (x's or w's) and check it. */
+
+/* (in + 2*pad - k) / stride + 1, or 0 when the kernel does not fit. */
+static int64_t conv_out(int64_t in, int64_t k, int stride, int pad) {
+    int64_t span = in + 2 * (int64_t)pad - k;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+static bool conv_attrs(const IrNode *n, char *msg, size_t size) {
+    if (n->nlist != IR_CONV_NATTR)
+        return failf(msg, size, "'%s' needs the attributes stride and pad", opname(n));
+    int stride = n->list[IR_CONV_STRIDE], pad = n->list[IR_CONV_PAD];
+    if (stride < 1 || stride > IR_MAX_DIM)
+        return failf(msg, size, "stride %d of '%s' is out of range (1 to %d)", stride, opname(n), IR_MAX_DIM);
+    if (pad < 0 || pad > IR_MAX_DIM)
+        return failf(msg, size, "pad %d of '%s' is out of range (0 to %d)", pad, opname(n), IR_MAX_DIM);
+    return true;
+}
+
+/* Operands i of n: real, rank 4, of one dtype. */
+static bool conv_operands(const IrFunc *f, const IrNode *n, const char *const *what, char *msg, size_t size) {
+    for (int i = 0; i < 2; i++) {
+        IrType t = arg_type(f, n, i);
+        char s[64];
+        if (!float_operand(f, n, i, msg, size))
+            return false;
+        if (t.rank != 4)
+            return failf(msg, size, "'%s' needs %s, got %s", opname(n), what[i], ir_type_str(t, s, sizeof s));
+    }
+    if (arg_type(f, n, 0).dtype != arg_type(f, n, 1).dtype) {
+        char sa[64], sb[64];
+        return failf(msg, size, "'%s' needs operands of one element type, got %s and %s", opname(n),
+                     ir_type_str(arg_type(f, n, 0), sa, sizeof sa), ir_type_str(arg_type(f, n, 1), sb, sizeof sb));
+    }
+    return true;
+}
+
+/* x, w and y of one convolution with n's attributes. */
+static bool conv_fits(const IrNode *n, IrType x, IrType w, IrType y, char *msg, size_t size) {
+    int stride = n->list[IR_CONV_STRIDE], pad = n->list[IR_CONV_PAD];
+    char sx[64], sw[64], sy[64];
+    ir_type_str(x, sx, sizeof sx);
+    ir_type_str(w, sw, sizeof sw);
+    ir_type_str(y, sy, sizeof sy);
+    if (x.dim[1] != w.dim[1])
+        return failf(msg, size, "'%s': x %s has %d channels, but w %s takes %d", opname(n), sx, x.dim[1], sw,
+                     w.dim[1]);
+    int64_t ho = conv_out(x.dim[2], w.dim[2], stride, pad), wo = conv_out(x.dim[3], w.dim[3], stride, pad);
+    if (!ho || !wo)
+        return failf(msg, size, "'%s': the %dx%d kernel of w %s does not fit x %s padded by %d", opname(n),
+                     w.dim[2], w.dim[3], sw, sx, pad);
+    if (y.dim[0] != x.dim[0] || y.dim[1] != w.dim[0] || y.dim[2] != ho || y.dim[3] != wo)
+        return failf(msg, size, "'%s': x %s and w %s with stride %d, pad %d give [%d,%d,%lld,%lld], not %s",
+                     opname(n), sx, sw, stride, pad, x.dim[0], w.dim[0], (long long)ho, (long long)wo, sy);
+    return true;
+}
+
+/* The given result type of an adjoint op: rank 4, valid, operand dtype. */
+static bool conv_result(const IrFunc *f, IrNode *n, const char *what, char *msg, size_t size) {
+    n->type.dtype = arg_type(f, n, 0).dtype;
+    if (n->type.rank != 4) {
+        char s[64];
+        return failf(msg, size, "'%s' must give %s, not %s", opname(n), what, ir_type_str(n->type, s, sizeof s));
+    }
+    return valid_type(n->type, msg, size);
+}
+
+static bool shape_CONV2D(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    static const char *const what[2] = {"x [N,C,H,W]", "w [O,C,KH,KW]"};
+    if (!conv_attrs(n, msg, size) || !conv_operands(f, n, what, msg, size))
+        return false;
+    IrType x = arg_type(f, n, 0), w = arg_type(f, n, 1);
+    int stride = n->list[IR_CONV_STRIDE], pad = n->list[IR_CONV_PAD];
+    int ho = (int)conv_out(x.dim[2], w.dim[2], stride, pad), wo = (int)conv_out(x.dim[3], w.dim[3], stride, pad);
+    IrType y = {.dtype = x.dtype, .rank = 4, .dim = {x.dim[0], w.dim[0], ho, wo}};
+    if (!conv_fits(n, x, w, y, msg, size) || !valid_type(y, msg, size))
+        return false;
+    n->type = y;
+    return true;
+}
+
+static bool shape_CONV2D_GRAD_X(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    static const char *const what[2] = {"g [N,O,Ho,Wo]", "w [O,C,KH,KW]"};
+    return conv_attrs(n, msg, size) && conv_operands(f, n, what, msg, size) &&
+           conv_result(f, n, "x [N,C,H,W]", msg, size) &&
+           conv_fits(n, n->type, arg_type(f, n, 1), arg_type(f, n, 0), msg, size);
+}
+
+static bool shape_CONV2D_GRAD_W(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    static const char *const what[2] = {"x [N,C,H,W]", "g [N,O,Ho,Wo]"};
+    return conv_attrs(n, msg, size) && conv_operands(f, n, what, msg, size) &&
+           conv_result(f, n, "w [O,C,KH,KW]", msg, size) &&
+           conv_fits(n, arg_type(f, n, 0), n->type, arg_type(f, n, 1), msg, size);
+}
+
 bool ir_infer_type(const IrFunc *f, IrNode *n, char *msg, size_t size) {
     static ShapeRule *const rule[OP_COUNT] = {
 #define OP(id, name, arity, kind) [OP_##id] = shape_##id,

@@ -143,6 +143,32 @@ static void grad_MATMUL(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueI
     dx[1] = ir_matmul(f, ir_transpose(f, X(0), swap, LOC, NULL), g, LOC, NULL);
 }
 
+/* Convolutions.  conv2d, conv2d_grad_x and conv2d_grad_w are the one
+ * trilinear form T(x, g, w) = <g, conv2d(x, w)> = <conv2d_grad_x(g, w), x>
+ * = <conv2d_grad_w(x, g), w> with one argument left open, so each op's
+ * adjoints are the other two (bilinear: linear in each operand), with the
+ * same stride and pad. */
+static ValueId conv(IrFunc *f, const IrNode *n, IrOp op, ValueId a, ValueId b, IrType t) {
+    return ir_conv(f, op, a, b, n->list[IR_CONV_STRIDE], n->list[IR_CONV_PAD], t, n->loc, NULL);
+}
+/* y = conv2d(x, w):  d/dx <g, y> = conv2d_grad_x(g, w),  d/dw <g, y> = conv2d_grad_w(x, g) */
+static void grad_CONV2D(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    dx[0] = conv(f, n, OP_CONV2D_GRAD_X, g, X(1), ir_value_type(f, X(0)));
+    dx[1] = conv(f, n, OP_CONV2D_GRAD_W, X(0), g, ir_value_type(f, X(1)));
+}
+/* z = conv2d_grad_x(g, w), adjoint h of x's shape: <h, z> = T(h, g, w), so
+ * d/dg = conv2d(h, w),  d/dw = conv2d_grad_w(h, g) */
+static void grad_CONV2D_GRAD_X(IrFunc *f, ValueId v, const IrNode *n, ValueId h, ValueId *dx) {
+    dx[0] = conv(f, n, OP_CONV2D, h, X(1), ir_value_type(f, X(0)));
+    dx[1] = conv(f, n, OP_CONV2D_GRAD_W, h, X(0), ir_value_type(f, X(1)));
+}
+/* z = conv2d_grad_w(x, g), adjoint h of w's shape: <h, z> = T(x, g, h), so
+ * d/dx = conv2d_grad_x(g, h),  d/dg = conv2d(x, h) */
+static void grad_CONV2D_GRAD_W(IrFunc *f, ValueId v, const IrNode *n, ValueId h, ValueId *dx) {
+    dx[0] = conv(f, n, OP_CONV2D_GRAD_X, X(1), h, ir_value_type(f, X(0)));
+    dx[1] = conv(f, n, OP_CONV2D, X(0), h, ir_value_type(f, X(1)));
+}
+
 static GradRule *const grad_rule[OP_COUNT] = {
 #define OP(id, name, arity, kind) [OP_##id] = grad_##id,
 #include "../ir/ops.def"

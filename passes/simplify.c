@@ -116,6 +116,11 @@ static ValueId identity(IrFunc *g, const IrNode *n) {
     case OP_STOP_GRAD:
         if (nx->op == OP_STOP_GRAD) return x;
         break;
+    case OP_CONV2D:                                 /* bilinear: conv(0, b) = conv(a, 0) = 0 */
+    case OP_CONV2D_GRAD_X:
+    case OP_CONV2D_GRAD_W:
+        if (is(g, x, 0) || is(g, y, 0)) return splat(g, n, 0);
+        break;
     case OP_RESHAPE:                                /* reshape(reshape(x)) = reshape(x) */
         if (nx->op == OP_RESHAPE) return ir_reshape(g, nx->arg[0], n->type, n->loc, NULL);
         break;

@@ -1,8 +1,8 @@
 /* The code generator against the reference evaluator: every op of ops.def,
  * in f32 and f64, at -O3 and -O0, over dense, broadcast, transposed and
  * reshaped operands, JIT-compiled and run on random inputs, compared with
- * ir_eval (relative tolerance 1e-12 in f64, 1e-5 in f32); then random
- * graphs of views and ops in f64.  Every run also checks that the function
+ * ir_eval (relative tolerance 1e-12 in f64, 1e-5 in f32), the convolutions
+ * among them; then random graphs of views and ops in f64.  Every run also checks that the function
  * writes nothing past its outputs (guard bytes) or past its planned arena
  * (canary bytes), that it does not depend on what the arena held before,
  * and that a second run gives the same bits.  Last: arena sizes of known
@@ -274,6 +274,86 @@ static void b_mlp_loss(IrFunc *f, DType dt, const Case *c)
     ret(f, acc);
 }
 
+/* One convolution op (c->op) over a set of geometries: strides 1 to 3,
+ * padding, odd sizes whose last rows no window reads, 1x1 kernels and
+ * kernels wider than the image, channel and position counts on both sides
+ * of a vector (both ways of tiling the product); then operands that are
+ * transposed and broadcast views, constants and computed values. */
+static ValueId conv(IrFunc *f, IrOp op, ValueId a, ValueId b, int s, int p, IrType t)
+{
+    return ir_conv(f, op, a, b, s, p, t, L, NULL);
+}
+
+static ValueId conv_op(IrFunc *f, IrOp op, ValueId x, ValueId w, ValueId g, int s, int p)
+{
+    if (op == OP_CONV2D)
+        return conv(f, op, x, w, s, p, ir_value_type(f, x));
+    if (op == OP_CONV2D_GRAD_X)
+        return conv(f, op, g, w, s, p, ir_value_type(f, x));
+    return conv(f, op, x, g, s, p, ir_value_type(f, w));
+}
+
+static const char *name_of(IrFunc *f, const char *what, int i)
+{
+    char buf[16];
+    snprintf(buf, sizeof buf, "%s%d", what, i);
+    return arena_strdup(&f->mod->arena, buf);
+}
+
+static void b_conv(IrFunc *f, DType dt, const Case *c)
+{
+    static const struct { int n, ci, h, w, o, kh, kw, s, p; } geo[] = {
+        {2, 3, 9, 9, 5, 3, 3, 1, 1},        /* stride 1, pad 1 */
+        {3, 4, 8, 8, 17, 3, 3, 2, 1},       /* stride 2, pad 1 */
+        {2, 2, 7, 9, 6, 2, 3, 2, 0},        /* odd sizes: the last row and column unread */
+        {1, 1, 28, 28, 16, 3, 3, 2, 1},     /* K = 9 */
+        {2, 16, 5, 5, 3, 1, 1, 1, 0},       /* 1x1 */
+        {1, 2, 3, 3, 2, 5, 5, 1, 2},        /* kernel as wide as the padded image */
+        {2, 3, 6, 7, 33, 3, 2, 3, 2},       /* stride 3, pad 2 */
+        {1, 1, 1, 1, 1, 1, 1, 1, 0},        /* one element */
+        {2, 2, 16, 16, 2, 3, 3, 1, 1},      /* few channels, many positions */
+        {3, 20, 5, 5, 24, 2, 2, 1, 0},      /* many channels, few positions */
+        {2, 3, 11, 12, 8, 5, 5, 5, 2},      /* stride 5: 25 phases */
+        {2, 16, 5, 5, 32, 5, 5, 5, 0},      /* one position */
+        {1, 2, 1, 1, 3, 1, 1, 32768, 32768},    /* the padded image too large to copy */
+    };
+    IrOp op = c->op;
+    for (int i = 0; i < (int)(sizeof geo / sizeof geo[0]); i++) {
+        int ho = (geo[i].h + 2 * geo[i].p - geo[i].kh) / geo[i].s + 1;
+        int wo = (geo[i].w + 2 * geo[i].p - geo[i].kw) / geo[i].s + 1;
+        ValueId x = arg(f, name_of(f, "x", i), TY(dt, geo[i].n, geo[i].ci, geo[i].h, geo[i].w));
+        ValueId w = arg(f, name_of(f, "w", i), TY(dt, geo[i].o, geo[i].ci, geo[i].kh, geo[i].kw));
+        ValueId g = arg(f, name_of(f, "g", i), TY(dt, geo[i].n, geo[i].o, ho, wo));
+        ret(f, conv_op(f, op, x, w, g, geo[i].s, geo[i].p));
+    }
+    /* views, constants, computed operands: x [2,3,6,5], w [4,3,3,3], g [2,4,3,3] at stride 2, pad 1 */
+    IrType tx = TY(dt, 2, 3, 6, 5), tw = TY(dt, 4, 3, 3, 3), tg = TY(dt, 2, 4, 3, 3);
+    ValueId x = arg(f, "vx", tx), w = arg(f, "vw", tw), g = arg(f, "vg", tg);
+    ValueId xt = tr(f, arg(f, "xt", TY(dt, 2, 3, 5, 6)), (int[]){0, 1, 3, 2});
+    ValueId wb = bcast(f, arg(f, "wb", TY(dt, 3, 3, 3)), tw);
+    ValueId wt = tr(f, arg(f, "wt", TY(dt, 3, 4, 3, 3)), (int[]){1, 0, 3, 2});
+    ValueId gt = tr(f, arg(f, "gt", TY(dt, 4, 2, 3, 3)), (int[]){1, 0, 2, 3});
+    ValueId wr = reshape(f, arg(f, "wr", TY(dt, 4, 27)), tw);
+    ret(f, conv_op(f, op, xt, w, g, 2, 1));
+    ret(f, conv_op(f, op, x, wb, g, 2, 1));
+    ret(f, conv_op(f, op, x, wt, gt, 2, 1));
+    ret(f, conv_op(f, op, x, wr, gt, 2, 1));
+    ret(f, conv_op(f, op, cst(f, 0.5, tx), cst(f, -1.25, tw), cst(f, 2, tg), 2, 1));
+    ret(f, conv_op(f, op, un(f, OP_TANH, x), un(f, OP_SIN, w), un(f, OP_COS, g), 2, 1));
+    /* a chain: conv -> relu -> conv, differentiated in x by hand (f64: in
+     * f32 its rounding of intermediates exceeds the f32 tolerance) */
+    if (dt != DT_F64)
+        return;
+    ValueId w2 = arg(f, "w2", TY(dt, 5, 4, 2, 2));
+    ValueId h = un(f, OP_RELU, conv(f, OP_CONV2D, x, w, 2, 1, tx));
+    ValueId y = conv(f, OP_CONV2D, h, w2, 1, 0, tx);
+    ValueId dh = bin(f, OP_MUL, conv(f, OP_CONV2D_GRAD_X, un(f, OP_SIN, y), w2, 1, 0, ir_value_type(f, h)),
+                     un(f, OP_STEP, h));
+    ret(f, y);
+    ret(f, conv(f, OP_CONV2D_GRAD_X, dh, w, 2, 1, tx));
+    ret(f, conv(f, OP_CONV2D_GRAD_W, x, dh, 2, 1, tw));
+}
+
 #define U(op, lo, hi, pos) {#op, b_unary, OP_##op, 0, lo, hi, pos, 0}
 #define P(v, lo, pos) {"powc " #v, b_unary, OP_POWC, v, lo, 2, pos, 0}
 #define B(op, lo, hi) {#op, b_binary, OP_##op, 0, lo, hi, false, 0}
@@ -298,6 +378,9 @@ static const Case cases[] = {
     {"outputs", b_outputs, OP_CONST, 0, 0.1, 2, false, 0},
     {"chain", b_chain, OP_ADD, 0, 0.1, 1, false, 0},
     {"mlp loss", b_mlp_loss, OP_MATMUL, 0, 0.1, 1, false, 0},
+    {"conv2d", b_conv, OP_CONV2D, 0, 0.1, 2, false, 0},
+    {"conv2d_grad_x", b_conv, OP_CONV2D_GRAD_X, 0, 0.1, 2, false, 0},
+    {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
 };
 
 /* --- running --- */
