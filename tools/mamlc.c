@@ -52,7 +52,8 @@ static const char usage[] =
     "  --save-state         with --save: also the optimiser state and iteration\n"
     "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
     "\n"
-    "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json\n"
+    "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json,\n"
+    "  --omniglot-runs all_runs.zip   the official 20-way one-shot runs (a 20-way 1-shot model)\n"
     "\n"
     "  --help, --version\n";
 
@@ -159,6 +160,8 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->r.resume = v;
         } else if (o->eval && tool_option(argc, argv, &i, "--load", &v)) {
             o->r.load = v;
+        } else if (o->eval && tool_option(argc, argv, &i, "--omniglot-runs", &v)) {
+            o->r.omniglot_runs = v;
         } else if (runs && tool_option(argc, argv, &i, "--data", &v)) {
             o->r.data = v;
         } else if (runs && tool_option(argc, argv, &i, "--eval-data", &v)) {

@@ -74,7 +74,13 @@ static RtOmniglot *open_omniglot(const char *path, const ModelTask *t, Diag *d) 
  * alphabets. */
 static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d) {
     const ModelTask *t = &md->task;
-    r->train_data = open_omniglot(o->data ? o->data : task_arg(t, "path")->str, t, d);
+    /* a path in the model is relative to the model file; --data to the caller */
+    const char *path = task_arg(t, "path")->str, *slash = strrchr(md->file, '/');
+    char *joined = NULL;
+    if (!o->data && path[0] != '/' && slash && (joined = malloc((size_t)(slash - md->file) + strlen(path) + 2)))
+        sprintf(joined, "%.*s/%s", (int)(slash - md->file), md->file, path);
+    r->train_data = open_omniglot(o->data ? o->data : joined ? joined : path, t, d);
+    free(joined);
     if (!r->train_data)
         return false;
     if (o->eval_data && !(r->eval_data = open_omniglot(o->eval_data, t, d)))
@@ -112,6 +118,64 @@ static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) 
     diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
                                 "its data comes from the program that calls the model", kind);
     return false;
+}
+
+/* --- the official 20-way one-shot runs --- */
+
+typedef struct {
+    const RtOmniglotRuns *runs;
+    int run;
+    RtReal real;
+} RunsSource;
+
+static void runs_sample(const void *ctx, uint64_t seed, uint64_t task, void *sx, void *sy, void *qx, void *qy) {
+    const RunsSource *s = ctx;
+    rt_omniglot_runs_task(s->runs, s->run, s->real, sx, sy, qx, qy);
+}
+
+/* mamlc eval --omniglot-runs: adapt on each run's training images with the
+ * model's inner rule (inner_steps steps), classify its test images with
+ * the metric, and print the error rate per run and overall. */
+static bool omniglot_runs(const Model *md, const RunOptions *o, Run *r, const void *params, Diag *d) {
+    const ModelTask *t = &md->task;
+    char err[1024];
+    if (strcmp(t->kind, "omniglot") != 0 || !md->has_metric) {
+        diag_error(d, t->loc, "--omniglot-runs needs an omniglot task and a 'def metric' (accuracy)");
+        return false;
+    }
+    RtOmniglotRuns *runs = rt_omniglot_runs_open(o->omniglot_runs, (int)task_arg(t, "size")->lo, err, sizeof err);
+    if (!runs) {
+        diag_error(d, (SrcLoc){0}, "%s", err);
+        return false;
+    }
+    int ways = rt_omniglot_runs_ways(runs), tests = rt_omniglot_runs_tests(runs);
+    if (t->support_x.dim[0] != ways || t->query_x.dim[0] != tests) {
+        diag_error(d, t->loc, "the one-shot runs are %d-way with %d test images: compile the model with "
+                              "ways = %d, shots = 1 and %d query images (here %d and %d)",
+                   ways, tests, ways, tests, t->support_x.dim[0], t->query_x.dim[0]);
+        rt_omniglot_runs_close(runs);
+        return false;
+    }
+    RunsSource src = {runs, 0, r->prog.real};
+    RtProgram p = r->prog;
+    p.sample = runs_sample;
+    p.sample_ctx = &src;
+    int steps = md->meta.inner_steps;
+    RtTrainOptions to = {.eval_tasks = 1, .nsteps = 1, .steps = &steps};
+    double total = 0;
+    bool ok = true;
+    printf("%d-way one-shot runs, %d inner step%s:\n", ways, steps, steps == 1 ? "" : "s");
+    for (src.run = 0; ok && src.run < rt_omniglot_runs_count(runs); src.run++) {
+        RtEvalPoint pt;
+        ok = rt_evaluate(&p, &to, params, &pt);
+        printf("  run%02d  error %5.1f%%\n", src.run + 1, 100 * (1 - pt.metric));
+        total += 1 - pt.metric;
+    }
+    if (ok)
+        printf("  overall error %.1f%% (accuracy %.1f%%)\n", 100 * total / rt_omniglot_runs_count(runs),
+               100 - 100 * total / rt_omniglot_runs_count(runs));
+    rt_omniglot_runs_close(runs);
+    return ok;
 }
 
 static bool entry(BeJit *j, IrModule *m, const char *name, RtEntry *e, Diag *d) {
@@ -231,7 +295,9 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         .log = stdout,
     };
     RtReport rep = {.iterations = to.start};
-    if (ok && !o->train) {
+    if (ok && !o->train && o->omniglot_runs) {
+        ok = omniglot_runs(md, o, &r, params, d);
+    } else if (ok && !o->train) {
         rep.neval = to.nsteps;
         ok = rt_evaluate(&r.prog, &to, params, rep.eval);
         if (ok)

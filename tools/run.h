@@ -14,6 +14,7 @@ typedef struct {
     const char *save, *resume, *load;   /* checkpoints */
     bool save_state;
     const char *data, *eval_data;       /* --data, --eval-data */
+    const char *omniglot_runs;          /* eval: the 20-way one-shot runs */
     bool quiet;
     long iters, eval_every, eval_tasks;
     uint64_t seed;
