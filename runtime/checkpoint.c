@@ -698,54 +698,6 @@ static bool put_data(FILE *f, const RtCheckpoint *c, const Entry *e, int n)
     return true;
 }
 
-/* Create a new file beside path (path.tmp-<pid>-<n>), its name in *tmp (to
- * free).  Made with O_EXCL and mode 0666 less the umask, as any new file,
- * rather than mkstemp's 0600; saving over a file keeps that file's mode. */
-static FILE *open_temp(const char *path, char **tmp)
-{
-    size_t size = strlen(path) + 48;
-    *tmp = malloc(size);
-    if (!*tmp)
-        return NULL;
-    struct stat st;
-    bool keep_mode = stat(path, &st) == 0 && S_ISREG(st.st_mode);
-    for (int n = 0; n < 1000; n++) {
-        snprintf(*tmp, size, "%s.tmp-%ld-%d", path, (long)getpid(), n);
-        int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno == EEXIST)
-            continue;
-        if (fd < 0)
-            break;
-        FILE *f = NULL;
-        if ((!keep_mode || fchmod(fd, st.st_mode & 0777) == 0) && (f = fdopen(fd, "wb")))
-            return f;
-        int e = errno;
-        close(fd);
-        unlink(*tmp);
-        errno = e;
-        break;
-    }
-    free(*tmp);
-    *tmp = NULL;
-    return NULL;
-}
-
-/* Sync the folder holding path, so the rename survives a power cut.  Best
- * effort: if this fails, a power cut can at worst bring the old file back. */
-static void sync_folder(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir)
-        return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
-
 bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size_t errsize)
 {
     Named *order;
@@ -785,32 +737,17 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
     for (int k = 0; k < 8; k++)
         len[k] = (unsigned char)((uint64_t)h.len >> (8 * k));
 
-    char *tmp;
-    FILE *f = open_temp(path, &tmp);
-    if (!f) {
+    RtReplace r;
+    if (!rt_replace_begin(&r, path)) {
         int e0 = errno;
         free(h.p);
         free(e);
         return rt_errorf(err, errsize, "%s: cannot create a file beside it: %s", path, strerror(e0));
     }
-    bool ok = fwrite(len, 1, 8, f) == 8 && fwrite(h.p, 1, h.len, f) == h.len &&
-              put_data(f, c, e, n) && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    int e0 = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        e0 = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        e0 = errno;
-    }
-    if (ok)
-        sync_folder(path);
-    else {
-        unlink(tmp);
-        rt_errorf(err, errsize, "%s: cannot write: %s", path, strerror(e0));
-    }
-    free(tmp);
+    bool ok = fwrite(len, 1, 8, r.f) == 8 && fwrite(h.p, 1, h.len, r.f) == h.len && put_data(r.f, c, e, n);
+    ok = rt_replace_end(&r, ok);
+    if (!ok)
+        rt_errorf(err, errsize, "%s: cannot write: %s", path, strerror(errno));
     free(h.p);
     free(e);
     return ok;

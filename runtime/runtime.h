@@ -15,6 +15,20 @@ typedef enum { RT_F32, RT_F64 } RtReal;     /* element type of reals */
  * NULL) and return false: how the runtime fails with a reason. */
 bool rt_errorf(char *err, size_t errsize, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* --- replacing files (runtime/replace.c) ---
+ * rt_replace_begin opens a new file beside path for writing (r->f);
+ * rt_replace_end(r, ok) syncs and closes it and, if ok and every write
+ * succeeded, renames it over path and syncs the folder, so path is either
+ * the complete new file or untouched; otherwise the new file is removed.
+ * Both return false with errno set on failure. */
+typedef struct {
+    FILE *f;
+    const char *path;
+    char *tmp;
+} RtReplace;
+bool rt_replace_begin(RtReplace *r, const char *path);
+bool rt_replace_end(RtReplace *r, bool ok);
+
 /* --- random numbers (runtime/rng.c) ---
  * xoshiro256** seeded through splitmix64: the same seed gives the same
  * stream on every machine. */

@@ -536,57 +536,11 @@ static void put_report(FILE *f, const RtReport *rep)
     fputs("]}\n", f);
 }
 
-/* Creates a fresh file beside path (path.tmp<pid>-<n>); its name goes to
- * tmp.  NULL with errno set when none can be made. */
-static FILE *open_temp(const char *path, char *tmp, size_t size)
-{
-    for (int n = 0; n < 100; n++) {
-        snprintf(tmp, size, "%s.tmp%ld-%d", path, (long)getpid(), n);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0) {
-            if (errno == EEXIST)
-                continue;
-            return NULL;
-        }
-        FILE *f = fdopen(fd, "w");
-        if (!f) {
-            int err = errno;
-            close(fd);
-            unlink(tmp);
-            errno = err;
-        }
-        return f;
-    }
-    return NULL;
-}
-
 bool rt_write_report(const char *path, const RtReport *rep)
 {
-    size_t size = strlen(path) + 48;
-    char *tmp = malloc(size);
-    if (!tmp)
+    RtReplace r;
+    if (!rt_replace_begin(&r, path))
         return false;
-    FILE *f = open_temp(path, tmp, size);
-    if (!f) {
-        int err = errno;
-        free(tmp);
-        errno = err;
-        return false;
-    }
-    put_report(f, rep);
-    bool ok = fflush(f) == 0 && !ferror(f) && fsync(fileno(f)) == 0;
-    int err = errno;
-    if (fclose(f) != 0 && ok) {
-        ok = false;
-        err = errno;
-    }
-    if (ok && rename(tmp, path) != 0) {
-        ok = false;
-        err = errno;
-    }
-    if (!ok)
-        unlink(tmp);
-    free(tmp);
-    errno = err;
-    return ok;
+    put_report(r.f, rep);
+    return rt_replace_end(&r, true);
 }
