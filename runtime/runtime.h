@@ -152,6 +152,8 @@ typedef struct {
 typedef struct {
     int steps;
     double loss, metric;        /* means over the evaluation tasks */
+    double loss_ci, metric_ci;  /* half-widths of their 95% confidence intervals
+                                   (1.96 standard errors; NAN for one task) */
     bool has_metric;
 } RtEvalPoint;
 

@@ -165,6 +165,19 @@ static void adapt(const RtProgram *p, EvalBuffers *b)
     b->next = t;
 }
 
+/* From the sum and the sum of squares of n per-task values, their mean and
+ * the half-width of its normal 95% confidence interval, 1.96 s / sqrt(n)
+ * with s the sample standard deviation. */
+static void mean_and_ci(int n, double *sum_to_mean, double *sumsq_to_ci)
+{
+    double mean = *sum_to_mean / n;
+    double var = n > 1 ? (*sumsq_to_ci - n * mean * mean) / (n - 1) : NAN;
+    *sum_to_mean = mean;
+    *sumsq_to_ci = 1.96 * sqrt(var > 0.0 ? var : 0.0) / sqrt((double)n);
+    if (n < 2)
+        *sumsq_to_ci = NAN;
+}
+
 bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params,
                  RtEvalPoint *points)
 {
@@ -182,7 +195,7 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
         return true;
     if (o->eval_tasks <= 0) {
         for (int k = 0; k < o->nsteps; k++)
-            points[k].loss = points[k].metric = NAN;
+            points[k].loss = points[k].metric = points[k].loss_ci = points[k].metric_ci = NAN;
         return true;
     }
     EvalBuffers b;
@@ -201,15 +214,23 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
             for (int k = 0; k < o->nsteps; k++) {
                 if (o->steps[k] != step)
                     continue;
-                points[k].loss += query_value(p, &p->loss, &b);
-                if (p->metric.fn)
-                    points[k].metric += query_value(p, &p->metric, &b);
+                double loss = query_value(p, &p->loss, &b);
+                points[k].loss += loss;
+                points[k].loss_ci += loss * loss;
+                if (p->metric.fn) {
+                    double metric = query_value(p, &p->metric, &b);
+                    points[k].metric += metric;
+                    points[k].metric_ci += metric * metric;
+                }
             }
         }
     }
     for (int k = 0; k < o->nsteps; k++) {
-        points[k].loss /= o->eval_tasks;
-        points[k].metric = p->metric.fn ? points[k].metric / o->eval_tasks : NAN;
+        mean_and_ci(o->eval_tasks, &points[k].loss, &points[k].loss_ci);
+        if (p->metric.fn)
+            mean_and_ci(o->eval_tasks, &points[k].metric, &points[k].metric_ci);
+        else
+            points[k].metric = points[k].metric_ci = NAN;
     }
     eval_free(&b);
     return true;
@@ -439,7 +460,7 @@ static bool evaluate_and_log(const RtProgram *p, const RtTrainOptions *o, const 
     for (int k = 0; k < o->nsteps; k++) {
         fprintf(o->log, "%s steps %d loss %.4g", k ? " |" : "", points[k].steps, points[k].loss);
         if (points[k].has_metric)
-            fprintf(o->log, " metric %.4g", points[k].metric);
+            fprintf(o->log, " metric %.4g +- %.2g", points[k].metric, points[k].metric_ci);
     }
     fputc('\n', o->log);
     fflush(o->log);
@@ -527,9 +548,13 @@ static void put_report(FILE *f, const RtReport *rep)
         const RtEvalPoint *e = &rep->eval[k];
         fprintf(f, "%s{\"steps\": %d, \"loss\": ", k ? ", " : "", e->steps);
         put_number(f, e->loss);
+        fputs(", \"loss_ci95\": ", f);
+        put_number(f, e->loss_ci);
         if (e->has_metric) {
             fputs(", \"metric\": ", f);
             put_number(f, e->metric);
+            fputs(", \"metric_ci95\": ", f);
+            put_number(f, e->metric_ci);
         }
         fputc('}', f);
     }

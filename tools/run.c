@@ -223,12 +223,14 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
 }
 
 
-static void print_eval(const RtEvalPoint *pt, int n) {
-    printf("held-out evaluation:\n");
+/* The final evaluation over `tasks` held-out tasks; +- is the half-width of
+ * a 95% confidence interval. */
+static void print_eval(const RtEvalPoint *pt, int n, long tasks) {
+    printf("held-out evaluation over %ld tasks (+- 95%% confidence):\n", tasks);
     for (int i = 0; i < n; i++) {
         printf("  after %2d inner step%s: loss %.6g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss);
         if (pt[i].has_metric)
-            printf("  metric %.6g", pt[i].metric);
+            printf("  metric %.6g +- %.2g", pt[i].metric, pt[i].metric_ci);
         printf("\n");
     }
 }
@@ -301,7 +303,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         rep.neval = to.nsteps;
         ok = rt_evaluate(&r.prog, &to, params, rep.eval);
         if (ok)
-            print_eval(rep.eval, rep.neval);
+            print_eval(rep.eval, rep.neval, o->eval_tasks);
     } else if (ok) {
         printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations", md->file,
                r.prog.nreal, r.prog.meta_batch, to.iterations);
@@ -320,7 +322,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         if (ok) {
             printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
                    rep.steps_per_second);
-            print_eval(rep.eval, rep.neval);
+            print_eval(rep.eval, rep.neval, o->eval_tasks);
         }
         if (ok && o->save) {
             c.ck.has_state = o->save_state;

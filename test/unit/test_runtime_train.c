@@ -394,12 +394,47 @@ static void test_evaluate_exact(void)
         EXPECT(pt[k].steps == steps[k] && pt[k].has_metric);
         EXPECT(pt[k].loss == 20.0 / pow(4.0, steps[k]));
         EXPECT(pt[k].metric == 2.0 / pow(2.0, steps[k]));
+        EXPECT(pt[k].loss_ci == 0.0 && pt[k].metric_ci == 0.0);   /* identical tasks */
     }
     /* Without a metric entry, no metric. */
     p.metric.fn = NULL;
     EXPECT(rt_evaluate(&p, &o, theta, pt));
     EXPECT(!pt[0].has_metric && pt[2].loss == 5.0);
     alpha = 0.1;
+}
+
+/* Held-out task i has every value 1 + 2 (i % 2): 1, 3, 1, 3. */
+static void sample_alternating(const void *ctx, uint64_t seed, uint64_t task, void *sx,
+                               void *sy, void *qx, void *qy)
+{
+    (void)ctx, (void)seed;
+    for (int i = 0; i < N; i++)
+        ((double *)sx)[i] = ((double *)qx)[i] = 1.0 + 2.0 * (double)(task & 1);
+    *(double *)sy = *(double *)qy = 0.0;
+}
+
+/* The 95% interval is 1.96 sample standard deviations over sqrt(tasks);
+ * one task has none. */
+static void test_evaluate_confidence(void)
+{
+    RtProgram p = program(RT_F64);
+    p.sample = sample_alternating;
+    int steps[] = {0};
+    RtTrainOptions o = options();
+    o.eval_tasks = 4;
+    o.steps = steps;
+    o.nsteps = 1;
+    double theta[N] = {0};
+    RtEvalPoint pt;
+    EXPECT(rt_evaluate(&p, &o, theta, &pt));
+    /* metric max|theta - x| = 1, 3, 1, 3; loss N x^2 = N, 9N, N, 9N */
+    CHECK_NEAR(pt.metric, 2.0, 1e-15);
+    CHECK_NEAR(pt.metric_ci, 1.96 * sqrt(4.0 / 3.0) / 2.0, 1e-15);
+    CHECK_NEAR(pt.loss, 5.0 * N, 1e-13);
+    CHECK_NEAR(pt.loss_ci, 1.96 * sqrt(4.0 * 4.0 * N * 4.0 * N / 3.0) / 2.0, 1e-12);
+    o.eval_tasks = 1;
+    EXPECT(rt_evaluate(&p, &o, theta, &pt));
+    EXPECT(pt.metric == 1.0 && isnan(pt.metric_ci) && isnan(pt.loss_ci));
 }
 
 /* Random held-out tasks: the mean over tasks of the closed form
@@ -482,14 +517,16 @@ static void test_report(void)
     RtReport rep = {
         .iterations = 70000, .seconds = 12.5, .steps_per_second = 5600,
         .final_meta_loss = 0.1, .neval = 3,
-        .eval = {{0, 4.0, 0.5, true}, {1, NAN, 0.0, false}, {10, 0.25, INFINITY, true}},
+        .eval = {{0, 4.0, 0.5, 1.0, 0.125, true}, {1, NAN, 0.0, 0.0, 0.0, false},
+                 {10, 0.25, INFINITY, 1.0, NAN, true}},
     };
     EXPECT(rt_write_report(path, &rep));
     const char *want =
         "{\"iterations\": 70000, \"seconds\": 12.5, \"steps_per_second\": 5600, "
         "\"final_meta_loss\": 0.10000000000000001, \"eval\": [{\"steps\": 0, \"loss\": 4, "
-        "\"metric\": 0.5}, {\"steps\": 1, \"loss\": null}, {\"steps\": 10, \"loss\": 0.25, "
-        "\"metric\": null}]}\n";
+        "\"loss_ci95\": 1, \"metric\": 0.5, \"metric_ci95\": 0.125}, {\"steps\": 1, \"loss\": null, "
+        "\"loss_ci95\": 0}, {\"steps\": 10, \"loss\": 0.25, \"loss_ci95\": 1, \"metric\": null, "
+        "\"metric_ci95\": null}]}\n";
     const char *got = read_all(path);
     EXPECT(got && strcmp(got, want) == 0);
     if (got && strcmp(got, want) != 0)
@@ -535,6 +572,7 @@ int main(void)
     test_train_log();
     test_train_progress();
     test_evaluate_exact();
+    test_evaluate_confidence();
     test_evaluate_tasks();
     test_report();
     return check_summary();
