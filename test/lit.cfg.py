@@ -25,3 +25,8 @@ config.environment["PATH"] = os.pathsep.join([config.llvm_bin, config.environmen
 for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "HOME"):
     if var in os.environ:
         config.environment[var] = os.environ[var]
+
+# The Python example drivers for Omniglot need NumPy and Pillow.
+import importlib.util
+if all(importlib.util.find_spec(m) for m in ("numpy", "PIL")):
+    config.available_features.add("numpy-pil")

@@ -79,6 +79,29 @@ static const char *init_name(InitKind k) {
     return names[k];
 }
 
+/* The task's arguments as an object: numbers, [lo, hi] ranges, strings, booleans. */
+static void put_task_args(Buf *b, const ModelTask *t) {
+    put(b, "{");
+    for (int i = 0; i < t->narg; i++) {
+        const TaskArg *a = &t->arg[i];
+        put(b, i ? ", \"" : "\"");
+        put_escaped(b, a->name);
+        put(b, "\": ");
+        if (a->is_string) {
+            put(b, "\"");
+            put_escaped(b, a->str);
+            put(b, "\"");
+        } else if (a->is_bool) {
+            put(b, a->lo != 0 ? "true" : "false");
+        } else if (a->is_range) {
+            put(b, "[%.17g, %.17g]", a->lo, a->hi);
+        } else {
+            put(b, "%.17g", a->lo);
+        }
+    }
+    put(b, "}");
+}
+
 static void put_meta(Buf *b, const Model *md) {
     const MetaConfig *mc = &md->meta;
     static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar"};
@@ -125,7 +148,9 @@ char *lib_model_json(const Model *md) {
     const ModelTask *t = &md->task;
     put(&b, "], \"param_count\": %zu, \"task\": \"", offset);
     put_escaped(&b, t->kind);
-    put(&b, "\", \"support\": {\"x\": ");
+    put(&b, "\", \"task_args\": ");
+    put_task_args(&b, t);
+    put(&b, ", \"support\": {\"x\": ");
     put_tensor_type(&b, t->support_x);
     put(&b, ", \"y\": ");
     put_tensor_type(&b, t->support_y);
