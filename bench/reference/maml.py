@@ -1,0 +1,289 @@
+#!/usr/bin/python3
+"""Second-order MAML in PyTorch eager: the reference mamlc is measured against.
+
+The models mirror examples/sine.mdl, examples/omniglot_mlp.mdl and
+examples/omniglot_conv.mdl layer for layer (same shapes, initialisers, batch
+norm with batch statistics and eps 1e-5, cross-entropy, Adam 0.001 outside),
+and the meta-step is the textbook one: per task, adapt with
+torch.autograd.grad(..., create_graph=True), then back-propagate the mean
+query loss through the adaptation.  Omniglot is read from the release's zip
+files with the same preprocessing as mamlc (area-averaged resize, strokes 1,
+four rotations per character as classes, held-out alphabets only).
+
+  maml.py time --workload sine|omni-mlp|omni-conv [--steps N] [--warmup W]
+      median seconds of one meta-step (one JSON line)
+  maml.py train --model mlp|conv --data small1.zip --eval-data small2.zip ...
+      meta-train and evaluate on held-out tasks (and the 20-way runs)
+
+Runs on Debian's python3-torch; one thread unless --threads.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------------------
+# Models: (shapes and initialisers, forward(params, x), loss, metric)
+
+def he(shape, gen):
+    fan_in = math.prod(shape[1:])
+    return torch.randn(shape, generator=gen) * math.sqrt(2.0 / fan_in)
+
+
+def glorot(shape, gen):
+    receptive = math.prod(shape[2:])
+    fan_in, fan_out = shape[1] * receptive, shape[0] * receptive
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
+def batch_norm(x, gamma, beta):
+    """Batch statistics per call (no running averages), as in MAML."""
+    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+
+
+class Sine:
+    """1-40-40-1 ReLU MLP, MSE (examples/sine.mdl)."""
+
+    def init(self, gen):
+        return [he((40, 1), gen), torch.zeros(40), he((40, 40), gen), torch.zeros(40),
+                he((1, 40), gen), torch.zeros(1)]
+
+    def forward(self, p, x):
+        h = F.relu(F.linear(x, p[0], p[1]))
+        h = F.relu(F.linear(h, p[2], p[3]))
+        return F.linear(h, p[4], p[5])
+
+    def loss(self, out, y):
+        return F.mse_loss(out, y)
+
+
+class Classifier:
+    def loss(self, out, y):
+        return F.cross_entropy(out, y)
+
+    def metric(self, out, y):
+        return (out.argmax(1) == y).float().mean()
+
+
+class OmniglotMLP(Classifier):
+    """784-256-128-64-64-N with batch norm and ReLU (examples/omniglot_mlp.mdl)."""
+    flat = True
+
+    def __init__(self, ways):
+        self.sizes = [784, 256, 128, 64, 64]
+        self.ways = ways
+
+    def init(self, gen):
+        p = []
+        for fan_in, out in zip(self.sizes, self.sizes[1:]):
+            p += [glorot((out, fan_in), gen), torch.zeros(out), torch.ones(out), torch.zeros(out)]
+        return p + [glorot((self.ways, 64), gen), torch.zeros(self.ways)]
+
+    def forward(self, p, x):
+        for i in range(4):
+            w, b, g, s = p[4 * i:4 * i + 4]
+            x = F.relu(batch_norm(F.linear(x, w, b), g, s))
+        return F.linear(x, p[16], p[17])
+
+
+class OmniglotConv(Classifier):
+    """Four 3x3 conv blocks, 64 filters, stride 2, pad 1, batch norm, ReLU, then a
+    linear head on the flattened 64x2x2 features (examples/omniglot_conv.mdl)."""
+    flat = False
+
+    def __init__(self, ways):
+        self.ways = ways
+
+    def init(self, gen):
+        p = []
+        for cin in (1, 64, 64, 64):
+            p += [he((64, cin, 3, 3), gen), torch.zeros(64), torch.ones(64), torch.zeros(64)]
+        return p + [glorot((self.ways, 256), gen), torch.zeros(self.ways)]
+
+    def forward(self, p, x):
+        for i in range(4):
+            c, b, g, s = p[4 * i:4 * i + 4]
+            x = F.relu(batch_norm(F.conv2d(x, c, b, stride=2, padding=1), g, s))
+        return F.linear(x.flatten(1), p[16], p[17])
+
+
+# ---------------------------------------------------------------------------
+# MAML
+
+def adapt(model, params, x, y, lr, steps, create_graph):
+    """steps inner SGD steps on (x, y) from params."""
+    for _ in range(steps):
+        loss = model.loss(model.forward(params, x), y)
+        grads = torch.autograd.grad(loss, params, create_graph=create_graph)
+        params = [p - lr * g for p, g in zip(params, grads)]
+    return params
+
+
+def meta_step(model, params, opt, tasks, lr, steps):
+    """One second-order MAML step over tasks [(sx, sy, qx, qy)]: the mean
+    query loss after adaptation, back-propagated through the adaptation, then
+    Adam.  Returns the mean query loss."""
+    opt.zero_grad()
+    total = 0.0
+    for sx, sy, qx, qy in tasks:
+        fast = adapt(model, params, sx, sy, lr, steps, create_graph=True)
+        loss = model.loss(model.forward(fast, qx), qy) / len(tasks)
+        loss.backward()
+        total += loss.item()
+    opt.step()
+    return total
+
+
+# ---------------------------------------------------------------------------
+# Omniglot: the data module the Python example drivers use
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "python"))
+import omniglot  # noqa: E402
+
+
+def as_tensors(task, flat):
+    """An (sx, sy, qx, qy) task of NumPy arrays as model inputs."""
+    sx, sy, qx, qy = task
+    shape = (lambda a: torch.from_numpy(a.reshape(len(a), -1))) if flat else \
+        (lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1))
+    return shape(sx), torch.from_numpy(sy).long(), shape(qx), torch.from_numpy(qy).long()
+
+
+def evaluate(model, params, tasks, lr, steps_list):
+    """Mean query loss and accuracy, with 95% intervals, after each step count."""
+    out = []
+    for steps in steps_list:
+        losses, accs = [], []
+        for sx, sy, qx, qy in tasks:
+            fast = [p.detach().requires_grad_() for p in params]
+            fast = adapt(model, fast, sx, sy, lr, steps, create_graph=False)
+            with torch.no_grad():
+                pred = model.forward(fast, qx)
+                losses.append(model.loss(pred, qy).item())
+                accs.append(model.metric(pred, qy).item())
+        point = {"steps": steps}
+        for key, v in (("loss", losses), ("metric", accs)):
+            point[key] = statistics.fmean(v)
+            point[key + "_ci95"] = 1.96 * statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else None
+        out.append(point)
+    return out
+
+
+def train(a):
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    model = (OmniglotMLP if a.model == "mlp" else OmniglotConv)(a.ways)
+    train_chars = omniglot.load_split(a.data)
+    source = omniglot.Tasks(train_chars, a.ways, a.shots, a.queries)
+    eval_source = omniglot.Tasks(omniglot.held_out(omniglot.load_split(a.eval_data), train_chars),
+                                 a.ways, a.shots, a.queries)
+    eval_tasks = [as_tensors(eval_source.task(a.seed + 1, t), model.flat) for t in range(a.eval_tasks)]
+    steps_list = [int(s) for s in a.eval_steps.split(",")]
+    gen = torch.Generator().manual_seed(a.seed)
+    params = [p.requires_grad_() for p in model.init(gen)]
+    opt = torch.optim.Adam(params, lr=0.001)
+    print(f"PyTorch {torch.__version__}, {a.threads} thread(s): {a.model} {a.ways}-way {a.shots}-shot, "
+          f"{len(source.classes)} training classes, {len(eval_source.classes)} held-out classes", flush=True)
+    seconds, done, log = 0.0, 0, []
+    while done < a.iterations:
+        start = time.perf_counter()
+        tasks = [as_tensors(source.task(a.seed, done * a.meta_batch + b), model.flat)
+                 for b in range(a.meta_batch)]
+        loss = meta_step(model, params, opt, tasks, a.inner_lr, a.inner_steps)
+        seconds += time.perf_counter() - start
+        done += 1
+        if done % a.eval_every == 0 or done == a.iterations:
+            points = evaluate(model, params, eval_tasks, a.inner_lr, steps_list)
+            log.append({"iterations": done, "eval": points})
+            print(f"eval @ {done}: meta-loss {loss:.4g} " + " | ".join(
+                f"steps {p['steps']} acc {p['metric']:.4f} +- {p['metric_ci95']:.4f}" for p in points), flush=True)
+    report = {"iterations": done, "seconds": seconds, "steps_per_second": done / seconds,
+              "eval": log[-1]["eval"], "curve": log}
+    if a.runs:
+        runs = [as_tensors(r, model.flat) for r in omniglot.load_runs(a.runs)]
+        errors = [1 - evaluate(model, params, [r], a.inner_lr, [a.inner_steps])[0]["metric"] for r in runs]
+        report["runs_error"] = statistics.fmean(errors)
+        print(f"20-way one-shot runs: error {100 * report['runs_error']:.1f}%")
+    with open(a.report, "w") as f:
+        json.dump(report, f)
+        f.write("\n")
+
+
+# ---------------------------------------------------------------------------
+# Timing one meta-step
+
+def workload(name):
+    """(model, tasks, inner lr) of bench/run's workload, on random data of the
+    right shapes (the time of a step does not depend on the values)."""
+    gen = torch.Generator().manual_seed(0)
+    if name == "sine":
+        tasks = []
+        for _ in range(25):
+            amp, phase = 0.1 + 4.9 * torch.rand(1, generator=gen), math.pi * torch.rand(1, generator=gen)
+            x = torch.rand(20, 1, generator=gen) * 10 - 5
+            y = amp * torch.sin(x + phase)
+            tasks.append((x[:10], y[:10], x[10:], y[10:]))
+        return Sine(), tasks, 0.01
+    model = OmniglotMLP(5) if name == "omni-mlp" else OmniglotConv(5)
+    shape = (784,) if model.flat else (1, 28, 28)
+    tasks = [(torch.rand(5, *shape, generator=gen), torch.arange(5),
+              torch.rand(75, *shape, generator=gen), torch.arange(5).repeat(15)) for _ in range(32)]
+    return model, tasks, 0.4
+
+
+def time_steps(a):
+    torch.set_num_threads(a.threads)
+    model, tasks, lr = workload(a.workload)
+    params = [p.requires_grad_() for p in model.init(torch.Generator().manual_seed(0))]
+    opt = torch.optim.Adam(params, lr=0.001)
+    times = []
+    for i in range(a.warmup + a.steps):
+        start = time.perf_counter()
+        meta_step(model, params, opt, tasks, lr, 1)
+        if i >= a.warmup:
+            times.append(time.perf_counter() - start)
+    print(json.dumps({"workload": a.workload, "median_seconds": statistics.median(times),
+                      "steps": a.steps, "threads": a.threads, "torch": torch.__version__}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("time", help="median seconds of one meta-step")
+    t.add_argument("--workload", choices=["sine", "omni-mlp", "omni-conv"], required=True)
+    t.add_argument("--steps", type=int, default=20)
+    t.add_argument("--warmup", type=int, default=3)
+    t.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("train", help="meta-train on Omniglot and evaluate on held-out tasks")
+    r.add_argument("--model", choices=["mlp", "conv"], required=True)
+    r.add_argument("--data", required=True, help="the meta-training background zip")
+    r.add_argument("--eval-data", required=True, help="the held-out background zip")
+    r.add_argument("--runs", help="all_runs.zip: also report the 20-way one-shot error")
+    r.add_argument("--ways", type=int, default=5)
+    r.add_argument("--shots", type=int, default=1)
+    r.add_argument("--queries", type=int, default=15)
+    r.add_argument("--meta-batch", type=int, default=32)
+    r.add_argument("--inner-lr", type=float, default=0.4)
+    r.add_argument("--inner-steps", type=int, default=1)
+    r.add_argument("--iterations", type=int, default=2000)
+    r.add_argument("--eval-every", type=int, default=500)
+    r.add_argument("--eval-tasks", type=int, default=600)
+    r.add_argument("--eval-steps", default="0,1,3")
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--report", required=True)
+    a = ap.parse_args()
+    (time_steps if a.command == "time" else train)(a)
+
+
+if __name__ == "__main__":
+    main()
