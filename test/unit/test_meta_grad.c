@@ -72,6 +72,22 @@ static const char *const conv_model =
     "meta { %s }\n";
 #define CONV_LR "inner_lr = 0.2;"
 
+/* The max-pooling variant of that network (as in MAML's MiniImagenet model):
+ * stride-1 convolutions, each followed by batch norm, relu and 2x2 max
+ * pooling (8 -> 4 -> 2). */
+static const char *const pool_model =
+    "dim N = 4; dim C = 3;\n"
+    "param W1 : [3, 1, 3, 3] = he;  param b1 : [3] = normal(0.1);\n"
+    "param g1 : [3] = ones;         param e1 : [3] = zeros;\n"
+    "param W2 : [4, 3, 3, 3] = he;  param b2 : [4] = normal(0.1);\n"
+    "param g2 : [4] = ones;         param e2 : [4] = zeros;\n"
+    "param Wo : [C, 16] = glorot;   param bo : [C] = zeros;\n"
+    "def block(x, W, b, g, e) = max_pool2d(relu(batch_norm(conv2d(x, W, b, pad = 1), g, e)), 2);\n"
+    "def net(x) = linear(flatten(block(block(x, W1, b1, g1, e1), W2, b2, g2, e2)), Wo, bo);\n"
+    "def loss(x, y) = cross_entropy(net(x), y);\n"
+    "task external { support x : [N, 1, 8, 8], y : i32[N]; query x : [N, 1, 8, 8], y : i32[N]; }\n"
+    "meta { %s }\n";
+
 typedef struct {
     IrModule *m;
     Model *md;
@@ -329,6 +345,7 @@ int main(void) {
     check_meta_grad("softmax classifier, 2 inner steps", softmax_model, SOFTMAX_LR "inner_steps = 2;", 3);
     check_meta_grad("conv net + batch norm, 1 inner step", conv_model, CONV_LR, 3);
     check_meta_grad("conv net + batch norm, 2 inner steps", conv_model, CONV_LR "inner_steps = 2;", 3);
+    check_meta_grad("conv net + max pooling, 1 inner step", pool_model, CONV_LR, 3);
     /* Meta-SGD: learned rates per element and per tensor */
     check_meta_grad("Meta-SGD, smooth MLP, 2 steps", tanh_model, "inner_lr = learned(0.1); inner_steps = 2;", 1);
     check_meta_grad("Meta-SGD scalar, classifier, 1 step", softmax_model, "inner_lr = learned_scalar(0.2);", 3);
