@@ -16,16 +16,19 @@
  * live at the same time, so the plan keeps them apart and `noalias` is
  * true: LLVM vectorises without runtime overlap checks.  Small functions
  * keep LLVM's loop analyses cheap (compile time grows linearly with the
- * nodes), and values whose code would be the same share one function.
+ * nodes), and values whose code would be the same share one function (a
+ * convolution's takes its image count as a parameter, so that the support
+ * and query sets share it too).
  *
  * The plan (plan.c) says where each value's elements are; this file only
  * walks it.  Loops are plain counted loops with i64 induction variables and
- * static trip counts, dims merged where every access steps evenly across
- * them, so that elementwise code over dense data is one flat loop.
- * Reductions keep each result's sum in index order; matmul works on
- * register tiles of C.  No fast-math flags are set: results must match the
- * reference evaluator and be reproducible; only matmul uses llvm.fmuladd
- * (contraction). */
+ * static trip counts (but a convolution's images), dims merged where every
+ * access steps evenly across them, so that elementwise code over dense
+ * data is one flat loop.  Reductions keep each result's sum in index
+ * order; matmul and the convolutions work on register tiles of their
+ * result (emit_gemm).  No fast-math flags are set: results must match the
+ * reference evaluator and be reproducible; only the products use
+ * llvm.fmuladd (contraction). */
 #include "codegen.h"
 #include "plan.h"
 
@@ -37,8 +40,6 @@
 #include <string.h>
 
 #define MAX_ACC 3           /* accesses of one loop nest: a destination and two operands */
-#define MM_ROWS 4           /* matmul register tile: rows of C */
-#define MM_COLS 8           /* ... and columns, one vector */
 
 typedef struct {
     LLVMContextRef ctx;
@@ -48,6 +49,7 @@ typedef struct {
     LLVMBuilderRef top;         /* the public entry being built: the calls */
     LLVMValueRef fn;            /* the value function being built */
     LLVMValueRef scratch;       /* its scratch parameter (convolutions), or NULL */
+    LLVMValueRef images;        /* a convolution's image count parameter (i64), or NULL */
     const IrModule *m;
     const IrFunc *f;
     const BePlan *plan;
@@ -86,7 +88,7 @@ typedef struct {
 typedef struct {
     LLVMBasicBlockRef head;
     LLVMValueRef iv;
-    int64_t end;
+    LLVMValueRef end;           /* i64 */
     bool scalar;                /* no use vectorising it: tell LLVM not to try */
 } Loop;
 
@@ -157,8 +159,9 @@ static LLVMValueRef libm1(Cg *cg, const char *name64, const char *name32, LLVMTy
 
 /* --- loops --- */
 
-/* Opens `for (iv = start; iv < end; iv++)`, start < end, in a fresh block. */
-static LLVMValueRef loop_open(Cg *cg, Loop *l, int64_t start, int64_t end)
+/* Opens `for (iv = start; iv < end; iv++)` (end an i64 value, start <
+ * end), in a fresh block. */
+static LLVMValueRef loop_open_to(Cg *cg, Loop *l, int64_t start, LLVMValueRef end)
 {
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(cg->b);
     l->head = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "loop");
@@ -170,6 +173,11 @@ static LLVMValueRef loop_open(Cg *cg, Loop *l, int64_t start, int64_t end)
     LLVMValueRef s = c64(cg, start);
     LLVMAddIncoming(l->iv, &s, &pre, 1);
     return l->iv;
+}
+
+static LLVMValueRef loop_open(Cg *cg, Loop *l, int64_t start, int64_t end)
+{
+    return loop_open_to(cg, l, start, c64(cg, end));
 }
 
 /* Loop metadata that turns LLVM's loop vectoriser off for one loop: a
@@ -192,7 +200,7 @@ static void loop_close(Cg *cg, Loop *l)
 {
     LLVMValueRef next = LLVMBuildNUWAdd(cg->b, l->iv, c64(cg, 1), "i.next");
     LLVMSetNSW(next, 1);
-    LLVMValueRef more = LLVMBuildICmp(cg->b, LLVMIntULT, next, c64(cg, l->end), "");
+    LLVMValueRef more = LLVMBuildICmp(cg->b, LLVMIntULT, next, l->end, "");
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
     LLVMBasicBlockRef exit = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "done");
     LLVMValueRef br = LLVMBuildCondBr(cg->b, more, l->head, exit);
@@ -656,126 +664,6 @@ static void emit_reduce(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x)
         emit_reduce_outer(cg, n, y, x, ys);
 }
 
-/* Element (i, j) of a matrix operand. */
-static LLVMValueRef mat_load(Cg *cg, const Opnd *o, LLVMValueRef i, LLVMValueRef j)
-{
-    LLVMValueRef iv[2] = {i, j};
-    return load_at(cg, o, in_memory(&o->a) ? linear(cg, 2, iv, o->a.stride) : NULL);
-}
-
-static LLVMValueRef mat_index(Cg *cg, const Opnd *o, LLVMValueRef i, LLVMValueRef j)
-{
-    LLVMValueRef iv[2] = {i, j};
-    return in_memory(&o->a) ? linear(cg, 2, iv, o->a.stride) : NULL;
-}
-
-/* Elements (i, j .. j+n) of a matrix operand as a vector (n = 1: a scalar):
- * one load where the row is dense, else one load per element. */
-static LLVMValueRef mat_row(Cg *cg, const Opnd *o, LLVMValueRef i, LLVMValueRef j, int n)
-{
-    if (n == 1 || !in_memory(&o->a) || o->a.stride[1] == 0)
-        return splat(cg, mat_load(cg, o, i, j), n);
-    LLVMTypeRef t = elem_type(cg, o->a.dtype), vt = LLVMVectorType(t, (unsigned)n);
-    if (o->a.stride[1] == 1) {
-        LLVMValueRef idx = mat_index(cg, o, i, j);
-        if (o->a.offset)
-            idx = idx_add(cg, idx, c64(cg, o->a.offset));
-        LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, LLVMBuildInBoundsGEP2(cg->b, t, o->v, &idx, 1, ""), "");
-        LLVMSetAlignment(v, (unsigned)ir_dtype_size(o->a.dtype));
-        return v;
-    }
-    LLVMValueRef v = LLVMGetPoison(vt);
-    for (int l = 0; l < n; l++) {
-        LLVMValueRef jl = l ? LLVMBuildNUWAdd(cg->b, j, c64(cg, l), "") : j;
-        v = LLVMBuildInsertElement(cg->b, v, mat_load(cg, o, i, jl), c64(cg, l), "");
-    }
-    return v;
-}
-
-/* Store v as elements (i, j .. j+n) of the dense (or register) result. */
-static void mat_store_row(Cg *cg, Opnd *C, LLVMValueRef i, LLVMValueRef j, int n, LLVMValueRef v)
-{
-    if (n == 1) {
-        store_at(cg, C, mat_index(cg, C, i, j), v);
-        return;
-    }
-    LLVMValueRef idx = mat_index(cg, C, i, j);
-    if (C->a.offset)
-        idx = idx_add(cg, idx, c64(cg, C->a.offset));
-    LLVMValueRef s = LLVMBuildStore(cg->b, v, LLVMBuildInBoundsGEP2(cg->b, elem_type(cg, C->a.dtype), C->v, &idx, 1, ""));
-    LLVMSetAlignment(s, (unsigned)ir_dtype_size(C->a.dtype));
-}
-
-/* One tile of C = A @ B: rows i0 .. i0+mr, columns j0 .. j0+nr (nr is
- * MM_COLS, as vectors, or 1).  Each element starts as A[i,0] * B[0,j] and
- * takes fmuladd(A[i,k], B[k,j], .) for k = 1 .. K-1 in order; the mr
- * accumulators stay in registers and are independent, so the multiply-adds
- * overlap, and each row of B is loaded once for mr rows of A. */
-static void emit_mm_tile(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, LLVMValueRef i0, LLVMValueRef j0,
-                         int mr, int nr)
-{
-    int64_t K = A->t.dim[1];
-    LLVMTypeRef t = elem_type(cg, C->a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
-    LLVMValueRef i[MM_ROWS], s[MM_ROWS], acc[MM_ROWS], zero = c64(cg, 0);
-    LLVMValueRef b = mat_row(cg, B, zero, j0, nr);
-    for (int r = 0; r < mr; r++) {
-        i[r] = r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0;
-        s[r] = LLVMBuildFMul(cg->b, splat(cg, mat_load(cg, A, i[r], zero), nr), b, "");
-    }
-    if (K > 1) {
-        for (int r = 0; r < mr; r++) {
-            acc[r] = entry_alloca(cg, vt, "acc");
-            LLVMBuildStore(cg->b, s[r], acc[r]);
-        }
-        Loop lk;
-        LLVMValueRef k = loop_open(cg, &lk, 1, K);
-        b = mat_row(cg, B, k, j0, nr);
-        for (int r = 0; r < mr; r++) {
-            LLVMValueRef args[3] = {splat(cg, mat_load(cg, A, i[r], k), nr), b, LLVMBuildLoad2(cg->b, vt, acc[r], "")};
-            LLVMBuildStore(cg->b, intrinsic(cg, "llvm.fmuladd", vt, args, 3), acc[r]);
-        }
-        lk.scalar = true;           /* already vectors, and sequential in k */
-        loop_close(cg, &lk);
-        for (int r = 0; r < mr; r++)
-            s[r] = LLVMBuildLoad2(cg->b, vt, acc[r], "");
-    }
-    for (int r = 0; r < mr; r++)
-        mat_store_row(cg, C, i[r], j0, nr, s[r]);
-}
-
-/* C = A @ B by register tiles of MM_ROWS x MM_COLS (smaller at the edges):
- * column blocks outside, so a block of B stays in cache while every row
- * block of A passes.  Operands are read through their accesses in place
- * (a transposed B is loaded element by element into vectors).  Every
- * element of C sums over k in order, so the tiling does not change it. */
-static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
-{
-    int64_t M = A->t.dim[0], N = B->t.dim[1];
-    int64_t mb = M / MM_ROWS, nb = N / MM_COLS;
-    Loop lj, li;
-    for (int cols = 0; cols < 2; cols++) {
-        int nr = cols ? 1 : MM_COLS;
-        int64_t jlo = cols ? nb * MM_COLS : 0, jhi = cols ? N : nb;
-        if (jlo >= jhi)
-            continue;
-        LLVMValueRef j = range_open(cg, &lj, jlo, jhi);
-        if (!cols)
-            j = LLVMBuildNUWMul(cg->b, j, c64(cg, MM_COLS), "");
-        for (int rows = 0; rows < 2; rows++) {
-            int mr = rows ? 1 : MM_ROWS;
-            int64_t ilo = rows ? mb * MM_ROWS : 0, ihi = rows ? M : mb;
-            if (ilo >= ihi)
-                continue;
-            LLVMValueRef i = range_open(cg, &li, ilo, ihi);
-            if (!rows)
-                i = LLVMBuildNUWMul(cg->b, i, c64(cg, MM_ROWS), "");
-            emit_mm_tile(cg, C, A, B, i, j, mr, nr);
-            range_close(cg, &li);
-        }
-        range_close(cg, &lj);
-    }
-}
-
 /* --- convolutions ---
  *
  * With K = C*KH*KW (the elements of one window) and P = Ho*Wo (the
@@ -791,19 +679,20 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
  * with zeros; col2im adds each element of a K x P (or P x K) matrix into
  * the dx element its window position reaches (none in the padding).
  *
- * Products run in register tiles of CONV_MR rows by one vector of conv_nr
- * columns (emit_gemm).  Each operand is a view whose rows and columns split
- * into factors with a stride each (Split), so xc is read straight from x,
- * or from a zero-padded copy of one image in the scratch, as long as it is
- * the operand read as scalars (A): conv2d tiles y[n]^T = xc[n]^T @ w^T and
+ * Products run in register tiles of BE_TILE_ROWS rows by one vector of
+ * be_tile_cols() columns (emit_gemm).  Each operand is a view whose rows
+ * and columns split into factors with a stride each (Split), so xc is read
+ * straight from x, or from a zero-padded copy of one image in the scratch,
+ * as long as it is the operand read as scalars (A): conv2d tiles y[n]^T = xc[n]^T @ w^T and
  * conv2d_grad_w dw^T = xc[n] @ g[n]^T that way, with the channels as the
- * vector columns.  Where that costs more (gemm_cost: few channels, short
+ * vector columns.  Where that costs more (be_gemm_cost: few channels, short
  * sums), the products run as written above instead, with xc packed.
  * conv2d_grad_x runs without col2im where it can, as one product per phase
  * of dx's positions (emit_conv2d_grad_x_phased); else as written above,
  * with the positions or the window elements as the columns, whichever is
  * cheaper.  The operand read as row vectors (B) is packed contiguous into
- * the scratch (be_conv_scratch) unless it already is.
+ * the scratch (be_conv_scratch) unless it already is.  matmul runs on the
+ * same tiles (emit_matmul).
  *
  * Each result element sums its terms in an order that depends only on the
  * op and its shapes: conv2d over (c, kh, kw) in order; conv2d_grad_w over
@@ -812,14 +701,8 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
  * and take llvm.fmuladd (which may fuse, as in matmul); no other
  * reassociation, so results are the same on every run. */
 
-#define CONV_MR 6           /* register tile: rows */
-
-/* Register tile columns: 64 bytes of elements (one AVX-512 register, two
- * AVX2 registers). */
-static int conv_nr(DType dt) { return 64 / (int)ir_dtype_size(dt); }
-
 typedef struct {
-    int64_t N, C, H, W, O, KH, KW, Ho, Wo, stride, pad;
+    int64_t C, H, W, O, KH, KW, Ho, Wo, stride, pad;    /* the images: cg->images */
     int64_t K, P;               /* C*KH*KW and Ho*Wo */
     int64_t Hp, Wp;             /* H and W padded */
 } ConvDims;
@@ -835,7 +718,7 @@ static ConvDims conv_dims(const IrNode *n, const Opnd *o)
     else
         x = &o[1].t, w = &o[0].t, y = &o[2].t;
     ConvDims d = {
-        .N = x->dim[0], .C = x->dim[1], .H = x->dim[2], .W = x->dim[3], .O = w->dim[0], .KH = w->dim[2],
+        .C = x->dim[1], .H = x->dim[2], .W = x->dim[3], .O = w->dim[0], .KH = w->dim[2],
         .KW = w->dim[3], .Ho = y->dim[2], .Wo = y->dim[3], .stride = n->list[IR_CONV_STRIDE],
         .pad = n->list[IR_CONV_PAD],
     };
@@ -952,11 +835,11 @@ static LLVMValueRef view_load_vec(Cg *cg, const Mat *m, LLVMValueRef idx, int nr
     return v;
 }
 
-/* Store the nr elements of v at idx, idx + cs, ... of m (in memory). */
-static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, LLVMValueRef v)
+/* Store the first `ns` of the nr elements of v at idx, idx + cs, ... of m. */
+static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, int ns, LLVMValueRef v)
 {
     int64_t cs = m->c.stride[0];
-    if (nr > 1 && cs == 1) {
+    if (nr > 1 && cs == 1 && ns == nr) {
         LLVMTypeRef t = elem_type(cg, m->o.a.dtype);
         if (m->o.a.offset)
             idx = idx_add(cg, idx, c64(cg, m->o.a.offset));
@@ -964,7 +847,7 @@ static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, LLVMValueRe
         LLVMSetAlignment(s, (unsigned)ir_dtype_size(m->o.a.dtype));
         return;
     }
-    for (int l = 0; l < nr; l++)
+    for (int l = 0; l < ns; l++)
         store_at(cg, &m->o, idx_add(cg, idx, c64(cg, l * cs)),
                  nr == 1 ? v : LLVMBuildExtractElement(cg->b, v, c64(cg, l), ""));
 }
@@ -973,12 +856,13 @@ static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, LLVMValueRe
  * j0+nr, over the factors of A's columns (B's rows: the same dims).  Each
  * element starts from 0 (with `accumulate`, from C) and takes fmuladd(A[i,
  * k], B[k, j], .) for k in order; the mr accumulators are independent
- * vectors, held in registers. */
+ * vectors, held in registers.  Only the first ns columns are stored (the
+ * others are B's padding). */
 static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr,
-                           int nr, bool accumulate)
+                           int nr, int ns, bool accumulate)
 {
     LLVMTypeRef t = elem_type(cg, C->o.a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
-    LLVMValueRef arow[CONV_MR], crow[CONV_MR], acc[CONV_MR];
+    LLVMValueRef arow[BE_TILE_ROWS], crow[BE_TILE_ROWS], acc[BE_TILE_ROWS];
     LLVMValueRef ccol = LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), "");
     LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
     for (int r = 0; r < mr; r++) {
@@ -1004,63 +888,52 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
         range_close(cg, &lk[f]);
     }
     for (int r = 0; r < mr; r++)
-        view_store_vec(cg, C, crow[r], nr, LLVMBuildLoad2(cg->b, vt, acc[r], ""));
+        view_store_vec(cg, C, crow[r], nr, ns, LLVMBuildLoad2(cg->b, vt, acc[r], ""));
 }
 
 /* C (+)= A @ B for C m x n by register tiles (smaller at the edges: the
  * last columns in tiles of halving widths, so that every vector is a power
- * of two): column blocks outside, so that a block of B stays in cache while
- * every row block of A passes.  Simplifies the views' splits first. */
-static void emit_gemm(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, bool accumulate)
+ * of two, or with `padded`, where B's rows have zeros up to be_tile_pad
+ * columns, in one tile of that width): column blocks outside, so that a
+ * block of B stays in cache while every row block of A passes.  Simplifies
+ * the views' splits first. */
+static void emit_gemm(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, bool accumulate, bool padded)
 {
     split_simplify(&C->r, NULL);
     split_simplify(&A->r, NULL);
     split_simplify(&A->c, &B->r);
-    int nr = conv_nr(C->o.a.dtype);
-    int64_t mb = m / CONV_MR, j0 = 0;
-    for (int w = nr; w >= 1; w /= 2) {
-        int64_t count = w == nr ? n / nr : (n - j0) / w;
-        if (!count)
-            continue;
+    DType dt = C->o.a.dtype;
+    int nr = be_tile_cols(dt);
+    /* column groups: count tiles of width w storing ns columns each */
+    int ng = 0, w[8], ns[8];
+    int64_t count[8], j0 = 0;
+    for (int wi = nr; wi >= 1; wi /= 2) {
+        int64_t c = wi == nr || !padded ? (n - j0) / wi : 0;
+        if (c) {
+            w[ng] = ns[ng] = wi, count[ng++] = c;
+            j0 += c * wi;
+        }
+    }
+    if (padded && n > j0)               /* the rest in one tile */
+        w[ng] = (int)(be_tile_pad(n, dt) - j0), ns[ng] = (int)(n - j0), count[ng++] = 1;
+    int64_t mb = m / BE_TILE_ROWS;
+    j0 = 0;
+    for (int g = 0; g < ng; g++) {
         Loop lj, li;
-        LLVMValueRef j = range_open(cg, &lj, 0, count);
-        j = idx_add(cg, c64(cg, j0), LLVMBuildNUWMul(cg->b, j, c64(cg, w), ""));
+        LLVMValueRef j = range_open(cg, &lj, 0, count[g]);
+        j = idx_add(cg, c64(cg, j0), LLVMBuildNUWMul(cg->b, j, c64(cg, w[g]), ""));
         for (int rows = 0; rows < 2; rows++) {
-            int h = rows ? (int)(m % CONV_MR) : CONV_MR;
+            int h = rows ? (int)(m % BE_TILE_ROWS) : BE_TILE_ROWS;
             if (h == 0 || (!rows && mb == 0))
                 continue;
             LLVMValueRef i = range_open(cg, &li, 0, rows ? 1 : mb);
-            i = rows ? c64(cg, mb * CONV_MR) : LLVMBuildNUWMul(cg->b, i, c64(cg, CONV_MR), "");
-            emit_gemm_tile(cg, C, A, B, i, j, h, w, accumulate);
+            i = rows ? c64(cg, mb * BE_TILE_ROWS) : LLVMBuildNUWMul(cg->b, i, c64(cg, BE_TILE_ROWS), "");
+            emit_gemm_tile(cg, C, A, B, i, j, h, w[g], ns[g], accumulate);
             range_close(cg, &li);
         }
         range_close(cg, &lj);
-        j0 += count * w;
+        j0 += count[g] * w[g];
     }
-}
-
-/* A rough cost, in cycles of a core with two FMA pipes of latency 4 and
- * 32-byte vectors, of one image's m x n product of kd terms tiled as
- * emit_gemm tiles it, n being the vector columns: a tile of h rows and v
- * vectors takes max(h*v/2, 4) cycles a term (fewer than 8 independent
- * accumulators wait on the latency); then the stores of the result (one
- * per element where its columns are `scattered`, else one per vector;
- * with `accumulate`, loads as well).  The callers add the packing each
- * tiling needs.  It decides, per op, which side of a product is the
- * vector columns. */
-static double gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accumulate, DType dt)
-{
-    int64_t vl = 32 / (int64_t)ir_dtype_size(dt), nr = conv_nr(dt), j0 = 0;
-    double per_term = 0;
-    for (int64_t w = nr; w >= 1; w /= 2) {
-        int64_t count = w == nr ? n / nr : (n - j0) / w;
-        double v = (double)((w + vl - 1) / vl), rem = (double)(m % CONV_MR);
-        double full = (double)(m / CONV_MR) * fmax(CONV_MR * v / 2, 4), part = rem ? fmax(rem * v / 2, 4) : 0;
-        per_term += (double)count * (full + part);
-        j0 += count * w;
-    }
-    double stores = (double)m * (scattered ? (double)n : (double)((n + vl - 1) / vl)) * (accumulate ? 2 : 1);
-    return per_term * (double)kd + stores;
 }
 
 /* Operand o restricted to image n (its dim 0 dropped). */
@@ -1260,8 +1133,8 @@ static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool
     const Opnd *w = &o[2];
     const int64_t *ws = w->a.stride;
     DType dt = o[0].a.dtype;
-    bool by_o = direct && gemm_cost(d->P, d->O, d->K, true, false, dt) <=
-                              gemm_cost(d->O, d->P, d->K, false, false, dt) + 1.5 * (double)(d->K * d->P);
+    bool by_o = direct && be_gemm_cost(d->P, d->O, d->K, true, false, false, dt) <=
+                              be_gemm_cost(d->O, d->P, d->K, false, false, false, dt) + 1.5 * (double)(d->K * d->P);
     Mat wt = mat(cg, w, split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]), split1(d->O, ws[0]));
     if (by_o && in_memory(&w->a) && ws[0] != 1) {       /* w^T packed: K x O */
         emit_copy_to(cg, &s->w, (int64_t[]){1, d->KH * d->KW * d->O, d->KW * d->O, d->O}, w);
@@ -1270,7 +1143,7 @@ static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool
     if (s->padded)
         emit_zero(cg, &s->pad);
     Loop ln;
-    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    LLVMValueRef n = loop_open_to(cg, &ln, 0, cg->images);
     Opnd x = conv_image(cg, &o[1], n), y = conv_image(cg, &o[0], n);
     bool padded;
     Opnd xs = conv_source(cg, d, &x, s, &padded);
@@ -1279,14 +1152,14 @@ static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool
         Mat a = mat(cg, &xs, split2(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2]),
                     split3(d->C, st[0], d->KH, st[1], d->KW, st[2]));
         Mat c = mat(cg, &y, split1(d->P, 1), split1(d->O, d->P));
-        emit_gemm(cg, &c, &a, &wt, d->P, d->O, false);
+        emit_gemm(cg, &c, &a, &wt, d->P, d->O, false, false);
     } else {
         emit_im2col(cg, d, &xs, padded, &s->x, d->P, 1);
         Mat a = mat(cg, w, split1(d->O, ws[0]), split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]));
         Mat b = mat(cg, &s->x, split3(d->C, d->KH * d->KW * d->P, d->KH, d->KW * d->P, d->KW, d->P),
                     split1(d->P, 1));
         Mat c = mat(cg, &y, split1(d->O, d->P), split1(d->P, 1));
-        emit_gemm(cg, &c, &a, &b, d->O, d->P, false);
+        emit_gemm(cg, &c, &a, &b, d->O, d->P, false, false);
     }
     range_close(cg, &ln);
 }
@@ -1323,7 +1196,7 @@ static ConvPhase conv_phase(const ConvDims *d, int64_t rh, int64_t rv)
     return p;
 }
 
-/* The cost (gemm_cost's) of conv2d_grad_x by phases, per image. */
+/* The cost (be_gemm_cost's) of conv2d_grad_x by phases, per image. */
 static double phased_cost(const ConvDims *d, const BeConvScratch *bs, DType dt)
 {
     double cost = (double)(d->O * bs->gpad_h * bs->gpad_w);
@@ -1331,7 +1204,7 @@ static double phased_cost(const ConvDims *d, const BeConvScratch *bs, DType dt)
         for (int64_t rv = 0; rv < d->stride; rv++) {
             ConvPhase p = conv_phase(d, rh, rv);
             if (p.jh && p.jv && p.mh && p.mv)
-                cost += gemm_cost(p.mh * p.mv, d->C, d->O * p.jh * p.jv, true, false, dt);
+                cost += be_gemm_cost(p.mh * p.mv, d->C, d->O * p.jh * p.jv, true, false, false, dt);
         }
     return cost;
 }
@@ -1365,7 +1238,7 @@ static void emit_conv2d_grad_x_phased(Cg *cg, const ConvDims *d, Opnd *o, ConvSc
     emit_zero(cg, &s->gpad);
     int64_t gh = bs->gpad_h * bs->gpad_w, gw = bs->gpad_w;     /* gpad's strides of o and a row */
     Loop ln;
-    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    LLVMValueRef n = loop_open_to(cg, &ln, 0, cg->images);
     Opnd g = conv_image(cg, &o[1], n), dx = conv_image(cg, &o[0], n), mid = s->gpad;
     mid.a.offset = bs->gpad_top * gw + bs->gpad_left;
     emit_copy_to(cg, &mid, s->gpad.a.stride, &g);
@@ -1381,7 +1254,7 @@ static void emit_conv2d_grad_x_phased(Cg *cg, const ConvDims *d, Opnd *o, ConvSc
             b.base = c64(cg, start[rh * S + rv]);
             Mat c = mat(cg, &dx, split2(p.mh, S * xs[1], p.mv, S * xs[2]), split1(d->C, xs[0]));
             c.base = c64(cg, (S * p.qh0 + rh - d->pad) * xs[1] + (S * p.qv0 + rv - d->pad) * xs[2]);
-            emit_gemm(cg, &c, &a, &b, p.mh * p.mv, d->C, false);
+            emit_gemm(cg, &c, &a, &b, p.mh * p.mv, d->C, false, false);
         }
     range_close(cg, &ln);
 }
@@ -1395,8 +1268,8 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
     const Opnd *w = &o[2];
     const int64_t *ws = w->a.stride;
     DType dt = o[0].a.dtype;
-    double cost_k = gemm_cost(d->P, d->K, d->O, false, false, dt) + (double)(d->K * d->P);  /* + strided reads */
-    double cost_p = gemm_cost(d->K, d->P, d->O, false, false, dt);
+    double cost_k = be_gemm_cost(d->P, d->K, d->O, false, false, false, dt) + (double)(d->K * d->P);  /* + strided reads */
+    double cost_p = be_gemm_cost(d->K, d->P, d->O, false, false, false, dt);
     if (bs->phased && phased_cost(d, bs, dt) <= fmin(cost_k, cost_p) + 2 * (double)(d->K * d->P)) {
         emit_conv2d_grad_x_phased(cg, d, o, s, bs);
         return;
@@ -1411,14 +1284,14 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         wm = mat(cg, &s->w, split1(d->O, d->K), split1(d->K, 1));
     }
     Loop ln;
-    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    LLVMValueRef n = loop_open_to(cg, &ln, 0, cg->images);
     Opnd g = conv_image(cg, &o[1], n), dx = conv_image(cg, &o[0], n);
     const int64_t *gs = g.a.stride;
     int64_t cks = by_k ? 1 : d->P, cps = by_k ? d->K : 1;   /* dc's strides */
     if (by_k) {
         Mat a = mat(cg, &g, split2(d->Ho, gs[1], d->Wo, gs[2]), split1(d->O, gs[0]));
         Mat c = mat(cg, &s->x, split1(d->P, d->K), split1(d->K, 1));
-        emit_gemm(cg, &c, &a, &wm, d->P, d->K, false);
+        emit_gemm(cg, &c, &a, &wm, d->P, d->K, false, false);
     } else {
         int64_t ps = g_p_stride(&g);
         Mat b = mat(cg, &g, split1(d->O, gs[0]), split1(d->P, ps));
@@ -1428,7 +1301,7 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         }
         Mat a = mat(cg, w, split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]), split1(d->O, ws[0]));
         Mat c = mat(cg, &s->x, split1(d->K, d->P), split1(d->P, 1));
-        emit_gemm(cg, &c, &a, &b, d->K, d->P, false);
+        emit_gemm(cg, &c, &a, &b, d->K, d->P, false, false);
     }
     if (s->padded) {
         emit_zero(cg, &s->pad);
@@ -1449,14 +1322,14 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
 static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool direct)
 {
     DType dt = o[0].a.dtype;
-    bool by_o = direct && gemm_cost(d->K, d->O, d->P, false, true, dt) + (double)(d->O * d->P) <=
-                              gemm_cost(d->O, d->K, d->P, false, true, dt) + 1.5 * (double)(d->K * d->P);
+    bool by_o = direct && be_gemm_cost(d->K, d->O, d->P, false, true, false, dt) + (double)(d->O * d->P) <=
+                              be_gemm_cost(d->O, d->K, d->P, false, true, false, dt) + 1.5 * (double)(d->K * d->P);
     Opnd *sum = &s->w;                  /* dw^T: [C,KH,KW,O] */
     emit_zero(cg, by_o ? sum : &o[0]);
     if (by_o && s->padded)
         emit_zero(cg, &s->pad);
     Loop ln;
-    LLVMValueRef n = range_open(cg, &ln, 0, d->N);
+    LLVMValueRef n = loop_open_to(cg, &ln, 0, cg->images);
     Opnd x = conv_image(cg, &o[1], n), g = conv_image(cg, &o[2], n);
     const int64_t *gs = g.a.stride;
     if (by_o) {
@@ -1471,17 +1344,51 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
             b = mat(cg, &s->g, split2(d->Ho, d->Wo * d->O, d->Wo, d->O), split1(d->O, 1));
         }
         Mat c = mat(cg, sum, split1(d->K, d->O), split1(d->O, 1));
-        emit_gemm(cg, &c, &a, &b, d->K, d->O, true);
+        emit_gemm(cg, &c, &a, &b, d->K, d->O, true, false);
     } else {
         emit_im2col(cg, d, &x, false, &s->x, 1, d->K);
         Mat a = mat(cg, &g, split1(d->O, gs[0]), split2(d->Ho, gs[1], d->Wo, gs[2]));
         Mat b = mat(cg, &s->x, split2(d->Ho, d->Wo * d->K, d->Wo, d->K), split1(d->K, 1));
         Mat c = mat(cg, &o[0], split1(d->O, d->K), split1(d->K, 1));
-        emit_gemm(cg, &c, &a, &b, d->O, d->K, true);
+        emit_gemm(cg, &c, &a, &b, d->O, d->K, true, false);
     }
     range_close(cg, &ln);
     if (by_o)
         emit_copy_to(cg, &o[0], (int64_t[]){d->KH * d->KW, d->KW, 1, d->K}, sum);
+}
+
+/* C = A @ B in emit_gemm's tiles, as be_matmul_plan says: B's rows as
+ * vectors, or C^T = B^T @ A^T with A's columns as vectors; the vector
+ * operand packed dense into the scratch first where its vectors are not
+ * contiguous.  Every element of C sums over k in order either way. */
+static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
+{
+    int64_t M = A->t.dim[0], K = A->t.dim[1], N = B->t.dim[1];
+    BeMatmulPlan mp = be_matmul_plan(C->t, &A->a, A->t, &B->a, B->t);
+    const Opnd *vec = mp.swap ? A : B;              /* the operand read as vectors */
+    const int64_t *as = A->a.stride, *bs = B->a.stride, *cs = C->a.stride;
+    int64_t m = mp.swap ? N : M, n = mp.swap ? M : N;
+    Mat a, b, c;
+    if (mp.swap) {
+        a = mat(cg, B, split1(N, bs[1]), split1(K, bs[0]));
+        b = mat(cg, A, split1(K, as[1]), split1(M, as[0]));
+        c = mat(cg, C, split1(N, cs[1]), split1(M, cs[0]));
+    } else {
+        a = mat(cg, A, split1(M, as[0]), split1(K, as[1]));
+        b = mat(cg, B, split1(K, bs[0]), split1(N, bs[1]));
+        c = mat(cg, C, split1(M, cs[0]), split1(N, cs[1]));
+    }
+    if (mp.pack) {
+        /* K x n with rows of be_tile_pad(n) elements, zeros past n */
+        int64_t np = be_tile_pad(n, vec->a.dtype);
+        Opnd p = conv_scratch(cg, vec->a.dtype, 0, 2, (int[]){(int)K, (int)np});
+        if (np > n)
+            emit_zero(cg, &p);
+        emit_copy_to(cg, &p, mp.swap ? (int64_t[]){1, np} : (int64_t[]){np, 1}, vec);
+        b = mat(cg, &p, split1(K, np), split1(n, 1));
+    }
+    emit_gemm(cg, &c, &a, &b, m, n, false, mp.pack);
+    C->v = c.o.v;           /* a register result: its element */
 }
 
 static bool emit_conv(Cg *cg, const IrNode *n, Opnd *o)
@@ -1547,22 +1454,34 @@ static uint64_t span_bytes(const Opnd *o)
     return (uint64_t)(last + 1) * ir_dtype_size(o->a.dtype);
 }
 
-/* Start the value function `name` for the result o[0] and operands o[1..n):
- * one noalias pointer parameter per operand in memory, the element of each
- * operand in a register, then a noalias pointer to `scratch` bytes of the
- * arena if that is not 0; the element of a register result returned.  Binds
- * each o[i].v (and cg->scratch) to its parameter and leaves cg->b at the
- * function's start. */
-static void value_fn_begin(Cg *cg, const char *name, Opnd *o, int n, int64_t scratch)
+/* Whether o[i] of node's value function is a convolution's batch of
+ * images, whose count (dim 0) the function takes as a parameter, so that
+ * the support and query sets share one function. */
+static bool images_dim(const IrNode *node, int i)
+{
+    return node && ir_op_info[node->op].kind == KIND_CONV && i != (node->op == OP_CONV2D_GRAD_W ? 0 : 2);
+}
+
+/* Start the value function `name` for the result o[0] and operands o[1..n)
+ * of node (NULL: a copy): one noalias pointer parameter per operand in
+ * memory, the element of each operand in a register, then a noalias
+ * pointer to `scratch` bytes of the arena if that is not 0, then for a
+ * convolution the image count (i64); the element of a register result
+ * returned.  Binds each o[i].v (and cg->scratch, cg->images) to its
+ * parameter and leaves cg->b at the function's start. */
+static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
     static const char *const pname[MAX_ACC] = {"y", "a", "b"};
-    LLVMTypeRef pt[MAX_ACC + 1];
+    LLVMTypeRef pt[MAX_ACC + 2];
     int np = 0;
     for (int i = 0; i < n; i++)
         if (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG))
             pt[np++] = in_memory(&o[i].a) ? cg->ptr : elem_type(cg, o[i].a.dtype);
     if (scratch)
         pt[np++] = cg->ptr;
+    bool conv = images_dim(node, 1);
+    if (conv)
+        pt[np++] = cg->i64;
     LLVMTypeRef rt = o[0].a.base == BE_REG ? elem_type(cg, o[0].a.dtype) : cg->void_;
     cg->fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(rt, pt, (unsigned)np, 0));
     LLVMSetLinkage(cg->fn, LLVMInternalLinkage);
@@ -1582,7 +1501,10 @@ static void value_fn_begin(Cg *cg, const char *name, Opnd *o, int n, int64_t scr
             if (i > 0)
                 add_attr(cg, cg->fn, p + 1, "readonly", 0);
             add_attr(cg, cg->fn, p + 1, "align", ir_dtype_size(o[i].a.dtype));
-            add_attr(cg, cg->fn, p + 1, "dereferenceable", span_bytes(&o[i]));
+            Opnd one = o[i];            /* of a batch of images, the first is there */
+            if (images_dim(node, i))
+                one.t.dim[0] = 1;
+            add_attr(cg, cg->fn, p + 1, "dereferenceable", span_bytes(&one));
         }
         p++;
     }
@@ -1595,7 +1517,11 @@ static void value_fn_begin(Cg *cg, const char *name, Opnd *o, int n, int64_t scr
             add_attr(cg, cg->fn, p + 1, attrs[a], 0);
         add_attr(cg, cg->fn, p + 1, "align", 64);
         add_attr(cg, cg->fn, p + 1, "dereferenceable", (uint64_t)scratch);
+        p++;
     }
+    cg->images = conv ? LLVMGetParam(cg->fn, p) : NULL;
+    if (conv)
+        LLVMSetValueName2(cg->images, "images", 6);
     LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "entry");
     LLVMPositionBuilderAtEnd(cg->eb, entry);
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, cg->fn, "start"));
@@ -1630,9 +1556,9 @@ static LLVMValueRef entry_arg(Cg *cg, const BeAccess *a)
 
 /* What the code of a value function depends on: the op and its attributes
  * and, for the result and each operand, how it is reached (memory, an
- * immediate, a register), its element type, shape, offset and strides.
- * Equal keys give the same function, so it is built once: a meta-step
- * repeats the same shapes many times.  (Whether a buffer is in the arena,
+ * immediate, a register), its element type, shape (but a convolution's
+ * image count), offset and strides.  Equal keys give the same function, so
+ * it is built once: a meta-step repeats the same shapes many times.  (Whether a buffer is in the arena,
  * and so 64-byte aligned, is left out on purpose: it would split functions
  * for the sake of an alignment that AVX code does not need.) */
 typedef struct {
@@ -1673,7 +1599,7 @@ static void value_key(Key *k, const IrNode *node, const Opnd *o, int n, int64_t 
         key_i64(k, a->dtype);
         key_i64(k, o[i].t.rank);
         for (int d = 0; d < o[i].t.rank; d++)
-            key_i64(k, o[i].t.dim[d]);
+            key_i64(k, d == 0 && images_dim(node, i) ? 0 : o[i].t.dim[d]);
         if (a->base == BE_IMM)
             key_f64(k, a->imm);
         if (in_memory(a)) {
@@ -1743,20 +1669,22 @@ static void fn_remember(Cg *cg, const Key *k, uint64_t h, LLVMValueRef fn)
 static LLVMValueRef emit_value_fn(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch,
                                   int64_t scratch_off, bool *ok)
 {
-    LLVMValueRef args[MAX_ACC + 1];
+    LLVMValueRef args[MAX_ACC + 2];
     int na = 0;
     for (int i = 0; i < n; i++)
         if (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG))
             args[na++] = entry_arg(cg, &o[i].a);
     if (scratch)
         args[na++] = entry_arg(cg, &(BeAccess){.base = BE_ARENA, .byte_off = scratch_off});
+    if (images_dim(node, 1))
+        args[na++] = c64(cg, o[1].t.dim[0]);
     Key k;
     value_key(&k, node, o, n, scratch);
     uint64_t h = key_hash(&k);
     LLVMValueRef fn = cg->fn_cap ? cg->fn_done[fn_slot(cg, &k, h)] : NULL;
     *ok = true;
     if (!fn) {
-        value_fn_begin(cg, name, o, n, scratch);
+        value_fn_begin(cg, name, node, o, n, scratch);
         *ok = node ? emit_node(cg, node, o) : emit_map(cg, NULL, o[0].t.rank, o[0].t.dim, &o[0], 1, &o[1]);
         value_fn_end(cg, o);
         fn = cg->fn;

@@ -3,6 +3,7 @@
 #include "plan.h"
 #include "backend.h"
 
+#include <math.h>
 #include <string.h>
 
 #define BE_ALIGN 64
@@ -228,6 +229,65 @@ BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n)
     return s;
 }
 
+int be_tile_cols(DType dt) { return 64 / (int)ir_dtype_size(dt); }
+
+int64_t be_tile_pad(int64_t n, DType dt)
+{
+    int64_t nr = be_tile_cols(dt), full = n / nr * nr, w = 1;
+    while (w < n - full)
+        w *= 2;
+    return full + (n > full ? w : 0);
+}
+
+/* The cost a term of one column of tiles of width w over m rows. */
+static double tile_column_cost(int64_t m, int64_t w, int64_t vl)
+{
+    double v = (double)((w + vl - 1) / vl), rem = (double)(m % BE_TILE_ROWS);
+    return (double)(m / BE_TILE_ROWS) * fmax(BE_TILE_ROWS * v / 2, 4) + (rem ? fmax(rem * v / 2, 4) : 0);
+}
+
+double be_gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accumulate, bool padded, DType dt)
+{
+    int64_t vl = 32 / (int64_t)ir_dtype_size(dt), nr = be_tile_cols(dt), j0 = n / nr * nr;
+    double per_term = (double)(n / nr) * tile_column_cost(m, nr, vl);
+    if (padded && n > j0)
+        per_term += tile_column_cost(m, be_tile_pad(n, dt) - j0, vl);
+    for (int64_t w = nr / 2; !padded && w >= 1; w /= 2) {
+        per_term += (double)((n - j0) / w) * tile_column_cost(m, w, vl);
+        j0 += (n - j0) / w * w;
+    }
+    double stores = (double)m * (scattered ? (double)n : (double)((n + vl - 1) / vl)) * (accumulate ? 2 : 1);
+    return per_term * (double)kd + stores;
+}
+
+static bool in_memory(const BeAccess *a)
+{
+    return a->base == BE_INPUT || a->base == BE_OUTPUT || a->base == BE_ARENA;
+}
+
+BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt)
+{
+    int64_t m = at.dim[0], k = at.dim[1], n = bt.dim[1];
+    /* the vector operand: b's rows (stride b->stride[1]) or a's columns (a->stride[0]) */
+    bool dense_b = !in_memory(b) || b->stride[1] == 0 || b->stride[1] == 1;
+    bool dense_a = !in_memory(a) || a->stride[0] == 0 || a->stride[0] == 1;
+    DType dt = c.dtype;
+    BeMatmulPlan p = {.swap = false, .pack = true};
+    double best = be_gemm_cost(m, n, k, false, false, true, dt) + (double)(k * be_tile_pad(n, dt));
+    double cost = be_gemm_cost(n, m, k, n > 1, false, true, dt) + (double)(k * be_tile_pad(m, dt));
+    if (cost < best)
+        p = (BeMatmulPlan){.swap = true, .pack = true}, best = cost;
+    cost = be_gemm_cost(m, n, k, false, false, false, dt);
+    if (dense_b && cost <= best)
+        p = (BeMatmulPlan){.swap = false, .pack = false}, best = cost;
+    cost = be_gemm_cost(n, m, k, n > 1, false, false, dt);
+    if (dense_a && cost < best)
+        p = (BeMatmulPlan){.swap = true, .pack = false};
+    if (p.pack)
+        p.bytes = aligned(sat_mul(sat_mul(k, be_tile_pad(p.swap ? m : n, dt)), (int64_t)ir_dtype_size(dt)));
+    return p;
+}
+
 /* Place every arena buffer: walk the nodes in order, take space for each
  * computed value (and its scratch, given back at once), and give back the
  * buffers whose last reader was this node. */
@@ -270,17 +330,25 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
     }
 
     Space s = {arena_alloc(&p->arena, sizeof(Block) * (size_t)(n + 1)), 0, 0};
+    int64_t held = 0, peak = 0;
     for (int v = 0; v < n; v++) {
-        if (root[v] == v)
+        if (root[v] == v) {
             p->acc[v].byte_off = space_alloc(&s, buffer_bytes(f->node[v].type));
+            held += buffer_bytes(f->node[v].type);
+        }
         if (p->scratch_bytes[v])
             p->scratch_off[v] = space_alloc(&s, p->scratch_bytes[v]);
-        for (int r = dies[v]; r >= 0; r = next[r])
+        if (held + p->scratch_bytes[v] > peak)
+            peak = held + p->scratch_bytes[v];
+        for (int r = dies[v]; r >= 0; r = next[r]) {
             space_free(&s, p->acc[r].byte_off, buffer_bytes(f->node[r].type));
+            held -= buffer_bytes(f->node[r].type);
+        }
         if (p->scratch_bytes[v])
             space_free(&s, p->scratch_off[v], p->scratch_bytes[v]);
     }
     p->arena_bytes = (size_t)s.top;
+    p->live_peak_bytes = (size_t)peak;
     /* Views were planned before their buffers were placed. */
     for (int v = 0; v < n; v++)
         if (root[v] >= 0 && root[v] != v)
@@ -365,6 +433,10 @@ void be_plan(const IrFunc *f, BePlan *p)
         bool conv = ir_op_info[nd->op].kind == KIND_CONV;
         if (conv)
             p->scratch_bytes[v] = be_conv_scratch(f, nd).bytes;
+        if (nd->op == OP_MATMUL) {
+            ValueId b = nd->arg[1];
+            p->scratch_bytes[v] = be_matmul_plan(nd->type, x, xt, &p->acc[b], f->node[b].type).bytes;
+        }
         if (out_pos[v] >= 0)
             *a = be_access_dense(nd->type, BE_OUTPUT, out_pos[v], 0);
         else if (ir_numel(nd->type) == 1 && !conv)
@@ -390,6 +462,15 @@ size_t be_arena_bytes(const IrFunc *f)
     BePlan p;
     be_plan(f, &p);
     size_t bytes = p.arena_bytes;
+    be_plan_free(&p);
+    return bytes;
+}
+
+size_t be_arena_live_peak(const IrFunc *f)
+{
+    BePlan p;
+    be_plan(f, &p);
+    size_t bytes = p.live_peak_bytes;
     be_plan_free(&p);
     return bytes;
 }

@@ -14,9 +14,10 @@
  * in the arena at a 64-byte aligned offset, reusing the space of buffers
  * whose values are dead (linear scan in node order).  One-element values
  * that are not outputs live in an LLVM register instead (except the
- * results of convolutions, which are always in memory).  Convolutions also
- * get scratch space in the arena for their packed operands, live while
- * their node runs.  Dead values get no storage and no code. */
+ * results of convolutions, which are always in memory).  Convolutions and
+ * matrix products also get scratch space in the arena for their packed
+ * operands, live while their node runs.  Dead values get no storage and no
+ * code. */
 #ifndef MAMLC_BACKEND_PLAN_H
 #define MAMLC_BACKEND_PLAN_H
 
@@ -52,6 +53,7 @@ typedef struct {
     int64_t *scratch_off;           /* per value: byte offset of its scratch in the arena */
     int64_t *scratch_bytes;         /* per value: bytes of scratch (0: none) */
     size_t arena_bytes;             /* bytes of arena the function needs (a multiple of 64) */
+    size_t live_peak_bytes;         /* the most bytes of buffers and scratch live at one node */
 } BePlan;
 
 /* The scratch of a convolution value function, at byte offsets that are
@@ -79,6 +81,40 @@ typedef struct {
 
 /* The scratch layout of convolution node n of f. */
 BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n);
+
+/* Register tiles of matrix products (backend/codegen.c): BE_TILE_ROWS rows
+ * of scalars by a vector of be_tile_cols(dt) columns, 64 bytes (one
+ * AVX-512 register, two AVX2 registers). */
+#define BE_TILE_ROWS 6
+int be_tile_cols(DType dt);
+
+/* The columns a packed operand of an n-column product has room for: n
+ * rounded up to whole tiles, the last one a power of two wide. */
+int64_t be_tile_pad(int64_t n, DType dt);
+
+/* A rough cost, in cycles of a core with two FMA pipes of latency 4 and
+ * 32-byte vectors, of an m x n product of kd terms in those tiles, n being
+ * the vector columns (the last ones in tiles of halving widths, or with
+ * `padded` in one tile as wide as be_tile_pad allows): a tile of h rows and
+ * v vectors takes max(h*v/2, 4) cycles a term (fewer than 8 independent
+ * accumulators wait on the latency); then the stores of the result (one
+ * per element where its columns are `scattered`, else one per vector; with
+ * `accumulate`, loads as well).  It decides which side of a product is the
+ * vector columns. */
+double be_gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accumulate, bool padded, DType dt);
+
+/* How matmul c = a @ b runs: as c = a @ b with b's rows read as vectors,
+ * or (`swap`) as c^T = b^T @ a^T with a's columns read as vectors,
+ * whichever costs less (be_gemm_cost).  The operand read as vectors is
+ * first packed dense into `bytes` of scratch (`pack`), its rows padded
+ * with zeros to be_tile_pad columns, when its vectors are not contiguous
+ * or when whole tiles at the edge save more than the copy costs. */
+typedef struct {
+    bool swap, pack;
+    int64_t bytes;
+} BeMatmulPlan;
+
+BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt);
 
 /* Plan f into p.  Never fails; release p with be_plan_free. */
 void be_plan(const IrFunc *f, BePlan *p);

@@ -5,6 +5,7 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include <pthread.h>
+#include <string.h>
 #include <time.h>
 
 static const SrcLoc no_loc = {0};
@@ -78,9 +79,30 @@ LLVMTargetMachineRef be_target_machine(const BeOptions *o, LLVMRelocMode reloc,
     return tm;
 }
 
+/* Name tm's CPU and features on every function of mod, so that the module
+ * says what it was built for (--emit=llvm, llc) and no pass assumes more. */
+static void set_target_attributes(LLVMModuleRef mod, LLVMTargetMachineRef tm)
+{
+    LLVMContextRef ctx = LLVMGetModuleContext(mod);
+    char *cpu = LLVMGetTargetMachineCPU(tm), *features = LLVMGetTargetMachineFeatureString(tm);
+    LLVMAttributeRef a_cpu = LLVMCreateStringAttribute(ctx, "target-cpu", 10, cpu, (unsigned)strlen(cpu));
+    LLVMAttributeRef a_feat =
+        LLVMCreateStringAttribute(ctx, "target-features", 15, features, (unsigned)strlen(features));
+    for (LLVMValueRef fn = LLVMGetFirstFunction(mod); fn; fn = LLVMGetNextFunction(fn)) {
+        if (LLVMIsDeclaration(fn))
+            continue;
+        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, a_cpu);
+        if (*features)
+            LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, a_feat);
+    }
+    LLVMDisposeMessage(cpu);
+    LLVMDisposeMessage(features);
+}
+
 bool be_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const BeOptions *o, Diag *d)
 {
     o = be_options(o);
+    set_target_attributes(mod, tm);
     char *triple = LLVMGetTargetMachineTriple(tm);
     LLVMSetTarget(mod, triple);
     LLVMDisposeMessage(triple);

@@ -19,7 +19,8 @@ const BeOptions *be_options(const BeOptions *o);
 LLVMTargetMachineRef be_target_machine(const BeOptions *o, LLVMRelocMode reloc,
                                        LLVMCodeModel model, Diag *d);
 
-/* Give mod tm's triple and data layout, then run LLVM's default<On>
+/* Give mod tm's triple and data layout (and every function tm's CPU and
+ * features as "target-cpu" and "target-features"), then run LLVM's default<On>
  * pipeline for o's opt level (none at O0, so the module stays as the code
  * generator built it).  Returns false after reporting through d. */
 bool be_optimize(LLVMModuleRef mod, LLVMTargetMachineRef tm, const BeOptions *o, Diag *d);

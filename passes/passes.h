@@ -23,6 +23,9 @@ bool pass_grad(IrFunc *f);
 bool pass_simplify(IrFunc *f);     /* constant folding and algebraic identities */
 bool pass_cse(IrFunc *f);          /* merge equal nodes */
 bool pass_dce(IrFunc *f);          /* drop nodes no output needs */
+/* transpose(matmul(a, b)) -> matmul(transpose(b), transpose(a)) where only
+ * transposes read the product (passes/transpose.c) */
+bool pass_transpose(IrFunc *f);
 
 /* Rebuild f node by node: for each node (operands already mapped to the new
  * body) `rewrite` returns its value in the new body, or IR_NONE to emit the
@@ -39,13 +42,14 @@ typedef struct {
     FILE *out;                  /* where printed IR goes */
 } PassOptions;
 
-/* The pass called `name` ("simplify", "cse", "dce", "grad"), or NULL. */
+/* The pass called `name` ("simplify", "cse", "transpose", "dce", "grad"), or NULL. */
 typedef bool PassFn(IrFunc *f);
 PassFn *pass_lookup(const char *name);
 /* Run one named pass under the options (o may be NULL); *changed (may be
  * NULL) says whether it changed f.  False if verification fails. */
 bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *changed);
-/* simplify, cse and dce until nothing changes; false if verification fails. */
+/* simplify, cse, transpose and dce until nothing changes; false if
+ * verification fails. */
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
 
 /* --- the meta-step builder (passes/meta_step.c) ---

@@ -9,6 +9,7 @@ static const struct {
 } passes[] = {
     {"simplify", pass_simplify},
     {"cse", pass_cse},
+    {"transpose", pass_transpose},
     {"dce", pass_dce},
     {"grad", pass_grad},
 };
@@ -39,11 +40,11 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
 }
 
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d) {
-    static const char *const order[] = {"simplify", "cse", "dce"};
+    static const char *const order[] = {"simplify", "cse", "transpose", "dce"};
     bool changed = true;
     for (int round = 0; changed && round < 32; round++) {
         changed = false;
-        for (int i = 0; i < 3; i++) {
+        for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
             bool c;
             if (!pass_run(f, order[i], o, d, &c))
                 return false;

@@ -9,8 +9,9 @@
 
 static const char usage[] =
     "usage: mamlc-opt [options] FILE.ir\n"
-    "  --pass=NAME          run pass NAME (simplify, cse, dce, grad); repeatable, in order\n"
-    "  --optimize           run simplify, cse and dce until nothing changes\n"
+    "  --pass=NAME          run pass NAME (simplify, cse, transpose, dce, grad);\n"
+    "                       repeatable, in order\n"
+    "  --optimize           run simplify, cse, transpose and dce until nothing changes\n"
     "  --emit=ir|llvm       print the IR (default) or the LLVM IR of the result\n"
     "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
     "  --verify-each        verify the IR after every pass\n"

@@ -34,9 +34,11 @@ static const char usage[] =
     "  -O0 ... -O3          LLVM optimisation level (default 3)\n"
     "  --target-cpu=CPU     generate code for CPU (default: this machine's)\n"
     "  --stats              compile, then print the parameter count, FLOPs and arena\n"
-    "                       bytes of the meta-step and the time of each stage\n"
+    "                       bytes of the meta-step (and how close its arena is to\n"
+    "                       the peak of live buffers) and the time of each stage\n"
     "  --verify-each        verify the IR after every pass\n"
-    "  --print-after=PASS   print the IR after every run of PASS (simplify, cse, dce)\n"
+    "  --print-after=PASS   print the IR after every run of PASS (simplify, cse,\n"
+    "                       transpose, dce)\n"
     "  --print-after-all    print the IR after every pass\n"
     "\n"
     "Run options:\n"
@@ -269,6 +271,9 @@ static void print_stats(const Model *md, IrModule *m, const BeJit *j, const Stag
     for (int i = 0; i < m->nfunc; i++)
         if (m->func[i] != step)
             printf(", %zu (%s)", be_arena_bytes(m->func[i]), m->func[i]->name);
+    size_t arena = be_arena_bytes(step), live = be_arena_live_peak(step);
+    printf("\nlive peak      %zu bytes (meta_step): its arena is %.2fx the most its buffers hold at once",
+           live, live ? (double)arena / (double)live : 1.0);
     printf("\ncompile time   frontend %.1f ms, build %.1f ms, IR passes %.1f ms, LLVM codegen %.1f ms,\n"
            "               LLVM optimise %.1f ms, machine code %.1f ms\n",
            1e3 * t->frontend, 1e3 * t->build, 1e3 * t->passes, 1e3 * bt->codegen_s, 1e3 * bt->optimize_s,

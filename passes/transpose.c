@@ -1,0 +1,68 @@
+/* Transposed products: transpose(matmul(a, b)) becomes matmul(transpose(b),
+ * transpose(a)) where every use of the product is such a transpose.  A
+ * weight's gradient comes out of autodiff as x^T @ g, read transposed into
+ * the weight's [out, in] layout; this way it is computed in that layout,
+ * and everything downstream (the inner step, the meta-gradient sums) reads
+ * it densely.  Transposes are views in the back end, so the operands cost
+ * nothing; each element is the same sum over k in the same order. */
+#include "passes.h"
+
+#include <stdlib.h>
+
+/* x^T in g: a transpose's operand, else a new transpose. */
+static ValueId flip(IrFunc *g, ValueId x, SrcLoc loc) {
+    static const int swap[2] = {1, 0};
+    if (g->node[x].op == OP_TRANSPOSE)
+        return g->node[x].arg[0];
+    return ir_transpose(g, x, swap, loc, NULL);
+}
+
+bool pass_transpose(IrFunc *f) {
+    int n = f->nnode;
+    /* fold[v]: v is a product that only transposes (of rank 2) read */
+    bool *fold = calloc((size_t)n + 1, sizeof *fold);
+    for (ValueId v = 0; v < n; v++)
+        fold[v] = f->node[v].op == OP_MATMUL;
+    for (ValueId v = 0; v < n; v++) {
+        const IrNode *nd = &f->node[v];
+        for (int i = 0; i < ir_op_info[nd->op].arity; i++)
+            if (nd->op != OP_TRANSPOSE)
+                fold[nd->arg[i]] = false;
+    }
+    for (int j = 0; j < f->noutput; j++)
+        fold[f->output[j]] = false;
+    bool any = false;
+    for (ValueId v = 0; v < n; v++)
+        any |= f->node[v].op == OP_TRANSPOSE && fold[f->node[v].arg[0]];
+    if (!any) {
+        free(fold);
+        return false;
+    }
+    IrFunc *g = ir_func_scratch(f->mod, f->name);
+    ValueId *map = malloc((size_t)n * sizeof *map);
+    for (ValueId v = 0; v < n; v++) {
+        IrNode nd = f->node[v];
+        if (nd.op == OP_INPUT) {
+            map[v] = ir_input(g, nd.name, nd.type, nd.loc);
+            continue;
+        }
+        map[v] = IR_NONE;
+        if (fold[v])                /* built where its transposes are */
+            continue;
+        if (nd.op == OP_TRANSPOSE && fold[nd.arg[0]]) {
+            const IrNode *mm = &f->node[nd.arg[0]];
+            ValueId a = map[mm->arg[0]], b = map[mm->arg[1]];
+            map[v] = ir_matmul(g, flip(g, b, mm->loc), flip(g, a, mm->loc), mm->loc, NULL);
+            continue;
+        }
+        for (int i = 0; i < ir_op_info[nd.op].arity; i++)
+            nd.arg[i] = map[nd.arg[i]];
+        map[v] = ir_emit(g, &nd, NULL);
+    }
+    for (int j = 0; j < f->noutput; j++)
+        ir_output(g, map[f->output[j]]);
+    free(map);
+    free(fold);
+    ir_func_take(f, g);
+    return true;
+}
