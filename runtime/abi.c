@@ -2,8 +2,9 @@
  * the runtime and the compiled functions that the generated model file
  * describes in `mamlc__model`.  Compiled once per real type: MAMLC_F64
  * selects double.  Every call works only on its arguments and memory it
- * allocates for itself, so calls on different buffers may run concurrently.
- * Only the mamlc_* functions are exported. */
+ * allocates for itself, or on a workspace it is given, so calls on different
+ * buffers and workspaces may run concurrently; with a workspace, a meta-step
+ * allocates nothing.  Only the mamlc_* functions are exported. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -86,46 +87,126 @@ EXPORT void mamlc_init(mamlc_real *params, mamlc_real *state, uint64_t seed) {
         memset(state, 0, mamlc_state_count() * sizeof *state);
 }
 
-/* The mean loss and meta-gradient of B tasks laid out task after task;
- * false (grad untouched) when B < 1 or memory cannot be had. */
-static bool meta_grad(const mamlc_real *params, int B, const void *sx, const void *sy, const void *qx,
-                      const void *qy, mamlc_real *grad, mamlc_real *loss) {
-    const MamlcModel *m = &mamlc__model;
+/* Everything a meta-step needs, allocated once (docs/abi.md). */
+typedef struct mamlc_workspace {
     RtProgram p;
-    if (B < 1 || !program(&p))
-        return false;
-    RtStepWork w;
-    RtTask *tasks = malloc((size_t)B * sizeof *tasks);
-    bool ok = tasks && rt_step_work_alloc(&p, &w);
-    if (ok) {
-        for (size_t t = 0; t < (size_t)B; t++)
-            tasks[t] = (RtTask){(const char *)sx + t * m->sx_bytes, (const char *)sy + t * m->sy_bytes,
-                                (const char *)qx + t * m->qx_bytes, (const char *)qy + t * m->qy_bytes};
-        *loss = (mamlc_real)rt_meta_grad(&p, &w, params, B, tasks, grad);
-        rt_step_work_free(&w);
+    int max_batch;
+    RtBatch *batch;
+    RtTask *task;               /* max_batch tasks */
+    double *root;               /* one node vector */
+    mamlc_real *grad;
+} mamlc_workspace;
+
+EXPORT void mamlc_workspace_free(mamlc_workspace *ws) {
+    if (!ws)
+        return;
+    rt_batch_free(ws->batch);
+    free((void *)ws->p.param);
+    free(ws->task);
+    free(ws->root);
+    free(ws->grad);
+    free(ws);
+}
+
+EXPORT mamlc_workspace *mamlc_workspace_new(int max_batch, int threads) {
+    mamlc_workspace *ws = max_batch >= 1 ? calloc(1, sizeof *ws) : NULL;
+    if (!ws || !program(&ws->p)) {
+        free(ws);
+        return NULL;
     }
-    free(tasks);
-    free((void *)p.param);
-    return ok;
+    ws->max_batch = max_batch;
+    ws->batch = rt_batch_new(&ws->p, max_batch, threads);
+    ws->task = calloc((size_t)max_batch, sizeof *ws->task);
+    ws->root = calloc(rt_node_reals(&ws->p), sizeof(double));
+    ws->grad = calloc(mamlc__model.nreal + 1, sizeof *ws->grad);
+    if (!ws->batch || !ws->task || !ws->root || !ws->grad) {
+        mamlc_workspace_free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+/* ws->task[0..n) <- n tasks laid out task after task from sx, sy, qx, qy. */
+static void point_tasks(mamlc_workspace *ws, int n, const void *sx, const void *sy, const void *qx,
+                        const void *qy) {
+    const MamlcModel *m = &mamlc__model;
+    for (size_t t = 0; t < (size_t)n; t++)
+        ws->task[t] = (RtTask){(const char *)sx + t * m->sx_bytes, (const char *)sy + t * m->sy_bytes,
+                               (const char *)qx + t * m->qx_bytes, (const char *)qy + t * m->qy_bytes};
+}
+
+EXPORT int mamlc_partial_count(int B, int first, int n) {
+    if (B < 1 || first < 0 || n < 0 || first > B - n)
+        return -1;
+    return rt_tree_count(B, first, first + n);
+}
+
+EXPORT int mamlc_meta_grad_tasks(mamlc_workspace *ws, const mamlc_real *params, int B, int first, int n,
+                                 const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy,
+                                 double *partial) {
+    int count = mamlc_partial_count(B, first, n);
+    if (!ws || count < 0 || B > ws->max_batch)
+        return -1;
+    point_tasks(ws, n, sx, sy, qx, qy);
+    RtSlice s = {.B = B, .first = first, .count = n, .task = ws->task};
+    rt_batch_nodes(ws->batch, params, &s, partial);
+    return count;
+}
+
+EXPORT mamlc_real mamlc_meta_grad_reduce(mamlc_workspace *ws, int B, int nparts, const int *bound,
+                                         const double *partials, mamlc_real *grad) {
+    bool ok = ws && B >= 1 && B <= ws->max_batch && nparts >= 1 && bound[0] == 0 && bound[nparts] == B;
+    for (int k = 0; ok && k < nparts; k++)
+        ok = bound[k] <= bound[k + 1];
+    return ok ? (mamlc_real)rt_batch_mean(ws->batch, B, nparts, bound, partials, grad) : NAN;
+}
+
+/* The mean loss and meta-gradient of B tasks laid out task after task;
+ * false (grad untouched) when ws is NULL or B is out of its range. */
+static bool meta_grad(mamlc_workspace *ws, const mamlc_real *params, int B, const void *sx, const void *sy,
+                      const void *qx, const void *qy, mamlc_real *grad, mamlc_real *loss) {
+    int bound[2] = {0, B};
+    if (mamlc_meta_grad_tasks(ws, params, B, 0, B, sx, sy, qx, qy, ws ? ws->root : NULL) < 0)
+        return false;
+    *loss = mamlc_meta_grad_reduce(ws, B, 1, bound, ws->root, grad);
+    return true;
+}
+
+EXPORT mamlc_real mamlc_meta_grad_ws(mamlc_workspace *ws, const mamlc_real *params, int B, const mamlc_real *sx,
+                                     const void *sy, const mamlc_real *qx, const void *qy, mamlc_real *grad) {
+    mamlc_real loss;
+    return meta_grad(ws, params, B, sx, sy, qx, qy, grad, &loss) ? loss : NAN;
+}
+
+EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_real *grad) {
+    const MamlcModel *m = &mamlc__model;
+    RtOptimizer o = {(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps};
+    mamlc_real *t = &state[mamlc_state_count() - 1];
+    *t += 1;
+    rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, (long)*t);
+}
+
+EXPORT mamlc_real mamlc_meta_step_ws(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B,
+                                     const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy) {
+    mamlc_real loss = NAN;
+    if (meta_grad(ws, params, B, sx, sy, qx, qy, ws ? ws->grad : NULL, &loss))
+        mamlc_apply_grad(params, state, ws->grad);
+    return loss;
 }
 
 EXPORT mamlc_real mamlc_meta_grad(const mamlc_real *params, int B, const mamlc_real *sx, const void *sy,
                                   const mamlc_real *qx, const void *qy, mamlc_real *grad) {
-    mamlc_real loss;
-    return meta_grad(params, B, sx, sy, qx, qy, grad, &loss) ? loss : NAN;
+    mamlc_workspace *ws = mamlc_workspace_new(B, 1);
+    mamlc_real loss = mamlc_meta_grad_ws(ws, params, B, sx, sy, qx, qy, grad);
+    mamlc_workspace_free(ws);
+    return loss;
 }
 
 EXPORT mamlc_real mamlc_meta_step(mamlc_real *params, mamlc_real *state, int B, const mamlc_real *sx,
                                   const void *sy, const mamlc_real *qx, const void *qy) {
-    const MamlcModel *m = &mamlc__model;
-    mamlc_real *grad = malloc((m->nreal ? m->nreal : 1) * sizeof *grad), loss = NAN;
-    if (grad && meta_grad(params, B, sx, sy, qx, qy, grad, &loss)) {
-        RtOptimizer o = {(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps};
-        mamlc_real *t = &state[mamlc_state_count() - 1];
-        *t += 1;
-        rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, (long)*t);
-    }
-    free(grad);
+    mamlc_workspace *ws = mamlc_workspace_new(B, 1);
+    mamlc_real loss = mamlc_meta_step_ws(ws, params, state, B, sx, sy, qx, qy);
+    mamlc_workspace_free(ws);
     return loss;
 }
 

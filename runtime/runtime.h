@@ -135,6 +135,18 @@ typedef struct {
     RtOptimizer optimizer;
 } RtProgram;
 
+/* How a process of a distributed run (mamlc-mpi) exchanges its node sums
+ * with the others: every process sends nsend vectors of `unit` doubles and
+ * receives all processes' vectors into recv, process k's counts[k] of them
+ * at vector displs[k], in process order (MPI_Allgatherv).  False on failure. */
+typedef bool (*RtGatherFn)(void *ctx, const double *send, int nsend, double *recv,
+                           const int *counts, const int *displs, size_t unit);
+
+/* Called by rt_train after iteration `done` when done is a multiple of
+ * checkpoint_every, with the parameters and optimiser state after it;
+ * returning false stops training (rt_train then returns false). */
+typedef bool (*RtCheckpointFn)(void *ctx, long done, const void *params, const void *opt_state);
+
 typedef struct {
     long iterations;            /* train until this many are done in all */
     long start;                 /* iterations already done (a resumed run) */
@@ -147,6 +159,14 @@ typedef struct {
     const int *steps;           /* e.g. {0, 1, 10} */
     bool progress;              /* live progress line on stderr */
     FILE *log;                  /* evaluation lines (stdout) */
+    int threads;                /* threads sharing each meta-batch's tasks (0 or 1: the caller only) */
+    int rank, nranks;           /* this process computes tasks [rank B / nranks, (rank + 1) B / nranks)
+                                   of each meta-batch of B; nranks 0 or 1: all of them */
+    RtGatherFn gather;          /* how the processes exchange node sums (nranks > 1) */
+    void *gather_ctx;
+    long checkpoint_every;      /* 0: never */
+    RtCheckpointFn checkpoint;
+    void *checkpoint_ctx;
 } RtTrainOptions;
 
 typedef struct {
@@ -161,9 +181,14 @@ typedef struct {
     long iterations;            /* done in all, earlier runs included */
     double seconds;             /* this run's meta-training time, evaluation excluded */
     double steps_per_second;
+    double median_step_seconds; /* median wall time of one iteration (sampling, meta-gradient,
+                                   exchange, update) of this run's first 2^20, the first left
+                                   out as warm-up unless it is the only one; NAN if none */
     double final_meta_loss;     /* mean query loss of the last meta-batch */
     bool diverged;              /* the meta-loss of iteration `iterations` + 1 was
                                    not finite: training stopped before applying it */
+    bool stopped;               /* the exchange or a checkpoint failed (the callback
+                                   says why): training stopped after `iterations` */
     int neval;
     RtEvalPoint eval[16];       /* the final evaluation */
 } RtReport;
@@ -178,29 +203,90 @@ typedef struct {
     const void *sx, *sy, *qx, *qy;
 } RtTask;
 
-/* What rt_meta_grad needs besides its arguments, allocated once. */
+/* --- meta-gradients of a meta-batch (runtime/batch.c) ---
+ * The tasks [0, B) of a meta-batch are summed along one fixed binary tree:
+ * node [lo, hi) with hi - lo > 1 is the sum of its children [lo, mid) and
+ * [mid, hi), mid = lo + (hi - lo) / 2; leaf [t, t + 1) is task t's gradient
+ * and query loss in double.  A node's sums are one vector of nreal + 1
+ * doubles (rt_node_reals): the gradient's, then the loss's.  Whoever
+ * computes a part of the tree (a thread, a process), the root is the same
+ * bits, because its shape depends on B alone.  Whoever owns tasks [a, b)
+ * computes the maximal nodes inside [a, b) ("the nodes of [a, b)"); the
+ * nodes above are then summed from the parts' nodes. */
+
+size_t rt_node_reals(const RtProgram *p);       /* nreal + 1 */
+/* The number of nodes of [a, b) in B's tree (0 when a >= b). */
+int rt_tree_count(int B, int a, int b);
+/* At least rt_tree_count(B, a, a + n) for every a, for ranges of n tasks. */
+int rt_tree_capacity(int n);
+/* Levels below a node of n tasks: ceil(log2 n). */
+int rt_tree_depth(int n);
+
+/* What one thread needs to compute nodes, allocated once: enough for nodes
+ * of up to max_tasks tasks. */
 typedef struct {
     void *arena;                /* meta_step's */
-    void *task_grad;            /* one task's gradient */
-    double *grad_sum;           /* the tasks' gradients, summed in task order */
+    void *task_grad;            /* one task's gradient, in the element type */
+    double *stack;              /* 1 + rt_tree_depth(max_tasks) node vectors */
     const void **in;
     void **out;
 } RtStepWork;
-bool rt_step_work_alloc(const RtProgram *p, RtStepWork *w);
+bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w);
 void rt_step_work_free(RtStepWork *w);
 
 /* The mean meta-gradient of n tasks at params into grad (nreal reals), and
- * their mean query loss as the result: meta_step once per task, gradients
- * summed in task order in double precision, so the result is the same bits
- * for the same inputs wherever it runs.  Allocates nothing. */
+ * their mean query loss as the result: meta_step once per task, summed
+ * along the tree of n in double precision.  w holds at least n tasks.
+ * Allocates nothing. */
 double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int n,
                     const RtTask *tasks, void *grad);
 
+/* A thread team: `threads` members, the caller being member 0 and the
+ * others threads started by rt_team_new and ended by rt_team_free. */
+typedef struct RtTeam RtTeam;
+RtTeam *rt_team_new(int threads);               /* NULL when a thread cannot be had */
+void rt_team_free(RtTeam *t);
+int rt_team_size(const RtTeam *t);
+/* fn(ctx, i) on every member i at once; returns when all have returned. */
+void rt_team_run(RtTeam *t, void (*fn)(void *ctx, int member), void *ctx);
+
+/* Meta-gradients of meta-batches of up to max_batch tasks, shared among
+ * `threads` threads (the caller included), each with its own arena and
+ * buffers: everything allocated by rt_batch_new, nothing by the others. */
+typedef struct RtBatch RtBatch;
+RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads);
+void rt_batch_free(RtBatch *b);
+
+/* Tasks [first, first + count) of a meta-batch of B <= max_batch. */
+typedef struct {
+    int B, first, count;
+    const RtTask *task;         /* task[i] is task first + i */
+    bool sample;                /* fill task[i] first with p->sample(seed, task_base + first + i)
+                                   (from several threads at once) */
+    uint64_t seed, task_base;
+} RtSlice;
+
+/* The node sums of s's tasks at params: rt_tree_count(B, first, first +
+ * count) vectors of rt_node_reals doubles at out, left to right. */
+void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out);
+/* The mean gradient (into grad, nreal reals) and mean query loss (returned)
+ * of a meta-batch of B <= max_batch tasks from the node sums of nparts
+ * parts: part k holds tasks [bound[k], bound[k + 1]) (bound[0] = 0,
+ * bound[nparts] = B, non-decreasing) and sums holds every part's nodes,
+ * part after part. */
+double rt_batch_mean(RtBatch *b, int B, int nparts, const int *bound, const double *sums,
+                     void *grad);
+
 /* Meta-train params (nreal reals, initialised by the caller) in place.
- * Iteration it (0-based) trains on tasks it * meta_batch + b; evaluation
- * runs every eval_every iterations and at the end, one line each to log.
- * Returns false when memory for the buffers cannot be had, or when
- * meta_batch < 1 or a count is negative; rep is filled either way. */
+ * Iteration it (0-based) trains on tasks it * meta_batch + b, b < meta_batch;
+ * this process computes its share of them (all, unless nranks > 1) with
+ * o->threads threads and, with nranks > 1, exchanges node sums through
+ * o->gather, so every process applies the same update.  Evaluation runs
+ * every eval_every iterations and at the end, one line each to log; the
+ * checkpoint callback every checkpoint_every iterations.  Returns false
+ * when memory or threads cannot be had, when meta_batch < 1 or a count is
+ * negative, or when a callback failed (rep->stopped); rep is filled either
+ * way. */
 bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtReport *rep);
 /* Evaluate params on o->eval_tasks held-out tasks (RT_EVAL_TASK | i, the
  * same tasks every call): points[k] gets the mean query loss (and metric)

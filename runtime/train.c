@@ -1,9 +1,10 @@
 /* The meta-training loop, held-out evaluation and the JSON report.
  *
- * rt_train allocates every buffer before its first iteration; an iteration
- * only samples tasks into those buffers, calls the compiled meta-step once
- * per task, sums the task gradients in task order (so a run is bitwise
- * reproducible) and applies the outer optimiser. */
+ * rt_train allocates every buffer (and starts every thread) before its
+ * first iteration; an iteration only samples tasks into those buffers, calls
+ * the compiled meta-step once per task, sums the task gradients along the
+ * meta-batch's fixed tree (runtime/batch.c: so a run is the same bits for
+ * any number of threads and processes), and applies the outer optimiser. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -20,6 +21,7 @@
 enum {
     ALIGN = 64,                 /* alignment of every buffer handed to compiled code */
     LOSS_WINDOW = 100,          /* iterations in the progress line's running mean */
+    MAX_TIMED = 1 << 20,        /* iterations whose times the median is taken over */
 };
 
 static const double TTY_PERIOD = 0.1;   /* seconds between redraws on a terminal */
@@ -322,107 +324,90 @@ static void progress_finish(Progress *g, long done, double seconds)
 /* ------------------------------------------------------------------------
  * Training */
 
-/* --- one meta-gradient over a batch of tasks --- */
-
-void rt_step_work_free(RtStepWork *w)
-{
-    free(w->arena);
-    free(w->task_grad);
-    free(w->grad_sum);
-    free(w->in);
-    free(w->out);
-    *w = (RtStepWork){0};
-}
-
-bool rt_step_work_alloc(const RtProgram *p, RtStepWork *w)
-{
-    *w = (RtStepWork){
-        .arena = alloc_zeroed(p->meta_step.arena_bytes),
-        .task_grad = alloc_zeroed(mul_size(p->nreal, real_bytes(p->real))),
-        .grad_sum = alloc_zeroed(mul_size(p->nreal, sizeof(double))),
-        .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
-        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
-    };
-    if (w->arena && w->task_grad && w->grad_sum && w->in && w->out)
-        return true;
-    rt_step_work_free(w);
-    return false;
-}
-
-double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int ntasks,
-                    const RtTask *tasks, void *grad)
-{
-    int np = p->nparam;
-    memset(w->grad_sum, 0, p->nreal * sizeof(double));
-    point_in(p, params, w->in);
-    point_out(p, w->task_grad, w->out + 1);
-    double loss_sum = 0.0;
-    for (int t = 0; t < ntasks; t++) {
-        Scalar loss = {0};
-        w->in[np] = tasks[t].sx;
-        w->in[np + 1] = tasks[t].sy;
-        w->in[np + 2] = tasks[t].qx;
-        w->in[np + 3] = tasks[t].qy;
-        w->out[0] = &loss;
-        p->meta_step.fn(w->in, w->out, w->arena);
-        loss_sum += scalar_value(p->real, &loss);
-        if (p->real == RT_F32)
-            for (size_t i = 0; i < p->nreal; i++)
-                w->grad_sum[i] += (double)((const float *)w->task_grad)[i];
-        else
-            for (size_t i = 0; i < p->nreal; i++)
-                w->grad_sum[i] += ((const double *)w->task_grad)[i];
-    }
-    double inv = ntasks > 0 ? 1.0 / ntasks : 0.0;
-    if (p->real == RT_F32)
-        for (size_t i = 0; i < p->nreal; i++)
-            ((float *)grad)[i] = (float)(w->grad_sum[i] * inv);
-    else
-        for (size_t i = 0; i < p->nreal; i++)
-            ((double *)grad)[i] = w->grad_sum[i] * inv;
-    return loss_sum * inv;
-}
-
 /* Everything rt_train allocates. */
 typedef struct {
-    RtStepWork work;
-    unsigned char *task_mem;    /* meta_batch tasks, each four 64-byte-aligned tensors */
+    RtBatch *batch;
+    unsigned char *task_mem;    /* this process's tasks, each four 64-byte-aligned tensors */
     RtTask *task;
+    int nranks, rank;
+    int *bound;                 /* nranks + 1: each process's tasks of a meta-batch */
+    int *count, *displ;         /* nranks: each process's node vectors, and where they go */
+    double *mine, *all;         /* this process's node sums, and every process's */
     void *grad;                 /* the meta-batch's mean gradient, in the element type */
     void *opt_state;
     RtEvalPoint *points;
+    double *step_seconds;       /* the wall time of each iteration of this run */
 } TrainBuffers;
 
 static void train_free(TrainBuffers *b)
 {
-    rt_step_work_free(&b->work);
+    rt_batch_free(b->batch);
     free(b->task_mem);
     free(b->task);
+    free(b->bound);
+    free(b->count);
+    free(b->displ);
+    if (b->all != b->mine)
+        free(b->all);
+    free(b->mine);
     free(b->grad);
     free(b->opt_state);
     free(b->points);
+    free(b->step_seconds);
+}
+
+/* This process's share of a meta-batch of B among nranks: bound, count
+ * and displ; false when a count overflows an int. */
+static bool split_ranks(int B, TrainBuffers *b)
+{
+    long total = 0;
+    for (int k = 0; k <= b->nranks; k++)
+        b->bound[k] = (int)((long)k * B / b->nranks);
+    for (int k = 0; k < b->nranks; k++) {
+        b->count[k] = rt_tree_count(B, b->bound[k], b->bound[k + 1]);
+        b->displ[k] = (int)total;
+        total += b->count[k];
+    }
+    return total <= INT32_MAX;
 }
 
 static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b)
 {
     size_t rb = real_bytes(p->real);
-    size_t batch = (size_t)p->meta_batch;
     size_t stride = round_up(p->sx_bytes) + round_up(p->sy_bytes) + round_up(p->qx_bytes) +
                     round_up(p->qy_bytes);
+    size_t v = rt_node_reals(p);
+    int nranks = o->nranks > 1 ? o->nranks : 1;
+    long timed = o->iterations - (o->start > 0 ? o->start : 0);
+    timed = timed < MAX_TIMED ? timed : MAX_TIMED;
     *b = (TrainBuffers){
-        .task_mem = alloc_zeroed(mul_size(batch, stride)),
-        .task = calloc(batch, sizeof(RtTask)),
+        .nranks = nranks, .rank = nranks > 1 ? o->rank : 0,
+        .bound = calloc((size_t)nranks + 1, sizeof(int)),
+        .count = calloc((size_t)nranks, sizeof(int)),
+        .displ = calloc((size_t)nranks, sizeof(int)),
         .grad = alloc_zeroed(mul_size(p->nreal, rb)),
         .opt_state = alloc_zeroed(mul_size(rt_opt_state_count(&p->optimizer, p->nreal), rb)),
         .points = calloc(o->nsteps > 0 ? (size_t)o->nsteps : 1, sizeof(RtEvalPoint)),
+        .step_seconds = calloc(timed > 0 ? (size_t)timed : 1, sizeof(double)),
     };
-    bool work = rt_step_work_alloc(p, &b->work);
-    if (!(work && b->task_mem && b->task && b->grad && b->opt_state && b->points)) {
+    if (!(b->bound && b->count && b->displ && b->grad && b->opt_state && b->points && b->step_seconds) ||
+        b->rank < 0 || b->rank >= nranks || !split_ranks(p->meta_batch, b)) {
         train_free(b);
         return false;
     }
-    for (size_t t = 0; t < batch; t++) {
-        unsigned char *at = b->task_mem + t * stride;
+    int share = b->bound[b->rank + 1] - b->bound[b->rank];
+    int total = b->displ[nranks - 1] + b->count[nranks - 1];
+    b->task_mem = alloc_zeroed(mul_size((size_t)share, stride));
+    b->task = calloc(share > 0 ? (size_t)share : 1, sizeof(RtTask));
+    b->mine = alloc_zeroed(mul_size(mul_size((size_t)b->count[b->rank], v), sizeof(double)));
+    b->all = nranks > 1 ? alloc_zeroed(mul_size(mul_size((size_t)total, v), sizeof(double))) : b->mine;
+    b->batch = rt_batch_new(p, p->meta_batch, o->threads);
+    if (!(b->task_mem && b->task && b->mine && b->all && b->batch)) {
+        train_free(b);
+        return false;
+    }
+    for (int t = 0; t < share; t++) {
+        unsigned char *at = b->task_mem + (size_t)t * stride;
         b->task[t].sx = at;
         at += round_up(p->sx_bytes);
         b->task[t].sy = at;
@@ -434,17 +419,71 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
     return true;
 }
 
-/* One meta-iteration: sample the batch's tasks, then their mean meta-gradient
- * into b->grad; returns the mean query loss. */
-static double meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b,
-                             const void *params, long it)
+/* One meta-iteration: sample this process's tasks of the batch and compute
+ * their node sums, exchange them with the other processes, and put the
+ * mean meta-gradient into b->grad; *loss gets the mean query loss.  False
+ * when the exchange fails. */
+static bool meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b,
+                           const void *params, long it, double *loss)
 {
-    for (int t = 0; t < p->meta_batch; t++) {
-        uint64_t task = (uint64_t)it * (uint64_t)p->meta_batch + (uint64_t)t;
-        const RtTask *d = &b->task[t];
-        p->sample(p->sample_ctx, o->seed, task, (void *)d->sx, (void *)d->sy, (void *)d->qx, (void *)d->qy);
+    int B = p->meta_batch, first = b->bound[b->rank];
+    RtSlice s = {
+        .B = B, .first = first, .count = b->bound[b->rank + 1] - first, .task = b->task,
+        .sample = true, .seed = o->seed, .task_base = (uint64_t)it * (uint64_t)B,
+    };
+    rt_batch_nodes(b->batch, params, &s, b->mine);
+    if (b->nranks > 1 &&
+        !o->gather(o->gather_ctx, b->mine, b->count[b->rank], b->all, b->count, b->displ, rt_node_reals(p)))
+        return false;
+    *loss = rt_batch_mean(b->batch, B, b->nranks, b->bound, b->all, b->grad);
+    return true;
+}
+
+/* The k-th smallest (0-based) of t[0..n), by Hoare's selection: t is
+ * reordered so that t[0..k) are no larger and t(k..n) no smaller.  Unlike
+ * qsort, it allocates nothing. */
+static double select_kth(double *t, long n, long k)
+{
+    long lo = 0, hi = n - 1;
+    while (lo < hi) {
+        double pivot = t[lo + (hi - lo) / 2];
+        long i = lo, j = hi;
+        while (i <= j) {
+            while (t[i] < pivot)
+                i++;
+            while (t[j] > pivot)
+                j--;
+            if (i <= j) {
+                double x = t[i];
+                t[i++] = t[j];
+                t[j--] = x;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            break;
     }
-    return rt_meta_grad(p, &b->work, params, p->meta_batch, b->task, b->grad);
+    return t[k];
+}
+
+/* The median of t[1..n) (t[0] is the warm-up), reordering it; t[0] alone
+ * when n is 1, NAN when 0. */
+static double median_step(double *t, long n)
+{
+    if (n <= 1)
+        return n == 1 ? t[0] : NAN;
+    double *u = t + 1;
+    long m = n - 1;
+    double upper = select_kth(u, m, m / 2);
+    if (m % 2)
+        return upper;
+    double lower = u[0];
+    for (long i = 1; i < m / 2; i++)
+        lower = u[i] > lower ? u[i] : lower;
+    return 0.5 * (lower + upper);
 }
 
 /* Evaluates params and prints one line to o->log; false when out of memory. */
@@ -470,8 +509,8 @@ static bool evaluate_and_log(const RtProgram *p, const RtTrainOptions *o, const 
 bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtReport *rep)
 {
     const int max_points = (int)(sizeof rep->eval / sizeof rep->eval[0]);
-    *rep = (RtReport){.final_meta_loss = NAN};
-    if (p->meta_batch < 1 || o->iterations < 0 || o->nsteps < 0)
+    *rep = (RtReport){.final_meta_loss = NAN, .median_step_seconds = NAN};
+    if (p->meta_batch < 1 || o->iterations < 0 || o->nsteps < 0 || (o->nranks > 1 && !o->gather))
         return false;
     for (int k = 0; k < o->nsteps; k++)
         if (o->steps[k] < 0)
@@ -487,23 +526,39 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
     void *opt_state = o->opt_state ? o->opt_state : b.opt_state;
 
     bool ok = true;
-    long done = o->start > 0 ? o->start : 0;
+    long done = o->start > 0 ? o->start : 0, timed = 0;
     double trained = 0.0;       /* seconds spent in meta-iterations */
     double start = now();
     while (ok && done < o->iterations) {
-        double loss = meta_iteration(p, o, &b, params, done);
+        double loss, began = now();
+        if (!meta_iteration(p, o, &b, params, done, &loss)) {
+            rep->stopped = true;
+            ok = false;
+            break;
+        }
         if (!isfinite(loss)) {      /* stop with the last finite params */
             rep->diverged = true;
             rep->final_meta_loss = loss;
             break;
         }
         rt_opt_step(&p->optimizer, p->real, p->nreal, params, b.grad, opt_state, done + 1);
+        if (timed < MAX_TIMED)
+            b.step_seconds[timed++] = now() - began;
         done++;
         rep->final_meta_loss = loss;
         progress_update(&g, done, loss, trained + (now() - start));
-        if (evaluating && o->eval_every > 0 && done % o->eval_every == 0 && done < o->iterations) {
+        if (done >= o->iterations)
+            break;
+        bool eval_now = evaluating && o->eval_every > 0 && done % o->eval_every == 0;
+        bool save_now = o->checkpoint && o->checkpoint_every > 0 && done % o->checkpoint_every == 0;
+        if (eval_now || save_now) {
             trained += now() - start;
-            ok = evaluate_and_log(p, o, params, done, b.points, &g);
+            if (eval_now)
+                ok = evaluate_and_log(p, o, params, done, b.points, &g);
+            if (ok && save_now && !o->checkpoint(o->checkpoint_ctx, done, params, opt_state)) {
+                rep->stopped = true;
+                ok = false;
+            }
             start = now();
         }
     }
@@ -515,6 +570,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
     rep->iterations = done;
     rep->seconds = trained;
     rep->steps_per_second = trained > 0.0 ? (double)(done - g.first) / trained : 0.0;
+    rep->median_step_seconds = median_step(b.step_seconds, timed);
     if (ok && evaluating && !rep->diverged) {
         rep->neval = o->nsteps < max_points ? o->nsteps : max_points;
         memcpy(rep->eval, b.points, (size_t)rep->neval * sizeof(RtEvalPoint));
@@ -541,6 +597,8 @@ static void put_report(FILE *f, const RtReport *rep)
     put_number(f, rep->seconds);
     fputs(", \"steps_per_second\": ", f);
     put_number(f, rep->steps_per_second);
+    fputs(", \"median_step_seconds\": ", f);
+    put_number(f, rep->median_step_seconds);
     fputs(", \"final_meta_loss\": ", f);
     put_number(f, rep->final_meta_loss);
     fputs(", \"eval\": [", f);

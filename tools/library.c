@@ -208,6 +208,22 @@ void lib_write_header(FILE *out, const Model *md) {
             "mamlc_real  mamlc_loss(const mamlc_real *params, const mamlc_real *qx, const void *qy);\n"
             "void        mamlc_predict(const mamlc_real *params, const mamlc_real *qx, mamlc_real *out);\n"
             "\n"
+            "/* Meta-steps without allocation, on threads, and split among processes. */\n"
+            "typedef struct mamlc_workspace mamlc_workspace;\n"
+            "mamlc_workspace *mamlc_workspace_new(int max_batch, int threads);\n"
+            "void        mamlc_workspace_free(mamlc_workspace *ws);\n"
+            "mamlc_real  mamlc_meta_grad_ws(mamlc_workspace *ws, const mamlc_real *params, int B, const mamlc_real *sx,\n"
+            "                               const void *sy, const mamlc_real *qx, const void *qy, mamlc_real *grad);\n"
+            "mamlc_real  mamlc_meta_step_ws(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B,\n"
+            "                               const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy);\n"
+            "void        mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_real *grad);\n"
+            "int         mamlc_partial_count(int B, int first, int n);\n"
+            "int         mamlc_meta_grad_tasks(mamlc_workspace *ws, const mamlc_real *params, int B, int first, int n,\n"
+            "                                  const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy,\n"
+            "                                  double *partial);\n"
+            "mamlc_real  mamlc_meta_grad_reduce(mamlc_workspace *ws, int B, int nparts, const int *bound,\n"
+            "                                   const double *partials, mamlc_real *grad);\n"
+            "\n"
             "#ifdef __cplusplus\n"
             "}\n"
             "#endif\n\n"
@@ -337,7 +353,7 @@ static bool link_library(const char *dir, const char *tmp, const char *real, con
     snprintf(soname, sizeof soname, "-Wl,-soname,%s", base ? base + 1 : path);
     const char *cc = getenv("CC");
     char *argv[] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src, obj,
-                    "-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", soname, "-Wl,--no-undefined",
+                    "-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname, "-Wl,--no-undefined",
                     "-Wl,-z,noexecstack", NULL};
     return run_command(argv, d);
 }

@@ -20,6 +20,7 @@ static const char usage[] =
     "       mamlc FILE.mdl -o LIB.so          build a shared library with a C ABI\n"
     "       mamlc run FILE.mdl [options]      JIT-compile and meta-train\n"
     "       mamlc eval FILE.mdl --load CKPT   evaluate a checkpoint on held-out tasks\n"
+    "       mpirun -np P mamlc-mpi run ...    meta-train over P processes (docs/distributed.md)\n"
     "\n"
     "Compile options:\n"
     "  --emit=STAGE         print a stage: ast, ir (the loss), grad-ir (the inner\n"
@@ -53,6 +54,10 @@ static const char usage[] =
     "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
     "  --save-state         with --save: also the optimiser state and iteration\n"
     "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
+    "  --checkpoint-every N with --save: also save every N iterations, with the\n"
+    "                       optimiser state (as --save-state) to resume from\n"
+    "  --threads N          threads sharing each meta-batch's tasks (default 1);\n"
+    "                       every N trains the same bits\n"
     "\n"
     "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json,\n"
     "  --omniglot-runs all_runs.zip   the official 20-way one-shot runs (a 20-way 1-shot model)\n"
@@ -160,6 +165,13 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->r.save_state = true;
         } else if (trains && tool_option(argc, argv, &i, "--resume", &v)) {
             o->r.resume = v;
+        } else if (trains && tool_option(argc, argv, &i, "--checkpoint-every", &v)) {
+            if (!parse_long(v, 1, &o->r.checkpoint_every))
+                return usage_error("--checkpoint-every needs a positive integer, not '%s'", v);
+        } else if (trains && tool_option(argc, argv, &i, "--threads", &v)) {
+            if (!parse_long(v, 1, &n) || n > 256)
+                return usage_error("--threads needs an integer from 1 to 256, not '%s'", v);
+            o->r.threads = (int)n;
         } else if (o->eval && tool_option(argc, argv, &i, "--load", &v)) {
             o->r.load = v;
         } else if (o->eval && tool_option(argc, argv, &i, "--omniglot-runs", &v)) {
@@ -201,6 +213,8 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "'eval' needs --load CKPT");
     if (o->r.save_state && !o->r.save)
         return usage_error("%s", "--save-state goes with --save");
+    if (o->r.checkpoint_every && !o->r.save)
+        return usage_error("%s", "--checkpoint-every goes with --save");
     if (o->output && o->emit)
         return usage_error("%s", "-o does not go with --emit");
     if (o->header && !o->output)
@@ -325,8 +339,9 @@ static int compile(const Options *o, Diag *d) {
     return status;
 }
 
-int main(int argc, char **argv) {
-    Options o = {.be = {.opt_level = 3}, .r = {.seed = 1, .eval_every = 10000, .eval_tasks = 1000}};
+int mamlc_main(int argc, char **argv, const RunCluster *cluster) {
+    Options o = {.be = {.opt_level = 3},
+                 .r = {.seed = 1, .eval_every = 10000, .eval_tasks = 1000, .threads = 1, .cluster = cluster}};
     int status = parse_args(argc, argv, &o);
     if (status < 0) {
         Diag d;
@@ -338,3 +353,8 @@ int main(int argc, char **argv) {
         free((char *)o.defines[i].name);
     return status;
 }
+
+/* mamlc-mpi (tools/mpi.c) has its own main around mamlc_main. */
+#ifndef MAMLC_MPI
+int main(int argc, char **argv) { return mamlc_main(argc, argv, NULL); }
+#endif

@@ -85,8 +85,9 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
         return false;
     if (o->eval_data && !(r->eval_data = open_omniglot(o->eval_data, t, d)))
         return false;
+    bool lead = !o->cluster || o->cluster->rank == 0;
     int shared = r->eval_data ? rt_omniglot_drop_alphabets(r->eval_data, r->train_data) : 0;
-    if (shared)
+    if (shared && lead)
         fprintf(stderr, "mamlc: note: %d characters of %s belong to alphabets of the training split; "
                         "evaluation leaves them out\n", shared, o->eval_data);
     char err[1024];
@@ -96,7 +97,7 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
         diag_error(d, (SrcLoc){0}, "%s", err);
         return false;
     }
-    if (!o->eval_data)
+    if (!o->eval_data && lead)
         fprintf(stderr, "mamlc: warning: evaluating on the training split's alphabets; give --eval-data "
                         "with the other split for held-out ones\n");
     r->omniglot = (RtOmniglotSource){.data = r->train_data, .eval = r->eval_data,
@@ -264,6 +265,35 @@ static bool checkpoint_io(Checkpoint *c, bool save, const char *path, Diag *d) {
     return ok;
 }
 
+/* --checkpoint-every: the run's checkpoint, with the optimiser state, after
+ * iteration `done` (rank 0 only). */
+typedef struct {
+    Checkpoint *c;
+    const char *path;
+    Diag *d;
+    bool failed;
+} Periodic;
+
+static bool save_periodic(void *ctx, long done, const void *params, const void *opt_state) {
+    Periodic *s = ctx;
+    s->c->ck.has_state = true;
+    s->c->ck.iteration = done;
+    s->failed = !checkpoint_io(s->c, true, s->path, s->d);
+    return !s->failed;
+}
+
+/* "meta-training FILE: ..." with how the work is shared, when it is. */
+static void print_plan(const Model *md, const RtProgram *p, const RtTrainOptions *to) {
+    printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations", md->file, p->nreal,
+           p->meta_batch, to->iterations);
+    if (to->nranks > 1)
+        printf(", %d processes", to->nranks);
+    if (to->threads > 1)
+        printf(", %d threads%s", to->threads, to->nranks > 1 ? " each" : "");
+    printf(to->start ? " (resuming after %ld)\n" : "\n", to->start);
+    fflush(stdout);
+}
+
 int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOptions *o, Diag *d) {
     /* the data first: a bad data set is refused before any compiling */
     Run r = {.prog.real = md->real == DT_F64 ? RT_F64 : RT_F32};
@@ -284,34 +314,46 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         const char *from = o->train ? o->resume : o->load;
         ok = !from || checkpoint_io(&c, false, from, d);
     }
+    const RunCluster *cl = o->cluster;
+    bool lead = !cl || cl->rank == 0;         /* the process that prints, evaluates and writes */
+    Periodic periodic = {&c, o->save, d, false};
     RtTrainOptions to = {
         .iterations = o->iters ? o->iters : md->meta.iterations,
         .start = o->resume ? c.ck.iteration : 0,
         .opt_state = state,
         .seed = o->seed,
         .eval_every = o->eval_every,
-        .eval_tasks = (int)o->eval_tasks,
+        .eval_tasks = lead ? (int)o->eval_tasks : 0,
         .nsteps = md->meta.neval_steps,
         .steps = md->meta.eval_steps,
-        .progress = !o->quiet,
-        .log = stdout,
+        .progress = !o->quiet && lead,
+        .log = lead ? stdout : NULL,
+        .threads = o->threads,
+        .rank = cl ? cl->rank : 0,
+        .nranks = cl ? cl->size : 1,
+        .gather = cl ? cl->gather : NULL,
+        .gather_ctx = cl ? cl->gather_ctx : NULL,
+        .checkpoint_every = o->checkpoint_every,
+        .checkpoint = lead && o->save ? save_periodic : NULL,
+        .checkpoint_ctx = &periodic,
     };
     RtReport rep = {.iterations = to.start};
-    if (ok && !o->train && o->omniglot_runs) {
+    if (ok && !o->train && lead && o->omniglot_runs) {   /* evaluation is rank 0's alone */
         ok = omniglot_runs(md, o, &r, params, d);
-    } else if (ok && !o->train) {
+    } else if (ok && !o->train && lead) {
         rep.neval = to.nsteps;
         ok = rt_evaluate(&r.prog, &to, params, rep.eval);
         if (ok)
             print_eval(rep.eval, rep.neval, o->eval_tasks);
-    } else if (ok) {
-        printf("meta-training %s: %zu parameters, %d tasks per meta-batch, %ld iterations", md->file,
-               r.prog.nreal, r.prog.meta_batch, to.iterations);
-        printf(to.start ? " (resuming after %ld)\n" : "\n", to.start);
-        fflush(stdout);
+    } else if (ok && o->train) {
+        if (lead)
+            print_plan(md, &r.prog, &to);
         ok = rt_train(&r.prog, &to, params, &rep);
-        if (!ok)
-            diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory");
+        if (!ok && !rep.stopped)
+            diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory or threads");
+        else if (!ok && !periodic.failed)
+            diag_error(d, (SrcLoc){0}, "meta-training stopped after %ld iterations: the processes "
+                                       "could not exchange their gradients", rep.iterations);
         if (ok && rep.diverged) {
             diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
                        "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
@@ -319,18 +361,18 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
                        rep.iterations + 1);
             ok = false;
         }
-        if (ok) {
+        if (ok && lead) {
             printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
                    rep.steps_per_second);
             print_eval(rep.eval, rep.neval, o->eval_tasks);
         }
-        if (ok && o->save) {
-            c.ck.has_state = o->save_state;
+        if (ok && lead && o->save) {
+            c.ck.has_state = o->save_state || o->checkpoint_every > 0;
             c.ck.iteration = rep.iterations;
             ok = checkpoint_io(&c, true, o->save, d);
         }
     }
-    if (ok && o->report && !rt_write_report(o->report, &rep)) {
+    if (ok && lead && o->report && !rt_write_report(o->report, &rep)) {
         diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
         ok = false;
     }

@@ -7,6 +7,16 @@
 
 #include "../backend/backend.h"
 #include "../frontend/model.h"
+#include "../runtime/runtime.h"
+
+/* One process of a distributed run (mamlc-mpi, tools/mpi.c): its rank among
+ * size processes and how they exchange node sums.  Only rank 0 prints,
+ * evaluates and writes files. */
+typedef struct {
+    int rank, size;
+    RtGatherFn gather;
+    void *gather_ctx;
+} RunCluster;
 
 typedef struct {
     bool train;                 /* mamlc run; else mamlc eval */
@@ -17,11 +27,18 @@ typedef struct {
     const char *omniglot_runs;          /* eval: the 20-way one-shot runs */
     bool quiet;
     long iters, eval_every, eval_tasks;
+    long checkpoint_every;      /* with save: save every N iterations */
+    int threads;                /* threads sharing each meta-batch's tasks */
     uint64_t seed;
+    const RunCluster *cluster;  /* NULL: a single process */
 } RunOptions;
 
 /* JIT-compile m (md's optimised functions) and meta-train, or evaluate a
  * checkpoint.  Returns the exit status (0, or 1 after reporting through d). */
 int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOptions *o, Diag *d);
+
+/* The driver (tools/mamlc.c), as mamlc's main (cluster NULL) and as each
+ * process of mamlc-mpi's.  Returns the exit status. */
+int mamlc_main(int argc, char **argv, const RunCluster *cluster);
 
 #endif

@@ -12,6 +12,7 @@
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
 #include "../../runtime/runtime.h"
+#include "alloc_count.h"
 #include "check.h"
 
 static const char *const regression =
@@ -41,6 +42,19 @@ typedef struct {
     void (*adapt)(const void *, int, const void *, const void *, void *);
     void (*predict)(const void *, const void *, void *);
     const char *(*model_json)(void);
+    void *(*workspace_new)(int, int);
+    void (*workspace_free)(void *);
+    double (*meta_grad_ws_d)(void *, const void *, int, const void *, const void *, const void *, const void *, void *);
+    float (*meta_grad_ws_f)(void *, const void *, int, const void *, const void *, const void *, const void *, void *);
+    double (*meta_step_d)(void *, void *, int, const void *, const void *, const void *, const void *);
+    float (*meta_step_f)(void *, void *, int, const void *, const void *, const void *, const void *);
+    double (*meta_step_ws_d)(void *, void *, void *, int, const void *, const void *, const void *, const void *);
+    float (*meta_step_ws_f)(void *, void *, void *, int, const void *, const void *, const void *, const void *);
+    int (*partial_count)(int, int, int);
+    int (*meta_grad_tasks)(void *, const void *, int, int, int, const void *, const void *, const void *,
+                           const void *, double *);
+    double (*meta_grad_reduce_d)(void *, int, int, const int *, const double *, void *);
+    float (*meta_grad_reduce_f)(void *, int, int, const int *, const double *, void *);
 } Lib;
 
 /* mamlc TEXT -o DIR/NAME.so (with --dtype), then dlopen it. */
@@ -78,7 +92,21 @@ static bool build_library(const char *text, bool f64, Lib *lib) {
     *(void **)&lib->adapt = dlsym(lib->so, "mamlc_adapt");
     *(void **)&lib->predict = dlsym(lib->so, "mamlc_predict");
     *(void **)&lib->model_json = dlsym(lib->so, "mamlc_model_json");
-    return lib->abi_version && lib->param_count && lib->init && lib->meta_grad_d && lib->adapt;
+    *(void **)&lib->workspace_new = dlsym(lib->so, "mamlc_workspace_new");
+    *(void **)&lib->workspace_free = dlsym(lib->so, "mamlc_workspace_free");
+    *(void **)&lib->meta_grad_ws_d = dlsym(lib->so, "mamlc_meta_grad_ws");
+    *(void **)&lib->meta_grad_ws_f = dlsym(lib->so, "mamlc_meta_grad_ws");
+    *(void **)&lib->meta_step_d = dlsym(lib->so, "mamlc_meta_step");
+    *(void **)&lib->meta_step_f = dlsym(lib->so, "mamlc_meta_step");
+    *(void **)&lib->meta_step_ws_d = dlsym(lib->so, "mamlc_meta_step_ws");
+    *(void **)&lib->meta_step_ws_f = dlsym(lib->so, "mamlc_meta_step_ws");
+    *(void **)&lib->partial_count = dlsym(lib->so, "mamlc_partial_count");
+    *(void **)&lib->meta_grad_tasks = dlsym(lib->so, "mamlc_meta_grad_tasks");
+    *(void **)&lib->meta_grad_reduce_d = dlsym(lib->so, "mamlc_meta_grad_reduce");
+    *(void **)&lib->meta_grad_reduce_f = dlsym(lib->so, "mamlc_meta_grad_reduce");
+    return lib->abi_version && lib->param_count && lib->init && lib->meta_grad_d && lib->adapt &&
+           lib->workspace_new && lib->workspace_free && lib->meta_grad_ws_d && lib->meta_step_d &&
+           lib->meta_step_ws_d && lib->partial_count && lib->meta_grad_tasks && lib->meta_grad_reduce_d;
 }
 
 /* The same model compiled in this process, as `mamlc run` does. */
@@ -143,6 +171,107 @@ static void *random_tensor(size_t bytes, bool labels, bool f64) {
     return p;
 }
 
+/* A workspace with 1 or 3 threads, and the tasks split into 1-7 parts
+ * (mamlc_meta_grad_tasks, then mamlc_meta_grad_reduce), give the JIT's
+ * meta-gradient bit for bit; mamlc_meta_step_ws is mamlc_meta_step. */
+static void check_workspace(const char *label, const Lib *lib, bool f64, size_t n, const void *params,
+                            const char *sx, const char *sy, const char *qx, const char *qy, const char *g_jit,
+                            double loss_jit, const RtProgram *p) {
+    enum { B = 5 };
+    size_t rb = f64 ? 8 : 4;
+    char *g = malloc(n * rb);
+    double *partials = malloc(2 * B * (n + 1) * sizeof(double));
+    bool same = true;
+    for (int threads = 1; threads <= 3; threads += 2) {
+        void *ws = lib->workspace_new(B, threads);
+        CHECK(ws != NULL, "%s: mamlc_workspace_new(%d, %d)", label, B, threads);
+        if (!ws)
+            continue;
+        double loss = f64 ? lib->meta_grad_ws_d(ws, params, B, sx, sy, qx, qy, g)
+                          : lib->meta_grad_ws_f(ws, params, B, sx, sy, qx, qy, g);
+        same &= memcmp(g, g_jit, n * rb) == 0 && loss == (f64 ? loss_jit : (float)loss_jit);
+        for (int nparts = 1; nparts <= 7; nparts++) {        /* 6 and 7 have empty parts */
+            int bound[8], at = 0;
+            for (int k = 0; k <= nparts; k++)
+                bound[k] = k * B / nparts;
+            for (int k = 0; k < nparts; k++) {
+                int first = bound[k], count = bound[k + 1] - first;
+                int got = lib->meta_grad_tasks(ws, params, B, first, count, sx + first * p->sx_bytes,
+                                               sy + first * p->sy_bytes, qx + first * p->qx_bytes,
+                                               qy + first * p->qy_bytes, partials + at * (n + 1));
+                same &= got == lib->partial_count(B, first, count) && got >= 0;
+                at += got;
+            }
+            memset(g, 0, n * rb);
+            loss = f64 ? lib->meta_grad_reduce_d(ws, B, nparts, bound, partials, g)
+                       : lib->meta_grad_reduce_f(ws, B, nparts, bound, partials, g);
+            same &= memcmp(g, g_jit, n * rb) == 0 && loss == (f64 ? loss_jit : (float)loss_jit);
+        }
+        lib->workspace_free(ws);
+    }
+    CHECK(same, "%s: workspaces, threads and parts give mamlc_meta_grad's bits", label);
+
+    /* two steps with and without a workspace */
+    size_t ns = lib->state_count();
+    char *p1 = malloc(n * rb), *p2 = malloc(n * rb), *s1 = calloc(ns, rb), *s2 = calloc(ns, rb);
+    memcpy(p1, params, n * rb);
+    memcpy(p2, params, n * rb);
+    void *ws = lib->workspace_new(B, 2);
+    for (int step = 0; step < 2; step++) {
+        if (f64) {
+            lib->meta_step_d(p1, s1, B, sx, sy, qx, qy);
+            lib->meta_step_ws_d(ws, p2, s2, B, sx, sy, qx, qy);
+        } else {
+            lib->meta_step_f(p1, s1, B, sx, sy, qx, qy);
+            lib->meta_step_ws_f(ws, p2, s2, B, sx, sy, qx, qy);
+        }
+    }
+    CHECK(memcmp(p1, p2, n * rb) == 0 && memcmp(s1, s2, ns * rb) == 0 && memcmp(p1, params, n * rb) != 0,
+          "%s: mamlc_meta_step_ws is mamlc_meta_step", label);
+
+    /* with a workspace, steps and partial sums allocate nothing, on 2 threads too */
+    long before = alloc_count();
+    for (int step = 0; step < 5; step++) {
+        if (f64)
+            lib->meta_step_ws_d(ws, p2, s2, B, sx, sy, qx, qy);
+        else
+            lib->meta_step_ws_f(ws, p2, s2, B, sx, sy, qx, qy);
+        int bound[] = {0, 2, B};
+        int at = lib->meta_grad_tasks(ws, p2, B, 0, 2, sx, sy, qx, qy, partials);
+        lib->meta_grad_tasks(ws, p2, B, 2, B - 2, sx + 2 * p->sx_bytes, sy + 2 * p->sy_bytes,
+                             qx + 2 * p->qx_bytes, qy + 2 * p->qy_bytes, partials + at * (n + 1));
+        if (f64)
+            lib->meta_grad_reduce_d(ws, B, 2, bound, partials, g);
+        else
+            lib->meta_grad_reduce_f(ws, B, 2, bound, partials, g);
+    }
+    long during = alloc_count() - before;
+    void *counted = lib->workspace_new(B, 2);
+    CHECK(during == 0 && alloc_count() > before, "%s: %ld allocations in 5 steps with a workspace (and "
+          "some in mamlc_workspace_new, so they are counted)", label, during);
+    lib->workspace_free(counted);
+
+    /* refused: a slice past B, B past the workspace, bounds that do not cover B */
+    int bad[] = {0, 2, 4};
+    CHECK(lib->partial_count(B, 3, 3) == -1 && lib->partial_count(B, -1, 1) == -1 &&
+              lib->partial_count(B, 2, 0) == 0 &&
+              lib->meta_grad_tasks(ws, params, B, 2, 0, sx, sy, qx, qy, NULL) == 0,
+          "%s: slices past B are refused, empty ones have no partial sums", label);
+    CHECK(lib->meta_grad_tasks(ws, params, B + 1, 0, 1, sx, sy, qx, qy, partials) == -1 &&
+              lib->meta_grad_tasks(NULL, params, B, 0, 1, sx, sy, qx, qy, partials) == -1,
+          "%s: mamlc_meta_grad_tasks refuses B past the workspace and no workspace", label);
+    CHECK(isnan(f64 ? lib->meta_grad_reduce_d(ws, B, 2, bad, partials, g)
+                    : lib->meta_grad_reduce_f(ws, B, 2, bad, partials, g)),
+          "%s: mamlc_meta_grad_reduce refuses bounds that end before B", label);
+    lib->workspace_free(ws);
+    free(p1);
+    free(p2);
+    free(s1);
+    free(s2);
+    free(g);
+    free(partials);
+}
+
 static void check_model(const char *label, const char *text, bool f64, bool labels) {
     Lib lib;
     Jit jit;
@@ -173,12 +302,13 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
                             (char *)qx + t * p->qx_bytes, (char *)qy + t * p->qy_bytes};
     char *g_lib = malloc(n * rb), *g_jit = malloc(n * rb);
     RtStepWork w;
-    rt_step_work_alloc(p, &w);
+    rt_step_work_alloc(p, B, &w);
     double loss_jit = rt_meta_grad(p, &w, params, B, tasks, g_jit);
     double loss_lib = f64 ? lib.meta_grad_d(params, B, sx, sy, qx, qy, g_lib)
                           : lib.meta_grad_f(params, B, sx, sy, qx, qy, g_lib);
     CHECK(memcmp(g_lib, g_jit, n * rb) == 0 && loss_lib == (f64 ? loss_jit : (float)loss_jit),
           "%s: mamlc_meta_grad equals the JIT's meta-gradient bit for bit", label);
+    check_workspace(label, &lib, f64, n, params, sx, sy, qx, qy, g_jit, loss_jit, p);
 
     /* f64: the library's meta-gradient against central differences */
     if (f64) {
@@ -215,6 +345,7 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
 }
 
 int main(void) {
+    alloc_count_start();
     srand(7);
     check_model("regression f32", regression, false, false);
     check_model("regression f64", regression, true, false);

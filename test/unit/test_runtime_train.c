@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 
 #include "runtime.h"
 
+#include "alloc_count.h"
 #include "check.h"
 
 /* Two parameters, w (3 reals) and b (2 reals), in a flat vector of 5. */
@@ -206,6 +208,166 @@ static void test_train_reproducible(RtReal real)
     o.seed = 8;
     EXPECT(rt_train(&p, &o, b, &rb));
     EXPECT(memcmp(a, b, sizeof a) != 0);
+}
+
+/* --- threads and processes --- */
+
+/* Processes stood in for by threads: the gather copies each rank's vectors
+ * into a shared buffer between two barriers. */
+enum { MAX_RANKS = 4 };
+typedef struct {
+    pthread_barrier_t barrier;
+    double stage[64 * (N + 1)];
+} Exchange;
+
+typedef struct {
+    Exchange *x;
+    int rank, nranks, threads;
+    RtReal real;
+    double params[N];           /* room for N reals of either type */
+    RtReport rep;
+    bool ok;
+} Rank;
+
+static bool gather_in_process(void *ctx, const double *send, int nsend, double *recv, const int *counts,
+                              const int *displs, size_t unit)
+{
+    Rank *r = ctx;
+    Exchange *x = r->x;
+    memcpy(x->stage + (size_t)displs[r->rank] * unit, send, (size_t)nsend * unit * sizeof(double));
+    pthread_barrier_wait(&x->barrier);
+    int total = displs[r->nranks - 1] + counts[r->nranks - 1];
+    memcpy(recv, x->stage, (size_t)total * unit * sizeof(double));
+    pthread_barrier_wait(&x->barrier);
+    return true;
+}
+
+static void *rank_main(void *arg)
+{
+    Rank *r = arg;
+    RtProgram p = program(r->real);
+    RtTrainOptions o = options();
+    o.iterations = 40;
+    o.eval_tasks = r->rank == 0 ? 20 : 0;
+    o.threads = r->threads;
+    o.rank = r->rank;
+    o.nranks = r->nranks;
+    o.gather = gather_in_process;
+    o.gather_ctx = r;
+    memset(r->params, 0, sizeof r->params);
+    r->ok = rt_train(&p, &o, r->params, &r->rep);
+    return NULL;
+}
+
+/* One run of nranks stand-in processes with `threads` threads each; rank
+ * 0's parameters and report into params and rep. */
+static bool run_ranks(RtReal real, int nranks, int threads, double *params, RtReport *rep)
+{
+    Exchange x;
+    Rank r[MAX_RANKS];
+    pthread_t id[MAX_RANKS];
+    pthread_barrier_init(&x.barrier, NULL, (unsigned)nranks);
+    for (int k = 0; k < nranks; k++) {
+        r[k] = (Rank){.x = &x, .rank = k, .nranks = nranks, .threads = threads, .real = real};
+        pthread_create(&id[k], NULL, rank_main, &r[k]);
+    }
+    bool ok = true, same = true;
+    for (int k = 0; k < nranks; k++) {
+        pthread_join(id[k], NULL);
+        ok &= r[k].ok;
+        same &= memcmp(r[k].params, r[0].params, sizeof r[0].params) == 0;
+    }
+    pthread_barrier_destroy(&x.barrier);
+    memcpy(params, r[0].params, sizeof r[0].params);
+    *rep = r[0].rep;
+    return ok && same;
+}
+
+/* Any number of threads and processes trains the same bits, with a
+ * meta-batch (25) that none of them divides evenly. */
+static void test_train_parallel(RtReal real)
+{
+    double want[N], got[N];
+    RtReport first, rep;
+    EXPECT(run_ranks(real, 1, 1, want, &first));
+    EXPECT(first.neval == 3 && first.median_step_seconds > 0 && first.median_step_seconds <= first.seconds);
+    bool same = true;
+    for (int nranks = 1; nranks <= MAX_RANKS; nranks++)
+        for (int threads = 1; threads <= 3; threads++) {
+            bool ok = run_ranks(real, nranks, threads, got, &rep);
+            CHECK(ok, "%d ranks, %d threads: every rank trains, to the same parameters", nranks, threads);
+            same &= memcmp(got, want, sizeof want) == 0 &&
+                    memcmp(&rep.final_meta_loss, &first.final_meta_loss, sizeof(double)) == 0 &&
+                    memcmp(rep.eval, first.eval, sizeof rep.eval) == 0;
+        }
+    CHECK(same, "%s: 1-4 ranks with 1-3 threads each give the bits of one", real == RT_F32 ? "f32" : "f64");
+}
+
+/* --- no allocation inside a meta-step --- */
+
+/* Heap allocations of one rt_train run of `iterations`. */
+static long train_allocations(long iterations, int threads)
+{
+    RtProgram p = program(RT_F32);
+    RtTrainOptions o = options();
+    o.iterations = iterations;
+    o.eval_tasks = 0;
+    o.threads = threads;
+    float theta[N] = {0};
+    RtReport rep;
+    long before = alloc_count();
+    bool ok = rt_train(&p, &o, theta, &rep);
+    long n = alloc_count() - before;
+    return ok ? n : -1;
+}
+
+/* rt_train allocates as much for 3 iterations as for 300: nothing per
+ * iteration, with or without threads. */
+static void test_train_allocations(void)
+{
+    alloc_count_start();
+    for (int threads = 1; threads <= 2; threads++) {
+        long few = train_allocations(3, threads), many = train_allocations(300, threads);
+        CHECK(few > 0 && few == many, "%d thread(s): %ld allocations for 3 iterations, %ld for 300", threads,
+              few, many);
+    }
+}
+
+/* --- checkpoints --- */
+
+typedef struct {
+    long at[16];
+    int n;
+    long fail_at;
+} Saves;
+
+static bool save_stub(void *ctx, long done, const void *params, const void *opt_state)
+{
+    Saves *s = ctx;
+    if (s->n < 16)
+        s->at[s->n++] = done;
+    return done != s->fail_at;
+}
+
+/* Every checkpoint_every iterations but not after the last (the caller
+ * saves then); a failed one stops training. */
+static void test_train_checkpoints(void)
+{
+    RtProgram p = program(RT_F64);
+    RtTrainOptions o = options();
+    o.eval_tasks = 0;
+    o.iterations = 25;
+    o.start = 3;
+    o.checkpoint_every = 5;
+    Saves s = {.fail_at = -1};
+    o.checkpoint = save_stub;
+    o.checkpoint_ctx = &s;
+    double theta[N] = {0};
+    RtReport rep;
+    EXPECT(rt_train(&p, &o, theta, &rep) && rep.iterations == 25 && !rep.stopped);
+    EXPECT(s.n == 4 && s.at[0] == 5 && s.at[1] == 10 && s.at[3] == 20);
+    s = (Saves){.fail_at = 10};
+    EXPECT(!rt_train(&p, &o, theta, &rep) && rep.stopped && rep.iterations == 10 && s.n == 2);
 }
 
 /* The loop samples task it * meta_batch + b in order, and evaluation uses
@@ -516,14 +678,15 @@ static void test_report(void)
 
     RtReport rep = {
         .iterations = 70000, .seconds = 12.5, .steps_per_second = 5600,
-        .final_meta_loss = 0.1, .neval = 3,
+        .median_step_seconds = 0.000125, .final_meta_loss = 0.1, .neval = 3,
         .eval = {{0, 4.0, 0.5, 1.0, 0.125, true}, {1, NAN, 0.0, 0.0, 0.0, false},
                  {10, 0.25, INFINITY, 1.0, NAN, true}},
     };
     EXPECT(rt_write_report(path, &rep));
     const char *want =
         "{\"iterations\": 70000, \"seconds\": 12.5, \"steps_per_second\": 5600, "
-        "\"final_meta_loss\": 0.10000000000000001, \"eval\": [{\"steps\": 0, \"loss\": 4, "
+        "\"median_step_seconds\": 0.000125, \"final_meta_loss\": 0.10000000000000001, "
+        "\"eval\": [{\"steps\": 0, \"loss\": 4, "
         "\"loss_ci95\": 1, \"metric\": 0.5, \"metric_ci95\": 0.125}, {\"steps\": 1, \"loss\": null, "
         "\"loss_ci95\": 0}, {\"steps\": 10, \"loss\": 0.25, \"loss_ci95\": 1, \"metric\": null, "
         "\"metric_ci95\": null}]}\n";
@@ -534,11 +697,11 @@ static void test_report(void)
     EXPECT(count_entries(dir) == 1);
 
     /* Rewriting replaces the file whole; an empty evaluation is []. */
-    rep = (RtReport){.iterations = 0, .final_meta_loss = NAN};
+    rep = (RtReport){.iterations = 0, .final_meta_loss = NAN, .median_step_seconds = NAN};
     EXPECT(rt_write_report(path, &rep));
     got = read_all(path);
     EXPECT(got && strcmp(got, "{\"iterations\": 0, \"seconds\": 0, \"steps_per_second\": 0, "
-                             "\"final_meta_loss\": null, \"eval\": []}\n") == 0);
+                             "\"median_step_seconds\": null, \"final_meta_loss\": null, \"eval\": []}\n") == 0);
     EXPECT(count_entries(dir) == 1);
 
     /* A directory that does not exist: failure, and nothing left behind. */
@@ -567,6 +730,10 @@ int main(void)
     test_train_converges(RT_F32);
     test_train_reproducible(RT_F64);
     test_train_reproducible(RT_F32);
+    test_train_parallel(RT_F64);
+    test_train_parallel(RT_F32);
+    test_train_checkpoints();
+    test_train_allocations();
     test_train_tasks();
     test_train_one_step();
     test_train_log();

@@ -1,0 +1,364 @@
+/* The meta-gradient of a meta-batch, summed along a tree whose shape
+ * depends only on the meta-batch size (runtime.h says how), so any split of
+ * the tasks among threads and processes gives the same bits.
+ *
+ * A worker owning tasks [a, b) computes the nodes of [a, b): each node's
+ * sum depth-first, the left child into the node's own vector and the right
+ * child into a stack of temporaries, one per level.  Regrouping walks the
+ * tree from the top: a node lying inside one part is that part's next
+ * input vector (inputs come left to right, as the walk meets them); any
+ * other node is the sum of its children. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime.h"
+
+enum { ALIGN = 64 };            /* alignment of every buffer handed to compiled code */
+
+/* One real of scalar output (a loss), with room for either element type. */
+typedef union {
+    float f;
+    double d;
+} Scalar;
+
+static size_t real_bytes(RtReal real)
+{
+    return real == RT_F32 ? sizeof(float) : sizeof(double);
+}
+
+/* n * size bytes (at least ALIGN), 64-byte aligned and zeroed; NULL when
+ * the size overflows or memory is out. */
+static void *alloc_zeroed(size_t n, size_t size)
+{
+    if (size != 0 && n > (SIZE_MAX - ALIGN) / size)
+        return NULL;
+    size_t bytes = (n * size + ALIGN - 1) / ALIGN * ALIGN;
+    void *p = aligned_alloc(ALIGN, bytes ? bytes : ALIGN);
+    if (p)
+        memset(p, 0, bytes ? bytes : ALIGN);
+    return p;
+}
+
+/* ------------------------------------------------------------------------
+ * The tree */
+
+size_t rt_node_reals(const RtProgram *p)
+{
+    return p->nreal + 1;
+}
+
+static int count_nodes(int lo, int hi, int a, int b)
+{
+    if (hi <= a || b <= lo)
+        return 0;
+    if (a <= lo && hi <= b)
+        return 1;
+    int mid = lo + (hi - lo) / 2;
+    return count_nodes(lo, mid, a, b) + count_nodes(mid, hi, a, b);
+}
+
+int rt_tree_count(int B, int a, int b)
+{
+    return B > 0 ? count_nodes(0, B, a, b) : 0;
+}
+
+int rt_tree_depth(int n)
+{
+    int d = 0;
+    while (d < 31 && (1L << d) < (long)n)
+        d++;
+    return d;
+}
+
+/* A range of n tasks meets at most two maximal nodes per level of node
+ * sizes up to n: 2 (floor(log2 n) + 1), checked against every range of
+ * small trees in test/unit/test_runtime_batch.c. */
+int rt_tree_capacity(int n)
+{
+    int bits = 0;
+    while (bits < 31 && (1L << bits) <= (long)n)
+        bits++;
+    return 2 * bits;
+}
+
+/* dst = l + r over n doubles (dst may be l). */
+static void add(double *dst, const double *l, const double *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = l[i] + r[i];
+}
+
+/* ------------------------------------------------------------------------
+ * Computing nodes from tasks */
+
+void rt_step_work_free(RtStepWork *w)
+{
+    free(w->arena);
+    free(w->task_grad);
+    free(w->stack);
+    free(w->in);
+    free(w->out);
+    *w = (RtStepWork){0};
+}
+
+bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
+{
+    size_t levels = 1 + (size_t)rt_tree_depth(max_tasks);
+    size_t v = rt_node_reals(p);
+    *w = (RtStepWork){
+        .arena = alloc_zeroed(p->meta_step.arena_bytes, 1),
+        .task_grad = alloc_zeroed(p->nreal, real_bytes(p->real)),
+        .stack = v <= SIZE_MAX / levels ? alloc_zeroed(levels * v, sizeof(double)) : NULL,
+        .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
+        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
+    };
+    if (w->arena && w->task_grad && w->stack && w->in && w->out)
+        return true;
+    rt_step_work_free(w);
+    return false;
+}
+
+/* What the leaves of one computation read. */
+typedef struct {
+    const RtProgram *p;
+    const void *params;
+    const RtTask *task;         /* task[i] is task first + i */
+    int first;
+} Leaves;
+
+/* Leaf t: task t's meta-gradient and query loss into v, in double. */
+static void leaf(const Leaves *l, RtStepWork *w, int t, double *v)
+{
+    const RtProgram *p = l->p;
+    const RtTask *d = &l->task[t - l->first];
+    int np = p->nparam;
+    size_t rb = real_bytes(p->real);
+    Scalar loss = {0};
+    for (int i = 0; i < np; i++) {
+        w->in[i] = (const char *)l->params + p->param[i].offset * rb;
+        w->out[i + 1] = (char *)w->task_grad + p->param[i].offset * rb;
+    }
+    w->in[np] = d->sx;
+    w->in[np + 1] = d->sy;
+    w->in[np + 2] = d->qx;
+    w->in[np + 3] = d->qy;
+    w->out[0] = &loss;
+    p->meta_step.fn(w->in, w->out, w->arena);
+    if (p->real == RT_F32) {
+        for (size_t i = 0; i < p->nreal; i++)
+            v[i] = (double)((const float *)w->task_grad)[i];
+        v[p->nreal] = (double)loss.f;
+    } else {
+        memcpy(v, w->task_grad, p->nreal * sizeof(double));
+        v[p->nreal] = loss.d;
+    }
+}
+
+/* The sums of node [lo, hi) into v; temporaries from tmp on (one vector per
+ * level below the node). */
+static void node_sum(const Leaves *l, RtStepWork *w, int lo, int hi, double *v, double *tmp)
+{
+    if (hi - lo == 1) {
+        leaf(l, w, lo, v);
+        return;
+    }
+    size_t n = rt_node_reals(l->p);
+    int mid = lo + (hi - lo) / 2;
+    node_sum(l, w, lo, mid, v, tmp);
+    node_sum(l, w, mid, hi, tmp, tmp + n);
+    add(v, v, tmp, n);
+}
+
+/* The nodes of [a, b) under node [lo, hi), left to right from out on;
+ * returns the vector after the last. */
+static double *compute_nodes(const Leaves *l, RtStepWork *w, int lo, int hi, int a, int b, double *out)
+{
+    if (hi <= a || b <= lo)
+        return out;
+    if (a <= lo && hi <= b) {
+        node_sum(l, w, lo, hi, out, w->stack);
+        return out + rt_node_reals(l->p);
+    }
+    int mid = lo + (hi - lo) / 2;
+    out = compute_nodes(l, w, lo, mid, a, b, out);
+    return compute_nodes(l, w, mid, hi, a, b, out);
+}
+
+/* grad <- the mean of the node at root over B tasks, in the element type;
+ * returns the mean loss. */
+static double mean_of(const RtProgram *p, const double *root, int B, void *grad)
+{
+    double inv = 1.0 / B;
+    if (p->real == RT_F32)
+        for (size_t i = 0; i < p->nreal; i++)
+            ((float *)grad)[i] = (float)(root[i] * inv);
+    else
+        for (size_t i = 0; i < p->nreal; i++)
+            ((double *)grad)[i] = root[i] * inv;
+    return root[p->nreal] * inv;
+}
+
+double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int n,
+                    const RtTask *tasks, void *grad)
+{
+    Leaves l = {p, params, tasks, 0};
+    double *root = w->stack;
+    node_sum(&l, w, 0, n, root, root + rt_node_reals(p));
+    return mean_of(p, root, n, grad);
+}
+
+/* ------------------------------------------------------------------------
+ * Regrouping the nodes of parts */
+
+/* Where the walk stands among the parts' input vectors. */
+typedef struct {
+    int nparts;
+    const int *bound;
+    int k;                      /* the part of the next input */
+    const double *next;         /* the next input vector */
+    size_t n;                   /* doubles per vector */
+} Parts;
+
+/* The sums of node [lo, hi): an input vector, or computed into v (with
+ * temporaries from tmp on). */
+static const double *part_sum(Parts *c, int lo, int hi, double *v, double *tmp)
+{
+    while (c->k < c->nparts - 1 && lo >= c->bound[c->k + 1])
+        c->k++;
+    if (hi <= c->bound[c->k + 1]) {
+        const double *in = c->next;
+        c->next += c->n;
+        return in;
+    }
+    int mid = lo + (hi - lo) / 2;
+    const double *left = part_sum(c, lo, mid, v, tmp);
+    const double *right = part_sum(c, mid, hi, tmp, tmp + c->n);
+    add(v, left, right, c->n);
+    return v;
+}
+
+/* The nodes of [a, b) under node [lo, hi), from the parts at c, left to
+ * right from out on; returns the vector after the last. */
+static double *regroup(Parts *c, int lo, int hi, int a, int b, double *out, double *tmp)
+{
+    if (hi <= a || b <= lo)
+        return out;
+    if (a <= lo && hi <= b) {
+        const double *v = part_sum(c, lo, hi, out, tmp);
+        if (v != out)
+            memcpy(out, v, c->n * sizeof(double));
+        return out + c->n;
+    }
+    int mid = lo + (hi - lo) / 2;
+    out = regroup(c, lo, mid, a, b, out, tmp);
+    return regroup(c, mid, hi, a, b, out, tmp);
+}
+
+/* ------------------------------------------------------------------------
+ * The threads of a batch */
+
+struct RtBatch {
+    RtProgram p;
+    int max_batch;
+    int members;                /* threads, the caller included */
+    RtTeam *team;
+    RtStepWork *work;           /* one per member */
+    int *bound;                 /* members + 1: the members' tasks in the current call */
+    double **dest;              /* members: where each writes its nodes */
+    double *sums;               /* the members' nodes (more than one member) */
+    double *root;
+    /* the current call */
+    const RtSlice *slice;
+    const void *params;
+};
+
+void rt_batch_free(RtBatch *b)
+{
+    if (!b)
+        return;
+    rt_team_free(b->team);
+    for (int i = 0; b->work && i < b->members; i++)
+        rt_step_work_free(&b->work[i]);
+    free(b->work);
+    free(b->bound);
+    free(b->dest);
+    free(b->sums);
+    free(b->root);
+    free(b);
+}
+
+RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
+{
+    if (max_batch < 1)
+        return NULL;
+    RtBatch *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    int members = threads > 1 ? threads : 1;
+    size_t v = rt_node_reals(p);
+    int share = (max_batch + members - 1) / members;
+    size_t nsums = members > 1 ? (size_t)members * (size_t)rt_tree_capacity(share) : 0;
+    *b = (RtBatch){
+        .p = *p, .max_batch = max_batch, .members = members,
+        .work = calloc((size_t)members, sizeof(RtStepWork)),
+        .bound = calloc((size_t)members + 1, sizeof(int)),
+        .dest = calloc((size_t)members, sizeof(double *)),
+        .sums = nsums && v <= SIZE_MAX / nsums ? alloc_zeroed(nsums * v, sizeof(double)) : NULL,
+        .root = alloc_zeroed(v, sizeof(double)),
+    };
+    bool ok = b->work && b->bound && b->dest && (b->sums || !nsums) && b->root;
+    /* member 0 also regroups whole meta-batches: temporaries for B levels */
+    for (int i = 0; ok && i < members; i++)
+        ok = rt_step_work_alloc(p, i == 0 ? max_batch : share, &b->work[i]);
+    if (ok)
+        ok = (b->team = rt_team_new(members)) != NULL;
+    if (!ok) {
+        rt_batch_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* Member i: sample its tasks if asked, then compute their nodes. */
+static void member_job(void *ctx, int i)
+{
+    RtBatch *b = ctx;
+    const RtSlice *s = b->slice;
+    const RtProgram *p = &b->p;
+    int lo = b->bound[i], hi = b->bound[i + 1];
+    for (int t = lo; s->sample && t < hi; t++) {
+        const RtTask *d = &s->task[t - s->first];
+        p->sample(p->sample_ctx, s->seed, s->task_base + (uint64_t)t, (void *)d->sx, (void *)d->sy,
+                  (void *)d->qx, (void *)d->qy);
+    }
+    Leaves l = {p, b->params, s->task, s->first};
+    compute_nodes(&l, &b->work[i], 0, s->B, lo, hi, b->dest[i]);
+}
+
+void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out)
+{
+    int n = b->members;
+    size_t v = rt_node_reals(&b->p);
+    b->slice = s;
+    b->params = params;
+    double *at = n > 1 ? b->sums : out;
+    for (int i = 0; i <= n; i++)
+        b->bound[i] = s->first + (int)((long)i * s->count / n);
+    for (int i = 0; i < n; i++) {
+        b->dest[i] = at;
+        at += (size_t)rt_tree_count(s->B, b->bound[i], b->bound[i + 1]) * v;
+    }
+    rt_team_run(b->team, member_job, b);
+    if (n > 1) {
+        Parts c = {n, b->bound, 0, b->sums, v};
+        regroup(&c, 0, s->B, s->first, s->first + s->count, out, b->work[0].stack);
+    }
+}
+
+double rt_batch_mean(RtBatch *b, int B, int nparts, const int *bound, const double *sums,
+                     void *grad)
+{
+    Parts c = {nparts, bound, 0, sums, rt_node_reals(&b->p)};
+    regroup(&c, 0, B, 0, B, b->root, b->work[0].stack);
+    return mean_of(&b->p, b->root, B, grad);
+}
