@@ -2,28 +2,39 @@
  * depends only on the meta-batch size (runtime.h says how), so any split of
  * the tasks among threads and processes gives the same bits.
  *
- * A worker owning tasks [a, b) computes the nodes of [a, b): each node's
- * sum depth-first, the left child into the node's own vector and the right
- * child into a stack of temporaries, one per level.  Regrouping walks the
- * tree from the top: a node lying inside one part is that part's next
- * input vector (inputs come left to right, as the walk meets them); any
- * other node is the sum of its children. */
+ * A worker owning tasks [a, b) computes the nodes of [a, b) depth-first.
+ * A left child's sums wait, while its right sibling is computed, in a
+ * vector of their own: a leaf's as meta_step wrote them, in the element
+ * type, one buffer per level; a larger node's in double, one per level.
+ * Each leaf that is no left child ends a chain of such sums: one pass adds
+ * it to them, innermost first, and writes the sum of the largest node it
+ * ends -- the same additions as summing every node into a vector of its
+ * own, without writing the others.  Regrouping walks the tree from the
+ * top: a node lying inside one part is that part's next input vector
+ * (inputs come left to right, as the walk meets them); any other node is
+ * the sum of its children. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "runtime.h"
 
-enum { ALIGN = 64 };            /* alignment of every buffer handed to compiled code */
-
-/* One real of scalar output (a loss), with room for either element type. */
-typedef union {
-    float f;
-    double d;
-} Scalar;
+enum {
+    ALIGN = 64,                 /* alignment of every buffer handed to compiled code */
+    BLOCK = 512,                /* doubles a chain is summed in at a time (4 KiB) */
+    MAX_LEVELS = 33             /* > rt_tree_depth of any int */
+};
 
 static size_t real_bytes(RtReal real)
 {
     return real == RT_F32 ? sizeof(float) : sizeof(double);
+}
+
+/* Reals from one leaf buffer to the next: a task's gradient and loss,
+ * rounded up to ALIGN bytes. */
+static size_t leaf_stride(const RtProgram *p)
+{
+    size_t rb = real_bytes(p->real);
+    return (((p->nreal + 1) * rb + ALIGN - 1) / ALIGN * ALIGN) / rb;
 }
 
 /* n * size bytes (at least ALIGN), 64-byte aligned and zeroed; NULL when
@@ -105,9 +116,10 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
 {
     size_t levels = 1 + (size_t)rt_tree_depth(max_tasks);
     size_t v = rt_node_reals(p);
+    size_t lv = leaf_stride(p);
     *w = (RtStepWork){
         .arena = alloc_zeroed(p->meta_step.arena_bytes, 1),
-        .task_grad = alloc_zeroed(p->nreal, real_bytes(p->real)),
+        .task_grad = lv <= SIZE_MAX / levels ? alloc_zeroed(levels * lv, real_bytes(p->real)) : NULL,
         .stack = v <= SIZE_MAX / levels ? alloc_zeroed(levels * v, sizeof(double)) : NULL,
         .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
@@ -126,47 +138,104 @@ typedef struct {
     int first;
 } Leaves;
 
-/* Leaf t: task t's meta-gradient and query loss into v, in double. */
-static void leaf(const Leaves *l, RtStepWork *w, int t, double *v)
+/* A left child's sums, waiting for its right sibling's: a leaf's in the
+ * element type, a larger node's in double. */
+typedef struct {
+    const void *v;
+    bool leaf;
+} Pending;
+
+/* Leaf t: task t's meta-gradient and query loss into leaf buffer `level`
+ * (nreal + 1 reals of the element type); returns it. */
+static const void *leaf(const Leaves *l, RtStepWork *w, int t, int level)
 {
     const RtProgram *p = l->p;
     const RtTask *d = &l->task[t - l->first];
     int np = p->nparam;
     size_t rb = real_bytes(p->real);
-    Scalar loss = {0};
+    char *buf = (char *)w->task_grad + (size_t)level * leaf_stride(p) * rb;
     for (int i = 0; i < np; i++) {
         w->in[i] = (const char *)l->params + p->param[i].offset * rb;
-        w->out[i + 1] = (char *)w->task_grad + p->param[i].offset * rb;
+        w->out[i + 1] = buf + p->param[i].offset * rb;
     }
     w->in[np] = d->sx;
     w->in[np + 1] = d->sy;
     w->in[np + 2] = d->qx;
     w->in[np + 3] = d->qy;
-    w->out[0] = &loss;
+    w->out[0] = buf + p->nreal * rb;
     p->meta_step.fn(w->in, w->out, w->arena);
+    return buf;
+}
+
+/* x[0, m) <- pend[0] + (pend[1] + (... + (pend[k-1] + last))) from element
+ * i0 on, in double, last being a leaf's output. */
+static inline void chain_block(const RtProgram *p, double *restrict x, const void *last, const Pending *pend, int k,
+                        size_t i0, size_t m)
+{
     if (p->real == RT_F32) {
-        for (size_t i = 0; i < p->nreal; i++)
-            v[i] = (double)((const float *)w->task_grad)[i];
-        v[p->nreal] = (double)loss.f;
+        const float *restrict f = (const float *)last + i0;
+        for (size_t i = 0; i < m; i++)
+            x[i] = (double)f[i];
     } else {
-        memcpy(v, w->task_grad, p->nreal * sizeof(double));
-        v[p->nreal] = loss.d;
+        memcpy(x, (const double *)last + i0, m * sizeof(double));
+    }
+    for (int j = k - 1; j >= 0; j--) {
+        if (pend[j].leaf && p->real == RT_F32) {
+            const float *restrict f = (const float *)pend[j].v + i0;
+            for (size_t i = 0; i < m; i++)
+                x[i] = (double)f[i] + x[i];
+        } else {
+            const double *restrict d = (const double *)pend[j].v + i0;
+            for (size_t i = 0; i < m; i++)
+                x[i] = d[i] + x[i];
+        }
     }
 }
 
-/* The sums of node [lo, hi) into v; temporaries from tmp on (one vector per
- * level below the node). */
-static void node_sum(const Leaves *l, RtStepWork *w, int lo, int hi, double *v, double *tmp)
+/* dst = pend[0] + (pend[1] + (... + (pend[k-1] + last))) over the n
+ * doubles of a node vector, a whole block at a time (the last one ending
+ * at n, over elements done already: it writes them again, the same), so
+ * that the loops have a constant count, which compilers vectorise at -O2. */
+static void chain_sum(const RtProgram *p, double *dst, const void *last, const Pending *pend, int k, size_t n)
 {
-    if (hi - lo == 1) {
-        leaf(l, w, lo, v);
+    if (n < BLOCK) {
+        chain_block(p, dst, last, pend, k, 0, n);
         return;
     }
+    for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
+        size_t at = n - i0 < BLOCK ? n - BLOCK : i0;
+        chain_block(p, dst + at, last, pend, k, at, BLOCK);
+    }
+}
+
+/* pend[0] + (... + (pend[k-1] + node [lo, hi))) into v, node [lo, hi) lying
+ * `level` levels below the first node computed; double temporaries from
+ * tmp on, one per level. */
+static void node_chain(const Leaves *l, RtStepWork *w, int lo, int hi, int level, double *v, double *tmp,
+                       Pending *pend, int k)
+{
     size_t n = rt_node_reals(l->p);
+    if (hi - lo == 1) {
+        chain_sum(l->p, v, leaf(l, w, lo, level), pend, k, n);
+        return;
+    }
     int mid = lo + (hi - lo) / 2;
-    node_sum(l, w, lo, mid, v, tmp);
-    node_sum(l, w, mid, hi, tmp, tmp + n);
-    add(v, v, tmp, n);
+    if (mid - lo == 1) {
+        pend[k] = (Pending){leaf(l, w, lo, level), true};
+    } else {
+        double *left = tmp + (size_t)level * n;
+        node_chain(l, w, lo, mid, level + 1, left, tmp, pend + k, 0);
+        pend[k] = (Pending){left, false};
+    }
+    node_chain(l, w, mid, hi, level + 1, v, tmp, pend, k + 1);
+}
+
+/* The sums of node [lo, hi) into v; double temporaries from tmp on (one
+ * vector per level below the node). */
+static void node_sum(const Leaves *l, RtStepWork *w, int lo, int hi, double *v, double *tmp)
+{
+    Pending pend[MAX_LEVELS];
+    node_chain(l, w, lo, hi, 0, v, tmp, pend, 0);
 }
 
 /* The nodes of [a, b) under node [lo, hi), left to right from out on;

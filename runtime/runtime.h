@@ -226,7 +226,7 @@ int rt_tree_depth(int n);
  * of up to max_tasks tasks. */
 typedef struct {
     void *arena;                /* meta_step's */
-    void *task_grad;            /* one task's gradient, in the element type */
+    void *task_grad;            /* 1 + rt_tree_depth(max_tasks) tasks' gradients and losses, in the element type */
     double *stack;              /* 1 + rt_tree_depth(max_tasks) node vectors */
     const void **in;
     void **out;
