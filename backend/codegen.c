@@ -14,11 +14,15 @@
  * (or an operand's element, for one-element values kept in registers; such
  * a result is returned instead).  A value's buffer and its operands' are
  * live at the same time, so the plan keeps them apart and `noalias` is
- * true: LLVM vectorises without runtime overlap checks.  Small functions
- * keep LLVM's loop analyses cheap (compile time grows linearly with the
- * nodes), and values whose code would be the same share one function (a
- * convolution's takes its image count as a parameter, so that the support
- * and query sets share it too).
+ * true: LLVM vectorises without runtime overlap checks.  An operand the
+ * plan fuses into its elementwise reader has no buffer: the reader's
+ * function takes that operand's operands instead and computes it in its
+ * own loop, element by element, or, for a fused product, runs the
+ * product's register tiles and computes the loop's value from each sum
+ * before its store.  Small functions keep LLVM's loop analyses cheap
+ * (compile time grows linearly with the nodes), and values whose code
+ * would be the same share one function (a convolution's takes its image
+ * count as a parameter, so that the support and query sets share it too).
  *
  * The plan (plan.c) says where each value's elements are; this file only
  * walks it.  Loops are plain counted loops with i64 induction variables and
@@ -39,7 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ACC 3           /* accesses of one loop nest: a destination and two operands */
+#define MAX_ACC (2 + BE_FUSE_LEAVES)    /* a destination and operands: a product's two and the loop's others */
 
 typedef struct {
     LLVMContextRef ctx;
@@ -56,6 +60,9 @@ typedef struct {
     LLVMValueRef *in, *out;     /* in the public entry: in[i] and out[j] */
     LLVMValueRef arena;
     LLVMValueRef *reg;          /* in the public entry: each BE_REG value's element */
+    ValueId root;               /* the value being built when its loop computes fused operands
+                                   (BePlan's fused_into), else -1 */
+    ValueId product;            /* the product fused into root's loop, or -1 */
     LLVMTypeRef i32, i64, f32, f64, ptr, void_;
     Diag *d;
     /* Value functions built so far, by what their code depends on (an
@@ -469,8 +476,59 @@ static LLVMValueRef elem_value(Cg *cg, const IrNode *n, const LLVMValueRef *x, L
 
 /* --- loop nests for each kind of op --- */
 
+static bool fused(const Cg *cg, ValueId x)
+{
+    return cg->plan->fused_into[x] >= 0;
+}
+
+/* Append to o, from o[*no] on, the operands the loop of v reads: its own,
+ * each fused one's in its place (a fused product's none: they come first). */
+static void fused_operands(const Cg *cg, ValueId v, Opnd *o, int *no)
+{
+    const IrNode *n = &cg->f->node[v];
+    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+        ValueId x = n->arg[a];
+        if (!fused(cg, x))
+            o[(*no)++] = (Opnd){.a = cg->plan->acc[x], .t = cg->f->node[x].type};
+        else if (cg->f->node[x].op != OP_MATMUL)
+            fused_operands(cg, x, o, no);
+    }
+}
+
+/* The product fused into the loop of v, or -1. */
+static ValueId fused_product(const Cg *cg, ValueId v)
+{
+    const IrNode *n = &cg->f->node[v];
+    ValueId m = -1;
+    for (int a = 0; a < ir_op_info[n->op].arity && m < 0; a++)
+        if (fused(cg, n->arg[a]))
+            m = cg->f->node[n->arg[a]].op == OP_MATMUL ? n->arg[a] : fused_product(cg, n->arg[a]);
+    return m;
+}
+
+/* v's element (or vector) from the operands its loop reads, x[*j] on in
+ * fused_operands' order, and the fused product's `prod`; NULL for an op
+ * that is not elementwise. */
+static LLVMValueRef fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, int *j, LLVMValueRef prod,
+                                LLVMValueRef cls)
+{
+    const IrNode *n = &cg->f->node[v];
+    LLVMValueRef arg[2] = {NULL, NULL};
+    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+        ValueId y = n->arg[a];
+        if (!fused(cg, y))
+            arg[a] = x[(*j)++];
+        else
+            arg[a] = cg->f->node[y].op == OP_MATMUL ? prod : fused_value(cg, y, x, j, prod, cls);
+        if (!arg[a])
+            return NULL;
+    }
+    return elem_value(cg, n, arg, cls);
+}
+
 /* dst = n(src...) elementwise over the shape (rank, dim), or a copy when n
- * is NULL; every access is over that shape. */
+ * is NULL; every access is over that shape.  When n is cg->root, its fused
+ * operands are computed in the loop from theirs (fused_operands). */
 static bool emit_map(Cg *cg, const IrNode *n, int rank, const int *dim, Opnd *dst, int nsrc, const Opnd *src)
 {
     Iter it = {.nacc = 1 + nsrc};
@@ -482,7 +540,7 @@ static bool emit_map(Cg *cg, const IrNode *n, int rank, const int *dim, Opnd *ds
     }
     int last = iter_coalesce(&it, n && n->op == OP_ONEHOT);
     Loop loop[IR_MAX_RANK + 1];
-    LLVMValueRef iv[IR_MAX_RANK + 1], x[2] = {NULL, NULL};
+    LLVMValueRef iv[IR_MAX_RANK + 1], x[MAX_ACC] = {NULL};
     nest_open(cg, &it, loop, iv);
     /* Element indices, one per distinct stride vector in memory. */
     LLVMValueRef idx[MAX_ACC] = {NULL};
@@ -497,7 +555,13 @@ static bool emit_map(Cg *cg, const IrNode *n, int rank, const int *dim, Opnd *ds
     }
     for (int i = 0; i < nsrc; i++)
         x[i] = load_at(cg, &src[i], idx[1 + i]);
-    LLVMValueRef y = n ? elem_value(cg, n, x, last >= 0 ? iv[last] : c64(cg, 0)) : x[0];
+    LLVMValueRef cls = last >= 0 ? iv[last] : c64(cg, 0), y = x[0];
+    if (n && cg->root >= 0 && n == &cg->f->node[cg->root]) {
+        int j = 0;
+        y = fused_value(cg, cg->root, x, &j, NULL, cls);
+    } else if (n) {
+        y = elem_value(cg, n, x, cls);
+    }
     if (!y) {
         diag_error(cg->d, no_loc, "internal error: no elementwise code for '%s'", ir_op_info[n->op].name);
         return false;
@@ -852,21 +916,45 @@ static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, int ns, LLV
                  nr == 1 ? v : LLVMBuildExtractElement(cg->b, v, c64(cg, l), ""));
 }
 
+/* What a product's tiles apply to their results before storing them: the
+ * loop of cg->root, the product being cg->product, with its other
+ * operands z[] (in fused_operands' order) as views over the result's
+ * indices. */
+typedef struct {
+    int n;
+    Mat z[BE_FUSE_LEAVES];
+} Epilogue;
+
+/* The first ns of the nr elements idx, idx + cs, ... of m as a vector
+ * (the others zero), reading no element past them. */
+static LLVMValueRef view_load_lanes(Cg *cg, const Mat *m, LLVMValueRef idx, int nr, int ns)
+{
+    if (ns == nr || !in_memory(&m->o.a) || m->c.stride[0] == 0)
+        return view_load_vec(cg, m, idx, nr);
+    LLVMValueRef v = LLVMConstNull(LLVMVectorType(elem_type(cg, m->o.a.dtype), (unsigned)nr));
+    for (int l = 0; l < ns; l++)
+        v = LLVMBuildInsertElement(cg->b, v, view_load(cg, m, idx_add(cg, idx, c64(cg, l * m->c.stride[0]))),
+                                   c64(cg, l), "");
+    return v;
+}
+
 /* One register tile of C (+)= A @ B: rows i0 .. i0+mr, columns j0 ..
  * j0+nr, over the factors of A's columns (B's rows: the same dims).  Each
  * element starts from 0 (with `accumulate`, from C) and takes fmuladd(A[i,
  * k], B[k, j], .) for k in order; the mr accumulators are independent
  * vectors, held in registers.  Only the first ns columns are stored (the
- * others are B's padding). */
+ * others are B's padding); with an epilogue e, its value at each element
+ * instead of the sum. */
 static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr,
-                           int nr, int ns, bool accumulate)
+                           int nr, int ns, bool accumulate, const Epilogue *e)
 {
     LLVMTypeRef t = elem_type(cg, C->o.a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
-    LLVMValueRef arow[BE_TILE_ROWS], crow[BE_TILE_ROWS], acc[BE_TILE_ROWS];
+    LLVMValueRef arow[BE_TILE_ROWS], crow[BE_TILE_ROWS], acc[BE_TILE_ROWS], irow[BE_TILE_ROWS];
     LLVMValueRef ccol = LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), "");
     LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
     for (int r = 0; r < mr; r++) {
         LLVMValueRef i = r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0;
+        irow[r] = i;
         arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, i));
         crow[r] = idx_add(cg, idx_add(cg, C->base, split_offset(cg, &C->r, i)), ccol);
         acc[r] = entry_alloca(cg, vt, "acc");
@@ -887,8 +975,21 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
         lk[f].scalar = true;        /* already vectors, and sequential in k */
         range_close(cg, &lk[f]);
     }
-    for (int r = 0; r < mr; r++)
-        view_store_vec(cg, C, crow[r], nr, ns, LLVMBuildLoad2(cg->b, vt, acc[r], ""));
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, acc[r], "");
+        if (e) {
+            LLVMValueRef x[BE_FUSE_LEAVES];
+            for (int q = 0; q < e->n; q++) {
+                const Mat *z = &e->z[q];
+                LLVMValueRef zc = LLVMBuildNSWMul(cg->b, j0, c64(cg, z->c.stride[0]), "");
+                x[q] = view_load_lanes(cg, z, idx_add(cg, idx_add(cg, z->base, split_offset(cg, &z->r, irow[r])), zc),
+                                       nr, ns);
+            }
+            int j = 0;
+            v = fused_value(cg, cg->root, x, &j, v, NULL);
+        }
+        view_store_vec(cg, C, crow[r], nr, ns, v);
+    }
 }
 
 /* C (+)= A @ B for C m x n by register tiles (smaller at the edges: the
@@ -897,7 +998,8 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
  * columns, in one tile of that width): column blocks outside, so that a
  * block of B stays in cache while every row block of A passes.  Simplifies
  * the views' splits first. */
-static void emit_gemm(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, bool accumulate, bool padded)
+static void emit_gemm(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, bool accumulate, bool padded,
+                      const Epilogue *e)
 {
     split_simplify(&C->r, NULL);
     split_simplify(&A->r, NULL);
@@ -928,7 +1030,7 @@ static void emit_gemm(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, bool
                 continue;
             LLVMValueRef i = range_open(cg, &li, 0, rows ? 1 : mb);
             i = rows ? c64(cg, mb * BE_TILE_ROWS) : LLVMBuildNUWMul(cg->b, i, c64(cg, BE_TILE_ROWS), "");
-            emit_gemm_tile(cg, C, A, B, i, j, h, w[g], ns[g], accumulate);
+            emit_gemm_tile(cg, C, A, B, i, j, h, w[g], ns[g], accumulate, e);
             range_close(cg, &li);
         }
         range_close(cg, &lj);
@@ -1152,14 +1254,14 @@ static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool
         Mat a = mat(cg, &xs, split2(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2]),
                     split3(d->C, st[0], d->KH, st[1], d->KW, st[2]));
         Mat c = mat(cg, &y, split1(d->P, 1), split1(d->O, d->P));
-        emit_gemm(cg, &c, &a, &wt, d->P, d->O, false, false);
+        emit_gemm(cg, &c, &a, &wt, d->P, d->O, false, false, NULL);
     } else {
         emit_im2col(cg, d, &xs, padded, &s->x, d->P, 1);
         Mat a = mat(cg, w, split1(d->O, ws[0]), split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]));
         Mat b = mat(cg, &s->x, split3(d->C, d->KH * d->KW * d->P, d->KH, d->KW * d->P, d->KW, d->P),
                     split1(d->P, 1));
         Mat c = mat(cg, &y, split1(d->O, d->P), split1(d->P, 1));
-        emit_gemm(cg, &c, &a, &b, d->O, d->P, false, false);
+        emit_gemm(cg, &c, &a, &b, d->O, d->P, false, false, NULL);
     }
     range_close(cg, &ln);
 }
@@ -1254,7 +1356,7 @@ static void emit_conv2d_grad_x_phased(Cg *cg, const ConvDims *d, Opnd *o, ConvSc
             b.base = c64(cg, start[rh * S + rv]);
             Mat c = mat(cg, &dx, split2(p.mh, S * xs[1], p.mv, S * xs[2]), split1(d->C, xs[0]));
             c.base = c64(cg, (S * p.qh0 + rh - d->pad) * xs[1] + (S * p.qv0 + rv - d->pad) * xs[2]);
-            emit_gemm(cg, &c, &a, &b, p.mh * p.mv, d->C, false, false);
+            emit_gemm(cg, &c, &a, &b, p.mh * p.mv, d->C, false, false, NULL);
         }
     range_close(cg, &ln);
 }
@@ -1291,7 +1393,7 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
     if (by_k) {
         Mat a = mat(cg, &g, split2(d->Ho, gs[1], d->Wo, gs[2]), split1(d->O, gs[0]));
         Mat c = mat(cg, &s->x, split1(d->P, d->K), split1(d->K, 1));
-        emit_gemm(cg, &c, &a, &wm, d->P, d->K, false, false);
+        emit_gemm(cg, &c, &a, &wm, d->P, d->K, false, false, NULL);
     } else {
         int64_t ps = g_p_stride(&g);
         Mat b = mat(cg, &g, split1(d->O, gs[0]), split1(d->P, ps));
@@ -1301,7 +1403,7 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         }
         Mat a = mat(cg, w, split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]), split1(d->O, ws[0]));
         Mat c = mat(cg, &s->x, split1(d->K, d->P), split1(d->P, 1));
-        emit_gemm(cg, &c, &a, &b, d->K, d->P, false, false);
+        emit_gemm(cg, &c, &a, &b, d->K, d->P, false, false, NULL);
     }
     if (s->padded) {
         emit_zero(cg, &s->pad);
@@ -1344,13 +1446,13 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
             b = mat(cg, &s->g, split2(d->Ho, d->Wo * d->O, d->Wo, d->O), split1(d->O, 1));
         }
         Mat c = mat(cg, sum, split1(d->K, d->O), split1(d->O, 1));
-        emit_gemm(cg, &c, &a, &b, d->K, d->O, true, false);
+        emit_gemm(cg, &c, &a, &b, d->K, d->O, true, false, NULL);
     } else {
         emit_im2col(cg, d, &x, false, &s->x, 1, d->K);
         Mat a = mat(cg, &g, split1(d->O, gs[0]), split2(d->Ho, gs[1], d->Wo, gs[2]));
         Mat b = mat(cg, &s->x, split2(d->Ho, d->Wo * d->K, d->Wo, d->K), split1(d->K, 1));
         Mat c = mat(cg, &o[0], split1(d->O, d->K), split1(d->K, 1));
-        emit_gemm(cg, &c, &a, &b, d->O, d->K, true, false);
+        emit_gemm(cg, &c, &a, &b, d->O, d->K, true, false, NULL);
     }
     range_close(cg, &ln);
     if (by_o)
@@ -1360,8 +1462,10 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
 /* C = A @ B in emit_gemm's tiles, as be_matmul_plan says: B's rows as
  * vectors, or C^T = B^T @ A^T with A's columns as vectors; the vector
  * operand packed dense into the scratch first where its vectors are not
- * contiguous.  Every element of C sums over k in order either way. */
-static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
+ * contiguous.  Every element of C sums over k in order either way.  With
+ * nz > 0 the product is fused into cg->root's loop, whose other operands
+ * are z[0, nz), and C is that loop's result. */
+static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz)
 {
     int64_t M = A->t.dim[0], K = A->t.dim[1], N = B->t.dim[1];
     BeMatmulPlan mp = be_matmul_plan(C->t, &A->a, A->t, &B->a, B->t);
@@ -1378,6 +1482,12 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
         b = mat(cg, B, split1(K, bs[0]), split1(N, bs[1]));
         c = mat(cg, C, split1(M, cs[0]), split1(N, cs[1]));
     }
+    Epilogue e = {.n = nz};
+    for (int q = 0; q < nz; q++) {
+        const int64_t *zs = z[q].a.stride;
+        e.z[q] = mp.swap ? mat(cg, &z[q], split1(N, zs[1]), split1(M, zs[0]))
+                         : mat(cg, &z[q], split1(M, zs[0]), split1(N, zs[1]));
+    }
     if (mp.pack) {
         /* K x n with rows of be_tile_pad(n) elements, zeros past n */
         int64_t np = be_tile_pad(n, vec->a.dtype);
@@ -1387,7 +1497,7 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B)
         emit_copy_to(cg, &p, mp.swap ? (int64_t[]){1, np} : (int64_t[]){np, 1}, vec);
         b = mat(cg, &p, split1(K, np), split1(n, 1));
     }
-    emit_gemm(cg, &c, &a, &b, m, n, false, mp.pack);
+    emit_gemm(cg, &c, &a, &b, m, n, false, mp.pack, cg->product >= 0 ? &e : NULL);
     C->v = c.o.v;           /* a register result: its element */
 }
 
@@ -1405,18 +1515,22 @@ static bool emit_conv(Cg *cg, const IrNode *n, Opnd *o)
     return true;
 }
 
-/* The code of node n: o[0] is its result, o[1..] its operands. */
-static bool emit_node(Cg *cg, const IrNode *n, Opnd *o)
+/* The code of node n: o[0] is its result, o[1..no) its operands (with a
+ * fused product, its two operands, then the other operands of the loop). */
+static bool emit_node(Cg *cg, const IrNode *n, Opnd *o, int no)
 {
     switch (ir_op_info[n->op].kind) {
     case KIND_UNARY:
     case KIND_BINARY:
-        return emit_map(cg, n, n->type.rank, n->type.dim, &o[0], ir_op_info[n->op].arity, &o[1]);
+        if (cg->product < 0)
+            return emit_map(cg, n, n->type.rank, n->type.dim, &o[0], no - 1, &o[1]);
+        emit_matmul(cg, &o[0], &o[1], &o[2], &o[3], no - 3);
+        return true;
     case KIND_REDUCE:
         emit_reduce(cg, n, &o[0], &o[1]);
         return true;
     case KIND_MATMUL:
-        emit_matmul(cg, &o[0], &o[1], &o[2]);
+        emit_matmul(cg, &o[0], &o[1], &o[2], NULL, 0);
         return true;
     case KIND_LAYOUT:
         if (n->op == OP_RESHAPE && o[0].a.base != BE_REG) {
@@ -1471,7 +1585,7 @@ static bool images_dim(const IrNode *node, int i)
  * parameter and leaves cg->b at the function's start. */
 static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
-    static const char *const pname[MAX_ACC] = {"y", "a", "b"};
+    static const char *const pname[MAX_ACC] = {"y", "a", "b", "c", "d"};
     LLVMTypeRef pt[MAX_ACC + 2];
     int np = 0;
     for (int i = 0; i < n; i++)
@@ -1554,17 +1668,20 @@ static LLVMValueRef entry_arg(Cg *cg, const BeAccess *a)
     return LLVMBuildInBoundsGEP2(cg->top, LLVMInt8TypeInContext(cg->ctx), cg->arena, &off, 1, "buf");
 }
 
-/* What the code of a value function depends on: the op and its attributes
- * and, for the result and each operand, how it is reached (memory, an
- * immediate, a register), its element type, shape (but a convolution's
- * image count), offset and strides.  Equal keys give the same function, so
- * it is built once: a meta-step repeats the same shapes many times.  (Whether a buffer is in the arena,
- * and so 64-byte aligned, is left out on purpose: it would split functions
- * for the sake of an alignment that AVX code does not need.) */
+/* What the code of a value function depends on: the op and its attributes,
+ * those of the operands computed in its loop, and, for the result and each
+ * operand, how it is reached (memory, an immediate, a register), its
+ * element type, shape (but a convolution's image count), offset and
+ * strides.  Equal keys give the same function, so it is built once: a
+ * meta-step repeats the same shapes many times.  (Whether a buffer is in
+ * the arena, and so 64-byte aligned, is left out on purpose: it would
+ * split functions for the sake of an alignment that AVX code does not
+ * need.) */
 typedef struct {
-    /* op, scratch bytes, value, ival, nlist, list; per access: class,
-     * dtype, rank, dims, imm or offset, strides (8 bytes each) */
-    unsigned char b[8 * (5 + IR_MAX_RANK + MAX_ACC * (5 + 2 * IR_MAX_RANK))];
+    /* op, scratch bytes, value, ival, nlist, list; the fused operands'
+     * op, value and ival (fused_key); per access: class, dtype,
+     * rank, dims, imm or offset, strides (8 bytes each) */
+    unsigned char b[8 * (5 + IR_MAX_RANK + 3 * 2 * MAX_ACC + MAX_ACC * (5 + 2 * IR_MAX_RANK))];
     size_t n;
 } Key;
 
@@ -1580,7 +1697,25 @@ static void key_f64(Key *k, double v)
     k->n += sizeof v;
 }
 
-static void value_key(Key *k, const IrNode *node, const Opnd *o, int n, int64_t scratch)
+/* For each operand of v: -1, or the fused op, value, ival (and its own). */
+static void fused_key(const Cg *cg, Key *k, ValueId v)
+{
+    const IrNode *n = &cg->f->node[v];
+    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+        const IrNode *x = &cg->f->node[n->arg[a]];
+        if (!fused(cg, n->arg[a])) {
+            key_i64(k, -1);
+            continue;
+        }
+        key_i64(k, x->op);
+        key_f64(k, x->value);
+        key_i64(k, x->ival);
+        if (x->op != OP_MATMUL)
+            fused_key(cg, k, n->arg[a]);
+    }
+}
+
+static void value_key(const Cg *cg, Key *k, const IrNode *node, const Opnd *o, int n, int64_t scratch)
 {
     k->n = 0;
     key_i64(k, node ? (int64_t)node->op : -1);
@@ -1591,6 +1726,8 @@ static void value_key(Key *k, const IrNode *node, const Opnd *o, int n, int64_t 
         key_i64(k, node->nlist);
         for (int i = 0; i < node->nlist; i++)
             key_i64(k, node->list[i]);
+        if (cg->root >= 0)
+            fused_key(cg, k, cg->root);
     }
     for (int i = 0; i < n; i++) {
         const BeAccess *a = &o[i].a;
@@ -1679,13 +1816,13 @@ static LLVMValueRef emit_value_fn(Cg *cg, const char *name, const IrNode *node, 
     if (images_dim(node, 1))
         args[na++] = c64(cg, o[1].t.dim[0]);
     Key k;
-    value_key(&k, node, o, n, scratch);
+    value_key(cg, &k, node, o, n, scratch);
     uint64_t h = key_hash(&k);
     LLVMValueRef fn = cg->fn_cap ? cg->fn_done[fn_slot(cg, &k, h)] : NULL;
     *ok = true;
     if (!fn) {
         value_fn_begin(cg, name, node, o, n, scratch);
-        *ok = node ? emit_node(cg, node, o) : emit_map(cg, NULL, o[0].t.rank, o[0].t.dim, &o[0], 1, &o[1]);
+        *ok = node ? emit_node(cg, node, o, n) : emit_map(cg, NULL, o[0].t.rank, o[0].t.dim, &o[0], 1, &o[1]);
         value_fn_end(cg, o);
         fn = cg->fn;
         fn_remember(cg, &k, h, fn);
@@ -1763,12 +1900,21 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
         if (!plan.computed[v])
             continue;
         const IrNode *n = &f->node[v];
-        int arity = ir_op_info[n->op].arity;
         Opnd o[MAX_ACC] = {{.a = plan.acc[v], .t = n->type}};
-        for (int i = 0; i < arity; i++)
-            o[1 + i] = (Opnd){.a = plan.acc[n->arg[i]], .t = f->node[n->arg[i]].type};
+        int no = 1;
+        bool loop_fuses = false;
+        for (int i = 0; i < ir_op_info[n->op].arity; i++)
+            loop_fuses |= plan.fused_into[n->arg[i]] >= 0;
+        cg->root = loop_fuses ? v : -1;
+        cg->product = loop_fuses ? fused_product(cg, v) : -1;
+        for (int i = 0; cg->product >= 0 && i < 2; i++) {
+            ValueId x = f->node[cg->product].arg[i];
+            o[no++] = (Opnd){.a = plan.acc[x], .t = f->node[x].type};
+        }
+        fused_operands(cg, v, o, &no);
         value_fn_name(cg, name, sizeof name, ir_op_info[n->op].name, v);
-        LLVMValueRef call = emit_value_fn(cg, name, n, o, 1 + arity, plan.scratch_bytes[v], plan.scratch_off[v], &ok);
+        LLVMValueRef call = emit_value_fn(cg, name, n, o, no, plan.scratch_bytes[v], plan.scratch_off[v], &ok);
+        cg->root = cg->product = -1;
         if (plan.acc[v].base == BE_REG)
             cg->reg[v] = call;
     }
@@ -1818,7 +1964,7 @@ LLVMModuleRef be_codegen_module(const IrModule *m, LLVMContextRef ctx, Diag *d)
 {
     if (!ir_verify_module(m, d))
         return NULL;
-    Cg cg = {.ctx = ctx, .d = d};
+    Cg cg = {.ctx = ctx, .d = d, .root = -1, .product = -1};
     cg.mod = LLVMModuleCreateWithNameInContext("mamlc", ctx);
     cg.b = LLVMCreateBuilderInContext(ctx);
     cg.eb = LLVMCreateBuilderInContext(ctx);

@@ -288,6 +288,20 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
     return p;
 }
 
+/* last[root[x]] = at for every operand x the loop of v reads (through its
+ * fused operands, which have no buffer). */
+static void read_leaves(const IrFunc *f, const BePlan *p, ValueId v, int at, const int *root, int *last)
+{
+    const IrNode *nd = &f->node[v];
+    for (int a = 0; a < ir_op_info[nd->op].arity; a++) {
+        ValueId x = nd->arg[a];
+        if (p->fused_into[x] >= 0)
+            read_leaves(f, p, x, at, root, last);
+        else if (root[x] >= 0)
+            last[root[x]] = at;
+    }
+}
+
 /* Place every arena buffer: walk the nodes in order, take space for each
  * computed value (and its scratch, given back at once), and give back the
  * buffers whose last reader was this node. */
@@ -306,12 +320,11 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
         if (p->computed[v]) {
             if (p->acc[v].base == BE_ARENA)
                 root[v] = v;
-        } else if (nd->op != OP_INPUT && nd->op != OP_CONST) {
+        } else if (nd->op != OP_INPUT && nd->op != OP_CONST && p->fused_into[v] < 0) {
             root[v] = root[nd->arg[0]];
         }
-        for (int a = 0; a < ir_op_info[nd->op].arity; a++)
-            if (root[nd->arg[a]] >= 0)
-                last[root[nd->arg[a]]] = v;
+        if (p->fused_into[v] < 0)
+            read_leaves(f, p, v, v, root, last);
     }
     for (int j = 0; j < f->noutput; j++)
         if (p->out_copy[j] && root[f->output[j]] >= 0)
@@ -355,6 +368,104 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
             p->acc[v].byte_off = p->acc[root[v]].byte_off;
 }
 
+enum { FUSE_PRODUCT_BYTES = 32 << 10 };
+
+static bool elementwise(const IrNode *n)
+{
+    int kind = ir_op_info[n->op].kind;
+    return kind == KIND_UNARY || kind == KIND_BINARY;
+}
+
+/* The operands the loop of value v reads, its fused operands' in their
+ * place (a fused product counting as one). */
+static int fused_leaves(const IrFunc *f, const BePlan *p, ValueId v)
+{
+    const IrNode *n = &f->node[v];
+    int k = 0;
+    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+        ValueId x = n->arg[a];
+        k += p->fused_into[x] >= 0 && f->node[x].op != OP_MATMUL ? fused_leaves(f, p, x) : 1;
+    }
+    return k;
+}
+
+/* Whether v's loop, with its fused operands, holds only + - * and
+ * negation, and no product yet: what a product's tiles can apply to their
+ * results before storing them. */
+static bool tile_epilogue(const IrFunc *f, const BePlan *p, ValueId v)
+{
+    const IrNode *n = &f->node[v];
+    if (n->op != OP_ADD && n->op != OP_SUB && n->op != OP_MUL && n->op != OP_NEG)
+        return false;
+    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+        ValueId x = n->arg[a];
+        if (p->fused_into[x] >= 0 && (f->node[x].op == OP_MATMUL || !tile_epilogue(f, p, x)))
+            return false;
+    }
+    return true;
+}
+
+/* Fuse each elementwise value in an arena buffer, with no fused operand,
+ * whose one reader is an elementwise value of the same shape and element
+ * type (which then is not fused itself: one level), while the reader's
+ * loop reads at most BE_FUSE_LEAVES operands.  Then fuse each product in an
+ * arena buffer of at least FUSE_PRODUCT_BYTES read only by such a loop of
+ * + - * and negation (the product's tiles compute that loop's value:
+ * `tile_epilogue`); its scratch moves to the loop's node.  (A smaller
+ * product stays in the cache between the two: fusing it would save little
+ * and cost compile time, its function being shared less.) */
+static void plan_fusion(const IrFunc *f, BePlan *p, const bool *live)
+{
+    int n = f->nnode;
+    int *uses = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    int *reader = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    for (int v = 0; v < n; v++) {
+        uses[v] = 0;
+        reader[v] = -1;
+        p->fused_into[v] = -1;
+    }
+    for (int v = 0; v < n; v++)
+        for (int a = 0; live[v] && a < ir_op_info[f->node[v].op].arity; a++) {
+            uses[f->node[v].arg[a]]++;
+            reader[f->node[v].arg[a]] = v;
+        }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int v = 0; v < n; v++) {
+            const IrNode *nd = &f->node[v];
+            int r = reader[v];
+            bool product = nd->op == OP_MATMUL;
+            if (!p->computed[v] || p->acc[v].base != BE_ARENA || uses[v] != 1 ||
+                (pass ? !product : !elementwise(nd)))
+                continue;
+            const IrNode *rd = &f->node[r];
+            if (!elementwise(rd) || rd->op == OP_EQ || !ir_type_eq(rd->type, nd->type))
+                continue;
+            int top = p->fused_into[r] >= 0 ? p->fused_into[r] : r;   /* whose loop reads v */
+            if (!pass) {
+                bool deep = false;
+                for (int a = 0; a < ir_op_info[nd->op].arity; a++)
+                    deep |= p->fused_into[nd->arg[a]] >= 0;
+                if (deep)
+                    continue;
+            } else if (buffer_bytes(nd->type) < FUSE_PRODUCT_BYTES || !p->computed[top] ||
+                       !tile_epilogue(f, p, top)) {
+                continue;
+            }
+            p->fused_into[v] = r;
+            if (fused_leaves(f, p, top) > BE_FUSE_LEAVES) {
+                p->fused_into[v] = -1;
+                continue;
+            }
+            p->computed[v] = false;
+            p->acc[v].base = BE_NONE;
+            if (product) {
+                p->scratch_bytes[top] = p->scratch_bytes[v];
+                p->scratch_bytes[v] = 0;
+            }
+        }
+    }
+}
+
 void be_plan(const IrFunc *f, BePlan *p)
 {
     int n = f->nnode;
@@ -363,6 +474,7 @@ void be_plan(const IrFunc *f, BePlan *p)
     p->noutput = f->noutput;
     p->acc = arena_alloc(&p->arena, sizeof(BeAccess) * (size_t)(n + 1));
     p->computed = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));
+    p->fused_into = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
     p->out_copy = arena_alloc(&p->arena, sizeof(bool) * (size_t)(f->noutput + 1));
     p->scratch_off = arena_alloc(&p->arena, sizeof(int64_t) * (size_t)(n + 1));
     p->scratch_bytes = arena_alloc(&p->arena, sizeof(int64_t) * (size_t)(n + 1));
@@ -444,6 +556,7 @@ void be_plan(const IrFunc *f, BePlan *p)
         else
             *a = be_access_dense(nd->type, BE_ARENA, 0, 0);
     }
+    plan_fusion(f, p, live);
     for (int j = 0; j < f->noutput; j++) {
         ValueId v = f->output[j];
         p->out_copy[j] = !(p->computed[v] && p->acc[v].base == BE_OUTPUT && p->acc[v].index == j);

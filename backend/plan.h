@@ -17,7 +17,13 @@
  * results of convolutions, which are always in memory).  Convolutions and
  * matrix products also get scratch space in the arena for their packed
  * operands, live while their node runs.  Dead values get no storage and no
- * code. */
+ * code.  An elementwise value whose one reader is an elementwise value of
+ * the same shape, and not an output, is fused into it: the reader's loop
+ * computes it from its operands, element by element, and it is never
+ * stored (BE_FUSE_LEAVES bounds the operands one loop reads).  A matrix
+ * product read only by such a loop of + - * and negation is fused too: its
+ * register tiles compute the loop's value from each sum before storing it,
+ * and its scratch moves to the loop's node. */
 #ifndef MAMLC_BACKEND_PLAN_H
 #define MAMLC_BACKEND_PLAN_H
 
@@ -48,6 +54,8 @@ typedef struct {
     int nnode;
     BeAccess *acc;                  /* per value: where its elements are read */
     bool *computed;                 /* per value: code writes it into acc (a new buffer or register) */
+    int *fused_into;                /* per value: the value whose loop computes it, element by element,
+                                       with no buffer of its own (BE_NONE); -1: none */
     int noutput;
     bool *out_copy;                 /* per output: copied from acc[output[j]] into out[j] at the end */
     int64_t *scratch_off;           /* per value: byte offset of its scratch in the arena */
@@ -115,6 +123,9 @@ typedef struct {
 } BeMatmulPlan;
 
 BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt);
+
+/* The most operands (leaves) the loop of a value with fused operands reads. */
+#define BE_FUSE_LEAVES 3
 
 /* Plan f into p.  Never fails; release p with be_plan_free. */
 void be_plan(const IrFunc *f, BePlan *p);

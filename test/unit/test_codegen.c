@@ -187,6 +187,28 @@ static void b_matmul(IrFunc *f, DType dt, const Case *c)
     ret(f, mm(f, un(f, OP_TANH, mm(f, a, b)), tr(f, b, t01)));
 }
 
+/* Values computed in their one reader's loop (fused): elementwise chains
+ * with broadcast operands, and products (of at least 32 KiB) whose tiles
+ * compute the loop reading them, in both loop orders, with padded tiles,
+ * transposed, broadcast, constant and register operands, the product first
+ * or second. */
+static void b_fused(IrFunc *f, DType dt, const Case *c)
+{
+    const int *t01 = (int[]){1, 0};
+    ValueId a = arg(f, "a", TY(dt, 75, 33)), b = arg(f, "b", TY(dt, 33, 130)), y = arg(f, "y", TY(dt, 75, 130));
+    ValueId w = arg(f, "w", TY(dt, 1700, 20)), x = arg(f, "x", TY(dt, 5, 20));
+    ValueId g = arg(f, "g", TY(dt, 5, 130)), h = arg(f, "h", TY(dt, 5, 70));
+    ret(f, bin(f, OP_SUB, y, bin(f, OP_MUL, cst(f, 0.5, TY(dt, 75, 130)), mm(f, a, b))));
+    ret(f, bin(f, OP_ADD, mm(f, x, tr(f, w, t01)), bcast(f, arg(f, "bias", TY(dt, 1700)), TY(dt, 5, 1700))));
+    ret(f, bin(f, OP_SUB, mm(f, x, tr(f, w, t01)), arg(f, "y2", TY(dt, 5, 1700))));
+    ret(f, bin(f, OP_ADD, un(f, OP_NEG, mm(f, tr(f, g, t01), h)), tr(f, arg(f, "ht", TY(dt, 70, 130)), t01)));
+    ValueId s = red(f, OP_REDUCE_SUM, arg(f, "r", TY(dt, 3)), AXES(0));
+    ret(f, bin(f, OP_MUL, mm(f, a, b), bcast(f, s, TY(dt, 75, 130))));
+    ValueId e = un(f, OP_EXP, arg(f, "e", TY(dt, 4, 6)));
+    ret(f, bin(f, OP_MUL, e, bcast(f, arg(f, "v", TY(dt, 6)), TY(dt, 4, 6))));
+    ret(f, un(f, OP_TANH, bin(f, OP_DIV, un(f, OP_SIN, e), arg(f, "d", TY(dt, 4, 6)))));
+}
+
 /* onehot of labels in and out of range, of rank 1 and 2, with one class. */
 static void b_onehot(IrFunc *f, DType dt, const Case *c)
 {
@@ -381,6 +403,7 @@ static const Case cases[] = {
     {"conv2d", b_conv, OP_CONV2D, 0, 0.1, 2, false, 0},
     {"conv2d_grad_x", b_conv, OP_CONV2D_GRAD_X, 0, 0.1, 2, false, 0},
     {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
+    {"fused", b_fused, OP_MATMUL, 0, 0.1, 2, false, 0},
 };
 
 /* --- running --- */
