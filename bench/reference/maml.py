@@ -14,6 +14,10 @@ four rotations per character as classes, held-out alphabets only).
       median seconds of one meta-step (one JSON line)
   maml.py train --model mlp|conv --data small1.zip --eval-data small2.zip ...
       meta-train and evaluate on held-out tasks (and the 20-way runs)
+  maml.py check --model mlp|conv --library train.so --data small1.zip
+      the reference's meta-gradient against mamlc's (mamlc_meta_grad of a
+      library built by `mamlc examples/omniglot_MODEL.mdl -o train.so`) at
+      the same parameters on the same tasks
 
 Runs on Debian's python3-torch; one thread unless --threads.
 """
@@ -255,6 +259,55 @@ def time_steps(a):
                       "steps": a.steps, "threads": a.threads, "torch": torch.__version__}))
 
 
+def check(a):
+    """Both systems' meta-gradient at mamlc_init's parameters on the same tasks,
+    in the library's real type (build it with --dtype=f64 to see the
+    methods agree beyond f32 rounding)."""
+    import ctypes
+    torch.set_num_threads(a.threads)
+    lib = ctypes.CDLL(a.library)
+    lib.mamlc_model_json.restype = ctypes.c_char_p
+    info = json.loads(lib.mamlc_model_json().decode())
+    lib.mamlc_param_count.restype = lib.mamlc_state_count.restype = ctypes.c_size_t
+    real = np.float64 if info["dtype"] == "f64" else np.float32
+    reals = np.ctypeslib.ndpointer(real, flags="C_CONTIGUOUS")
+    i32 = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
+    lib.mamlc_init.argtypes = [reals, reals, ctypes.c_uint64]
+    lib.mamlc_meta_grad.restype = ctypes.c_double if real == np.float64 else ctypes.c_float
+    lib.mamlc_meta_grad.argtypes = [reals, ctypes.c_int, reals, i32, reals, i32, reals]
+    t = info["task_args"]
+    model = (OmniglotMLP if a.model == "mlp" else OmniglotConv)(int(t["ways"]))
+    flat = np.zeros(lib.mamlc_param_count(), dtype=real)
+    lib.mamlc_init(flat, np.zeros(lib.mamlc_state_count(), dtype=real), a.seed)
+    source = omniglot.Tasks(omniglot.load_split(a.data), int(t["ways"]), int(t["shots"]), int(t["queries"]))
+    tasks = [source.task(a.seed, i) for i in range(a.tasks)]
+    stack = lambda i, dtype: np.ascontiguousarray(np.stack([task[i] for task in tasks]), dtype=dtype)
+    grad = np.zeros_like(flat)
+    loss = lib.mamlc_meta_grad(flat, len(tasks), stack(0, real), stack(1, np.int32),
+                               stack(2, real), stack(3, np.int32), grad)
+
+    def reference(dtype):
+        """The reference's loss and meta-gradient at the library's point, in dtype."""
+        params = [torch.from_numpy(flat[p["offset"]:p["offset"] + math.prod(p["shape"])].reshape(p["shape"]))
+                  .to(dtype).requires_grad_() for p in info["params"]]
+        total = 0.0
+        for task in tasks:
+            sx, sy, qx, qy = as_tensors(task, model.flat)
+            fast = adapt(model, params, sx.to(dtype), sy, info["meta"]["inner_lr"], info["meta"]["inner_steps"], True)
+            q = model.loss(model.forward(fast, qx.to(dtype)), qy) / len(tasks)
+            q.backward()
+            total += q.item()
+        return total, np.concatenate([p.grad.numpy().ravel() for p in params])
+
+    ref_loss, ref = reference(torch.float64 if real == np.float64 else torch.float32)
+    exact = reference(torch.float64)[1]         # the same point, in f64: the yardstick
+    error = lambda g: float(np.linalg.norm(g - exact) / np.linalg.norm(exact))
+    print(json.dumps({"model": a.model, "dtype": info["dtype"], "tasks": len(tasks), "mamlc_loss": float(loss),
+                      "torch_loss": ref_loss, "relative_difference": error(grad) if real == np.float64 else
+                      float(np.linalg.norm(grad - ref) / np.linalg.norm(ref)),
+                      "mamlc_error_vs_f64": error(grad), "torch_error_vs_f64": error(ref)}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -281,8 +334,15 @@ def main():
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--report", required=True)
+    c = sub.add_parser("check", help="the meta-gradient against a mamlc library's at the same point")
+    c.add_argument("--model", choices=["mlp", "conv"], required=True)
+    c.add_argument("--library", required=True, help="mamlc examples/omniglot_MODEL.mdl -o train.so")
+    c.add_argument("--data", required=True, help="a background zip")
+    c.add_argument("--tasks", type=int, default=4)
+    c.add_argument("--seed", type=int, default=1)
+    c.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
-    (time_steps if a.command == "time" else train)(a)
+    {"time": time_steps, "train": train, "check": check}[a.command](a)
 
 
 if __name__ == "__main__":
