@@ -47,10 +47,10 @@ typedef struct BeJit BeJit;
 /* Bytes of arena that f needs (every intermediate placed at compile time,
  * buffers reused once their value is dead); a multiple of 64, possibly 0. */
 size_t be_arena_bytes(const IrFunc *f);
-/* The most bytes of f's intermediate buffers (and scratch) live at once,
- * over its nodes: what any placement needs at least.  be_arena_bytes(f)
- * exceeds it only by the holes that reuse leaves. */
-size_t be_arena_live_peak(const IrFunc *f);
+/* be_arena_bytes(f), and the most bytes of f's intermediate buffers (and
+ * scratch) live at once over its nodes: what any placement needs at least.
+ * The arena exceeds the live peak only by the holes that reuse leaves. */
+void be_arena_sizes(const IrFunc *f, size_t *arena_bytes, size_t *live_peak_bytes);
 
 /* Compile every function of m with ORC LLJIT (o NULL: host CPU, -O3).  All
  * machine code exists when this returns.  A function may not be named like

@@ -570,20 +570,18 @@ void be_plan_free(BePlan *p)
     memset(p, 0, sizeof *p);
 }
 
-size_t be_arena_bytes(const IrFunc *f)
+void be_arena_sizes(const IrFunc *f, size_t *arena_bytes, size_t *live_peak_bytes)
 {
     BePlan p;
     be_plan(f, &p);
-    size_t bytes = p.arena_bytes;
+    *arena_bytes = p.arena_bytes;
+    *live_peak_bytes = p.live_peak_bytes;
     be_plan_free(&p);
-    return bytes;
 }
 
-size_t be_arena_live_peak(const IrFunc *f)
+size_t be_arena_bytes(const IrFunc *f)
 {
-    BePlan p;
-    be_plan(f, &p);
-    size_t bytes = p.live_peak_bytes;
-    be_plan_free(&p);
+    size_t bytes, live;
+    be_arena_sizes(f, &bytes, &live);
     return bytes;
 }

@@ -281,11 +281,12 @@ static void print_stats(const Model *md, IrModule *m, const BeJit *j, const Stag
     printf("parameters     %lld reals in %d tensors\n", (long long)reals, md->ntensor);
     printf("meta-step      %.6g MFLOP per task, %.6g MFLOP per meta-batch of %d\n", flops / 1e6,
            flops * (double)md->meta.meta_batch / 1e6, md->meta.meta_batch);
-    printf("arena          %zu bytes (meta_step)", be_arena_bytes(step));
+    size_t arena, live;
+    be_arena_sizes(step, &arena, &live);
+    printf("arena          %zu bytes (meta_step)", arena);
     for (int i = 0; i < m->nfunc; i++)
         if (m->func[i] != step)
             printf(", %zu (%s)", be_arena_bytes(m->func[i]), m->func[i]->name);
-    size_t arena = be_arena_bytes(step), live = be_arena_live_peak(step);
     printf("\nlive peak      %zu bytes (meta_step): its arena is %.2fx the most its buffers hold at once",
            live, live ? (double)arena / (double)live : 1.0);
     printf("\ncompile time   frontend %.1f ms, build %.1f ms, IR passes %.1f ms, LLVM codegen %.1f ms,\n"

@@ -72,6 +72,9 @@ static RtOmniglot *open_omniglot(const char *path, const ModelTask *t, Diag *d) 
 /* Omniglot: meta-train on one split (the task's path, or --data), evaluate
  * on another (--eval-data), or say loudly that evaluation sees the training
  * alphabets. */
+/* The process that prints, evaluates and writes files: rank 0, or the only one. */
+static bool lead_process(const RunOptions *o) { return !o->cluster || o->cluster->rank == 0; }
+
 static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d) {
     const ModelTask *t = &md->task;
     /* a path in the model is relative to the model file; --data to the caller */
@@ -85,7 +88,7 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
         return false;
     if (o->eval_data && !(r->eval_data = open_omniglot(o->eval_data, t, d)))
         return false;
-    bool lead = !o->cluster || o->cluster->rank == 0;
+    bool lead = lead_process(o);
     int shared = r->eval_data ? rt_omniglot_drop_alphabets(r->eval_data, r->train_data) : 0;
     if (shared && lead)
         fprintf(stderr, "mamlc: note: %d characters of %s belong to alphabets of the training split; "
@@ -315,7 +318,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         ok = !from || checkpoint_io(&c, false, from, d);
     }
     const RunCluster *cl = o->cluster;
-    bool lead = !cl || cl->rank == 0;         /* the process that prints, evaluates and writes */
+    bool lead = lead_process(o);
     Periodic periodic = {&c, o->save, d, false};
     RtTrainOptions to = {
         .iterations = o->iters ? o->iters : md->meta.iterations,
