@@ -28,8 +28,9 @@
  * walks it.  Loops are plain counted loops with i64 induction variables and
  * static trip counts (but a convolution's images), dims merged where every
  * access steps evenly across them, so that elementwise code over dense
- * data is one flat loop.  Reductions keep each result's sum in index
- * order; matmul and the convolutions work on register tiles of their
+ * data is one flat loop.  Reductions sum in an order fixed by the shapes:
+ * index order, or, over long dense runs, in blocks (emit_reduce_blocked);
+ * matmul and the convolutions work on register tiles of their
  * result (emit_gemm).  No fast-math flags are set: results must match the
  * reference evaluator and be reproducible; only the products use
  * llvm.fmuladd (contraction). */
@@ -613,9 +614,129 @@ static void emit_reduce_lanes(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
                  w == 1 ? r : LLVMBuildExtractElement(cg->b, r, c64(cg, l), ""));
 }
 
-/* Reduction with a reduced dim innermost (and every ARGMAX): for each kept
- * index, an accumulator runs over the reduced indices in row-major order.
- * Sums and maxima take 8 kept indices at a time along the innermost kept
+/* A sum over a dense run of at least SUM_LANES elements in its reduced dims
+ * is summed in SUM_LANES partial sums (SUM_VECS vectors of SUM_WIDTH lanes)
+ * over segments of at most SUM_SEGMENT elements, which are added into as
+ * many running totals: a fixed order that runs as fast as the loads and
+ * rounds far less than one running sum. */
+enum { SUM_VECS = 4, SUM_WIDTH = 8, SUM_LANES = SUM_VECS * SUM_WIDTH, SUM_SEGMENT = 32 * SUM_LANES };
+
+static LLVMValueRef load_vector(Cg *cg, const Opnd *x, LLVMValueRef at)
+{
+    LLVMTypeRef t = elem_type(cg, x->a.dtype), vt = LLVMVectorType(t, SUM_WIDTH);
+    if (x->a.offset)
+        at = idx_add(cg, at, c64(cg, x->a.offset));
+    LLVMValueRef e = LLVMBuildLoad2(cg->b, vt, LLVMBuildInBoundsGEP2(cg->b, t, x->v, &at, 1, ""), "");
+    LLVMSetAlignment(e, (unsigned)ir_dtype_size(x->a.dtype));
+    return e;
+}
+
+/* *acc += e (vectors kept in allocas). */
+static void add_into(Cg *cg, LLVMValueRef acc, LLVMValueRef e)
+{
+    LLVMTypeRef vt = LLVMTypeOf(e);
+    LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vt, acc, ""), e, ""), acc);
+}
+
+/* total[v] += the sums of the n elements of x from index at on: element j
+ * into lane j mod SUM_LANES of a partial sum, the last n mod SUM_WIDTH
+ * into the low lanes of one vector. */
+static void sum_segment(Cg *cg, const Opnd *x, LLVMValueRef at, int64_t n, LLVMValueRef *part, LLVMValueRef *total)
+{
+    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, x->a.dtype), SUM_WIDTH);
+    LLVMValueRef zero = LLVMConstNull(vt);
+    for (int v = 0; v < SUM_VECS; v++)
+        LLVMBuildStore(cg->b, zero, part[v]);
+    if (n >= SUM_LANES) {
+        Loop lb;
+        LLVMValueRef c = range_open(cg, &lb, 0, n / SUM_LANES);
+        LLVMValueRef block = idx_add(cg, at, LLVMBuildNUWMul(cg->b, c, c64(cg, SUM_LANES), ""));
+        for (int v = 0; v < SUM_VECS; v++)
+            add_into(cg, part[v], load_vector(cg, x, idx_add(cg, block, c64(cg, v * SUM_WIDTH))));
+        lb.scalar = true;
+        range_close(cg, &lb);
+    }
+    int64_t j = n / SUM_LANES * SUM_LANES;
+    for (int v = 0; j + SUM_WIDTH <= n; v++, j += SUM_WIDTH)
+        add_into(cg, part[v], load_vector(cg, x, idx_add(cg, at, c64(cg, j))));
+    if (j < n) {
+        LLVMValueRef e = zero;
+        for (int l = 0; j + l < n; l++)
+            e = LLVMBuildInsertElement(cg->b, e, load_at(cg, x, idx_add(cg, at, c64(cg, j + l))), c64(cg, l), "");
+        add_into(cg, part[n % SUM_LANES / SUM_WIDTH], e);
+    }
+    for (int v = 0; v < SUM_VECS; v++)
+        add_into(cg, total[v], LLVMBuildLoad2(cg->b, vt, part[v], ""));
+}
+
+/* The sum of the vector's w lanes, halves added pairwise. */
+static LLVMValueRef sum_lanes(Cg *cg, LLVMValueRef v, int w)
+{
+    for (; w > 1; w /= 2) {
+        LLVMValueRef lo[SUM_WIDTH], hi[SUM_WIDTH];
+        for (int l = 0; l < w / 2; l++) {
+            lo[l] = LLVMConstInt(cg->i32, (unsigned)l, 0);
+            hi[l] = LLVMConstInt(cg->i32, (unsigned)(l + w / 2), 0);
+        }
+        LLVMValueRef a = LLVMBuildShuffleVector(cg->b, v, v, LLVMConstVector(lo, (unsigned)(w / 2)), "");
+        LLVMValueRef b = LLVMBuildShuffleVector(cg->b, v, v, LLVMConstVector(hi, (unsigned)(w / 2)), "");
+        v = w / 2 > 1 ? LLVMBuildFAdd(cg->b, a, b, "") :
+            LLVMBuildFAdd(cg->b, LLVMBuildExtractElement(cg->b, a, c64(cg, 0), ""),
+                          LLVMBuildExtractElement(cg->b, b, c64(cg, 0), ""), "");
+    }
+    return v;
+}
+
+/* A sum whose innermost reduced dim (after merging) is a dense run of n >=
+ * SUM_LANES elements: for each kept index, each run (in row-major order of
+ * the reduced dims outside it) is summed segment by segment (sum_segment)
+ * into SUM_LANES running totals; at the end the totals' vectors are added
+ * pairwise, then their lanes.  Each lane of a partial sum adds at most 32
+ * elements, each total one partial per segment. */
+static void emit_reduce_blocked(Cg *cg, Opnd *y, const Opnd *x, const Iter *kept, const Iter *over)
+{
+    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, x->a.dtype), SUM_WIDTH);
+    Iter outer = *over;
+    int64_t n = outer.dim[--outer.rank];
+    LLVMValueRef total[SUM_VECS], part[SUM_VECS];
+    for (int v = 0; v < SUM_VECS; v++) {
+        total[v] = entry_alloca(cg, vt, "total");
+        part[v] = entry_alloca(cg, vt, "part");
+    }
+    Loop lk[IR_MAX_RANK + 1], lo[IR_MAX_RANK + 1], ls;
+    LLVMValueRef ik[IR_MAX_RANK + 1], io[IR_MAX_RANK + 1];
+    nest_open(cg, kept, lk, ik);
+    LLVMValueRef yo = iter_index(cg, kept, 0, ik), xo = iter_index(cg, kept, 1, ik);
+    for (int v = 0; v < SUM_VECS; v++)
+        LLVMBuildStore(cg->b, LLVMConstNull(vt), total[v]);
+    nest_open(cg, &outer, lo, io);
+    LLVMValueRef run = idx_add(cg, xo, iter_index(cg, &outer, 0, io));
+    if (n >= SUM_SEGMENT) {
+        LLVMValueRef sg = range_open(cg, &ls, 0, n / SUM_SEGMENT);
+        sum_segment(cg, x, idx_add(cg, run, LLVMBuildNUWMul(cg->b, sg, c64(cg, SUM_SEGMENT), "")), SUM_SEGMENT,
+                    part, total);
+        ls.scalar = true;
+        range_close(cg, &ls);
+    }
+    if (n % SUM_SEGMENT)
+        sum_segment(cg, x, idx_add(cg, run, c64(cg, n / SUM_SEGMENT * SUM_SEGMENT)), n % SUM_SEGMENT, part, total);
+    for (int i = 0; i < outer.rank; i++)
+        lo[i].scalar = true;
+    nest_close(cg, &outer, lo);
+    LLVMValueRef s[SUM_VECS];
+    for (int v = 0; v < SUM_VECS; v++)
+        s[v] = LLVMBuildLoad2(cg->b, vt, total[v], "");
+    for (int w = SUM_VECS; w > 1; w /= 2)
+        for (int v = 0; v < w / 2; v++)
+            s[v] = LLVMBuildFAdd(cg->b, s[2 * v], s[2 * v + 1], "");
+    store_at(cg, y, yo, sum_lanes(cg, s[0], SUM_WIDTH));
+    nest_close(cg, kept, lk);
+}
+
+/* Reduction with a reduced dim innermost (and every ARGMAX): a sum over a
+ * long dense run is blocked (above); otherwise, for each kept index, an
+ * accumulator runs over the reduced indices in row-major order.  Sums and
+ * maxima take 8 kept indices at a time along the innermost kept
  * dim (then 4, 2, 1 at its end), so that 8 independent chains overlap
  * instead of one waiting on the last; each result's order is the same.
  * ys: the result's strides over the operand's dims. */
@@ -633,6 +754,11 @@ static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     iter_coalesce(&kept, false);
     iter_coalesce(&over, false);
     bool is_arg = n->op == OP_ARGMAX;
+    if (n->op == OP_REDUCE_SUM && in_memory(&x->a) && over.rank && over.stride[0][over.rank - 1] == 1 &&
+        over.dim[over.rank - 1] >= SUM_LANES) {
+        emit_reduce_blocked(cg, y, x, &kept, &over);
+        return;
+    }
     Loop lk[IR_MAX_RANK + 1], lr[IR_MAX_RANK + 1];
     LLVMValueRef ik[IR_MAX_RANK + 1], ir[IR_MAX_RANK + 1];
     if (!is_arg) {

@@ -140,6 +140,27 @@ static void b_reduce(IrFunc *f, DType dt, const Case *c)
     ret(f, red(f, op, arg(f, "lng", TY(dt, 2, 999)), AXES(1)));
 }
 
+/* Sums over long dense runs, which are blocked: runs with remainders of
+ * blocks, vectors and elements, behind an outer reduced dim, merged from
+ * several dims, and as long as a block and as a segment (and one more). */
+static void b_blocked_sum(IrFunc *f, DType dt, const Case *c)
+{
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "runs", TY(dt, 3, 4, 45)), AXES(0, 2)));
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "merged", TY(dt, 2, 3, 8, 5)), AXES(0, 2, 3)));
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "block", TY(dt, 2, 32)), AXES(1)));
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "segment", TY(dt, 3, 1024)), AXES(1)));
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "more", TY(dt, 2, 2, 1025)), AXES(0, 2)));
+}
+
+/* Half a million positive terms, to a scalar and per channel over images
+ * (batch norm's statistics): blocked, the f32 results stay within 1e-6 of
+ * the exact sums, where one running f32 sum drifts off by 1e-5. */
+static void b_long_sum(IrFunc *f, DType dt, const Case *c)
+{
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "x", TY(dt, 4, 131072)), AXES(0, 1)));
+    ret(f, red(f, OP_REDUCE_SUM, arg(f, "y", TY(dt, 4, 2, 65536)), AXES(0, 2)));
+}
+
 /* argmax along each axis, with ties (first wins) and NaNs (the first wins). */
 static void b_argmax(IrFunc *f, DType dt, const Case *c)
 {
@@ -404,6 +425,8 @@ static const Case cases[] = {
     {"conv2d_grad_x", b_conv, OP_CONV2D_GRAD_X, 0, 0.1, 2, false, 0},
     {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
     {"fused", b_fused, OP_MATMUL, 0, 0.1, 2, false, 0},
+    {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
+    {"long sums", b_long_sum, OP_REDUCE_SUM, 0, 0.1, 3, true, 1e-6},
 };
 
 /* --- running --- */
