@@ -1588,7 +1588,8 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
 /* C = A @ B in emit_gemm's tiles, as be_matmul_plan says: B's rows as
  * vectors, or C^T = B^T @ A^T with A's columns as vectors; the vector
  * operand packed dense into the scratch first where its vectors are not
- * contiguous.  Every element of C sums over k in order either way.  With
+ * contiguous, the other copied into rows dense along k where tiles would
+ * read it a cache line per term.  Every element of C sums over k in order either way.  With
  * nz > 0 the product is fused into cg->root's loop, whose other operands
  * are z[0, nz), and C is that loop's result. */
 static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz)
@@ -1622,6 +1623,17 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opn
             emit_zero(cg, &p);
         emit_copy_to(cg, &p, mp.swap ? (int64_t[]){1, np} : (int64_t[]){np, 1}, vec);
         b = mat(cg, &p, split1(K, np), split1(n, 1));
+    }
+    if (mp.pack_rows) {
+        /* m x K, dense along k; the copy walks the operand along k
+         * outside, so that it reads in memory order */
+        const Opnd *sc = mp.swap ? B : A;
+        Opnd p = conv_scratch(cg, sc->a.dtype, mp.rows_at, 2, (int[]){(int)m, (int)K});
+        Opnd by_k = *sc;
+        by_k.t.dim[0] = K, by_k.t.dim[1] = m;
+        by_k.a.stride[0] = a.c.stride[0], by_k.a.stride[1] = a.r.stride[0];
+        emit_copy_to(cg, &p, (int64_t[]){1, K}, &by_k);
+        a = mat(cg, &p, split1(m, K), split1(K, 1));
     }
     emit_gemm(cg, &c, &a, &b, m, n, false, mp.pack, cg->product >= 0 ? &e : NULL);
     C->v = c.o.v;           /* a register result: its element */

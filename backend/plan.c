@@ -283,8 +283,17 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
     cost = be_gemm_cost(n, m, k, n > 1, false, false, dt);
     if (dense_a && cost < best)
         p = (BeMatmulPlan){.swap = true, .pack = false};
+    int64_t size = (int64_t)ir_dtype_size(dt);
     if (p.pack)
-        p.bytes = aligned(sat_mul(sat_mul(k, be_tile_pad(p.swap ? m : n, dt)), (int64_t)ir_dtype_size(dt)));
+        p.bytes = aligned(sat_mul(sat_mul(k, be_tile_pad(p.swap ? m : n, dt)), size));
+    /* the scalar operand: a's rows (k stride a->stride[1]) or b's columns (b->stride[0]) */
+    const BeAccess *s = p.swap ? b : a;
+    int64_t ks = s->stride[p.swap ? 0 : 1], rows = p.swap ? n : m, cols = p.swap ? m : n;
+    if (in_memory(s) && ks != 0 && ks != 1 && k > 1 && cols >= BE_PACK_ROWS_TILES * be_tile_cols(dt)) {
+        p.pack_rows = true;
+        p.rows_at = p.bytes;
+        p.bytes += aligned(sat_mul(sat_mul(rows, k), size));
+    }
     return p;
 }
 

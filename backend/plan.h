@@ -114,13 +114,21 @@ double be_gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accum
 /* How matmul c = a @ b runs: as c = a @ b with b's rows read as vectors,
  * or (`swap`) as c^T = b^T @ a^T with a's columns read as vectors,
  * whichever costs less (be_gemm_cost).  The operand read as vectors is
- * first packed dense into `bytes` of scratch (`pack`), its rows padded
- * with zeros to be_tile_pad columns, when its vectors are not contiguous
- * or when whole tiles at the edge save more than the copy costs. */
+ * first packed dense into the scratch (`pack`), its rows padded with
+ * zeros to be_tile_pad columns, when its vectors are not contiguous or
+ * when whole tiles at the edge save more than the copy costs.  The
+ * operand read as scalars is copied into rows dense along k, after it in
+ * the scratch at `rows_at` (`pack_rows`), when its k are apart in memory
+ * and at least BE_PACK_ROWS_TILES columns of tiles read each of its rows
+ * again: a tile then reads BE_TILE_ROWS streams of adjacent elements
+ * instead of a cache line per term, which a stride of a power of two maps
+ * to a few sets of the cache. */
 typedef struct {
-    bool swap, pack;
-    int64_t bytes;
+    bool swap, pack, pack_rows;
+    int64_t rows_at, bytes;
 } BeMatmulPlan;
+
+#define BE_PACK_ROWS_TILES 8
 
 BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt);
 

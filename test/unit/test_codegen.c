@@ -140,6 +140,18 @@ static void b_reduce(IrFunc *f, DType dt, const Case *c)
     ret(f, red(f, op, arg(f, "lng", TY(dt, 2, 999)), AXES(1)));
 }
 
+/* Products whose operand read as scalars is copied into rows dense along
+ * k (many columns of tiles, k apart in memory): A^T B (a weight's
+ * gradient), with a fused epilogue, and C^T = B^T A^T with B^T copied. */
+static void b_packed_rows(IrFunc *f, DType dt, const Case *c)
+{
+    const int *t01 = (int[]){1, 0};
+    ValueId g = arg(f, "g", TY(dt, 9, 30)), x = arg(f, "x", TY(dt, 9, 200));
+    ret(f, mm(f, tr(f, g, t01), x));
+    ret(f, bin(f, OP_ADD, mm(f, tr(f, g, t01), x), arg(f, "y", TY(dt, 30, 200))));
+    ret(f, mm(f, arg(f, "a", TY(dt, 150, 40)), arg(f, "b", TY(dt, 40, 3))));
+}
+
 /* Sums over long dense runs, which are blocked: runs with remainders of
  * blocks, vectors and elements, behind an outer reduced dim, merged from
  * several dims, and as long as a block and as a segment (and one more). */
@@ -425,6 +437,7 @@ static const Case cases[] = {
     {"conv2d_grad_x", b_conv, OP_CONV2D_GRAD_X, 0, 0.1, 2, false, 0},
     {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
     {"fused", b_fused, OP_MATMUL, 0, 0.1, 2, false, 0},
+    {"packed rows", b_packed_rows, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
     {"long sums", b_long_sum, OP_REDUCE_SUM, 0, 0.1, 3, true, 1e-6},
 };
