@@ -76,6 +76,47 @@ static ValueId fold(IrFunc *g, const IrNode *n) {
     return IR_NONE;
 }
 
+/* v as c * w for a constant c: through multiplications by a constant,
+ * negations and transposes (of which w takes new ones); IR_NONE if v is
+ * none of these. */
+static ValueId unscaled(IrFunc *g, ValueId v, double *c) {
+    const IrNode *n = &g->node[v];
+    double k;
+    ValueId w;
+    if (n->op == OP_MUL && constant(g, n->arg[0], &k))
+        w = n->arg[1];
+    else if (n->op == OP_MUL && constant(g, n->arg[1], &k))
+        w = n->arg[0];
+    else if (n->op == OP_NEG)
+        w = n->arg[0], k = -1;
+    else if (n->op == OP_TRANSPOSE && (w = unscaled(g, n->arg[0], &k)) != IR_NONE)
+        return *c = k, ir_transpose(g, w, n->list, n->loc, NULL);
+    else
+        return IR_NONE;
+    ValueId inner = unscaled(g, w, c);
+    if (inner == IR_NONE)
+        return *c = k, w;
+    *c *= k;
+    return inner;
+}
+
+/* a (c b) = c (a b) (and so for a), where the product has fewer elements
+ * than the scaled operand: the scaling moves to the smaller tensor. */
+static ValueId scale_product(IrFunc *g, const IrNode *n) {
+    for (int side = 0; side < 2; side++) {
+        ValueId v = n->arg[side];
+        if (ir_numel(n->type) >= ir_numel(ir_value_type(g, v)))
+            continue;
+        double c;
+        ValueId w = unscaled(g, v, &c);
+        if (w == IR_NONE)
+            continue;
+        ValueId p = side ? ir_matmul(g, n->arg[0], w, n->loc, NULL) : ir_matmul(g, w, n->arg[1], n->loc, NULL);
+        return ir_binary(g, OP_MUL, splat(g, n, c), p, n->loc, NULL);
+    }
+    return IR_NONE;
+}
+
 static ValueId identity(IrFunc *g, const IrNode *n) {
     ValueId x = n->arg[0], y = n->arg[1];
     const IrNode *nx = x != IR_NONE ? &g->node[x] : NULL;
@@ -116,6 +157,8 @@ static ValueId identity(IrFunc *g, const IrNode *n) {
     case OP_STOP_GRAD:
         if (nx->op == OP_STOP_GRAD) return x;
         break;
+    case OP_MATMUL:
+        return scale_product(g, n);
     case OP_CONV2D:                                 /* bilinear: conv(0, b) = conv(a, 0) = 0 */
     case OP_CONV2D_GRAD_X:
     case OP_CONV2D_GRAD_W:
