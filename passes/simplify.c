@@ -159,6 +159,11 @@ static ValueId identity(IrFunc *g, const IrNode *n) {
         break;
     case OP_MATMUL:
         return scale_product(g, n);
+    case OP_REDUCE_SUM:                             /* sum(-x) = -sum(x), the same bits */
+        if (nx->op == OP_NEG)
+            return ir_unary(g, OP_NEG, ir_reduce(g, OP_REDUCE_SUM, nx->arg[0], n->nlist, n->list, n->loc, NULL),
+                            n->loc, NULL);
+        break;
     case OP_CONV2D:                                 /* bilinear: conv(0, b) = conv(a, 0) = 0 */
     case OP_CONV2D_GRAD_X:
     case OP_CONV2D_GRAD_W:
