@@ -3,8 +3,12 @@
  * weight's gradient comes out of autodiff as x^T @ g, read transposed into
  * the weight's [out, in] layout; this way it is computed in that layout,
  * and everything downstream (the inner step, the meta-gradient sums) reads
- * it densely.  Transposes are views in the back end, so the operands cost
- * nothing; each element is the same sum over k in the same order. */
+ * it densely.  Likewise transpose(x + y) becomes transpose(x) +
+ * transpose(y) (any elementwise op of matrices) where every use of the sum
+ * is such a transpose, so that the transposes reach the products that
+ * make x and y (a gradient summed over two paths) in the next round.
+ * Transposes are views in the back end, so the operands cost nothing;
+ * each element is the same sum over k in the same order. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -17,12 +21,25 @@ static ValueId flip(IrFunc *g, ValueId x, SrcLoc loc) {
     return ir_transpose(g, x, swap, loc, NULL);
 }
 
+/* v is an elementwise op whose operands are matrices like its result. */
+static bool elementwise_matrix(const IrFunc *f, ValueId v) {
+    const IrNode *nd = &f->node[v];
+    IrKind k = ir_op_info[nd->op].kind;
+    if ((k != KIND_UNARY && k != KIND_BINARY) || nd->type.rank != 2)
+        return false;
+    for (int i = 0; i < ir_op_info[nd->op].arity; i++)
+        if (!ir_type_eq(f->node[nd->arg[i]].type, nd->type))
+            return false;
+    return true;
+}
+
 bool pass_transpose(IrFunc *f) {
     int n = f->nnode;
-    /* fold[v]: v is a product that only transposes (of rank 2) read */
+    /* fold[v]: v is a product, or an elementwise op of matrices, that only
+     * transposes (of rank 2) read */
     bool *fold = calloc((size_t)n + 1, sizeof *fold);
     for (ValueId v = 0; v < n; v++)
-        fold[v] = f->node[v].op == OP_MATMUL;
+        fold[v] = f->node[v].op == OP_MATMUL || elementwise_matrix(f, v);
     for (ValueId v = 0; v < n; v++) {
         const IrNode *nd = &f->node[v];
         for (int i = 0; i < ir_op_info[nd->op].arity; i++)
@@ -50,9 +67,15 @@ bool pass_transpose(IrFunc *f) {
         if (fold[v])                /* built where its transposes are */
             continue;
         if (nd.op == OP_TRANSPOSE && fold[nd.arg[0]]) {
-            const IrNode *mm = &f->node[nd.arg[0]];
-            ValueId a = map[mm->arg[0]], b = map[mm->arg[1]];
-            map[v] = ir_matmul(g, flip(g, b, mm->loc), flip(g, a, mm->loc), mm->loc, NULL);
+            IrNode t = f->node[nd.arg[0]];
+            for (int i = 0; i < ir_op_info[t.op].arity; i++)
+                t.arg[i] = flip(g, map[t.arg[i]], t.loc);
+            if (t.op == OP_MATMUL) {
+                ValueId a = t.arg[0];
+                t.arg[0] = t.arg[1], t.arg[1] = a;
+            }
+            t.type = nd.type;
+            map[v] = ir_emit(g, &t, NULL);
             continue;
         }
         for (int i = 0; i < ir_op_info[nd.op].arity; i++)
