@@ -416,7 +416,8 @@ static bool tile_epilogue(const IrFunc *f, const BePlan *p, ValueId v)
 
 /* Fuse each elementwise value in an arena buffer, with no fused operand,
  * whose one reader is an elementwise value of the same shape and element
- * type (which then is not fused itself: one level), while the reader's
+ * type that code computes (not a view: stop_grad) and which then is not
+ * fused itself (one level), while the reader's
  * loop reads at most BE_FUSE_LEAVES operands.  Then fuse each product in an
  * arena buffer of at least FUSE_PRODUCT_BYTES read only by such a loop of
  * + - * and negation (the product's tiles compute that loop's value:
@@ -447,7 +448,8 @@ static void plan_fusion(const IrFunc *f, BePlan *p, const bool *live)
                 (pass ? !product : !elementwise(nd)))
                 continue;
             const IrNode *rd = &f->node[r];
-            if (!elementwise(rd) || rd->op == OP_EQ || !ir_type_eq(rd->type, nd->type))
+            bool viewed = !p->computed[r] && p->fused_into[r] < 0;   /* no loop computes r */
+            if (viewed || !elementwise(rd) || rd->op == OP_EQ || !ir_type_eq(rd->type, nd->type))
                 continue;
             int top = p->fused_into[r] >= 0 ? p->fused_into[r] : r;   /* whose loop reads v */
             if (!pass) {

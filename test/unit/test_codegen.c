@@ -140,6 +140,15 @@ static void b_reduce(IrFunc *f, DType dt, const Case *c)
     ret(f, red(f, op, arg(f, "lng", TY(dt, 2, 999)), AXES(1)));
 }
 
+/* Values read only through stop_grad (a view): computed all the same. */
+static void b_stop_grad(IrFunc *f, DType dt, const Case *c)
+{
+    ValueId x = arg(f, "x", TY(dt, 4, 9));
+    ret(f, un(f, OP_NEG, un(f, OP_SIN, un(f, OP_STOP_GRAD, un(f, OP_EXP, x)))));
+    ValueId s = bin(f, OP_MUL, x, un(f, OP_STOP_GRAD, bin(f, OP_ADD, x, arg(f, "y", TY(dt, 4, 9)))));
+    ret(f, bin(f, OP_SUB, s, x));
+}
+
 /* Products whose operand read as scalars is copied into rows dense along
  * k (many columns of tiles, k apart in memory): A^T B (a weight's
  * gradient), with a fused epilogue, and C^T = B^T A^T with B^T copied. */
@@ -438,6 +447,7 @@ static const Case cases[] = {
     {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
     {"fused", b_fused, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"packed rows", b_packed_rows, OP_MATMUL, 0, 0.1, 2, false, 0},
+    {"stop_grad", b_stop_grad, OP_STOP_GRAD, 0, 0.1, 2, false, 0},
     {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
     {"long sums", b_long_sum, OP_REDUCE_SUM, 0, 0.1, 3, true, 1e-6},
 };
