@@ -15,11 +15,11 @@
  * a result is returned instead).  A value's buffer and its operands' are
  * live at the same time, so the plan keeps them apart and `noalias` is
  * true: LLVM vectorises without runtime overlap checks.  An operand the
- * plan fuses into its elementwise reader has no buffer: the reader's
- * function takes that operand's operands instead and computes it in its
- * own loop, element by element, or, for a fused product, runs the
- * product's register tiles and computes the loop's value from each sum
- * before its store.  Small functions keep LLVM's loop analyses cheap
+ * plan fuses into its elementwise reader (or into a blocked sum) has no
+ * buffer: the reader's function takes that operand's operands instead and
+ * computes it in its own loop, element by element, or, for a fused
+ * product, runs the product's register tiles and computes the loop's
+ * value from each sum before its store.  Small functions keep LLVM's loop analyses cheap
  * (compile time grows linearly with the nodes), and values whose code
  * would be the same share one function (a convolution's takes its image
  * count as a parameter, so that the support and query sets share it too).
@@ -619,7 +619,17 @@ static void emit_reduce_lanes(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
  * over segments of at most SUM_SEGMENT elements, which are added into as
  * many running totals: a fixed order that runs as fast as the loads and
  * rounds far less than one running sum. */
-enum { SUM_VECS = 4, SUM_WIDTH = 8, SUM_LANES = SUM_VECS * SUM_WIDTH, SUM_SEGMENT = 32 * SUM_LANES };
+enum { SUM_WIDTH = 8, SUM_LANES = BE_SUM_LANES, SUM_VECS = SUM_LANES / SUM_WIDTH, SUM_SEGMENT = 32 * SUM_LANES };
+
+/* What a blocked sum adds up: its operand x[0], or (fused >= 0) the value
+ * fused computed from its operands x[0, n), each dense over its shape or
+ * one element (the plan's sum_fuses). */
+typedef struct {
+    const Opnd *x;
+    int n;
+    ValueId fused;
+    DType dtype;
+} SumSource;
 
 static LLVMValueRef load_vector(Cg *cg, const Opnd *x, LLVMValueRef at)
 {
@@ -631,6 +641,20 @@ static LLVMValueRef load_vector(Cg *cg, const Opnd *x, LLVMValueRef at)
     return e;
 }
 
+/* The w = SUM_WIDTH elements, or the one element (w = 1), of the source
+ * from element index at on. */
+static LLVMValueRef sum_source(Cg *cg, const SumSource *s, LLVMValueRef at, int w)
+{
+    LLVMValueRef v[BE_FUSE_LEAVES];
+    for (int i = 0; i < s->n; i++) {
+        const Opnd *x = &s->x[i];
+        v[i] = !in_memory(&x->a) ? splat(cg, load_at(cg, x, NULL), w) : w == 1 ? load_at(cg, x, at)
+                                                                          : load_vector(cg, x, at);
+    }
+    int j = 0;
+    return s->fused < 0 ? v[0] : fused_value(cg, s->fused, v, &j, NULL, NULL);
+}
+
 /* *acc += e (vectors kept in allocas). */
 static void add_into(Cg *cg, LLVMValueRef acc, LLVMValueRef e)
 {
@@ -638,12 +662,13 @@ static void add_into(Cg *cg, LLVMValueRef acc, LLVMValueRef e)
     LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vt, acc, ""), e, ""), acc);
 }
 
-/* total[v] += the sums of the n elements of x from index at on: element j
+/* total[v] += the sums of the n elements of s from index at on: element j
  * into lane j mod SUM_LANES of a partial sum, the last n mod SUM_WIDTH
  * into the low lanes of one vector. */
-static void sum_segment(Cg *cg, const Opnd *x, LLVMValueRef at, int64_t n, LLVMValueRef *part, LLVMValueRef *total)
+static void sum_segment(Cg *cg, const SumSource *s, LLVMValueRef at, int64_t n, LLVMValueRef *part,
+                        LLVMValueRef *total)
 {
-    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, x->a.dtype), SUM_WIDTH);
+    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, s->dtype), SUM_WIDTH);
     LLVMValueRef zero = LLVMConstNull(vt);
     for (int v = 0; v < SUM_VECS; v++)
         LLVMBuildStore(cg->b, zero, part[v]);
@@ -652,17 +677,17 @@ static void sum_segment(Cg *cg, const Opnd *x, LLVMValueRef at, int64_t n, LLVMV
         LLVMValueRef c = range_open(cg, &lb, 0, n / SUM_LANES);
         LLVMValueRef block = idx_add(cg, at, LLVMBuildNUWMul(cg->b, c, c64(cg, SUM_LANES), ""));
         for (int v = 0; v < SUM_VECS; v++)
-            add_into(cg, part[v], load_vector(cg, x, idx_add(cg, block, c64(cg, v * SUM_WIDTH))));
+            add_into(cg, part[v], sum_source(cg, s, idx_add(cg, block, c64(cg, v * SUM_WIDTH)), SUM_WIDTH));
         lb.scalar = true;
         range_close(cg, &lb);
     }
     int64_t j = n / SUM_LANES * SUM_LANES;
     for (int v = 0; j + SUM_WIDTH <= n; v++, j += SUM_WIDTH)
-        add_into(cg, part[v], load_vector(cg, x, idx_add(cg, at, c64(cg, j))));
+        add_into(cg, part[v], sum_source(cg, s, idx_add(cg, at, c64(cg, j)), SUM_WIDTH));
     if (j < n) {
         LLVMValueRef e = zero;
         for (int l = 0; j + l < n; l++)
-            e = LLVMBuildInsertElement(cg->b, e, load_at(cg, x, idx_add(cg, at, c64(cg, j + l))), c64(cg, l), "");
+            e = LLVMBuildInsertElement(cg->b, e, sum_source(cg, s, idx_add(cg, at, c64(cg, j + l)), 1), c64(cg, l), "");
         add_into(cg, part[n % SUM_LANES / SUM_WIDTH], e);
     }
     for (int v = 0; v < SUM_VECS; v++)
@@ -693,9 +718,9 @@ static LLVMValueRef sum_lanes(Cg *cg, LLVMValueRef v, int w)
  * into SUM_LANES running totals; at the end the totals' vectors are added
  * pairwise, then their lanes.  Each lane of a partial sum adds at most 32
  * elements, each total one partial per segment. */
-static void emit_reduce_blocked(Cg *cg, Opnd *y, const Opnd *x, const Iter *kept, const Iter *over)
+static void emit_reduce_blocked(Cg *cg, Opnd *y, const SumSource *src, const Iter *kept, const Iter *over)
 {
-    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, x->a.dtype), SUM_WIDTH);
+    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, src->dtype), SUM_WIDTH);
     Iter outer = *over;
     int64_t n = outer.dim[--outer.rank];
     LLVMValueRef total[SUM_VECS], part[SUM_VECS];
@@ -713,13 +738,14 @@ static void emit_reduce_blocked(Cg *cg, Opnd *y, const Opnd *x, const Iter *kept
     LLVMValueRef run = idx_add(cg, xo, iter_index(cg, &outer, 0, io));
     if (n >= SUM_SEGMENT) {
         LLVMValueRef sg = range_open(cg, &ls, 0, n / SUM_SEGMENT);
-        sum_segment(cg, x, idx_add(cg, run, LLVMBuildNUWMul(cg->b, sg, c64(cg, SUM_SEGMENT), "")), SUM_SEGMENT,
+        sum_segment(cg, src, idx_add(cg, run, LLVMBuildNUWMul(cg->b, sg, c64(cg, SUM_SEGMENT), "")), SUM_SEGMENT,
                     part, total);
         ls.scalar = true;
         range_close(cg, &ls);
     }
     if (n % SUM_SEGMENT)
-        sum_segment(cg, x, idx_add(cg, run, c64(cg, n / SUM_SEGMENT * SUM_SEGMENT)), n % SUM_SEGMENT, part, total);
+        sum_segment(cg, src, idx_add(cg, run, c64(cg, n / SUM_SEGMENT * SUM_SEGMENT)), n % SUM_SEGMENT, part,
+                    total);
     for (int i = 0; i < outer.rank; i++)
         lo[i].scalar = true;
     nest_close(cg, &outer, lo);
@@ -740,7 +766,8 @@ static void emit_reduce_blocked(Cg *cg, Opnd *y, const Opnd *x, const Iter *kept
  * dim (then 4, 2, 1 at its end), so that 8 independent chains overlap
  * instead of one waiting on the last; each result's order is the same.
  * ys: the result's strides over the operand's dims. */
-static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, const int64_t *ys, const bool *red)
+static bool emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, const int64_t *ys, const bool *red,
+                              const SumSource *src)
 {
     LLVMTypeRef t = elem_type(cg, x->a.dtype);
     Iter kept = {.nacc = 2}, over = {.nacc = 1};
@@ -756,8 +783,12 @@ static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     bool is_arg = n->op == OP_ARGMAX;
     if (n->op == OP_REDUCE_SUM && in_memory(&x->a) && over.rank && over.stride[0][over.rank - 1] == 1 &&
         over.dim[over.rank - 1] >= SUM_LANES) {
-        emit_reduce_blocked(cg, y, x, &kept, &over);
-        return;
+        emit_reduce_blocked(cg, y, src, &kept, &over);
+        return true;
+    }
+    if (src->fused >= 0) {
+        diag_error(cg->d, no_loc, "internal error: a fused sum that is not blocked");
+        return false;
     }
     Loop lk[IR_MAX_RANK + 1], lr[IR_MAX_RANK + 1];
     LLVMValueRef ik[IR_MAX_RANK + 1], ir[IR_MAX_RANK + 1];
@@ -783,7 +814,7 @@ static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
             j0 += count * w;
         }
         nest_close(cg, &kept, lk);
-        return;
+        return true;
     }
     LLVMValueRef acc = entry_alloca(cg, t, "acc");
     LLVMValueRef pos = entry_alloca(cg, cg->i32, "pos");
@@ -806,6 +837,7 @@ static void emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     nest_close(cg, &over, lr);
     store_at(cg, y, yo, LLVMBuildLoad2(cg->b, cg->i32, pos, ""));
     nest_close(cg, &kept, lk);
+    return true;
 }
 
 /* Reduction with a kept dim innermost: the result starts at the identity and
@@ -835,8 +867,18 @@ static void emit_reduce_outer(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     nest_close(cg, &it, loop);
 }
 
-static void emit_reduce(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x)
+/* Reduction n into y of its operand x, or, when the operand is fused into
+ * the sum, of the value computed from its operands x[0, nx). */
+static bool emit_reduce(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, int nx)
 {
+    SumSource src = {x, 1, -1, x->a.dtype};
+    Opnd shape;
+    if (fused(cg, n->arg[0])) {
+        IrType t = cg->f->node[n->arg[0]].type;
+        src = (SumSource){x, nx, n->arg[0], t.dtype};
+        shape = (Opnd){.a = be_access_dense(t, BE_ARENA, 0, 0), .t = t};
+        x = &shape;             /* the index space of the dense operands */
+    }
     bool red[IR_MAX_RANK] = {false};
     for (int i = 0; i < n->nlist; i++)
         red[n->list[i]] = true;
@@ -849,9 +891,13 @@ static void emit_reduce(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x)
             last = k;
     }
     if (n->op == OP_ARGMAX || last < 0 || red[last])
-        emit_reduce_inner(cg, n, y, x, ys, red);
-    else
-        emit_reduce_outer(cg, n, y, x, ys);
+        return emit_reduce_inner(cg, n, y, x, ys, red, &src);
+    if (src.fused >= 0) {
+        diag_error(cg->d, no_loc, "internal error: a fused sum that is not blocked");
+        return false;
+    }
+    emit_reduce_outer(cg, n, y, x, ys);
+    return true;
 }
 
 /* --- convolutions ---
@@ -1665,8 +1711,7 @@ static bool emit_node(Cg *cg, const IrNode *n, Opnd *o, int no)
         emit_matmul(cg, &o[0], &o[1], &o[2], &o[3], no - 3);
         return true;
     case KIND_REDUCE:
-        emit_reduce(cg, n, &o[0], &o[1]);
-        return true;
+        return emit_reduce(cg, n, &o[0], &o[1], no - 1);
     case KIND_MATMUL:
         emit_matmul(cg, &o[0], &o[1], &o[2], NULL, 0);
         return true;

@@ -385,6 +385,39 @@ static bool elementwise(const IrNode *n)
     return kind == KIND_UNARY || kind == KIND_BINARY;
 }
 
+int64_t be_sum_run(const IrFunc *f, const IrNode *n)
+{
+    IrType t = f->node[n->arg[0]].type;
+    bool red[IR_MAX_RANK] = {false};
+    for (int i = 0; i < n->nlist; i++)
+        red[n->list[i]] = true;
+    int64_t run = 1;
+    for (int k = t.rank - 1; k >= 0 && (red[k] || t.dim[k] == 1); k--)
+        run *= t.dim[k];
+    return run;
+}
+
+/* Whether reduce_sum r can compute v, its operand, in its blocked loop: v
+ * is + - * or negation of operands each dense over v's shape or one
+ * element, and r's run is long enough to be blocked. */
+static bool sum_fuses(const IrFunc *f, const BePlan *p, const IrNode *r, ValueId v)
+{
+    const IrNode *n = &f->node[v];
+    if (r->op != OP_REDUCE_SUM || be_sum_run(f, r) < BE_SUM_LANES ||
+        (n->op != OP_ADD && n->op != OP_SUB && n->op != OP_MUL && n->op != OP_NEG))
+        return false;
+    BeAccess dense = be_access_dense(n->type, BE_ARENA, 0, 0);
+    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+        const BeAccess *x = &p->acc[n->arg[a]];
+        bool one = x->base == BE_IMM || x->base == BE_REG;
+        bool packed = (x->base == BE_INPUT || x->base == BE_OUTPUT || x->base == BE_ARENA) &&
+                      !memcmp(x->stride, dense.stride, sizeof(int64_t) * (size_t)n->type.rank);
+        if (!one && !packed)
+            return false;
+    }
+    return true;
+}
+
 /* The operands the loop of value v reads, its fused operands' in their
  * place (a fused product counting as one). */
 static int fused_leaves(const IrFunc *f, const BePlan *p, ValueId v)
@@ -417,8 +450,9 @@ static bool tile_epilogue(const IrFunc *f, const BePlan *p, ValueId v)
 /* Fuse each elementwise value in an arena buffer, with no fused operand,
  * whose one reader is an elementwise value of the same shape and element
  * type that code computes (not a view: stop_grad) and which then is not
- * fused itself (one level), while the reader's
- * loop reads at most BE_FUSE_LEAVES operands.  Then fuse each product in an
+ * fused itself (one level), or a blocked sum that can compute it
+ * (sum_fuses), while the reader's loop reads at most BE_FUSE_LEAVES
+ * operands.  Then fuse each product in an
  * arena buffer of at least FUSE_PRODUCT_BYTES read only by such a loop of
  * + - * and negation (the product's tiles compute that loop's value:
  * `tile_epilogue`); its scratch moves to the loop's node.  (A smaller
@@ -449,7 +483,8 @@ static void plan_fusion(const IrFunc *f, BePlan *p, const bool *live)
                 continue;
             const IrNode *rd = &f->node[r];
             bool viewed = !p->computed[r] && p->fused_into[r] < 0;   /* no loop computes r */
-            if (viewed || !elementwise(rd) || rd->op == OP_EQ || !ir_type_eq(rd->type, nd->type))
+            bool into_sum = !pass && sum_fuses(f, p, rd, v);
+            if (viewed || (!into_sum && (!elementwise(rd) || rd->op == OP_EQ || !ir_type_eq(rd->type, nd->type))))
                 continue;
             int top = p->fused_into[r] >= 0 ? p->fused_into[r] : r;   /* whose loop reads v */
             if (!pass) {

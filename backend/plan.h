@@ -135,6 +135,15 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
 /* The most operands (leaves) the loop of a value with fused operands reads. */
 #define BE_FUSE_LEAVES 3
 
+/* A sum whose operand ends in a dense run of at least BE_SUM_LANES reduced
+ * elements is blocked (backend/codegen.c: emit_reduce_blocked), and can
+ * compute an operand of + - * or negation of dense operands in its loop. */
+#define BE_SUM_LANES 32
+
+/* The run of reduce_sum n's operand, dense, that its innermost reduced dims
+ * make: their extents' product, extent-1 dims skipped. */
+int64_t be_sum_run(const IrFunc *f, const IrNode *n);
+
 /* Plan f into p.  Never fails; release p with be_plan_free. */
 void be_plan(const IrFunc *f, BePlan *p);
 void be_plan_free(BePlan *p);

@@ -173,6 +173,26 @@ static void b_blocked_sum(IrFunc *f, DType dt, const Case *c)
     ret(f, red(f, OP_REDUCE_SUM, arg(f, "more", TY(dt, 2, 2, 1025)), AXES(0, 2)));
 }
 
+/* Sums that compute their operand in their blocked loop: squares, products
+ * and differences of dense operands, with constants and registers; and
+ * operands they cannot compute (transposed, broadcast, a run too short),
+ * which are stored first. */
+static void b_fused_sum(IrFunc *f, DType dt, const Case *c)
+{
+    IrType t = TY(dt, 3, 4, 45);
+    ValueId x = arg(f, "x", t), y = arg(f, "y", t);
+    ret(f, red(f, OP_REDUCE_SUM, bin(f, OP_MUL, x, x), AXES(0, 2)));
+    ret(f, red(f, OP_REDUCE_SUM, bin(f, OP_SUB, x, cst(f, 0.25, t)), AXES(0, 2)));
+    ValueId all = red(f, OP_REDUCE_SUM, y, AXES(0, 1, 2));            /* a register */
+    ret(f, red(f, OP_REDUCE_SUM, bin(f, OP_MUL, y, bcast(f, all, t)), AXES(1, 2)));
+    ret(f, red(f, OP_REDUCE_SUM, un(f, OP_NEG, bin(f, OP_ADD, x, y)), AXES(2)));
+    ValueId m = arg(f, "m", TY(dt, 40, 33));
+    ret(f, red(f, OP_REDUCE_SUM, bin(f, OP_MUL, tr(f, m, (int[]){1, 0}), tr(f, m, (int[]){1, 0})), AXES(1)));
+    ret(f, red(f, OP_REDUCE_SUM, bin(f, OP_MUL, x, bcast(f, arg(f, "v", TY(dt, 45)), t)), AXES(0, 2)));
+    ValueId s = arg(f, "s", TY(dt, 6, 7));
+    ret(f, red(f, OP_REDUCE_SUM, bin(f, OP_MUL, s, s), AXES(1)));
+}
+
 /* Half a million positive terms, to a scalar and per channel over images
  * (batch norm's statistics): blocked, the f32 results stay within 1e-6 of
  * the exact sums, where one running f32 sum drifts off by 1e-5. */
@@ -450,6 +470,7 @@ static const Case cases[] = {
     {"stop_grad", b_stop_grad, OP_STOP_GRAD, 0, 0.1, 2, false, 0},
     {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
     {"long sums", b_long_sum, OP_REDUCE_SUM, 0, 0.1, 3, true, 1e-6},
+    {"fused sums", b_fused_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
 };
 
 /* --- running --- */
