@@ -19,10 +19,11 @@
  * buffer: the reader's function takes that operand's operands instead and
  * computes it in its own loop, element by element, or, for a fused
  * product, runs the product's register tiles and computes the loop's
- * value from each sum before its store.  Small functions keep LLVM's loop analyses cheap
- * (compile time grows linearly with the nodes), and values whose code
- * would be the same share one function (a convolution's takes its image
- * count as a parameter, so that the support and query sets share it too).
+ * value from each sum before its store.  Small functions keep LLVM's loop
+ * analyses cheap (compile time grows linearly with the nodes), and values
+ * whose code would be the same share one function (a convolution's takes
+ * its image count as a parameter, so that the support and query sets
+ * share it too).
  *
  * The plan (plan.c) says where each value's elements are; this file only
  * walks it.  Loops are plain counted loops with i64 induction variables and
@@ -686,8 +687,10 @@ static void sum_segment(Cg *cg, const SumSource *s, LLVMValueRef at, int64_t n, 
         add_into(cg, part[v], sum_source(cg, s, idx_add(cg, at, c64(cg, j)), SUM_WIDTH));
     if (j < n) {
         LLVMValueRef e = zero;
-        for (int l = 0; j + l < n; l++)
-            e = LLVMBuildInsertElement(cg->b, e, sum_source(cg, s, idx_add(cg, at, c64(cg, j + l)), 1), c64(cg, l), "");
+        for (int l = 0; j + l < n; l++) {
+            LLVMValueRef x = sum_source(cg, s, idx_add(cg, at, c64(cg, j + l)), 1);
+            e = LLVMBuildInsertElement(cg->b, e, x, c64(cg, l), "");
+        }
         add_into(cg, part[n % SUM_LANES / SUM_WIDTH], e);
     }
     for (int v = 0; v < SUM_VECS; v++)
@@ -786,10 +789,8 @@ static bool emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
         emit_reduce_blocked(cg, y, src, &kept, &over);
         return true;
     }
-    if (src->fused >= 0) {
-        diag_error(cg->d, no_loc, "internal error: a fused sum that is not blocked");
-        return false;
-    }
+    if (src->fused >= 0)
+        return false;           /* a fused operand needs the blocked sum */
     Loop lk[IR_MAX_RANK + 1], lr[IR_MAX_RANK + 1];
     LLVMValueRef ik[IR_MAX_RANK + 1], ir[IR_MAX_RANK + 1];
     if (!is_arg) {
@@ -890,14 +891,15 @@ static bool emit_reduce(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, int nx)
         if (x->t.dim[k] != 1)
             last = k;
     }
-    if (n->op == OP_ARGMAX || last < 0 || red[last])
-        return emit_reduce_inner(cg, n, y, x, ys, red, &src);
-    if (src.fused >= 0) {
-        diag_error(cg->d, no_loc, "internal error: a fused sum that is not blocked");
-        return false;
+    if (n->op == OP_ARGMAX || last < 0 || red[last]) {
+        if (emit_reduce_inner(cg, n, y, x, ys, red, &src))
+            return true;
+    } else if (src.fused < 0) {
+        emit_reduce_outer(cg, n, y, x, ys);
+        return true;
     }
-    emit_reduce_outer(cg, n, y, x, ys);
-    return true;
+    diag_error(cg->d, no_loc, "internal error: a fused sum that is not blocked");
+    return false;
 }
 
 /* --- convolutions ---
@@ -1635,9 +1637,9 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
  * vectors, or C^T = B^T @ A^T with A's columns as vectors; the vector
  * operand packed dense into the scratch first where its vectors are not
  * contiguous, the other copied into rows dense along k where tiles would
- * read it a cache line per term.  Every element of C sums over k in order either way.  With
- * nz > 0 the product is fused into cg->root's loop, whose other operands
- * are z[0, nz), and C is that loop's result. */
+ * read it a cache line per term.  Every element of C sums over k in order
+ * either way.  With nz > 0 the product is fused into cg->root's loop, whose
+ * other operands are z[0, nz), and C is that loop's result. */
 static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz)
 {
     int64_t M = A->t.dim[0], K = A->t.dim[1], N = B->t.dim[1];
