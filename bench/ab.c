@@ -1,14 +1,16 @@
-/* Two libraries of one model (built by `mamlc -o` from two compilers),
- * timed against each other in one process: meta-gradient calls alternate,
- * A then B, so that whatever else the machine does falls on both alike.
- * Driven by bench/ab, which passes the sizes from the model's JSON:
+/* Two libraries of one model (built by `mamlc -o` from two compilers, or
+ * one library twice), timed against each other in one process:
+ * meta-gradient calls alternate, A then B, so that whatever else the
+ * machine does falls on both alike.  Driven by bench/ab, which passes the
+ * sizes from the model's JSON:
  *
- *   ab A.so B.so BATCH SX SY QX QY LABELS STEPS
+ *   ab A.so B.so BATCH SX SY QX QY LABELS STEPS [THREADS_A THREADS_B]
  *
  * SX .. QY: reals (or labels) per task of each input; LABELS: 1 if the
- * targets are i32 labels below 5, 0 if reals.  Prints one line: each
- * library's median and lower quartile in seconds, the ratio of the
- * medians B/A, and whether the two gradients are the same bits. */
+ * targets are i32 labels below 5, 0 if reals; THREADS_A, THREADS_B: each
+ * workspace's threads (default one).  Prints one line: each library's median
+ * and lower quartile in seconds, the ratio of the medians B/A, and whether
+ * the two gradients are the same bits. */
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,11 +52,12 @@ static void *fill(size_t n, int labels, unsigned *seed)
 
 int main(int argc, char **argv)
 {
-    if (argc != 10) {
-        fprintf(stderr, "usage: ab A.so B.so BATCH SX SY QX QY LABELS STEPS\n");
+    if (argc != 10 && argc != 12) {
+        fprintf(stderr, "usage: ab A.so B.so BATCH SX SY QX QY LABELS STEPS [THREADS_A THREADS_B]\n");
         return 2;
     }
     int batch = atoi(argv[3]), labels = atoi(argv[8]), steps = atoi(argv[9]);
+    int threads[2] = {argc == 12 ? atoi(argv[10]) : 1, argc == 12 ? atoi(argv[11]) : 1};
     size_t sx = strtoul(argv[4], NULL, 10), sy = strtoul(argv[5], NULL, 10);
     size_t qx = strtoul(argv[6], NULL, 10), qy = strtoul(argv[7], NULL, 10);
     unsigned seed = 1;
@@ -85,7 +88,7 @@ int main(int argc, char **argv)
         g[k] = malloc(np * sizeof(real));
         real *st = malloc(state() * sizeof(real) + sizeof(real));
         t[k] = malloc((size_t)steps * sizeof(double));
-        ws[k] = wnew(batch, 1);
+        ws[k] = wnew(batch, threads[k]);
         if (!params[k] || !g[k] || !st || !t[k] || !ws[k] || !sxv || !qxv || !syv || !qyv) {
             fprintf(stderr, "ab: out of memory\n");
             return 1;
