@@ -320,6 +320,18 @@ static bool in_memory(const BeAccess *a)
     return a->base == BE_INPUT || a->base == BE_OUTPUT || a->base == BE_ARENA;
 }
 
+/* A value of type ty (an element or a vector of them) from o's memory at
+ * element index idx. */
+static LLVMValueRef load_mem(Cg *cg, const Opnd *o, LLVMValueRef idx, LLVMTypeRef ty)
+{
+    LLVMTypeRef t = elem_type(cg, o->a.dtype);
+    if (o->a.offset)
+        idx = idx_add(cg, idx, c64(cg, o->a.offset));
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, ty, LLVMBuildInBoundsGEP2(cg->b, t, o->v, &idx, 1, ""), "");
+    LLVMSetAlignment(v, (unsigned)ir_dtype_size(o->a.dtype));
+    return v;
+}
+
 /* The element of o at element index idx (built only for memory). */
 static LLVMValueRef load_at(Cg *cg, const Opnd *o, LLVMValueRef idx)
 {
@@ -327,12 +339,7 @@ static LLVMValueRef load_at(Cg *cg, const Opnd *o, LLVMValueRef idx)
         return imm(cg, o->a.dtype, o->a.imm);
     if (o->a.base == BE_REG)
         return o->v;
-    LLVMTypeRef t = elem_type(cg, o->a.dtype);
-    if (o->a.offset)
-        idx = idx_add(cg, idx, c64(cg, o->a.offset));
-    LLVMValueRef v = LLVMBuildLoad2(cg->b, t, LLVMBuildInBoundsGEP2(cg->b, t, o->v, &idx, 1, ""), "");
-    LLVMSetAlignment(v, (unsigned)ir_dtype_size(o->a.dtype));
-    return v;
+    return load_mem(cg, o, idx, elem_type(cg, o->a.dtype));
 }
 
 static void store_at(Cg *cg, Opnd *o, LLVMValueRef idx, LLVMValueRef v)
@@ -367,6 +374,16 @@ static LLVMValueRef splat(Cg *cg, LLVMValueRef x, int n)
     LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), (unsigned)n);
     LLVMValueRef v = LLVMBuildInsertElement(cg->b, LLVMGetPoison(vt), x, c64(cg, 0), "");
     return LLVMBuildShuffleVector(cg->b, v, LLVMGetPoison(vt), LLVMConstNull(LLVMVectorType(cg->i32, (unsigned)n)), "");
+}
+
+/* The nr elements of o from element index idx on, contiguous, as a vector
+ * (nr = 1: the element); o's one element repeated when it is not in
+ * memory. */
+static LLVMValueRef load_vec_at(Cg *cg, const Opnd *o, LLVMValueRef idx, int nr)
+{
+    if (nr == 1 || !in_memory(&o->a))
+        return splat(cg, load_at(cg, o, idx), nr);
+    return load_mem(cg, o, idx, LLVMVectorType(elem_type(cg, o->a.dtype), (unsigned)nr));
 }
 
 static LLVMValueRef entry_alloca(Cg *cg, LLVMTypeRef t, const char *name)
@@ -632,26 +649,13 @@ typedef struct {
     DType dtype;
 } SumSource;
 
-static LLVMValueRef load_vector(Cg *cg, const Opnd *x, LLVMValueRef at)
-{
-    LLVMTypeRef t = elem_type(cg, x->a.dtype), vt = LLVMVectorType(t, SUM_WIDTH);
-    if (x->a.offset)
-        at = idx_add(cg, at, c64(cg, x->a.offset));
-    LLVMValueRef e = LLVMBuildLoad2(cg->b, vt, LLVMBuildInBoundsGEP2(cg->b, t, x->v, &at, 1, ""), "");
-    LLVMSetAlignment(e, (unsigned)ir_dtype_size(x->a.dtype));
-    return e;
-}
-
 /* The w = SUM_WIDTH elements, or the one element (w = 1), of the source
  * from element index at on. */
 static LLVMValueRef sum_source(Cg *cg, const SumSource *s, LLVMValueRef at, int w)
 {
     LLVMValueRef v[BE_FUSE_LEAVES];
-    for (int i = 0; i < s->n; i++) {
-        const Opnd *x = &s->x[i];
-        v[i] = !in_memory(&x->a) ? splat(cg, load_at(cg, x, NULL), w) : w == 1 ? load_at(cg, x, at)
-                                                                          : load_vector(cg, x, at);
-    }
+    for (int i = 0; i < s->n; i++)
+        v[i] = load_vec_at(cg, &s->x[i], at, w);
     int j = 0;
     return s->fused < 0 ? v[0] : fused_value(cg, s->fused, v, &j, NULL, NULL);
 }
@@ -1059,15 +1063,9 @@ static LLVMValueRef view_load_vec(Cg *cg, const Mat *m, LLVMValueRef idx, int nr
     int64_t cs = m->c.stride[0];
     if (nr == 1 || !in_memory(&m->o.a) || cs == 0)
         return splat(cg, view_load(cg, m, idx), nr);
-    LLVMTypeRef t = elem_type(cg, m->o.a.dtype), vt = LLVMVectorType(t, (unsigned)nr);
-    if (cs == 1) {
-        if (m->o.a.offset)
-            idx = idx_add(cg, idx, c64(cg, m->o.a.offset));
-        LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, LLVMBuildInBoundsGEP2(cg->b, t, m->o.v, &idx, 1, ""), "");
-        LLVMSetAlignment(v, (unsigned)ir_dtype_size(m->o.a.dtype));
-        return v;
-    }
-    LLVMValueRef v = LLVMGetPoison(vt);
+    if (cs == 1)
+        return load_vec_at(cg, &m->o, idx, nr);
+    LLVMValueRef v = LLVMGetPoison(LLVMVectorType(elem_type(cg, m->o.a.dtype), (unsigned)nr));
     for (int l = 0; l < nr; l++)
         v = LLVMBuildInsertElement(cg->b, v, view_load(cg, m, idx_add(cg, idx, c64(cg, l * cs))), c64(cg, l), "");
     return v;
