@@ -385,7 +385,16 @@ static bool elementwise(const IrNode *n)
     return kind == KIND_UNARY || kind == KIND_BINARY;
 }
 
-int64_t be_sum_run(const IrFunc *f, const IrNode *n)
+/* + - * and negation: the ops that fused code applies to whole vectors (a
+ * product's register tiles, a blocked sum's lanes). */
+static bool lane_op(IrOp op)
+{
+    return op == OP_ADD || op == OP_SUB || op == OP_MUL || op == OP_NEG;
+}
+
+/* The run of reduce_sum n's operand, dense, that its innermost reduced dims
+ * make: their extents' product, extent-1 dims skipped. */
+static int64_t sum_run(const IrFunc *f, const IrNode *n)
 {
     IrType t = f->node[n->arg[0]].type;
     bool red[IR_MAX_RANK] = {false};
@@ -403,8 +412,7 @@ int64_t be_sum_run(const IrFunc *f, const IrNode *n)
 static bool sum_fuses(const IrFunc *f, const BePlan *p, const IrNode *r, ValueId v)
 {
     const IrNode *n = &f->node[v];
-    if (r->op != OP_REDUCE_SUM || be_sum_run(f, r) < BE_SUM_LANES ||
-        (n->op != OP_ADD && n->op != OP_SUB && n->op != OP_MUL && n->op != OP_NEG))
+    if (r->op != OP_REDUCE_SUM || sum_run(f, r) < BE_SUM_LANES || !lane_op(n->op))
         return false;
     BeAccess dense = be_access_dense(n->type, BE_ARENA, 0, 0);
     for (int a = 0; a < ir_op_info[n->op].arity; a++) {
@@ -437,7 +445,7 @@ static int fused_leaves(const IrFunc *f, const BePlan *p, ValueId v)
 static bool tile_epilogue(const IrFunc *f, const BePlan *p, ValueId v)
 {
     const IrNode *n = &f->node[v];
-    if (n->op != OP_ADD && n->op != OP_SUB && n->op != OP_MUL && n->op != OP_NEG)
+    if (!lane_op(n->op))
         return false;
     for (int a = 0; a < ir_op_info[n->op].arity; a++) {
         ValueId x = n->arg[a];

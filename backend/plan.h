@@ -23,7 +23,9 @@
  * stored (BE_FUSE_LEAVES bounds the operands one loop reads).  A matrix
  * product read only by such a loop of + - * and negation is fused too: its
  * register tiles compute the loop's value from each sum before storing it,
- * and its scratch moves to the loop's node. */
+ * and its scratch moves to the loop's node.  So is such an op of dense
+ * operands read only by a blocked sum (BE_SUM_LANES): the sum's loop
+ * computes it before adding it. */
 #ifndef MAMLC_BACKEND_PLAN_H
 #define MAMLC_BACKEND_PLAN_H
 
@@ -139,10 +141,6 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
  * elements is blocked (backend/codegen.c: emit_reduce_blocked), and can
  * compute an operand of + - * or negation of dense operands in its loop. */
 #define BE_SUM_LANES 32
-
-/* The run of reduce_sum n's operand, dense, that its innermost reduced dims
- * make: their extents' product, extent-1 dims skipped. */
-int64_t be_sum_run(const IrFunc *f, const IrNode *n);
 
 /* Plan f into p.  Never fails; release p with be_plan_free. */
 void be_plan(const IrFunc *f, BePlan *p);
