@@ -26,6 +26,9 @@ bool pass_dce(IrFunc *f);          /* drop nodes no output needs */
 /* transpose(matmul(a, b)) -> matmul(transpose(b), transpose(a)) where only
  * transposes read the product (passes/transpose.c) */
 bool pass_transpose(IrFunc *f);
+/* products regrouped, and distributed over a sum with a low-rank product
+ * term, where that saves FLOPs (passes/reassociate.c) */
+bool pass_reassociate(IrFunc *f);
 
 /* Rebuild f node by node: for each node (operands already mapped to the new
  * body) `rewrite` returns its value in the new body, or IR_NONE to emit the
@@ -42,13 +45,14 @@ typedef struct {
     FILE *out;                  /* where printed IR goes */
 } PassOptions;
 
-/* The pass called `name` ("simplify", "cse", "transpose", "dce", "grad"), or NULL. */
+/* The pass called `name` ("simplify", "cse", "transpose", "reassociate", "dce",
+ * "grad"), or NULL. */
 typedef bool PassFn(IrFunc *f);
 PassFn *pass_lookup(const char *name);
 /* Run one named pass under the options (o may be NULL); *changed (may be
  * NULL) says whether it changed f.  False if verification fails. */
 bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *changed);
-/* simplify, cse, transpose and dce until nothing changes; false if
+/* simplify, cse, transpose, reassociate and dce until nothing changes; false if
  * verification fails. */
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
 

@@ -10,6 +10,7 @@ static const struct {
     {"simplify", pass_simplify},
     {"cse", pass_cse},
     {"transpose", pass_transpose},
+    {"reassociate", pass_reassociate},
     {"dce", pass_dce},
     {"grad", pass_grad},
 };
@@ -40,7 +41,7 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
 }
 
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d) {
-    static const char *const order[] = {"simplify", "cse", "transpose", "dce"};
+    static const char *const order[] = {"simplify", "cse", "transpose", "reassociate", "dce"};
     bool changed = true;
     for (int round = 0; changed && round < 32; round++) {
         changed = false;

@@ -9,9 +9,9 @@
 
 static const char usage[] =
     "usage: mamlc-opt [options] FILE.ir\n"
-    "  --pass=NAME          run pass NAME (simplify, cse, transpose, dce, grad);\n"
+    "  --pass=NAME          run pass NAME (simplify, cse, transpose, reassociate, dce, grad);\n"
     "                       repeatable, in order\n"
-    "  --optimize           run simplify, cse, transpose and dce until nothing changes\n"
+    "  --optimize           run simplify, cse, transpose, reassociate and dce until nothing changes\n"
     "  --emit=ir|llvm       print the IR (default) or the LLVM IR of the result\n"
     "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
     "  --verify-each        verify the IR after every pass\n"

@@ -1,0 +1,200 @@
+/* Products regrouped to cost fewer FLOPs.  The second-order meta-step is
+ * full of products of a low-rank product: the inner step makes W' = W -
+ * a g^T s (g and s having one row per support example), the query's first
+ * layer reads x W'^T, and the meta-gradient reads s dW'^T where dW' =
+ * g_q^T x.  Two rules, each firing only where it saves FLOPs:
+ *
+ *   chain:       a (p q) = (a p) q, and (p q) b = p (q b)
+ *   distribute:  x (w ± c p q) = x w ± c (x p) q, and so on the right
+ *
+ * A product that something else reads too is computed anyway, so the chain
+ * rule counts it as free; `distribute` fires only where nothing else reads
+ * the sum, so that the product and the sum (W', a whole weight) go.  The
+ * products are seen through negations, multiplications by a constant and
+ * transposes.  Each rewrite changes the order of the sums over k, so the
+ * results change in their last bits. */
+#include "passes.h"
+
+#include <stdlib.h>
+
+/* k * P Q in the old function: P is p (transposed if tp), Q is q likewise. */
+typedef struct {
+    ValueId p, q;
+    bool tp, tq;
+    double k;
+    bool alone;                 /* nothing else reads the value or what lies between it and the product */
+} Product;
+
+typedef struct {
+    const IrFunc *f;
+    const int *uses;
+    IrFunc *g;
+    const ValueId *map;
+} Rebuild;
+
+static int64_t rows(const IrFunc *f, ValueId v, bool t) { return f->node[v].type.dim[t ? 1 : 0]; }
+static int64_t cols(const IrFunc *f, ValueId v, bool t) { return f->node[v].type.dim[t ? 0 : 1]; }
+
+/* FLOPs of an [m,k] by [k,n] product. */
+static int64_t cost(int64_t m, int64_t k, int64_t n) { return 2 * m * k * n; }
+
+static bool constant(const IrFunc *f, ValueId v, double *c) {
+    if (f->node[v].op != OP_CONST)
+        return false;
+    *c = f->node[v].value;
+    return true;
+}
+
+/* v as k * P Q through negations, multiplications by a constant and
+ * transposes of matrices; false if it is none of these. */
+static bool as_product(const Rebuild *r, ValueId v, Product *out) {
+    const IrFunc *f = r->f;
+    bool t = false;
+    *out = (Product){.k = 1, .alone = true};
+    for (;;) {
+        const IrNode *n = &f->node[v];
+        double c;
+        out->alone &= r->uses[v] == 1;
+        if (n->op == OP_MUL && constant(f, n->arg[0], &c))
+            out->k *= c, v = n->arg[1];
+        else if (n->op == OP_MUL && constant(f, n->arg[1], &c))
+            out->k *= c, v = n->arg[0];
+        else if (n->op == OP_NEG)
+            out->k = -out->k, v = n->arg[0];
+        else if (n->op == OP_TRANSPOSE && n->type.rank == 2)
+            t = !t, v = n->arg[0];
+        else
+            break;
+    }
+    const IrNode *n = &f->node[v];
+    if (n->op != OP_MATMUL)
+        return false;
+    /* (P Q)^T = Q^T P^T */
+    out->p = n->arg[t ? 1 : 0], out->tp = t;
+    out->q = n->arg[t ? 0 : 1], out->tq = t;
+    return true;
+}
+
+/* Old value v (transposed if t) in the new function. */
+static ValueId value(const Rebuild *r, ValueId v, bool t) {
+    static const int swap[2] = {1, 0};
+    ValueId x = r->map[v];
+    if (!t)
+        return x;
+    if (r->g->node[x].op == OP_TRANSPOSE)
+        return r->g->node[x].arg[0];
+    return ir_transpose(r->g, x, swap, r->f->node[v].loc, NULL);
+}
+
+/* k * x */
+static ValueId scale(IrFunc *g, double k, ValueId x, SrcLoc loc) {
+    if (k == 1)
+        return x;
+    if (k == -1)
+        return ir_unary(g, OP_NEG, x, loc, NULL);
+    IrType t = g->node[x].type;
+    return ir_binary(g, OP_MUL, ir_const(g, t.dtype == DT_F32 ? (float)k : k, t, loc), x, loc, NULL);
+}
+
+/* k * (a P) Q in the new function, a being new. */
+static ValueId left_first(const Rebuild *r, ValueId a, const Product *pq, SrcLoc loc) {
+    ValueId ap = ir_matmul(r->g, a, value(r, pq->p, pq->tp), loc, NULL);
+    return scale(r->g, pq->k, ir_matmul(r->g, ap, value(r, pq->q, pq->tq), loc, NULL), loc);
+}
+
+/* k * P (Q b) in the new function, b being new. */
+static ValueId right_first(const Rebuild *r, const Product *pq, ValueId b, SrcLoc loc) {
+    ValueId qb = ir_matmul(r->g, value(r, pq->q, pq->tq), b, loc, NULL);
+    return scale(r->g, pq->k, ir_matmul(r->g, value(r, pq->p, pq->tp), qb, loc, NULL), loc);
+}
+
+/* FLOPs of a P Q (a being [m, P's rows]) grouped as (a P) Q, and of P Q
+ * (b being [Q's cols, n]) grouped as P (Q b). */
+static int64_t cost_left_first(const IrFunc *f, int64_t m, const Product *pq) {
+    return cost(m, rows(f, pq->p, pq->tp), cols(f, pq->p, pq->tp)) + cost(m, rows(f, pq->q, pq->tq), cols(f, pq->q, pq->tq));
+}
+static int64_t cost_right_first(const IrFunc *f, const Product *pq, int64_t n) {
+    return cost(rows(f, pq->q, pq->tq), cols(f, pq->q, pq->tq), n) + cost(rows(f, pq->p, pq->tp), cols(f, pq->p, pq->tp), n);
+}
+static int64_t cost_product(const IrFunc *f, const Product *pq) {
+    return cost(rows(f, pq->p, pq->tp), cols(f, pq->p, pq->tp), cols(f, pq->q, pq->tq));
+}
+
+/* An add or sub of two matrices of its own type that only one node reads. */
+static bool lone_sum(const Rebuild *r, ValueId v) {
+    const IrNode *n = &r->f->node[v];
+    return (n->op == OP_ADD || n->op == OP_SUB) && n->type.rank == 2 && r->uses[v] == 1 &&
+           ir_type_eq(r->f->node[n->arg[0]].type, n->type) && ir_type_eq(r->f->node[n->arg[1]].type, n->type);
+}
+
+/* matmul(a, b) of the old function, regrouped in the new one; IR_NONE if
+ * no rule saves FLOPs. */
+static ValueId regroup(const Rebuild *r, const IrNode *n) {
+    const IrFunc *f = r->f;
+    ValueId a = n->arg[0], b = n->arg[1];
+    int64_t m = f->node[a].type.dim[0], k = f->node[a].type.dim[1], cn = f->node[b].type.dim[1];
+    int64_t here = cost(m, k, cn);
+    Product pq;
+    /* chain */
+    if (as_product(r, b, &pq) && cost_left_first(f, m, &pq) < here + (pq.alone ? cost_product(f, &pq) : 0))
+        return left_first(r, r->map[a], &pq, n->loc);
+    if (as_product(r, a, &pq) && cost_right_first(f, &pq, cn) < here + (pq.alone ? cost_product(f, &pq) : 0))
+        return right_first(r, &pq, r->map[b], n->loc);
+    /* distribute */
+    for (int side = 0; side < 2; side++) {
+        ValueId s = n->arg[side];
+        if (!lone_sum(r, s))
+            continue;
+        const IrNode *sum = &f->node[s];
+        for (int term = 0; term < 2; term++) {
+            if (!as_product(r, sum->arg[term], &pq) || !pq.alone)
+                continue;
+            int64_t regrouped = side ? cost_left_first(f, m, &pq) : cost_right_first(f, &pq, cn);
+            if (regrouped >= cost_product(f, &pq))
+                continue;
+            ValueId other = r->map[sum->arg[!term]];
+            ValueId rest = side ? ir_matmul(r->g, r->map[a], other, n->loc, NULL)
+                                : ir_matmul(r->g, other, r->map[b], n->loc, NULL);
+            ValueId low = side ? left_first(r, r->map[a], &pq, n->loc) : right_first(r, &pq, r->map[b], n->loc);
+            return term ? ir_binary(r->g, sum->op, rest, low, n->loc, NULL)
+                        : ir_binary(r->g, sum->op, low, rest, n->loc, NULL);
+        }
+    }
+    return IR_NONE;
+}
+
+bool pass_reassociate(IrFunc *f) {
+    int n = f->nnode;
+    int *uses = calloc((size_t)n + 1, sizeof *uses);
+    for (ValueId v = 0; v < n; v++)
+        for (int i = 0; i < ir_op_info[f->node[v].op].arity; i++)
+            uses[f->node[v].arg[i]]++;
+    for (int j = 0; j < f->noutput; j++)
+        uses[f->output[j]]++;
+    IrFunc *g = ir_func_scratch(f->mod, f->name);
+    ValueId *map = malloc((size_t)n * sizeof *map);
+    Rebuild r = {f, uses, g, map};
+    bool changed = false;
+    for (ValueId v = 0; v < n; v++) {
+        IrNode nd = f->node[v];
+        if (nd.op == OP_INPUT) {
+            map[v] = ir_input(g, nd.name, nd.type, nd.loc);
+            continue;
+        }
+        map[v] = nd.op == OP_MATMUL ? regroup(&r, &nd) : IR_NONE;
+        if (map[v] != IR_NONE) {
+            changed = true;
+            continue;
+        }
+        for (int i = 0; i < ir_op_info[nd.op].arity; i++)
+            nd.arg[i] = map[nd.arg[i]];
+        map[v] = ir_emit(g, &nd, NULL);
+    }
+    for (int j = 0; j < f->noutput; j++)
+        ir_output(g, map[f->output[j]]);
+    free(map);
+    free(uses);
+    if (changed)
+        ir_func_take(f, g);
+    return changed;
+}
