@@ -45,7 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_ACC (2 + BE_FUSE_LEAVES)    /* a destination and operands: a product's two and the loop's others */
+#define MAX_ACC (3 + BE_FUSE_LEAVES)    /* a destination and operands: two products' two each and the loop's others */
 
 typedef struct {
     LLVMContextRef ctx;
@@ -65,6 +65,7 @@ typedef struct {
     ValueId root;               /* the value being built when its loop computes fused operands
                                    (BePlan's fused_into), else -1 */
     ValueId product;            /* the product fused into root's loop, or -1 */
+    ValueId other;              /* a second product summed in its tiles (be_product_pair), or -1 */
     LLVMTypeRef i32, i64, f32, f64, ptr, void_;
     Diag *d;
     /* Value functions built so far, by what their code depends on (an
@@ -514,24 +515,31 @@ static void fused_operands(const Cg *cg, ValueId v, Opnd *o, int *no)
     }
 }
 
-/* The product fused into the loop of v, or -1. */
-static ValueId fused_product(const Cg *cg, ValueId v)
+/* The product fused into the loop of v, or -1; *other: a second one summed
+ * in its tiles, or -1. */
+static ValueId fused_product(const Cg *cg, ValueId v, ValueId *other)
 {
     const IrNode *n = &cg->f->node[v];
     ValueId m = -1;
+    *other = -1;
+    if (be_product_pair(cg->f, cg->plan, v, &m, other))
+        return m;
     for (int a = 0; a < ir_op_info[n->op].arity && m < 0; a++)
         if (fused(cg, n->arg[a]))
-            m = cg->f->node[n->arg[a]].op == OP_MATMUL ? n->arg[a] : fused_product(cg, n->arg[a]);
+            m = cg->f->node[n->arg[a]].op == OP_MATMUL ? n->arg[a] : fused_product(cg, n->arg[a], other);
     return m;
 }
 
 /* v's element (or vector) from the operands its loop reads, x[*j] on in
- * fused_operands' order, and the fused product's `prod`; NULL for an op
- * that is not elementwise. */
+ * fused_operands' order, and the fused product's `prod` (the sum of two
+ * products summed in its tiles); NULL for an op that is not elementwise. */
 static LLVMValueRef fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, int *j, LLVMValueRef prod,
                                 LLVMValueRef cls)
 {
     const IrNode *n = &cg->f->node[v];
+    ValueId main, other;
+    if (be_product_pair(cg->f, cg->plan, v, &main, &other))
+        return prod;
     LLVMValueRef arg[2] = {NULL, NULL};
     for (int a = 0; a < ir_op_info[n->op].arity; a++) {
         ValueId y = n->arg[a];
@@ -1091,10 +1099,13 @@ static void view_store_vec(Cg *cg, Mat *m, LLVMValueRef idx, int nr, int ns, LLV
 /* What a product's tiles apply to their results before storing them: the
  * loop of cg->root, the product being cg->product, with its other
  * operands z[] (in fused_operands' order) as views over the result's
- * indices. */
+ * indices; with `sum2`, cg->other's terms a2 @ b2 first, into the same
+ * accumulators. */
 typedef struct {
     int n;
     Mat z[BE_FUSE_LEAVES];
+    bool sum2;
+    Mat a2, b2;
 } Epilogue;
 
 /* The first ns of the nr elements idx, idx + cs, ... of m as a vector
@@ -1110,28 +1121,15 @@ static LLVMValueRef view_load_lanes(Cg *cg, const Mat *m, LLVMValueRef idx, int 
     return v;
 }
 
-/* One register tile of C (+)= A @ B: rows i0 .. i0+mr, columns j0 ..
- * j0+nr, over the factors of A's columns (B's rows: the same dims).  Each
- * element starts from 0 (with `accumulate`, from C) and takes fmuladd(A[i,
- * k], B[k, j], .) for k in order; the mr accumulators are independent
- * vectors, held in registers.  Only the first ns columns are stored (the
- * others are B's padding); with an epilogue e, its value at each element
- * instead of the sum. */
-static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr,
-                           int nr, int ns, bool accumulate, const Epilogue *e)
+/* acc[r] += A[i0 + r, k] * B[k, j0 ..] for r < mr, k over the factors of
+ * A's columns in order: the inner loop of a register tile. */
+static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr, int nr,
+                            LLVMTypeRef vt, LLVMValueRef *acc)
 {
-    LLVMTypeRef t = elem_type(cg, C->o.a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
-    LLVMValueRef arow[BE_TILE_ROWS], crow[BE_TILE_ROWS], acc[BE_TILE_ROWS], irow[BE_TILE_ROWS];
-    LLVMValueRef ccol = LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), "");
+    LLVMValueRef arow[BE_TILE_ROWS];
     LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef i = r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0;
-        irow[r] = i;
-        arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, i));
-        crow[r] = idx_add(cg, idx_add(cg, C->base, split_offset(cg, &C->r, i)), ccol);
-        acc[r] = entry_alloca(cg, vt, "acc");
-        LLVMBuildStore(cg->b, accumulate ? view_load_vec(cg, C, crow[r], nr) : LLVMConstNull(vt), acc[r]);
-    }
+    for (int r = 0; r < mr; r++)
+        arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0));
     Loop lk[3];
     LLVMValueRef kv[3];
     for (int f = 0; f < A->c.n; f++)
@@ -1147,6 +1145,31 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
         lk[f].scalar = true;        /* already vectors, and sequential in k */
         range_close(cg, &lk[f]);
     }
+}
+
+/* One register tile of C (+)= A @ B: rows i0 .. i0+mr, columns j0 ..
+ * j0+nr, over the factors of A's columns (B's rows: the same dims).  Each
+ * element starts from 0 (with `accumulate`, from C) and takes fmuladd(A[i,
+ * k], B[k, j], .) for k in order (with e->sum2, e->a2 @ e->b2's terms
+ * first); the mr accumulators are independent vectors, held in registers.
+ * Only the first ns columns are stored (the others are B's padding); with
+ * an epilogue e, its value at each element instead of the sum. */
+static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr,
+                           int nr, int ns, bool accumulate, const Epilogue *e)
+{
+    LLVMTypeRef t = elem_type(cg, C->o.a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
+    LLVMValueRef crow[BE_TILE_ROWS], acc[BE_TILE_ROWS], irow[BE_TILE_ROWS];
+    LLVMValueRef ccol = LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), "");
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef i = r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0;
+        irow[r] = i;
+        crow[r] = idx_add(cg, idx_add(cg, C->base, split_offset(cg, &C->r, i)), ccol);
+        acc[r] = entry_alloca(cg, vt, "acc");
+        LLVMBuildStore(cg->b, accumulate ? view_load_vec(cg, C, crow[r], nr) : LLVMConstNull(vt), acc[r]);
+    }
+    if (e && e->sum2)
+        emit_tile_terms(cg, &e->a2, &e->b2, i0, j0, mr, nr, vt, acc);
+    emit_tile_terms(cg, A, B, i0, j0, mr, nr, vt, acc);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, acc[r], "");
         if (e) {
@@ -1631,31 +1654,43 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         emit_copy_to(cg, &o[0], (int64_t[]){d->KH * d->KW, d->KW, 1, d->K}, sum);
 }
 
+/* The views of product A @ B's operands for its tiles: a's rows and b's
+ * columns the result's, b's rows read as vectors (swapped: C^T = B^T @
+ * A^T, A's columns read as vectors). */
+static void product_views(Cg *cg, const Opnd *A, const Opnd *B, bool swap, Mat *a, Mat *b)
+{
+    int64_t M = A->t.dim[0], K = A->t.dim[1], N = B->t.dim[1];
+    const int64_t *as = A->a.stride, *bs = B->a.stride;
+    *a = swap ? mat(cg, B, split1(N, bs[1]), split1(K, bs[0])) : mat(cg, A, split1(M, as[0]), split1(K, as[1]));
+    *b = swap ? mat(cg, A, split1(K, as[1]), split1(M, as[0])) : mat(cg, B, split1(K, bs[0]), split1(N, bs[1]));
+}
+
 /* C = A @ B in emit_gemm's tiles, as be_matmul_plan says: B's rows as
  * vectors, or C^T = B^T @ A^T with A's columns as vectors; the vector
  * operand packed dense into the scratch first where its vectors are not
  * contiguous, the other copied into rows dense along k where tiles would
  * read it a cache line per term.  Every element of C sums over k in order
  * either way.  With nz > 0 the product is fused into cg->root's loop, whose
- * other operands are z[0, nz), and C is that loop's result. */
-static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz)
+ * other operands are z[0, nz), and C is that loop's result; with `sum2`,
+ * the loop's other product, A2 @ B2 (cg->other), runs in the same tiles,
+ * its terms first. */
+static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz, const Opnd *A2,
+                        const Opnd *B2)
 {
     int64_t M = A->t.dim[0], K = A->t.dim[1], N = B->t.dim[1];
     BeMatmulPlan mp = be_matmul_plan(C->t, &A->a, A->t, &B->a, B->t);
     const Opnd *vec = mp.swap ? A : B;              /* the operand read as vectors */
-    const int64_t *as = A->a.stride, *bs = B->a.stride, *cs = C->a.stride;
+    const int64_t *cs = C->a.stride;
     int64_t m = mp.swap ? N : M, n = mp.swap ? M : N;
-    Mat a, b, c;
-    if (mp.swap) {
-        a = mat(cg, B, split1(N, bs[1]), split1(K, bs[0]));
-        b = mat(cg, A, split1(K, as[1]), split1(M, as[0]));
-        c = mat(cg, C, split1(N, cs[1]), split1(M, cs[0]));
-    } else {
-        a = mat(cg, A, split1(M, as[0]), split1(K, as[1]));
-        b = mat(cg, B, split1(K, bs[0]), split1(N, bs[1]));
-        c = mat(cg, C, split1(M, cs[0]), split1(N, cs[1]));
+    Mat a, b;
+    product_views(cg, A, B, mp.swap, &a, &b);
+    Mat c = mp.swap ? mat(cg, C, split1(N, cs[1]), split1(M, cs[0])) : mat(cg, C, split1(M, cs[0]), split1(N, cs[1]));
+    Epilogue e = {.n = nz, .sum2 = A2 != NULL};
+    if (A2) {
+        product_views(cg, A2, B2, mp.swap, &e.a2, &e.b2);
+        split_simplify(&e.a2.r, NULL);
+        split_simplify(&e.a2.c, &e.b2.r);
     }
-    Epilogue e = {.n = nz};
     for (int q = 0; q < nz; q++) {
         const int64_t *zs = z[q].a.stride;
         e.z[q] = mp.swap ? mat(cg, &z[q], split1(N, zs[1]), split1(M, zs[0]))
@@ -1700,7 +1735,8 @@ static bool emit_conv(Cg *cg, const IrNode *n, Opnd *o)
 }
 
 /* The code of node n: o[0] is its result, o[1..no) its operands (with a
- * fused product, its two operands, then the other operands of the loop). */
+ * fused product, its two operands, those of a second one summed in its
+ * tiles, then the other operands of the loop). */
 static bool emit_node(Cg *cg, const IrNode *n, Opnd *o, int no)
 {
     switch (ir_op_info[n->op].kind) {
@@ -1708,12 +1744,15 @@ static bool emit_node(Cg *cg, const IrNode *n, Opnd *o, int no)
     case KIND_BINARY:
         if (cg->product < 0)
             return emit_map(cg, n, n->type.rank, n->type.dim, &o[0], no - 1, &o[1]);
-        emit_matmul(cg, &o[0], &o[1], &o[2], &o[3], no - 3);
+        if (cg->other >= 0)
+            emit_matmul(cg, &o[0], &o[1], &o[2], &o[5], no - 5, &o[3], &o[4]);
+        else
+            emit_matmul(cg, &o[0], &o[1], &o[2], &o[3], no - 3, NULL, NULL);
         return true;
     case KIND_REDUCE:
         return emit_reduce(cg, n, &o[0], &o[1], no - 1);
     case KIND_MATMUL:
-        emit_matmul(cg, &o[0], &o[1], &o[2], NULL, 0);
+        emit_matmul(cg, &o[0], &o[1], &o[2], NULL, 0, NULL, NULL);
         return true;
     case KIND_LAYOUT:
         if (n->op == OP_RESHAPE && o[0].a.base != BE_REG) {
@@ -1768,7 +1807,7 @@ static bool images_dim(const IrNode *node, int i)
  * parameter and leaves cg->b at the function's start. */
 static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
-    static const char *const pname[MAX_ACC] = {"y", "a", "b", "c", "d"};
+    static const char *const pname[MAX_ACC] = {"y", "a", "b", "c", "d", "e"};
     LLVMTypeRef pt[MAX_ACC + 2];
     int np = 0;
     for (int i = 0; i < n; i++)
@@ -2089,15 +2128,19 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
         for (int i = 0; i < ir_op_info[n->op].arity; i++)
             loop_fuses |= plan.fused_into[n->arg[i]] >= 0;
         cg->root = loop_fuses ? v : -1;
-        cg->product = loop_fuses ? fused_product(cg, v) : -1;
-        for (int i = 0; cg->product >= 0 && i < 2; i++) {
-            ValueId x = f->node[cg->product].arg[i];
-            o[no++] = (Opnd){.a = plan.acc[x], .t = f->node[x].type};
-        }
+        cg->product = cg->other = -1;
+        if (loop_fuses)
+            cg->product = fused_product(cg, v, &cg->other);
+        ValueId product[2] = {cg->product, cg->other};
+        for (int q = 0; q < 2 && product[q] >= 0; q++)
+            for (int i = 0; i < 2; i++) {
+                ValueId x = f->node[product[q]].arg[i];
+                o[no++] = (Opnd){.a = plan.acc[x], .t = f->node[x].type};
+            }
         fused_operands(cg, v, o, &no);
         value_fn_name(cg, name, sizeof name, ir_op_info[n->op].name, v);
         LLVMValueRef call = emit_value_fn(cg, name, n, o, no, plan.scratch_bytes[v], plan.scratch_off[v], &ok);
-        cg->root = cg->product = -1;
+        cg->root = cg->product = cg->other = -1;
         if (plan.acc[v].base == BE_REG)
             cg->reg[v] = call;
     }
@@ -2147,7 +2190,7 @@ LLVMModuleRef be_codegen_module(const IrModule *m, LLVMContextRef ctx, Diag *d)
 {
     if (!ir_verify_module(m, d))
         return NULL;
-    Cg cg = {.ctx = ctx, .d = d, .root = -1, .product = -1};
+    Cg cg = {.ctx = ctx, .d = d, .root = -1, .product = -1, .other = -1};
     cg.mod = LLVMModuleCreateWithNameInContext("mamlc", ctx);
     cg.b = LLVMCreateBuilderInContext(ctx);
     cg.eb = LLVMCreateBuilderInContext(ctx);

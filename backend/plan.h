@@ -23,7 +23,9 @@
  * stored (BE_FUSE_LEAVES bounds the operands one loop reads).  A matrix
  * product read only by such a loop of + - * and negation is fused too: its
  * register tiles compute the loop's value from each sum before storing it,
- * and its scratch moves to the loop's node.  So is such an op of dense
+ * and its scratch moves to the loop's node; where that loop adds two
+ * products, both can run in one set of tiles (be_product_pair).  So is
+ * such an op of dense
  * operands read only by a blocked sum (BE_SUM_LANES): the sum's loop
  * computes it before adding it. */
 #ifndef MAMLC_BACKEND_PLAN_H
@@ -136,6 +138,13 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
 
 /* The most operands (leaves) the loop of a value with fused operands reads. */
 #define BE_FUSE_LEAVES 3
+
+/* Whether the fused add v sums two products in one set of tiles (plan.c
+ * says when), and if so which drives them: *main, the one with more terms
+ * (the first operand on a tie), as be_matmul_plan says; its scratch is
+ * v's loop's.  *other's terms run into the same accumulators, its operands
+ * read in place. */
+bool be_product_pair(const IrFunc *f, const BePlan *p, ValueId v, ValueId *main, ValueId *other);
 
 /* A sum whose operand ends in a dense run of at least BE_SUM_LANES reduced
  * elements is blocked (backend/codegen.c: emit_reduce_blocked), and can

@@ -161,6 +161,31 @@ static void b_packed_rows(IrFunc *f, DType dt, const Case *c)
     ret(f, mm(f, arg(f, "a", TY(dt, 150, 40)), arg(f, "b", TY(dt, 40, 3))));
 }
 
+/* g_i^T q_i over [64, 200] (g_i: k_i x 64 read transposed, q_i: k_i x
+ * 200), with new operands for each product, so that nothing else reads it. */
+static ValueId weight_grad(IrFunc *f, DType dt, int k)
+{
+    static const char *const name[][2] = {{"g0", "q0"}, {"g1", "q1"}, {"g2", "q2"}, {"g3", "q3"},
+                                          {"g4", "q4"}, {"g5", "q5"}, {"g6", "q6"}, {"g7", "q7"}};
+    static int next;
+    const char *const *nm = name[next++ % 8];
+    return mm(f, tr(f, arg(f, nm[0], TY(dt, k, 64)), (int[]){1, 0}), arg(f, nm[1], TY(dt, k, 200)));
+}
+
+/* Sums of two products, which run in the tiles of the one with more terms
+ * (the other's terms first): either one first, under an epilogue, with
+ * as many terms each; and a pair that packs an operand, which cannot. */
+static void b_summed_products(IrFunc *f, DType dt, const Case *c)
+{
+    const int *t01 = (int[]){1, 0};
+    ret(f, bin(f, OP_ADD, weight_grad(f, dt, 15), weight_grad(f, dt, 3)));
+    ret(f, bin(f, OP_ADD, weight_grad(f, dt, 3), weight_grad(f, dt, 15)));
+    ret(f, bin(f, OP_SUB, arg(f, "y", TY(dt, 64, 200)), bin(f, OP_ADD, weight_grad(f, dt, 7), weight_grad(f, dt, 2))));
+    ret(f, bin(f, OP_ADD, weight_grad(f, dt, 5), weight_grad(f, dt, 5)));
+    ValueId x = arg(f, "x", TY(dt, 5, 20)), w = arg(f, "w", TY(dt, 1700, 20)), v = arg(f, "v", TY(dt, 1700, 20));
+    ret(f, bin(f, OP_ADD, mm(f, x, tr(f, w, t01)), mm(f, x, tr(f, v, t01))));
+}
+
 /* Sums over long dense runs, which are blocked: runs with remainders of
  * blocks, vectors and elements, behind an outer reduced dim, merged from
  * several dims, and as long as a block and as a segment (and one more). */
@@ -471,6 +496,7 @@ static const Case cases[] = {
     {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
     {"long sums", b_long_sum, OP_REDUCE_SUM, 0, 0.1, 3, true, 1e-6},
     {"fused sums", b_fused_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
+    {"summed products", b_summed_products, OP_MATMUL, 0, 0.1, 2, false, 0},
 };
 
 /* --- running --- */
