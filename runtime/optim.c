@@ -18,8 +18,8 @@ size_t rt_opt_state_count(const RtOptimizer *o, size_t n)
  * The body is written once per element type through this macro. */
 #define ADAM_LOOP(T, SQRT)                                                        \
     do {                                                                          \
-        T *p = params, *m = state, *v = (T *)state + n;                           \
-        const T *g = grad;                                                        \
+        T *restrict p = params, *restrict m = state, *restrict v = (T *)state + n; \
+        const T *restrict g = grad;                                               \
         const T w = (T)(1.0 - o->beta1), b2 = (T)o->beta2;                        \
         const T c2 = (T)(1.0 - o->beta2), eps = (T)o->eps;                        \
         const T bc2_sqrt = (T)sqrt(1.0 - pow(o->beta2, (double)t));              \
