@@ -253,18 +253,24 @@ static double *compute_nodes(const Leaves *l, RtStepWork *w, int lo, int hi, int
     return compute_nodes(l, w, mid, hi, a, b, out);
 }
 
-/* grad <- the mean of the node at root over B tasks, in the element type;
- * returns the mean loss. */
-static double mean_of(const RtProgram *p, const double *root, int B, void *grad)
+/* grad[i] <- the mean over B tasks of the node at root, in the element
+ * type, for i in [from, to) (to <= nreal). */
+static void mean_range(const RtProgram *p, const double *root, int B, void *grad, size_t from, size_t to)
 {
     double inv = 1.0 / B;
     if (p->real == RT_F32)
-        for (size_t i = 0; i < p->nreal; i++)
+        for (size_t i = from; i < to; i++)
             ((float *)grad)[i] = (float)(root[i] * inv);
     else
-        for (size_t i = 0; i < p->nreal; i++)
+        for (size_t i = from; i < to; i++)
             ((double *)grad)[i] = root[i] * inv;
-    return root[p->nreal] * inv;
+}
+
+/* grad <- the mean of the node at root over B tasks; returns the mean loss. */
+static double mean_of(const RtProgram *p, const double *root, int B, void *grad)
+{
+    mean_range(p, root, B, grad, 0, p->nreal);
+    return root[p->nreal] * (1.0 / B);
 }
 
 double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int n,
@@ -286,6 +292,7 @@ typedef struct {
     int k;                      /* the part of the next input */
     const double *next;         /* the next input vector */
     size_t n;                   /* doubles per vector */
+    size_t from, len;           /* the elements of each vector the walk sums */
 } Parts;
 
 /* The sums of node [lo, hi): an input vector, or computed into v (with
@@ -302,7 +309,7 @@ static const double *part_sum(Parts *c, int lo, int hi, double *v, double *tmp)
     int mid = lo + (hi - lo) / 2;
     const double *left = part_sum(c, lo, mid, v, tmp);
     const double *right = part_sum(c, mid, hi, tmp, tmp + c->n);
-    add(v, left, right, c->n);
+    add(v + c->from, left + c->from, right + c->from, c->len);
     return v;
 }
 
@@ -315,7 +322,7 @@ static double *regroup(Parts *c, int lo, int hi, int a, int b, double *out, doub
     if (a <= lo && hi <= b) {
         const double *v = part_sum(c, lo, hi, out, tmp);
         if (v != out)
-            memcpy(out, v, c->n * sizeof(double));
+            memcpy(out + c->from, v + c->from, c->len * sizeof(double));
         return out + c->n;
     }
     int mid = lo + (hi - lo) / 2;
@@ -339,6 +346,12 @@ struct RtBatch {
     /* the current call */
     const RtSlice *slice;
     const void *params;
+    double *out;                /* rt_batch_nodes's */
+    int B, nparts;              /* rt_batch_mean's */
+    const int *part_bound;
+    const double *part_sums;
+    void *grad;
+    double loss;
 };
 
 void rt_batch_free(RtBatch *b)
@@ -404,12 +417,47 @@ static void member_job(void *ctx, int i)
     compute_nodes(&l, &b->work[i], 0, s->B, lo, hi, b->dest[i]);
 }
 
+/* Member i's share of the elements of a node vector, whole cache lines but
+ * for the last. */
+static Parts share(const RtBatch *b, int i, int nparts, const int *bound, const double *sums)
+{
+    size_t v = rt_node_reals(&b->p), line = ALIGN / sizeof(double);
+    size_t from = v * (size_t)i / (size_t)b->members / line * line;
+    size_t to = i + 1 == b->members ? v : v * (size_t)(i + 1) / (size_t)b->members / line * line;
+    return (Parts){nparts, bound, 0, sums, v, from, to - from};
+}
+
+/* Member i: its share of every node of the current call's tasks, from the
+ * members' nodes (temporaries in member 0's stack, each member in its
+ * share of them). */
+static void regroup_job(void *ctx, int i)
+{
+    RtBatch *b = ctx;
+    const RtSlice *s = b->slice;
+    Parts c = share(b, i, b->members, b->bound, b->sums);
+    regroup(&c, 0, s->B, s->first, s->first + s->count, b->out, b->work[0].stack);
+}
+
+/* Member i: its share of the mean of the parts' root (the loss: the last
+ * member's). */
+static void mean_job(void *ctx, int i)
+{
+    RtBatch *b = ctx;
+    Parts c = share(b, i, b->nparts, b->part_bound, b->part_sums);
+    const double *root = part_sum(&c, 0, b->B, b->root, b->work[0].stack);
+    size_t to = c.from + c.len;
+    mean_range(&b->p, root, b->B, b->grad, c.from, to < b->p.nreal ? to : b->p.nreal);
+    if (to > b->p.nreal)
+        b->loss = root[b->p.nreal] * (1.0 / b->B);
+}
+
 void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out)
 {
     int n = b->members;
     size_t v = rt_node_reals(&b->p);
     b->slice = s;
     b->params = params;
+    b->out = out;
     double *at = n > 1 ? b->sums : out;
     for (int i = 0; i <= n; i++)
         b->bound[i] = s->first + (int)((long)i * s->count / n);
@@ -418,16 +466,18 @@ void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *ou
         at += (size_t)rt_tree_count(s->B, b->bound[i], b->bound[i + 1]) * v;
     }
     rt_team_run(b->team, member_job, b);
-    if (n > 1) {
-        Parts c = {n, b->bound, 0, b->sums, v};
-        regroup(&c, 0, s->B, s->first, s->first + s->count, out, b->work[0].stack);
-    }
+    if (n > 1)
+        rt_team_run(b->team, regroup_job, b);
 }
 
 double rt_batch_mean(RtBatch *b, int B, int nparts, const int *bound, const double *sums,
                      void *grad)
 {
-    Parts c = {nparts, bound, 0, sums, rt_node_reals(&b->p)};
-    regroup(&c, 0, B, 0, B, b->root, b->work[0].stack);
-    return mean_of(&b->p, b->root, B, grad);
+    b->B = B;
+    b->nparts = nparts;
+    b->part_bound = bound;
+    b->part_sums = sums;
+    b->grad = grad;
+    rt_team_run(b->team, mean_job, b);
+    return b->loss;
 }
