@@ -53,9 +53,11 @@ static void grad_TANH(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId 
 static void grad_SIGMOID(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
     dx[0] = mul(f, mul(f, g, v, LOC), one_minus(f, v, LOC), LOC);
 }
-/* d relu(x) = g * step(x) */
+/* d relu(x) = g * step(y): y > 0 exactly where x > 0 (a NaN gives 0 both
+ * ways), and the backward pass then reads only y, so that x, read by the
+ * relu alone, can be computed in its loop instead of kept */
 static void grad_RELU(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
-    dx[0] = mul(f, g, unop(f, OP_STEP, X(0), LOC), LOC);
+    dx[0] = mul(f, g, unop(f, OP_STEP, v, LOC), LOC);
 }
 /* d softplus(x) = g * sigmoid(x) */
 static void grad_SOFTPLUS(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
