@@ -1805,13 +1805,27 @@ static bool images_dim(const IrNode *node, int i)
  * convolution the image count (i64); the element of a register result
  * returned.  Binds each o[i].v (and cg->scratch, cg->images) to its
  * parameter and leaves cg->b at the function's start. */
+/* Whether operand i (> 0) is the result's own buffer: a value computed in
+ * place of an operand it reads last (BePlan), which gets no parameter of its
+ * own (two noalias pointers must not meet). */
+static bool result_buffer(const Opnd *o, int i)
+{
+    return i > 0 && o[i].a.base == BE_ARENA && o[0].a.base == BE_ARENA && o[i].a.byte_off == o[0].a.byte_off;
+}
+
+/* Whether operand i of a value function is one of its parameters. */
+static bool is_param(const Opnd *o, int i)
+{
+    return (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG)) && !result_buffer(o, i);
+}
+
 static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
     static const char *const pname[MAX_ACC] = {"y", "a", "b", "c", "d", "e"};
     LLVMTypeRef pt[MAX_ACC + 2];
     int np = 0;
     for (int i = 0; i < n; i++)
-        if (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG))
+        if (is_param(o, i))
             pt[np++] = in_memory(&o[i].a) ? cg->ptr : elem_type(cg, o[i].a.dtype);
     if (scratch)
         pt[np++] = cg->ptr;
@@ -1825,7 +1839,7 @@ static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o
     add_attr(cg, cg->fn, LLVMAttributeFunctionIndex, "noinline", 0);
     unsigned p = 0;
     for (int i = 0; i < n; i++) {
-        if (!in_memory(&o[i].a) && !(i > 0 && o[i].a.base == BE_REG))
+        if (!is_param(o, i))
             continue;
         o[i].v = LLVMGetParam(cg->fn, p);
         LLVMSetValueName2(o[i].v, pname[i], 1);
@@ -1844,6 +1858,9 @@ static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o
         }
         p++;
     }
+    for (int i = 1; i < n; i++)
+        if (result_buffer(o, i))
+            o[i].v = o[0].v;
     cg->scratch = NULL;
     if (scratch) {
         static const char *const attrs[] = {"noalias", "nocapture", "noundef", "nonnull"};
@@ -1955,6 +1972,7 @@ static void value_key(const Cg *cg, Key *k, const IrNode *node, const Opnd *o, i
         const BeAccess *a = &o[i].a;
         int cls = a->base == BE_IMM ? 0 : a->base == BE_REG ? 1 : 2;
         key_i64(k, cls);
+        key_i64(k, result_buffer(o, i));
         key_i64(k, a->dtype);
         key_i64(k, o[i].t.rank);
         for (int d = 0; d < o[i].t.rank; d++)
@@ -2031,7 +2049,7 @@ static LLVMValueRef emit_value_fn(Cg *cg, const char *name, const IrNode *node, 
     LLVMValueRef args[MAX_ACC + 2];
     int na = 0;
     for (int i = 0; i < n; i++)
-        if (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG))
+        if (is_param(o, i))
             args[na++] = entry_arg(cg, &o[i].a);
     if (scratch)
         args[na++] = entry_arg(cg, &(BeAccess){.base = BE_ARENA, .byte_off = scratch_off});

@@ -312,9 +312,53 @@ static void read_leaves(const IrFunc *f, const BePlan *p, ValueId v, int at, con
     }
 }
 
+/* An arena buffer that elementwise value v may compute in place: one whose
+ * last reader is v, of v's size, and read by v's loop (with its fused
+ * operands, no product among them) only through v's own dense access, so
+ * that each element is read before it is written over; or -1. */
+static int in_place(const IrFunc *f, const BePlan *p, ValueId v, const int *root, const int *last)
+{
+    const IrNode *nd = &f->node[v];
+    int kind = ir_op_info[nd->op].kind;
+    if ((kind != KIND_UNARY && kind != KIND_BINARY) || p->acc[v].base != BE_ARENA)
+        return -1;
+    ValueId leaf[2 * BE_FUSE_LEAVES], stack[2 * BE_FUSE_LEAVES + 2];
+    int nleaf = 0, top = 0;
+    stack[top++] = v;
+    while (top > 0) {
+        const IrNode *n = &f->node[stack[--top]];
+        for (int a = 0; a < ir_op_info[n->op].arity; a++) {
+            ValueId x = n->arg[a];
+            if (p->fused_into[x] < 0)
+                leaf[nleaf++] = x;
+            else if (f->node[x].op == OP_MATMUL)
+                return -1;
+            else
+                stack[top++] = x;
+        }
+    }
+    BeAccess dense = be_access_dense(nd->type, BE_ARENA, 0, 0);
+    for (int i = 0; i < nleaf; i++) {
+        int r = root[leaf[i]];
+        if (r < 0 || last[r] != v || buffer_bytes(f->node[r].type) != buffer_bytes(nd->type))
+            continue;
+        bool same = true;
+        for (int j = 0; j < nleaf; j++) {
+            const BeAccess *a = &p->acc[leaf[j]];
+            if (root[leaf[j]] == r)
+                same &= ir_type_eq(f->node[leaf[j]].type, nd->type) && a->offset == 0 &&
+                        !memcmp(a->stride, dense.stride, sizeof(int64_t) * (size_t)nd->type.rank);
+        }
+        if (same)
+            return r;
+    }
+    return -1;
+}
+
 /* Place every arena buffer: walk the nodes in order, take space for each
  * computed value (and its scratch, given back at once), and give back the
- * buffers whose last reader was this node. */
+ * buffers whose last reader was this node; an elementwise value takes over
+ * the buffer of an operand it reads last where it can (in_place). */
 static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
 {
     int n = f->nnode;
@@ -353,9 +397,15 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
     }
 
     Space s = {arena_alloc(&p->arena, sizeof(Block) * (size_t)(n + 1)), 0, 0};
+    bool *taken = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));    /* by a value in place */
     int64_t held = 0, peak = 0;
     for (int v = 0; v < n; v++) {
-        if (root[v] == v) {
+        taken[v] = false;
+        int r = root[v] == v ? in_place(f, p, v, root, last) : -1;
+        if (r >= 0) {
+            p->acc[v].byte_off = p->acc[r].byte_off;
+            taken[r] = true;
+        } else if (root[v] == v) {
             p->acc[v].byte_off = space_alloc(&s, buffer_bytes(f->node[v].type));
             held += buffer_bytes(f->node[v].type);
         }
@@ -364,6 +414,8 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
         if (held + p->scratch_bytes[v] > peak)
             peak = held + p->scratch_bytes[v];
         for (int r = dies[v]; r >= 0; r = next[r]) {
+            if (taken[r])
+                continue;
             space_free(&s, p->acc[r].byte_off, buffer_bytes(f->node[r].type));
             held -= buffer_bytes(f->node[r].type);
         }
