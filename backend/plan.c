@@ -312,15 +312,22 @@ static void read_leaves(const IrFunc *f, const BePlan *p, ValueId v, int at, con
     }
 }
 
-/* An arena buffer that elementwise value v may compute in place: one whose
- * last reader is v, of v's size, and read by v's loop (with its fused
- * operands, no product among them) only through v's own dense access, so
- * that each element is read before it is written over; or -1. */
+/* Values below this size are not computed in place: they stay in the L2
+ * anyway, and a value function computing in place is one of its own (the
+ * conv net's 247 functions would be 282, and its compile time longer). */
+enum { IN_PLACE_BYTES = 256 << 10 };
+
+/* An arena buffer that elementwise value v (of at least IN_PLACE_BYTES)
+ * may compute in place: one whose last reader is v, of v's size, and read
+ * by v's loop (with its fused operands, no product among them) only
+ * through v's own dense access, so that each element is read before it is
+ * written over; or -1. */
 static int in_place(const IrFunc *f, const BePlan *p, ValueId v, const int *root, const int *last)
 {
     const IrNode *nd = &f->node[v];
     int kind = ir_op_info[nd->op].kind;
-    if ((kind != KIND_UNARY && kind != KIND_BINARY) || p->acc[v].base != BE_ARENA)
+    if ((kind != KIND_UNARY && kind != KIND_BINARY) || p->acc[v].base != BE_ARENA ||
+        buffer_bytes(nd->type) < IN_PLACE_BYTES)
         return -1;
     ValueId leaf[2 * BE_FUSE_LEAVES], stack[2 * BE_FUSE_LEAVES + 2];
     int nleaf = 0, top = 0;
