@@ -3,4 +3,4 @@
  * and type) become one value. */
 #include "passes.h"
 
-bool pass_cse(IrFunc *f) { return pass_rebuild(f, NULL, NULL, true); }
+bool pass_cse(IrFunc *f) { return pass_rebuild(f, NULL, NULL, NULL, true); }

@@ -19,7 +19,7 @@ bool pass_dce(IrFunc *f) {
     bool dead = false;
     for (ValueId v = 0; v < f->nnode; v++)
         dead |= !live[v];
-    bool changed = dead && pass_rebuild(f, NULL, live, false);
+    bool changed = dead && pass_rebuild(f, NULL, NULL, live, false);
     free(live);
     return changed;
 }

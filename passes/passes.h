@@ -32,10 +32,17 @@ bool pass_reassociate(IrFunc *f);
 
 /* Rebuild f node by node: for each node (operands already mapped to the new
  * body) `rewrite` returns its value in the new body, or IR_NONE to emit the
- * node unchanged.  Nodes with keep[v] false are dropped (keep may be NULL).
+ * node unchanged; `at` says where the node stands in f.  Nodes with keep[v]
+ * false are dropped (keep may be NULL; a dropped value maps to IR_NONE).
  * With `dedupe` equal nodes merge.  Returns true if the body changed. */
-typedef ValueId RewriteFn(IrFunc *g, const IrNode *n, bool *fired);
-bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, const bool *keep, bool dedupe);
+typedef struct {
+    const IrFunc *f;            /* the body being rebuilt */
+    ValueId v;                  /* the node's value in it */
+    const ValueId *map;         /* each earlier value of f in the new body */
+    void *ctx;                  /* the pass's own, as given to pass_rebuild */
+} RebuildAt;
+typedef ValueId RewriteFn(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fired);
+bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, void *ctx, const bool *keep, bool dedupe);
 
 /* --- the pipeline (passes/pipeline.c) --- */
 typedef struct {

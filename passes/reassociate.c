@@ -26,10 +26,10 @@ typedef struct {
 } Product;
 
 typedef struct {
-    const IrFunc *f;
-    const int *uses;
-    IrFunc *g;
-    const ValueId *map;
+    const IrFunc *f;            /* the body being rebuilt */
+    const int *uses;            /* how many nodes and outputs read each value of f */
+    IrFunc *g;                  /* the new body */
+    const ValueId *map;         /* each earlier value of f in g */
 } Rebuild;
 
 static int64_t rows(const IrFunc *f, ValueId v, bool t) { return f->node[v].type.dim[t ? 1 : 0]; }
@@ -163,38 +163,23 @@ static ValueId regroup(const Rebuild *r, const IrNode *n) {
     return IR_NONE;
 }
 
+static ValueId rewrite(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fired) {
+    if (n->op != OP_MATMUL)
+        return IR_NONE;
+    Rebuild r = {at->f, at->ctx, g, at->map};
+    ValueId v = regroup(&r, &at->f->node[at->v]);
+    *fired = v != IR_NONE;
+    return v;
+}
+
 bool pass_reassociate(IrFunc *f) {
-    int n = f->nnode;
-    int *uses = calloc((size_t)n + 1, sizeof *uses);
-    for (ValueId v = 0; v < n; v++)
+    int *uses = calloc((size_t)f->nnode + 1, sizeof *uses);
+    for (ValueId v = 0; v < f->nnode; v++)
         for (int i = 0; i < ir_op_info[f->node[v].op].arity; i++)
             uses[f->node[v].arg[i]]++;
     for (int j = 0; j < f->noutput; j++)
         uses[f->output[j]]++;
-    IrFunc *g = ir_func_scratch(f->mod, f->name);
-    ValueId *map = malloc((size_t)n * sizeof *map);
-    Rebuild r = {f, uses, g, map};
-    bool changed = false;
-    for (ValueId v = 0; v < n; v++) {
-        IrNode nd = f->node[v];
-        if (nd.op == OP_INPUT) {
-            map[v] = ir_input(g, nd.name, nd.type, nd.loc);
-            continue;
-        }
-        map[v] = nd.op == OP_MATMUL ? regroup(&r, &nd) : IR_NONE;
-        if (map[v] != IR_NONE) {
-            changed = true;
-            continue;
-        }
-        for (int i = 0; i < ir_op_info[nd.op].arity; i++)
-            nd.arg[i] = map[nd.arg[i]];
-        map[v] = ir_emit(g, &nd, NULL);
-    }
-    for (int j = 0; j < f->noutput; j++)
-        ir_output(g, map[f->output[j]]);
-    free(map);
+    bool changed = pass_rebuild(f, rewrite, uses, NULL, true);
     free(uses);
-    if (changed)
-        ir_func_take(f, g);
     return changed;
 }

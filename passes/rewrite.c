@@ -4,7 +4,7 @@
 
 #include <stdlib.h>
 
-bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, const bool *keep, bool dedupe) {
+bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, void *ctx, const bool *keep, bool dedupe) {
     IrFunc *g = ir_func_scratch(f->mod, f->name);
     ValueId *map = malloc((size_t)f->nnode * sizeof *map);
     bool changed = false;
@@ -22,7 +22,8 @@ bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, const bool *keep, bool dedupe) 
         for (int i = 0; i < ir_op_info[n.op].arity; i++)
             n.arg[i] = map[n.arg[i]];
         bool fired = false;
-        ValueId r = rewrite ? rewrite(g, &n, &fired) : IR_NONE;
+        RebuildAt at = {f, v, map, ctx};
+        ValueId r = rewrite ? rewrite(g, &n, &at, &fired) : IR_NONE;
         if (r == IR_NONE)
             r = dedupe ? ir_emit(g, &n, NULL) : ir_append(g, &n, NULL);
         changed |= fired || r != g->nnode - 1;

@@ -189,7 +189,7 @@ static ValueId identity(IrFunc *g, const IrNode *n) {
     return IR_NONE;
 }
 
-static ValueId simplify_node(IrFunc *g, const IrNode *n, bool *fired) {
+static ValueId simplify_node(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fired) {
     ValueId r = fold(g, n);
     if (r == IR_NONE)
         r = identity(g, n);
@@ -197,4 +197,4 @@ static ValueId simplify_node(IrFunc *g, const IrNode *n, bool *fired) {
     return r;
 }
 
-bool pass_simplify(IrFunc *f) { return pass_rebuild(f, simplify_node, NULL, true); }
+bool pass_simplify(IrFunc *f) { return pass_rebuild(f, simplify_node, NULL, NULL, true); }

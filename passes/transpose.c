@@ -33,10 +33,28 @@ static bool elementwise_matrix(const IrFunc *f, ValueId v) {
     return true;
 }
 
+/* A transpose of a folded value (at->ctx: fold[]) becomes the value built
+ * from its operands' transposes, a product's operands swapped. */
+static ValueId unfold(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fired) {
+    const bool *fold = at->ctx;
+    if (n->op != OP_TRANSPOSE || !fold[at->f->node[at->v].arg[0]])
+        return IR_NONE;
+    IrNode t = at->f->node[at->f->node[at->v].arg[0]];
+    for (int i = 0; i < ir_op_info[t.op].arity; i++)
+        t.arg[i] = flip(g, at->map[t.arg[i]], t.loc);
+    if (t.op == OP_MATMUL) {
+        ValueId a = t.arg[0];
+        t.arg[0] = t.arg[1], t.arg[1] = a;
+    }
+    t.type = n->type;
+    *fired = true;
+    return ir_emit(g, &t, NULL);
+}
+
 bool pass_transpose(IrFunc *f) {
     int n = f->nnode;
     /* fold[v]: v is a product, or an elementwise op of matrices, that only
-     * transposes (of rank 2) read */
+     * transposes (of rank 2) read; it is built where its transposes are */
     bool *fold = calloc((size_t)n + 1, sizeof *fold);
     for (ValueId v = 0; v < n; v++)
         fold[v] = f->node[v].op == OP_MATMUL || elementwise_matrix(f, v);
@@ -51,41 +69,11 @@ bool pass_transpose(IrFunc *f) {
     bool any = false;
     for (ValueId v = 0; v < n; v++)
         any |= f->node[v].op == OP_TRANSPOSE && fold[f->node[v].arg[0]];
-    if (!any) {
-        free(fold);
-        return false;
-    }
-    IrFunc *g = ir_func_scratch(f->mod, f->name);
-    ValueId *map = malloc((size_t)n * sizeof *map);
-    for (ValueId v = 0; v < n; v++) {
-        IrNode nd = f->node[v];
-        if (nd.op == OP_INPUT) {
-            map[v] = ir_input(g, nd.name, nd.type, nd.loc);
-            continue;
-        }
-        map[v] = IR_NONE;
-        if (fold[v])                /* built where its transposes are */
-            continue;
-        if (nd.op == OP_TRANSPOSE && fold[nd.arg[0]]) {
-            IrNode t = f->node[nd.arg[0]];
-            for (int i = 0; i < ir_op_info[t.op].arity; i++)
-                t.arg[i] = flip(g, map[t.arg[i]], t.loc);
-            if (t.op == OP_MATMUL) {
-                ValueId a = t.arg[0];
-                t.arg[0] = t.arg[1], t.arg[1] = a;
-            }
-            t.type = nd.type;
-            map[v] = ir_emit(g, &t, NULL);
-            continue;
-        }
-        for (int i = 0; i < ir_op_info[nd.op].arity; i++)
-            nd.arg[i] = map[nd.arg[i]];
-        map[v] = ir_emit(g, &nd, NULL);
-    }
-    for (int j = 0; j < f->noutput; j++)
-        ir_output(g, map[f->output[j]]);
-    free(map);
+    bool *keep = malloc((size_t)n + 1);
+    for (ValueId v = 0; v < n; v++)
+        keep[v] = !fold[v];
+    bool changed = any && pass_rebuild(f, unfold, fold, keep, true);
+    free(keep);
     free(fold);
-    ir_func_take(f, g);
-    return true;
+    return changed;
 }
