@@ -43,6 +43,10 @@ typedef struct {
 } RebuildAt;
 typedef ValueId RewriteFn(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fired);
 bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, void *ctx, const bool *keep, bool dedupe);
+/* Whether v (IR_NONE: no) is a constant of f, every element *c. */
+bool pass_constant(const IrFunc *f, ValueId v, double *c);
+/* x^T for a matrix x of g: a transpose's operand, else a new transpose. */
+ValueId pass_flip(IrFunc *g, ValueId x, SrcLoc loc);
 
 /* --- the pipeline (passes/pipeline.c) --- */
 typedef struct {

@@ -25,12 +25,9 @@ typedef struct {
     bool alone;                 /* nothing else reads the value or what lies between it and the product */
 } Product;
 
-typedef struct {
-    const IrFunc *f;            /* the body being rebuilt */
-    const int *uses;            /* how many nodes and outputs read each value of f */
-    IrFunc *g;                  /* the new body */
-    const ValueId *map;         /* each earlier value of f in g */
-} Rebuild;
+/* How many nodes and outputs read value v of the body being rebuilt (the
+ * pass's context). */
+static int uses(const RebuildAt *at, ValueId v) { return ((const int *)at->ctx)[v]; }
 
 static int64_t rows(const IrFunc *f, ValueId v, bool t) { return f->node[v].type.dim[t ? 1 : 0]; }
 static int64_t cols(const IrFunc *f, ValueId v, bool t) { return f->node[v].type.dim[t ? 0 : 1]; }
@@ -38,26 +35,19 @@ static int64_t cols(const IrFunc *f, ValueId v, bool t) { return f->node[v].type
 /* FLOPs of an [m,k] by [k,n] product. */
 static int64_t cost(int64_t m, int64_t k, int64_t n) { return 2 * m * k * n; }
 
-static bool constant(const IrFunc *f, ValueId v, double *c) {
-    if (f->node[v].op != OP_CONST)
-        return false;
-    *c = f->node[v].value;
-    return true;
-}
-
 /* v as k * P Q through negations, multiplications by a constant and
  * transposes of matrices; false if it is none of these. */
-static bool as_product(const Rebuild *r, ValueId v, Product *out) {
-    const IrFunc *f = r->f;
+static bool as_product(const RebuildAt *at, ValueId v, Product *out) {
+    const IrFunc *f = at->f;
     bool t = false;
     *out = (Product){.k = 1, .alone = true};
     for (;;) {
         const IrNode *n = &f->node[v];
         double c;
-        out->alone &= r->uses[v] == 1;
-        if (n->op == OP_MUL && constant(f, n->arg[0], &c))
+        out->alone &= uses(at, v) == 1;
+        if (n->op == OP_MUL && pass_constant(f, n->arg[0], &c))
             out->k *= c, v = n->arg[1];
-        else if (n->op == OP_MUL && constant(f, n->arg[1], &c))
+        else if (n->op == OP_MUL && pass_constant(f, n->arg[1], &c))
             out->k *= c, v = n->arg[0];
         else if (n->op == OP_NEG)
             out->k = -out->k, v = n->arg[0];
@@ -75,15 +65,9 @@ static bool as_product(const Rebuild *r, ValueId v, Product *out) {
     return true;
 }
 
-/* Old value v (transposed if t) in the new function. */
-static ValueId value(const Rebuild *r, ValueId v, bool t) {
-    static const int swap[2] = {1, 0};
-    ValueId x = r->map[v];
-    if (!t)
-        return x;
-    if (r->g->node[x].op == OP_TRANSPOSE)
-        return r->g->node[x].arg[0];
-    return ir_transpose(r->g, x, swap, r->f->node[v].loc, NULL);
+/* Old value v (transposed if t) in the new body g. */
+static ValueId value(IrFunc *g, const RebuildAt *at, ValueId v, bool t) {
+    return t ? pass_flip(g, at->map[v], at->f->node[v].loc) : at->map[v];
 }
 
 /* k * x */
@@ -96,16 +80,16 @@ static ValueId scale(IrFunc *g, double k, ValueId x, SrcLoc loc) {
     return ir_binary(g, OP_MUL, ir_const(g, t.dtype == DT_F32 ? (float)k : k, t, loc), x, loc, NULL);
 }
 
-/* k * (a P) Q in the new function, a being new. */
-static ValueId left_first(const Rebuild *r, ValueId a, const Product *pq, SrcLoc loc) {
-    ValueId ap = ir_matmul(r->g, a, value(r, pq->p, pq->tp), loc, NULL);
-    return scale(r->g, pq->k, ir_matmul(r->g, ap, value(r, pq->q, pq->tq), loc, NULL), loc);
+/* k * (a P) Q in the new body g, a being new. */
+static ValueId left_first(IrFunc *g, const RebuildAt *at, ValueId a, const Product *pq, SrcLoc loc) {
+    ValueId ap = ir_matmul(g, a, value(g, at, pq->p, pq->tp), loc, NULL);
+    return scale(g, pq->k, ir_matmul(g, ap, value(g, at, pq->q, pq->tq), loc, NULL), loc);
 }
 
-/* k * P (Q b) in the new function, b being new. */
-static ValueId right_first(const Rebuild *r, const Product *pq, ValueId b, SrcLoc loc) {
-    ValueId qb = ir_matmul(r->g, value(r, pq->q, pq->tq), b, loc, NULL);
-    return scale(r->g, pq->k, ir_matmul(r->g, value(r, pq->p, pq->tp), qb, loc, NULL), loc);
+/* k * P (Q b) in the new body g, b being new. */
+static ValueId right_first(IrFunc *g, const RebuildAt *at, const Product *pq, ValueId b, SrcLoc loc) {
+    ValueId qb = ir_matmul(g, value(g, at, pq->q, pq->tq), b, loc, NULL);
+    return scale(g, pq->k, ir_matmul(g, value(g, at, pq->p, pq->tp), qb, loc, NULL), loc);
 }
 
 /* FLOPs of a P Q (a being [m, P's rows]) grouped as (a P) Q, and of P Q
@@ -121,43 +105,46 @@ static int64_t cost_product(const IrFunc *f, const Product *pq) {
 }
 
 /* An add or sub of two matrices of its own type that only one node reads. */
-static bool lone_sum(const Rebuild *r, ValueId v) {
-    const IrNode *n = &r->f->node[v];
-    return (n->op == OP_ADD || n->op == OP_SUB) && n->type.rank == 2 && r->uses[v] == 1 &&
-           ir_type_eq(r->f->node[n->arg[0]].type, n->type) && ir_type_eq(r->f->node[n->arg[1]].type, n->type);
+static bool lone_sum(const RebuildAt *at, ValueId v) {
+    const IrFunc *f = at->f;
+    const IrNode *n = &f->node[v];
+    return (n->op == OP_ADD || n->op == OP_SUB) && n->type.rank == 2 && uses(at, v) == 1 &&
+           ir_type_eq(f->node[n->arg[0]].type, n->type) && ir_type_eq(f->node[n->arg[1]].type, n->type);
 }
 
-/* matmul(a, b) of the old function, regrouped in the new one; IR_NONE if
- * no rule saves FLOPs. */
-static ValueId regroup(const Rebuild *r, const IrNode *n) {
-    const IrFunc *f = r->f;
+/* The product at->v of the body being rebuilt, regrouped in the new body g;
+ * IR_NONE if no rule saves FLOPs. */
+static ValueId regroup(IrFunc *g, const RebuildAt *at) {
+    const IrFunc *f = at->f;
+    const IrNode *n = &f->node[at->v];
     ValueId a = n->arg[0], b = n->arg[1];
     int64_t m = f->node[a].type.dim[0], k = f->node[a].type.dim[1], cn = f->node[b].type.dim[1];
     int64_t here = cost(m, k, cn);
     Product pq;
     /* chain */
-    if (as_product(r, b, &pq) && cost_left_first(f, m, &pq) < here + (pq.alone ? cost_product(f, &pq) : 0))
-        return left_first(r, r->map[a], &pq, n->loc);
-    if (as_product(r, a, &pq) && cost_right_first(f, &pq, cn) < here + (pq.alone ? cost_product(f, &pq) : 0))
-        return right_first(r, &pq, r->map[b], n->loc);
+    if (as_product(at, b, &pq) && cost_left_first(f, m, &pq) < here + (pq.alone ? cost_product(f, &pq) : 0))
+        return left_first(g, at, at->map[a], &pq, n->loc);
+    if (as_product(at, a, &pq) && cost_right_first(f, &pq, cn) < here + (pq.alone ? cost_product(f, &pq) : 0))
+        return right_first(g, at, &pq, at->map[b], n->loc);
     /* distribute */
     for (int side = 0; side < 2; side++) {
         ValueId s = n->arg[side];
-        if (!lone_sum(r, s))
+        if (!lone_sum(at, s))
             continue;
         const IrNode *sum = &f->node[s];
         for (int term = 0; term < 2; term++) {
-            if (!as_product(r, sum->arg[term], &pq) || !pq.alone)
+            if (!as_product(at, sum->arg[term], &pq) || !pq.alone)
                 continue;
             int64_t regrouped = side ? cost_left_first(f, m, &pq) : cost_right_first(f, &pq, cn);
             if (regrouped >= cost_product(f, &pq))
                 continue;
-            ValueId other = r->map[sum->arg[!term]];
-            ValueId rest = side ? ir_matmul(r->g, r->map[a], other, n->loc, NULL)
-                                : ir_matmul(r->g, other, r->map[b], n->loc, NULL);
-            ValueId low = side ? left_first(r, r->map[a], &pq, n->loc) : right_first(r, &pq, r->map[b], n->loc);
-            return term ? ir_binary(r->g, sum->op, rest, low, n->loc, NULL)
-                        : ir_binary(r->g, sum->op, low, rest, n->loc, NULL);
+            ValueId other = at->map[sum->arg[!term]];
+            ValueId rest = side ? ir_matmul(g, at->map[a], other, n->loc, NULL)
+                                : ir_matmul(g, other, at->map[b], n->loc, NULL);
+            ValueId low = side ? left_first(g, at, at->map[a], &pq, n->loc)
+                               : right_first(g, at, &pq, at->map[b], n->loc);
+            return term ? ir_binary(g, sum->op, rest, low, n->loc, NULL)
+                        : ir_binary(g, sum->op, low, rest, n->loc, NULL);
         }
     }
     return IR_NONE;
@@ -166,8 +153,7 @@ static ValueId regroup(const Rebuild *r, const IrNode *n) {
 static ValueId rewrite(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fired) {
     if (n->op != OP_MATMUL)
         return IR_NONE;
-    Rebuild r = {at->f, at->ctx, g, at->map};
-    ValueId v = regroup(&r, &at->f->node[at->v]);
+    ValueId v = regroup(g, at);
     *fired = v != IR_NONE;
     return v;
 }

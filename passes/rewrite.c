@@ -1,5 +1,6 @@
 /* pass_rebuild: the one loop that every rewriting pass shares.  A new body
- * is built in a scratch function, node by node, then moved into f. */
+ * is built in a scratch function, node by node, then moved into f.  Also
+ * the small helpers that more than one rule needs. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -34,4 +35,18 @@ bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, void *ctx, const bool *keep, bo
     free(map);
     ir_func_take(f, g);
     return changed;
+}
+
+bool pass_constant(const IrFunc *f, ValueId v, double *c) {
+    if (v == IR_NONE || f->node[v].op != OP_CONST)
+        return false;
+    *c = f->node[v].value;
+    return true;
+}
+
+ValueId pass_flip(IrFunc *g, ValueId x, SrcLoc loc) {
+    static const int swap[2] = {1, 0};
+    if (g->node[x].op == OP_TRANSPOSE)
+        return g->node[x].arg[0];
+    return ir_transpose(g, x, swap, loc, NULL);
 }

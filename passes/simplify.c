@@ -6,16 +6,9 @@
 
 #include <math.h>
 
-static bool constant(IrFunc *g, ValueId v, double *c) {
-    if (v == IR_NONE || g->node[v].op != OP_CONST)
-        return false;
-    *c = g->node[v].value;
-    return true;
-}
-
 static bool is(IrFunc *g, ValueId v, double c) {
     double x;
-    return constant(g, v, &x) && x == c;
+    return pass_constant(g, v, &x) && x == c;
 }
 
 static bool foldable_unary(IrOp op) {
@@ -62,7 +55,7 @@ static ValueId splat(IrFunc *g, const IrNode *n, double c) {
 static ValueId fold(IrFunc *g, const IrNode *n) {
     double a = 0, b = 0;
     IrKind kind = ir_op_info[n->op].kind;
-    bool ca = constant(g, n->arg[0], &a), cb = constant(g, n->arg[1], &b);
+    bool ca = pass_constant(g, n->arg[0], &a), cb = pass_constant(g, n->arg[1], &b);
     if (kind == KIND_UNARY && ca && foldable_unary(n->op))
         return splat(g, n, fold_unary(n->op, a, n->value));
     if (kind == KIND_BINARY && ca && cb)
@@ -83,9 +76,9 @@ static ValueId unscaled(IrFunc *g, ValueId v, double *c) {
     const IrNode *n = &g->node[v];
     double k;
     ValueId w;
-    if (n->op == OP_MUL && constant(g, n->arg[0], &k))
+    if (n->op == OP_MUL && pass_constant(g, n->arg[0], &k))
         w = n->arg[1];
-    else if (n->op == OP_MUL && constant(g, n->arg[1], &k))
+    else if (n->op == OP_MUL && pass_constant(g, n->arg[1], &k))
         w = n->arg[0];
     else if (n->op == OP_NEG)
         w = n->arg[0], k = -1;

@@ -13,14 +13,6 @@
 
 #include <stdlib.h>
 
-/* x^T in g: a transpose's operand, else a new transpose. */
-static ValueId flip(IrFunc *g, ValueId x, SrcLoc loc) {
-    static const int swap[2] = {1, 0};
-    if (g->node[x].op == OP_TRANSPOSE)
-        return g->node[x].arg[0];
-    return ir_transpose(g, x, swap, loc, NULL);
-}
-
 /* v is an elementwise op whose operands are matrices like its result. */
 static bool elementwise_matrix(const IrFunc *f, ValueId v) {
     const IrNode *nd = &f->node[v];
@@ -41,7 +33,7 @@ static ValueId unfold(IrFunc *g, const IrNode *n, const RebuildAt *at, bool *fir
         return IR_NONE;
     IrNode t = at->f->node[at->f->node[at->v].arg[0]];
     for (int i = 0; i < ir_op_info[t.op].arity; i++)
-        t.arg[i] = flip(g, at->map[t.arg[i]], t.loc);
+        t.arg[i] = pass_flip(g, at->map[t.arg[i]], t.loc);
     if (t.op == OP_MATMUL) {
         ValueId a = t.arg[0];
         t.arg[0] = t.arg[1], t.arg[1] = a;
