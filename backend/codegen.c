@@ -1121,15 +1121,15 @@ static LLVMValueRef view_load_lanes(Cg *cg, const Mat *m, LLVMValueRef idx, int 
     return v;
 }
 
-/* acc[r] += A[i0 + r, k] * B[k, j0 ..] for r < mr, k over the factors of
+/* acc[r] += A[irow[r], k] * B[k, j0 ..] for r < mr, k over the factors of
  * A's columns in order: the inner loop of a register tile. */
-static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, LLVMValueRef i0, LLVMValueRef j0, int mr, int nr,
-                            LLVMTypeRef vt, LLVMValueRef *acc)
+static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueRef *irow, LLVMValueRef j0, int mr,
+                            int nr, LLVMTypeRef vt, LLVMValueRef *acc)
 {
     LLVMValueRef arow[BE_TILE_ROWS];
     LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
     for (int r = 0; r < mr; r++)
-        arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0));
+        arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, irow[r]));
     Loop lk[3];
     LLVMValueRef kv[3];
     for (int f = 0; f < A->c.n; f++)
@@ -1168,8 +1168,8 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
         LLVMBuildStore(cg->b, accumulate ? view_load_vec(cg, C, crow[r], nr) : LLVMConstNull(vt), acc[r]);
     }
     if (e && e->sum2)
-        emit_tile_terms(cg, &e->a2, &e->b2, i0, j0, mr, nr, vt, acc);
-    emit_tile_terms(cg, A, B, i0, j0, mr, nr, vt, acc);
+        emit_tile_terms(cg, &e->a2, &e->b2, irow, j0, mr, nr, vt, acc);
+    emit_tile_terms(cg, A, B, irow, j0, mr, nr, vt, acc);
     for (int r = 0; r < mr; r++) {
         LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, acc[r], "");
         if (e) {
@@ -1798,13 +1798,6 @@ static bool images_dim(const IrNode *node, int i)
     return node && ir_op_info[node->op].kind == KIND_CONV && i != (node->op == OP_CONV2D_GRAD_W ? 0 : 2);
 }
 
-/* Start the value function `name` for the result o[0] and operands o[1..n)
- * of node (NULL: a copy): one noalias pointer parameter per operand in
- * memory, the element of each operand in a register, then a noalias
- * pointer to `scratch` bytes of the arena if that is not 0, then for a
- * convolution the image count (i64); the element of a register result
- * returned.  Binds each o[i].v (and cg->scratch, cg->images) to its
- * parameter and leaves cg->b at the function's start. */
 /* Whether operand i (> 0) is the result's own buffer: a value computed in
  * place of an operand it reads last (BePlan), which gets no parameter of its
  * own (two noalias pointers must not meet). */
@@ -1819,6 +1812,13 @@ static bool is_param(const Opnd *o, int i)
     return (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG)) && !result_buffer(o, i);
 }
 
+/* Start the value function `name` for the result o[0] and operands o[1..n)
+ * of node (NULL: a copy): one noalias pointer parameter per operand in
+ * memory, the element of each operand in a register, then a noalias
+ * pointer to `scratch` bytes of the arena if that is not 0, then for a
+ * convolution the image count (i64); the element of a register result
+ * returned.  Binds each o[i].v (and cg->scratch, cg->images) to its
+ * parameter and leaves cg->b at the function's start. */
 static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
     static const char *const pname[MAX_ACC] = {"y", "a", "b", "c", "d", "e"};
