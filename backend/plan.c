@@ -317,6 +317,30 @@ static void read_leaves(const IrFunc *f, const BePlan *p, ValueId v, int at, con
  * conv net's 247 functions would be 282, and its compile time longer). */
 enum { IN_PLACE_BYTES = 256 << 10 };
 
+/* Whether access a walks a value of type t as a dense buffer of t does
+ * (its strides; its offset aside). */
+static bool dense_strides(const BeAccess *a, IrType t)
+{
+    BeAccess dense = be_access_dense(t, BE_ARENA, 0, 0);
+    return !memcmp(a->stride, dense.stride, sizeof(int64_t) * (size_t)t.rank);
+}
+
+/* leaf[*n ..] <- the operands the loop of v reads, through its fused
+ * operands (at most BE_FUSE_LEAVES: fused_leaves); false if a product is
+ * fused among them. */
+static bool loop_leaves(const IrFunc *f, const BePlan *p, ValueId v, ValueId *leaf, int *n)
+{
+    const IrNode *nd = &f->node[v];
+    for (int a = 0; a < ir_op_info[nd->op].arity; a++) {
+        ValueId x = nd->arg[a];
+        if (p->fused_into[x] < 0)
+            leaf[(*n)++] = x;
+        else if (f->node[x].op == OP_MATMUL || !loop_leaves(f, p, x, leaf, n))
+            return false;
+    }
+    return true;
+}
+
 /* An arena buffer that elementwise value v (of at least IN_PLACE_BYTES)
  * may compute in place: one whose last reader is v, of v's size, and read
  * by v's loop (with its fused operands, no product among them) only
@@ -329,22 +353,10 @@ static int in_place(const IrFunc *f, const BePlan *p, ValueId v, const int *root
     if ((kind != KIND_UNARY && kind != KIND_BINARY) || p->acc[v].base != BE_ARENA ||
         buffer_bytes(nd->type) < IN_PLACE_BYTES)
         return -1;
-    ValueId leaf[2 * BE_FUSE_LEAVES], stack[2 * BE_FUSE_LEAVES + 2];
-    int nleaf = 0, top = 0;
-    stack[top++] = v;
-    while (top > 0) {
-        const IrNode *n = &f->node[stack[--top]];
-        for (int a = 0; a < ir_op_info[n->op].arity; a++) {
-            ValueId x = n->arg[a];
-            if (p->fused_into[x] < 0)
-                leaf[nleaf++] = x;
-            else if (f->node[x].op == OP_MATMUL)
-                return -1;
-            else
-                stack[top++] = x;
-        }
-    }
-    BeAccess dense = be_access_dense(nd->type, BE_ARENA, 0, 0);
+    ValueId leaf[BE_FUSE_LEAVES];
+    int nleaf = 0;
+    if (!loop_leaves(f, p, v, leaf, &nleaf))
+        return -1;
     for (int i = 0; i < nleaf; i++) {
         int r = root[leaf[i]];
         if (r < 0 || last[r] != v || buffer_bytes(f->node[r].type) != buffer_bytes(nd->type))
@@ -353,8 +365,7 @@ static int in_place(const IrFunc *f, const BePlan *p, ValueId v, const int *root
         for (int j = 0; j < nleaf; j++) {
             const BeAccess *a = &p->acc[leaf[j]];
             if (root[leaf[j]] == r)
-                same &= ir_type_eq(f->node[leaf[j]].type, nd->type) && a->offset == 0 &&
-                        !memcmp(a->stride, dense.stride, sizeof(int64_t) * (size_t)nd->type.rank);
+                same &= ir_type_eq(f->node[leaf[j]].type, nd->type) && a->offset == 0 && dense_strides(a, nd->type);
         }
         if (same)
             return r;
@@ -474,12 +485,10 @@ static bool sum_fuses(const IrFunc *f, const BePlan *p, const IrNode *r, ValueId
     const IrNode *n = &f->node[v];
     if (r->op != OP_REDUCE_SUM || sum_run(f, r) < BE_SUM_LANES || !lane_op(n->op))
         return false;
-    BeAccess dense = be_access_dense(n->type, BE_ARENA, 0, 0);
     for (int a = 0; a < ir_op_info[n->op].arity; a++) {
         const BeAccess *x = &p->acc[n->arg[a]];
         bool one = x->base == BE_IMM || x->base == BE_REG;
-        bool packed = (x->base == BE_INPUT || x->base == BE_OUTPUT || x->base == BE_ARENA) &&
-                      !memcmp(x->stride, dense.stride, sizeof(int64_t) * (size_t)n->type.rank);
+        bool packed = in_memory(x) && dense_strides(x, n->type);
         if (!one && !packed)
             return false;
     }
@@ -640,7 +649,7 @@ static void plan_fusion(const IrFunc *f, BePlan *p, const bool *live)
             reader[nd->arg[a]] = v;
         }
         if (nd->op == OP_MATMUL)
-            products[nproducts++] = (ByTerms){f->node[nd->arg[0]].type.dim[1], v};
+            products[nproducts++] = (ByTerms){terms(f, v), v};
     }
     for (int v = 0; v < n; v++)
         fuse(f, p, uses, reader, v, false);
