@@ -266,10 +266,9 @@ static void mean_range(const RtProgram *p, const double *root, int B, void *grad
             ((double *)grad)[i] = root[i] * inv;
 }
 
-/* grad <- the mean of the node at root over B tasks; returns the mean loss. */
-static double mean_of(const RtProgram *p, const double *root, int B, void *grad)
+/* The mean query loss over B tasks of the node at root. */
+static double mean_loss(const RtProgram *p, const double *root, int B)
 {
-    mean_range(p, root, B, grad, 0, p->nreal);
     return root[p->nreal] * (1.0 / B);
 }
 
@@ -279,7 +278,8 @@ double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int n
     Leaves l = {p, params, tasks, 0};
     double *root = w->stack;
     node_sum(&l, w, 0, n, root, root + rt_node_reals(p));
-    return mean_of(p, root, n, grad);
+    mean_range(p, root, n, grad, 0, p->nreal);
+    return mean_loss(p, root, n);
 }
 
 /* ------------------------------------------------------------------------
@@ -448,7 +448,7 @@ static void mean_job(void *ctx, int i)
     size_t to = c.from + c.len;
     mean_range(&b->p, root, b->B, b->grad, c.from, to < b->p.nreal ? to : b->p.nreal);
     if (to > b->p.nreal)
-        b->loss = root[b->p.nreal] * (1.0 / b->B);
+        b->loss = mean_loss(&b->p, root, b->B);
 }
 
 void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out)
