@@ -36,10 +36,17 @@ static int by_value(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* bytes of memory aligned like mamlc run's buffers (64 bytes), so that
+ * timings here and there match; NULL when out of memory. */
+static void *buffer(size_t bytes)
+{
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
 /* n reals in [0, 1), or labels 0..4, from a fixed sequence. */
 static void *fill(size_t n, int labels, unsigned *seed)
 {
-    uint32_t *v = malloc(n * 4 + 4);
+    uint32_t *v = buffer(n * 4 + 4);
     for (size_t i = 0; v && i < n; i++) {
         *seed = *seed * 1103515245u + 12345u;
         if (labels)
@@ -84,9 +91,9 @@ int main(int argc, char **argv)
             return 1;
         }
         np = count();
-        params[k] = malloc(np * sizeof(real));
-        g[k] = malloc(np * sizeof(real));
-        real *st = malloc(state() * sizeof(real) + sizeof(real));
+        params[k] = buffer(np * sizeof(real));
+        g[k] = buffer(np * sizeof(real));
+        real *st = buffer(state() * sizeof(real) + sizeof(real));
         t[k] = malloc((size_t)steps * sizeof(double));
         ws[k] = wnew(batch, threads[k]);
         if (!params[k] || !g[k] || !st || !t[k] || !ws[k] || !sxv || !qxv || !syv || !qyv) {
