@@ -29,6 +29,9 @@ bool pass_transpose(IrFunc *f);
 /* products regrouped, and distributed over a sum with a low-rank product
  * term, where that saves FLOPs (passes/reassociate.c) */
 bool pass_reassociate(IrFunc *f);
+/* a large elementwise value computed again before each later reader,
+ * instead of held from its first one (passes/remat.c) */
+bool pass_remat(IrFunc *f);
 
 /* Rebuild f node by node: for each node (operands already mapped to the new
  * body) `rewrite` returns its value in the new body, or IR_NONE to emit the
@@ -57,14 +60,14 @@ typedef struct {
 } PassOptions;
 
 /* The pass called `name` ("simplify", "cse", "transpose", "reassociate", "dce",
- * "grad"), or NULL. */
+ * "remat", "grad"), or NULL. */
 typedef bool PassFn(IrFunc *f);
 PassFn *pass_lookup(const char *name);
 /* Run one named pass under the options (o may be NULL); *changed (may be
  * NULL) says whether it changed f.  False if verification fails. */
 bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *changed);
-/* simplify, cse, transpose, reassociate and dce until nothing changes; false if
- * verification fails. */
+/* simplify, cse, transpose, reassociate and dce until nothing changes, then
+ * remat; false if verification fails. */
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
 
 /* --- the meta-step builder (passes/meta_step.c) ---

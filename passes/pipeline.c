@@ -12,6 +12,7 @@ static const struct {
     {"transpose", pass_transpose},
     {"reassociate", pass_reassociate},
     {"dce", pass_dce},
+    {"remat", pass_remat},
     {"grad", pass_grad},
 };
 
@@ -52,5 +53,5 @@ bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d) {
             changed |= c;
         }
     }
-    return true;
+    return pass_run(f, "remat", o, d, NULL);
 }
