@@ -39,7 +39,7 @@ static const char usage[] =
     "                       the peak of live buffers) and the time of each stage\n"
     "  --verify-each        verify the IR after every pass\n"
     "  --print-after=PASS   print the IR after every run of PASS (simplify, cse,\n"
-    "                       transpose, reassociate, dce)\n"
+    "                       transpose, reassociate, dce, remat)\n"
     "  --print-after-all    print the IR after every pass\n"
     "\n"
     "Run options:\n"
