@@ -65,13 +65,13 @@ static ValueId copy_operands(IrFunc *g, const IrNode *n, const RebuildAt *at, bo
         ValueId x = orig->arg[i];
         if (!r->copied[x] || r->first[x] == at->v)
             continue;
+        int same = 0;                   /* an earlier operand reading x shares its copy */
+        while (orig->arg[same] != x)
+            same++;
         IrNode c = at->f->node[x];
         for (int j = 0; j < ir_op_info[c.op].arity; j++)
             c.arg[j] = at->map[c.arg[j]];
-        m.arg[i] = ir_append(g, &c, NULL);
-        for (int k = i + 1; k < ir_op_info[n->op].arity; k++)
-            if (orig->arg[k] == x)
-                m.arg[k] = m.arg[i];
+        m.arg[i] = same < i ? m.arg[same] : ir_append(g, &c, NULL);
         *fired = true;
     }
     return *fired ? ir_append(g, &m, NULL) : IR_NONE;
