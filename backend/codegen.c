@@ -1263,6 +1263,61 @@ static Opnd conv_scratch(Cg *cg, DType dt, int64_t off, int rank, const int *dim
     return o;
 }
 
+/* The copy dst[i, j] = src[i, j] over [I, J], dst at element i + j*ds and
+ * src at i*ss + j: a transposition, with src dense along j and dst along
+ * i.  Blocks of W x W elements (W: 32 bytes of them) go through registers:
+ * W rows of src loaded as vectors, transposed by log2(W) rounds of
+ * shuffles, each swapping one bit of the row index with the same bit of
+ * the column index (the off-diagonal h x h blocks of every 2h x 2h one),
+ * and stored as W rows of dst.  The edges past the last whole block are
+ * copied element by element.  A scalar copy moves one element per
+ * inserted or extracted lane instead. */
+static void emit_transpose(Cg *cg, const Opnd *dst, const Opnd *src, int64_t I, int64_t J, int64_t ds, int64_t ss)
+{
+    int w = 32 / (int)ir_dtype_size(src->a.dtype);
+    int64_t ib = I / w * w, jb = J / w * w;
+    LLVMTypeRef vt = LLVMVectorType(elem_type(cg, src->a.dtype), (unsigned)w);
+    Loop li, lj;
+    LLVMValueRef i0 = LLVMBuildNSWMul(cg->b, range_open(cg, &li, 0, ib / w), c64(cg, w), "");
+    LLVMValueRef j0 = LLVMBuildNSWMul(cg->b, range_open(cg, &lj, 0, jb / w), c64(cg, w), "");
+    li.scalar = lj.scalar = true;           /* vectors already */
+    LLVMValueRef v[8];
+    for (int r = 0; r < w; r++)
+        v[r] = load_mem(cg, src, idx_add(cg, linear(cg, 1, &i0, &ss), idx_add(cg, c64(cg, r * ss), j0)), vt);
+    for (int h = w / 2; h >= 1; h /= 2) {
+        for (int r = 0; r < w; r++) {
+            if (r & h)
+                continue;
+            LLVMValueRef lo[8], hi[8];      /* row r: its own left half, r+h's; row r+h: r's right, its own */
+            for (int c = 0; c < w; c++) {
+                lo[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & h ? w + c - h : c), 0);
+                hi[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & h ? w + c : c + h), 0);
+            }
+            LLVMValueRef a = v[r], b = v[r + h];
+            v[r] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(lo, (unsigned)w), "");
+            v[r + h] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(hi, (unsigned)w), "");
+        }
+    }
+    for (int c = 0; c < w; c++) {
+        Opnd d = *dst;
+        store_at(cg, &d, idx_add(cg, linear(cg, 1, &j0, &ds), idx_add(cg, c64(cg, c * ds), i0)), v[c]);
+    }
+    range_close(cg, &lj);
+    range_close(cg, &li);
+    /* rows [ib, I), then columns [jb, J) of rows [0, ib) */
+    Opnd de = *dst, se = *src;
+    de.a.rank = se.a.rank = 2;
+    de.a.stride[0] = 1, de.a.stride[1] = ds;
+    se.a.stride[0] = ss, se.a.stride[1] = 1;
+    Opnd d1 = de, s1 = se;
+    d1.a.offset += ib, s1.a.offset += ib * ss;
+    if (ib < I)
+        emit_map(cg, NULL, 2, (int[]){(int)(I - ib), (int)J}, &d1, 1, &s1);
+    de.a.offset += jb * ds, se.a.offset += jb;
+    if (ib > 0 && jb < J)
+        emit_map(cg, NULL, 2, (int[]){(int)ib, (int)(J - jb)}, &de, 1, &se);
+}
+
 /* dst = src elementwise over src's shape, dst written through `stride`
  * (a permuting copy). */
 static void emit_copy_to(Cg *cg, const Opnd *dst, const int64_t *stride, const Opnd *src)
@@ -1271,6 +1326,18 @@ static void emit_copy_to(Cg *cg, const Opnd *dst, const int64_t *stride, const O
     d.t = src->t;
     d.a.rank = src->t.rank;
     memcpy(d.a.stride, stride, sizeof(int64_t) * (size_t)src->t.rank);
+    Iter it = {.nacc = 2};
+    for (int k = 0; k < src->t.rank; k++)
+        iter_add_dim(&it, src->t.dim[k], (int64_t[]){d.a.stride[k], src->a.stride[k]});
+    iter_coalesce(&it, false);
+    int w = 32 / (int)ir_dtype_size(src->a.dtype);
+    if (it.rank == 2 && in_memory(&src->a) && in_memory(&d.a) && it.dim[0] >= w && it.dim[1] >= w) {
+        int p = it.stride[1][1] == 1 ? 1 : it.stride[1][0] == 1 ? 0 : -1;     /* src dense along p */
+        if (p >= 0 && it.stride[0][1 - p] == 1) {
+            emit_transpose(cg, &d, src, it.dim[1 - p], it.dim[p], it.stride[0][p], it.stride[1][1 - p]);
+            return;
+        }
+    }
     emit_map(cg, NULL, src->t.rank, src->t.dim, &d, 1, src);
 }
 

@@ -274,6 +274,20 @@ static void b_matmul(IrFunc *f, DType dt, const Case *c)
     ret(f, mm(f, un(f, OP_TANH, mm(f, a, b)), tr(f, b, t01)));
 }
 
+/* Products whose vector operand is packed from a transposed one: the
+ * copies move whole blocks of 32 bytes square through registers and the
+ * rows and columns past the last block element by element; sizes with
+ * both edges, exactly whole blocks, and under one block. */
+static void b_transposed_packs(IrFunc *f, DType dt, const Case *c)
+{
+    const int *t01 = (int[]){1, 0};
+    ValueId w = arg(f, "w", TY(dt, 37, 45));
+    ret(f, mm(f, arg(f, "x", TY(dt, 19, 45)), tr(f, w, t01)));
+    ret(f, mm(f, arg(f, "h", TY(dt, 21, 45)), tr(f, un(f, OP_TANH, w), t01)));
+    ret(f, mm(f, arg(f, "x16", TY(dt, 16, 24)), tr(f, arg(f, "w16", TY(dt, 40, 24)), t01)));
+    ret(f, mm(f, arg(f, "x3", TY(dt, 3, 45)), tr(f, w, t01)));
+}
+
 /* Values computed in their one reader's loop (fused): elementwise chains
  * with broadcast operands, and products (of at least 32 KiB) whose tiles
  * compute the loop reading them, in both loop orders, with padded tiles,
@@ -505,6 +519,7 @@ static const Case cases[] = {
     {"conv2d_grad_x", b_conv, OP_CONV2D_GRAD_X, 0, 0.1, 2, false, 0},
     {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
     {"fused", b_fused, OP_MATMUL, 0, 0.1, 2, false, 0},
+    {"transposed packs", b_transposed_packs, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"packed rows", b_packed_rows, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"stop_grad", b_stop_grad, OP_STOP_GRAD, 0, 0.1, 2, false, 0},
     {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
