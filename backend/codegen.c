@@ -1767,8 +1767,12 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opn
         /* K x n with rows of be_tile_pad(n) elements, zeros past n */
         int64_t np = be_tile_pad(n, vec->a.dtype);
         Opnd p = conv_scratch(cg, vec->a.dtype, 0, 2, (int[]){(int)K, (int)np});
-        if (np > n)
-            emit_zero(cg, &p);
+        if (np > n) {
+            Opnd pad = p;           /* columns [n, np) of every row */
+            pad.t.dim[1] = (int)(np - n);
+            pad.a.offset += n;
+            emit_zero(cg, &pad);
+        }
         emit_copy_to(cg, &p, mp.swap ? (int64_t[]){1, np} : (int64_t[]){np, 1}, vec);
         b = mat(cg, &p, split1(K, np), split1(n, 1));
     }
