@@ -1130,18 +1130,26 @@ static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueR
     LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
     for (int r = 0; r < mr; r++)
         arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, irow[r]));
+    /* The innermost factor written out when it is as short as a window's
+     * row (kw = 3): as a loop, its branch and the pointer updates around
+     * it cost as much as the terms. */
+    int last = A->c.n - 1, loops = A->c.dim[last] <= 4 ? last : A->c.n;
     Loop lk[3];
     LLVMValueRef kv[3];
-    for (int f = 0; f < A->c.n; f++)
+    for (int f = 0; f < loops; f++)
         kv[f] = range_open(cg, &lk[f], 0, A->c.dim[f]);
-    LLVMValueRef ak = linear(cg, A->c.n, kv, A->c.stride), bk = linear(cg, B->r.n, kv, B->r.stride);
-    LLVMValueRef b = view_load_vec(cg, B, idx_add(cg, bcol, bk), nr);
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef args[3] = {splat(cg, view_load(cg, A, idx_add(cg, arow[r], ak)), nr), b,
-                                LLVMBuildLoad2(cg->b, vt, acc[r], "")};
-        LLVMBuildStore(cg->b, intrinsic(cg, "llvm.fmuladd", vt, args, 3), acc[r]);
+    for (int64_t u = 0; u < (loops == last ? A->c.dim[last] : 1); u++) {
+        if (loops == last)
+            kv[last] = c64(cg, u);
+        LLVMValueRef ak = linear(cg, A->c.n, kv, A->c.stride), bk = linear(cg, B->r.n, kv, B->r.stride);
+        LLVMValueRef b = view_load_vec(cg, B, idx_add(cg, bcol, bk), nr);
+        for (int r = 0; r < mr; r++) {
+            LLVMValueRef args[3] = {splat(cg, view_load(cg, A, idx_add(cg, arow[r], ak)), nr), b,
+                                    LLVMBuildLoad2(cg->b, vt, acc[r], "")};
+            LLVMBuildStore(cg->b, intrinsic(cg, "llvm.fmuladd", vt, args, 3), acc[r]);
+        }
     }
-    for (int f = A->c.n - 1; f >= 0; f--) {
+    for (int f = loops - 1; f >= 0; f--) {
         lk[f].scalar = true;        /* already vectors, and sequential in k */
         range_close(cg, &lk[f]);
     }
