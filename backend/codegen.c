@@ -1155,6 +1155,25 @@ static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueR
     }
 }
 
+/* Row i of a tile, the sums v of C's columns j0 .. j0+nr (element index
+ * crow in C), stored: its first ns lanes, and with an epilogue e, e's
+ * value at each element instead of the sum. */
+static void tile_store(Cg *cg, Mat *C, const Epilogue *e, LLVMValueRef i, LLVMValueRef crow, LLVMValueRef j0, int nr,
+                       int ns, LLVMValueRef v)
+{
+    if (e) {
+        LLVMValueRef x[BE_FUSE_LEAVES];
+        for (int q = 0; q < e->n; q++) {
+            const Mat *z = &e->z[q];
+            LLVMValueRef zc = LLVMBuildNSWMul(cg->b, j0, c64(cg, z->c.stride[0]), "");
+            x[q] = view_load_lanes(cg, z, idx_add(cg, idx_add(cg, z->base, split_offset(cg, &z->r, i)), zc), nr, ns);
+        }
+        int j = 0;
+        v = fused_value(cg, cg->root, x, &j, v, NULL);
+    }
+    view_store_vec(cg, C, crow, nr, ns, v);
+}
+
 /* One register tile of C (+)= A @ B: rows i0 .. i0+mr, columns j0 ..
  * j0+nr, over the factors of A's columns (B's rows: the same dims).  Each
  * element starts from 0 (with `accumulate`, from C) and takes fmuladd(A[i,
@@ -1178,21 +1197,8 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
     if (e && e->sum2)
         emit_tile_terms(cg, &e->a2, &e->b2, irow, j0, mr, nr, vt, acc);
     emit_tile_terms(cg, A, B, irow, j0, mr, nr, vt, acc);
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef v = LLVMBuildLoad2(cg->b, vt, acc[r], "");
-        if (e) {
-            LLVMValueRef x[BE_FUSE_LEAVES];
-            for (int q = 0; q < e->n; q++) {
-                const Mat *z = &e->z[q];
-                LLVMValueRef zc = LLVMBuildNSWMul(cg->b, j0, c64(cg, z->c.stride[0]), "");
-                x[q] = view_load_lanes(cg, z, idx_add(cg, idx_add(cg, z->base, split_offset(cg, &z->r, irow[r])), zc),
-                                       nr, ns);
-            }
-            int j = 0;
-            v = fused_value(cg, cg->root, x, &j, v, NULL);
-        }
-        view_store_vec(cg, C, crow[r], nr, ns, v);
-    }
+    for (int r = 0; r < mr; r++)
+        tile_store(cg, C, e, irow[r], crow[r], j0, nr, ns, LLVMBuildLoad2(cg->b, vt, acc[r], ""));
 }
 
 /* C (+)= A @ B for C m x n by register tiles (smaller at the edges: the
@@ -1271,6 +1277,20 @@ static Opnd conv_scratch(Cg *cg, DType dt, int64_t off, int rank, const int *dim
     return o;
 }
 
+/* One round of emit_transpose's and emit_dot's, on rows a and b of w
+ * lanes (r and r + h of a block): *lo gets, in each 2h lanes, a's first h
+ * then b's first h; *hi a's last h then b's last h. */
+static void shuffle_halves(Cg *cg, LLVMValueRef a, LLVMValueRef b, int h, int w, LLVMValueRef *lo, LLVMValueRef *hi)
+{
+    LLVMValueRef ml[8], mh[8];
+    for (int c = 0; c < w; c++) {
+        ml[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & h ? w + c - h : c), 0);
+        mh[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & h ? w + c : c + h), 0);
+    }
+    *lo = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(ml, (unsigned)w), "");
+    *hi = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(mh, (unsigned)w), "");
+}
+
 /* The copy dst[i, j] = src[i, j] over [I, J], dst at element i + j*ds and
  * src at i*ss + j: a transposition, with src dense along j and dst along
  * i.  Blocks of W x W elements (W: 32 bytes of them) go through registers:
@@ -1292,20 +1312,10 @@ static void emit_transpose(Cg *cg, const Opnd *dst, const Opnd *src, int64_t I, 
     LLVMValueRef v[8];
     for (int r = 0; r < w; r++)
         v[r] = load_mem(cg, src, idx_add(cg, linear(cg, 1, &i0, &ss), idx_add(cg, c64(cg, r * ss), j0)), vt);
-    for (int h = w / 2; h >= 1; h /= 2) {
-        for (int r = 0; r < w; r++) {
-            if (r & h)
-                continue;
-            LLVMValueRef lo[8], hi[8];      /* row r: its own left half, r+h's; row r+h: r's right, its own */
-            for (int c = 0; c < w; c++) {
-                lo[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & h ? w + c - h : c), 0);
-                hi[c] = LLVMConstInt(cg->i32, (unsigned long long)(c & h ? w + c : c + h), 0);
-            }
-            LLVMValueRef a = v[r], b = v[r + h];
-            v[r] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(lo, (unsigned)w), "");
-            v[r + h] = LLVMBuildShuffleVector(cg->b, a, b, LLVMConstVector(hi, (unsigned)w), "");
-        }
-    }
+    for (int h = w / 2; h >= 1; h /= 2)
+        for (int r = 0; r < w; r++)
+            if (!(r & h))
+                shuffle_halves(cg, v[r], v[r + h], h, w, &v[r], &v[r + h]);
     for (int c = 0; c < w; c++) {
         Opnd d = *dst;
         store_at(cg, &d, idx_add(cg, linear(cg, 1, &j0, &ds), idx_add(cg, c64(cg, c * ds), i0)), v[c]);
@@ -1729,6 +1739,76 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         emit_copy_to(cg, &o[0], (int64_t[]){d->KH * d->KW, d->KW, 1, d->K}, sum);
 }
 
+/* C = A @ B (m x n, K terms) as dot products along k, A's rows and B's
+ * columns both dense along k (be_matmul_plan's `dot`).  A tile is row i of
+ * C by w columns (w: 32 bytes of elements), w accumulators of w lanes:
+ * lane l of column j's sums A[i, k] * B[k, j] over the whole vectors of k
+ * with k = l mod w, in order.  log2(w) rounds add the lanes in halves (the
+ * rounds of emit_transpose, with adds: lanes l and l + w/2, then l + w/4,
+ * and so on), which leaves column j0 + c's sum in lane c of one vector;
+ * the last K mod w terms follow in order.  The last n mod w columns run in
+ * one tile that stores fewer.  With an epilogue e, its value at each
+ * element instead. */
+static void emit_dot(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, int64_t K, const Epilogue *e)
+{
+    split_simplify(&C->r, NULL);
+    split_simplify(&A->r, NULL);
+    split_simplify(&A->c, &B->r);
+    DType dt = C->o.a.dtype;
+    int w = 32 / (int)ir_dtype_size(dt);
+    int64_t kb = K / w * w;
+    LLVMTypeRef t = elem_type(cg, dt), vt = LLVMVectorType(t, (unsigned)w);
+    for (int last = 0; last < 2; last++) {
+        int cols = last ? (int)(n % w) : w;
+        int64_t count = last ? cols > 0 : n / w;
+        if (count == 0)
+            continue;
+        Loop lj, li, lk;
+        LLVMValueRef j0 = last ? c64(cg, n / w * w) : LLVMBuildNUWMul(cg->b, range_open(cg, &lj, 0, count), c64(cg, w), "");
+        LLVMValueRef i = range_open(cg, &li, 0, m);
+        LLVMValueRef arow = idx_add(cg, A->base, split_offset(cg, &A->r, i)), bcol[8], acc[8], v[8];
+        for (int c = 0; c < cols; c++) {
+            bcol[c] = idx_add(cg, B->base, split_offset(cg, &B->c, idx_add(cg, j0, c64(cg, c))));
+            acc[c] = entry_alloca(cg, vt, "acc");
+            LLVMBuildStore(cg->b, LLVMConstNull(vt), acc[c]);
+        }
+        if (kb > 0) {
+            LLVMValueRef k0 = LLVMBuildNUWMul(cg->b, range_open(cg, &lk, 0, kb / w), c64(cg, w), "");
+            LLVMValueRef a = load_vec_at(cg, &A->o, idx_add(cg, arow, k0), w);
+            for (int c = 0; c < cols; c++) {
+                LLVMValueRef args[3] = {a, load_vec_at(cg, &B->o, idx_add(cg, bcol[c], k0), w),
+                                        LLVMBuildLoad2(cg->b, vt, acc[c], "")};
+                LLVMBuildStore(cg->b, intrinsic(cg, "llvm.fmuladd", vt, args, 3), acc[c]);
+            }
+            lk.scalar = true;       /* vectors already, and sequential in k */
+            range_close(cg, &lk);
+        }
+        for (int c = 0; c < w; c++)
+            v[c] = c < cols ? LLVMBuildLoad2(cg->b, vt, acc[c], "") : LLVMConstNull(vt);
+        for (int h = w / 2; h >= 1; h /= 2) {
+            for (int r = 0; r < h; r++) {
+                LLVMValueRef lo, hi;
+                shuffle_halves(cg, v[r], v[r + h], h, w, &lo, &hi);
+                v[r] = LLVMBuildFAdd(cg->b, lo, hi, "");
+            }
+        }
+        for (int64_t k = kb; k < K; k++) {
+            LLVMValueRef b = LLVMConstNull(vt);
+            for (int c = 0; c < cols; c++)
+                b = LLVMBuildInsertElement(cg->b, b, load_at(cg, &B->o, idx_add(cg, bcol[c], c64(cg, k))), c64(cg, c),
+                                           "");
+            LLVMValueRef args[3] = {splat(cg, load_at(cg, &A->o, idx_add(cg, arow, c64(cg, k))), w), b, v[0]};
+            v[0] = intrinsic(cg, "llvm.fmuladd", vt, args, 3);
+        }
+        LLVMValueRef crow = idx_add(cg, idx_add(cg, C->base, split_offset(cg, &C->r, i)),
+                                    LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), ""));
+        tile_store(cg, C, e, i, crow, j0, w, cols, v[0]);
+        range_close(cg, &li);
+        if (!last)
+            range_close(cg, &lj);
+    }
+}
+
 /* The views of product A @ B's operands for its tiles: a's rows and b's
  * columns the result's, b's rows read as vectors (swapped: C^T = B^T @
  * A^T, A's columns read as vectors). */
@@ -1745,7 +1825,8 @@ static void product_views(Cg *cg, const Opnd *A, const Opnd *B, bool swap, Mat *
  * operand packed dense into the scratch first where its vectors are not
  * contiguous, the other copied into rows dense along k where tiles would
  * read it a cache line per term.  Every element of C sums over k in order
- * either way.  With nz > 0 the product is fused into cg->root's loop, whose
+ * either way.  Or, with both operands dense along k and few rows or
+ * columns, as emit_dot's dot products, in either orientation.  With nz > 0 the product is fused into cg->root's loop, whose
  * other operands are z[0, nz), and C is that loop's result; with `sum2`,
  * the loop's other product, A2 @ B2 (cg->other), runs in the same tiles,
  * its terms first. */
@@ -1770,6 +1851,11 @@ static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opn
         const int64_t *zs = z[q].a.stride;
         e.z[q] = mp.swap ? mat(cg, &z[q], split1(N, zs[1]), split1(M, zs[0]))
                          : mat(cg, &z[q], split1(M, zs[0]), split1(N, zs[1]));
+    }
+    if (mp.dot) {
+        emit_dot(cg, &c, &a, &b, m, n, K, cg->product >= 0 ? &e : NULL);
+        C->v = c.o.v;
+        return;
     }
     if (mp.pack) {
         /* K x n with rows of be_tile_pad(n) elements, zeros past n */

@@ -266,6 +266,19 @@ static bool in_memory(const BeAccess *a)
     return a->base == BE_INPUT || a->base == BE_OUTPUT || a->base == BE_ARENA;
 }
 
+/* A rough cost, in be_gemm_cost's cycles, of an m x n product of kd terms
+ * as dot products along k (be_matmul_plan's `dot`): tiles of one row by vl
+ * columns, whose step of vl terms takes vl multiply-adds and vl + 1 vector
+ * loads (two a cycle), and at least the latency, 4 cycles; then about 12
+ * cycles of shuffles and adds a tile, and the stores. */
+static double dot_cost(int64_t m, int64_t n, int64_t kd, bool scattered, DType dt)
+{
+    int64_t vl = 32 / (int64_t)ir_dtype_size(dt), tiles = m * ((n + vl - 1) / vl);
+    double step = (double)(vl + 1) / 2 > 4 ? (double)(vl + 1) / 2 : 4;
+    double stores = (double)m * (scattered ? (double)n : (double)((n + vl - 1) / vl));
+    return (double)tiles * ((double)((kd + vl - 1) / vl) * step + 12) + stores;
+}
+
 BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt)
 {
     int64_t m = at.dim[0], k = at.dim[1], n = bt.dim[1];
@@ -283,7 +296,14 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
         p = (BeMatmulPlan){.swap = false, .pack = false}, best = cost;
     cost = be_gemm_cost(n, m, k, n > 1, false, false, dt);
     if (dense_a && cost < best)
-        p = (BeMatmulPlan){.swap = true, .pack = false};
+        p = (BeMatmulPlan){.swap = true, .pack = false}, best = cost;
+    int64_t vl = 32 / (int64_t)ir_dtype_size(dt);
+    if (in_memory(a) && in_memory(b) && a->stride[1] == 1 && b->stride[0] == 1 && k >= 2 * vl &&
+        (m <= vl || n <= vl)) {
+        double d = dot_cost(m, n, k, false, dt), ds = dot_cost(n, m, k, m > 1, dt);
+        if (d < best || ds < best)
+            return (BeMatmulPlan){.dot = true, .swap = ds < d};
+    }
     int64_t size = (int64_t)ir_dtype_size(dt);
     if (p.pack)
         p.bytes = aligned(sat_mul(sat_mul(k, be_tile_pad(p.swap ? m : n, dt)), size));
@@ -538,13 +558,14 @@ bool be_product_pair(const IrFunc *f, const BePlan *p, ValueId v, ValueId *main,
 /* Whether product v, read by the add r with the product u fused into it
  * already, can run in u's tiles: the two are the same way round, and
  * neither packs its vector operand (the tiles then hold no padding
- * columns, and the lesser product's operands are read in place). */
+ * columns, and the lesser product's operands are read in place), and
+ * neither runs as dot products. */
 static bool joins_product(const IrFunc *f, const BePlan *p, const IrNode *r, ValueId u, ValueId v)
 {
     if (r->op != OP_ADD || f->node[u].op != OP_MATMUL || p->fused_into[u] < 0)
         return false;
     BeMatmulPlan a = product_plan(f, p, u), b = product_plan(f, p, v);
-    return a.swap == b.swap && !a.pack && !b.pack;
+    return a.swap == b.swap && !a.pack && !b.pack && !a.dot && !b.dot;
 }
 
 /* Whether v's loop, with its fused operands, holds only + - * and

@@ -128,9 +128,12 @@ double be_gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accum
  * and at least BE_PACK_ROWS_TILES columns of tiles read each of its rows
  * again: a tile then reads BE_TILE_ROWS streams of adjacent elements
  * instead of a cache line per term, which a stride of a power of two maps
- * to a few sets of the cache. */
+ * to a few sets of the cache.  Where both operands are dense along k and
+ * the result has at most one vector of rows or columns, it may instead
+ * run as dot products along k (`dot`; emit_dot), with no scratch, when
+ * that costs less. */
 typedef struct {
-    bool swap, pack, pack_rows;
+    bool swap, pack, pack_rows, dot;
     int64_t rows_at, bytes;
 } BeMatmulPlan;
 

@@ -288,6 +288,22 @@ static void b_transposed_packs(IrFunc *f, DType dt, const Case *c)
     ret(f, mm(f, arg(f, "x3", TY(dt, 3, 45)), tr(f, w, t01)));
 }
 
+/* Products whose operands are both dense along k, with few rows or
+ * columns: dot products along k, whole vectors of terms then the last
+ * ones, whole tiles of columns then the last ones; as a register (1 x 1),
+ * and computing the loop that reads them (an epilogue). */
+static void b_dot_products(IrFunc *f, DType dt, const Case *c)
+{
+    const int *t01 = (int[]){1, 0};
+    ValueId w = arg(f, "w", TY(dt, 130, 200)), s = arg(f, "s", TY(dt, 5, 45));
+    ret(f, mm(f, arg(f, "a", TY(dt, 5, 200)), tr(f, w, t01)));
+    ret(f, mm(f, arg(f, "x", TY(dt, 75, 45)), tr(f, s, t01)));
+    ret(f, mm(f, s, tr(f, arg(f, "x2", TY(dt, 19, 45)), t01)));
+    ret(f, mm(f, arg(f, "r", TY(dt, 1, 37)), tr(f, arg(f, "q", TY(dt, 1, 37)), t01)));
+    ValueId big = mm(f, arg(f, "a5", TY(dt, 5, 27)), tr(f, arg(f, "w5", TY(dt, 1700, 27)), t01));
+    ret(f, bin(f, OP_SUB, bcast(f, arg(f, "bias", TY(dt, 1700)), TY(dt, 5, 1700)), big));
+}
+
 /* Values computed in their one reader's loop (fused): elementwise chains
  * with broadcast operands, and products (of at least 32 KiB) whose tiles
  * compute the loop reading them, in both loop orders, with padded tiles,
@@ -520,6 +536,7 @@ static const Case cases[] = {
     {"conv2d_grad_w", b_conv, OP_CONV2D_GRAD_W, 0, 0.1, 2, false, 0},
     {"fused", b_fused, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"transposed packs", b_transposed_packs, OP_MATMUL, 0, 0.1, 2, false, 0},
+    {"dot products", b_dot_products, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"packed rows", b_packed_rows, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"stop_grad", b_stop_grad, OP_STOP_GRAD, 0, 0.1, 2, false, 0},
     {"blocked sums", b_blocked_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
