@@ -1764,7 +1764,8 @@ static void emit_dot(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, int64
         if (count == 0)
             continue;
         Loop lj, li, lk;
-        LLVMValueRef j0 = last ? c64(cg, n / w * w) : LLVMBuildNUWMul(cg->b, range_open(cg, &lj, 0, count), c64(cg, w), "");
+        LLVMValueRef j0 = last ? c64(cg, n / w * w)
+                               : LLVMBuildNUWMul(cg->b, range_open(cg, &lj, 0, count), c64(cg, w), "");
         LLVMValueRef i = range_open(cg, &li, 0, m);
         LLVMValueRef arow = idx_add(cg, A->base, split_offset(cg, &A->r, i)), bcol[8], acc[8], v[8];
         for (int c = 0; c < cols; c++) {
@@ -1826,10 +1827,10 @@ static void product_views(Cg *cg, const Opnd *A, const Opnd *B, bool swap, Mat *
  * contiguous, the other copied into rows dense along k where tiles would
  * read it a cache line per term.  Every element of C sums over k in order
  * either way.  Or, with both operands dense along k and few rows or
- * columns, as emit_dot's dot products, in either orientation.  With nz > 0 the product is fused into cg->root's loop, whose
- * other operands are z[0, nz), and C is that loop's result; with `sum2`,
- * the loop's other product, A2 @ B2 (cg->other), runs in the same tiles,
- * its terms first. */
+ * columns, as emit_dot's dot products, in either orientation.  With nz > 0
+ * the product is fused into cg->root's loop, whose other operands are
+ * z[0, nz), and C is that loop's result; with `sum2`, the loop's other
+ * product, A2 @ B2 (cg->other), runs in the same tiles, its terms first. */
 static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz, const Opnd *A2,
                         const Opnd *B2)
 {

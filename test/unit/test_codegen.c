@@ -285,7 +285,7 @@ static void b_transposed_packs(IrFunc *f, DType dt, const Case *c)
     ret(f, mm(f, arg(f, "x", TY(dt, 19, 45)), tr(f, w, t01)));
     ret(f, mm(f, arg(f, "h", TY(dt, 21, 45)), tr(f, un(f, OP_TANH, w), t01)));
     ret(f, mm(f, arg(f, "x16", TY(dt, 16, 24)), tr(f, arg(f, "w16", TY(dt, 40, 24)), t01)));
-    ret(f, mm(f, arg(f, "x3", TY(dt, 3, 45)), tr(f, w, t01)));
+    ret(f, mm(f, arg(f, "x3", TY(dt, 3, 12)), tr(f, arg(f, "w3", TY(dt, 5, 12)), t01)));
 }
 
 /* Products whose operands are both dense along k, with few rows or
