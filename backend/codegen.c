@@ -1185,7 +1185,7 @@ static void emit_gemm_tile(Cg *cg, Mat *C, const Mat *A, const Mat *B, LLVMValue
                            int nr, int ns, bool accumulate, const Epilogue *e)
 {
     LLVMTypeRef t = elem_type(cg, C->o.a.dtype), vt = nr > 1 ? LLVMVectorType(t, (unsigned)nr) : t;
-    LLVMValueRef crow[BE_TILE_ROWS], acc[BE_TILE_ROWS], irow[BE_TILE_ROWS];
+    LLVMValueRef crow[BE_TILE_ROWS], acc[BE_TILE_ROWS], irow[BE_TILE_ROWS] = {NULL};
     LLVMValueRef ccol = LLVMBuildNSWMul(cg->b, j0, c64(cg, C->c.stride[0]), "");
     for (int r = 0; r < mr; r++) {
         LLVMValueRef i = r ? LLVMBuildNUWAdd(cg->b, i0, c64(cg, r), "") : i0;
