@@ -1826,11 +1826,11 @@ static void product_views(Cg *cg, const Opnd *A, const Opnd *B, bool swap, Mat *
  * operand packed dense into the scratch first where its vectors are not
  * contiguous, the other copied into rows dense along k where tiles would
  * read it a cache line per term.  Every element of C sums over k in order
- * either way.  Or, with both operands dense along k and few rows or
- * columns, as emit_dot's dot products, in either orientation.  With nz > 0
- * the product is fused into cg->root's loop, whose other operands are
- * z[0, nz), and C is that loop's result; with `sum2`, the loop's other
- * product, A2 @ B2 (cg->other), runs in the same tiles, its terms first. */
+ * either way.  Or, with both operands dense along k, as emit_dot's dot
+ * products, in either orientation.  With nz > 0 the product is fused into
+ * cg->root's loop, whose other operands are z[0, nz), and C is that loop's
+ * result; with `sum2`, the loop's other product, A2 @ B2 (cg->other), runs
+ * in the same tiles, its terms first. */
 static void emit_matmul(Cg *cg, Opnd *C, const Opnd *A, const Opnd *B, const Opnd *z, int nz, const Opnd *A2,
                         const Opnd *B2)
 {

@@ -297,11 +297,11 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
     cost = be_gemm_cost(n, m, k, n > 1, false, false, dt);
     if (dense_a && cost < best)
         p = (BeMatmulPlan){.swap = true, .pack = false}, best = cost;
+    /* dot products only where clearly cheaper: the estimates are rough */
     int64_t vl = 32 / (int64_t)ir_dtype_size(dt);
-    if (in_memory(a) && in_memory(b) && a->stride[1] == 1 && b->stride[0] == 1 && k >= 2 * vl &&
-        (m <= vl || n <= vl)) {
+    if (in_memory(a) && in_memory(b) && a->stride[1] == 1 && b->stride[0] == 1 && k >= 2 * vl) {
         double d = dot_cost(m, n, k, false, dt), ds = dot_cost(n, m, k, m > 1, dt);
-        if (d < best || ds < best)
+        if (d < 0.8 * best || ds < 0.8 * best)
             return (BeMatmulPlan){.dot = true, .swap = ds < d};
     }
     int64_t size = (int64_t)ir_dtype_size(dt);

@@ -128,10 +128,10 @@ double be_gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accum
  * and at least BE_PACK_ROWS_TILES columns of tiles read each of its rows
  * again: a tile then reads BE_TILE_ROWS streams of adjacent elements
  * instead of a cache line per term, which a stride of a power of two maps
- * to a few sets of the cache.  Where both operands are dense along k and
- * the result has at most one vector of rows or columns, it may instead
- * run as dot products along k (`dot`; emit_dot), with no scratch, when
- * that costs less. */
+ * to a few sets of the cache.  Where both operands are dense along k, it
+ * runs instead as dot products along k (`dot`; emit_dot), with no scratch,
+ * when their estimate is at most 0.8 of the tiles': few rows or columns,
+ * which leave a tile's rows or lanes idle. */
 typedef struct {
     bool swap, pack, pack_rows, dot;
     int64_t rows_at, bytes;
