@@ -1302,7 +1302,7 @@ static void shuffle_halves(Cg *cg, LLVMValueRef a, LLVMValueRef b, int h, int w,
  * inserted or extracted lane instead. */
 static void emit_transpose(Cg *cg, const Opnd *dst, const Opnd *src, int64_t I, int64_t J, int64_t ds, int64_t ss)
 {
-    int w = 32 / (int)ir_dtype_size(src->a.dtype);
+    int w = be_vector_lanes(src->a.dtype);
     int64_t ib = I / w * w, jb = J / w * w;
     LLVMTypeRef vt = LLVMVectorType(elem_type(cg, src->a.dtype), (unsigned)w);
     Loop li, lj;
@@ -1348,7 +1348,7 @@ static void emit_copy_to(Cg *cg, const Opnd *dst, const int64_t *stride, const O
     for (int k = 0; k < src->t.rank; k++)
         iter_add_dim(&it, src->t.dim[k], (int64_t[]){d.a.stride[k], src->a.stride[k]});
     iter_coalesce(&it, false);
-    int w = 32 / (int)ir_dtype_size(src->a.dtype);
+    int w = be_vector_lanes(src->a.dtype);
     if (it.rank == 2 && in_memory(&src->a) && in_memory(&d.a) && it.dim[0] >= w && it.dim[1] >= w) {
         int p = it.stride[1][1] == 1 ? 1 : it.stride[1][0] == 1 ? 0 : -1;     /* src dense along p */
         if (p >= 0 && it.stride[0][1 - p] == 1) {
@@ -1755,7 +1755,7 @@ static void emit_dot(Cg *cg, Mat *C, Mat *A, Mat *B, int64_t m, int64_t n, int64
     split_simplify(&A->r, NULL);
     split_simplify(&A->c, &B->r);
     DType dt = C->o.a.dtype;
-    int w = 32 / (int)ir_dtype_size(dt);
+    int w = be_vector_lanes(dt);
     int64_t kb = K / w * w;
     LLVMTypeRef t = elem_type(cg, dt), vt = LLVMVectorType(t, (unsigned)w);
     for (int last = 0; last < 2; last++) {

@@ -232,6 +232,8 @@ BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n)
 
 int be_tile_cols(DType dt) { return 64 / (int)ir_dtype_size(dt); }
 
+int be_vector_lanes(DType dt) { return 32 / (int)ir_dtype_size(dt); }
+
 int64_t be_tile_pad(int64_t n, DType dt)
 {
     int64_t nr = be_tile_cols(dt), full = n / nr * nr, w = 1;
@@ -249,7 +251,7 @@ static double tile_column_cost(int64_t m, int64_t w, int64_t vl)
 
 double be_gemm_cost(int64_t m, int64_t n, int64_t kd, bool scattered, bool accumulate, bool padded, DType dt)
 {
-    int64_t vl = 32 / (int64_t)ir_dtype_size(dt), nr = be_tile_cols(dt), j0 = n / nr * nr;
+    int64_t vl = be_vector_lanes(dt), nr = be_tile_cols(dt), j0 = n / nr * nr;
     double per_term = (double)(n / nr) * tile_column_cost(m, nr, vl);
     if (padded && n > j0)
         per_term += tile_column_cost(m, be_tile_pad(n, dt) - j0, vl);
@@ -273,7 +275,7 @@ static bool in_memory(const BeAccess *a)
  * cycles of shuffles and adds a tile, and the stores. */
 static double dot_cost(int64_t m, int64_t n, int64_t kd, bool scattered, DType dt)
 {
-    int64_t vl = 32 / (int64_t)ir_dtype_size(dt), tiles = m * ((n + vl - 1) / vl);
+    int64_t vl = be_vector_lanes(dt), tiles = m * ((n + vl - 1) / vl);
     double step = (double)(vl + 1) / 2 > 4 ? (double)(vl + 1) / 2 : 4;
     double stores = (double)m * (scattered ? (double)n : (double)((n + vl - 1) / vl));
     return (double)tiles * ((double)((kd + vl - 1) / vl) * step + 12) + stores;
@@ -298,7 +300,7 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
     if (dense_a && cost < best)
         p = (BeMatmulPlan){.swap = true, .pack = false}, best = cost;
     /* dot products only where clearly cheaper: the estimates are rough */
-    int64_t vl = 32 / (int64_t)ir_dtype_size(dt);
+    int64_t vl = be_vector_lanes(dt);
     if (in_memory(a) && in_memory(b) && a->stride[1] == 1 && b->stride[0] == 1 && k >= 2 * vl) {
         double d = dot_cost(m, n, k, false, dt), ds = dot_cost(n, m, k, m > 1, dt);
         if (d < 0.8 * best || ds < 0.8 * best)

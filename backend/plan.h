@@ -101,6 +101,9 @@ BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n);
  * AVX-512 register, two AVX2 registers). */
 #define BE_TILE_ROWS 6
 int be_tile_cols(DType dt);
+/* The elements of one AVX2 register (32 bytes): the cost model's vectors,
+ * and the blocks of transposing copies and dot products. */
+int be_vector_lanes(DType dt);
 
 /* The columns a packed operand of an n-column product has room for: n
  * rounded up to whole tiles, the last one a power of two wide. */
