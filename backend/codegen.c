@@ -1133,13 +1133,15 @@ static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueR
     /* The innermost factor written out when it is as short as a window's
      * row (kw = 3): as a loop, its branch and the pointer updates around
      * it cost as much as the terms. */
-    int last = A->c.n - 1, loops = A->c.dim[last] <= 4 ? last : A->c.n;
+    int last = A->c.n - 1;
+    bool written = A->c.dim[last] <= 4;
+    int loops = written ? last : A->c.n;
     Loop lk[3];
     LLVMValueRef kv[3];
     for (int f = 0; f < loops; f++)
         kv[f] = range_open(cg, &lk[f], 0, A->c.dim[f]);
-    for (int64_t u = 0; u < (loops == last ? A->c.dim[last] : 1); u++) {
-        if (loops == last)
+    for (int64_t u = 0; u < (written ? A->c.dim[last] : 1); u++) {
+        if (written)
             kv[last] = c64(cg, u);
         LLVMValueRef ak = linear(cg, A->c.n, kv, A->c.stride), bk = linear(cg, B->r.n, kv, B->r.stride);
         LLVMValueRef b = view_load_vec(cg, B, idx_add(cg, bcol, bk), nr);
