@@ -9,10 +9,12 @@
  * Each leaf that is no left child ends a chain of such sums: one pass adds
  * it to them, innermost first, and writes the sum of the largest node it
  * ends -- the same additions as summing every node into a vector of its
- * own, without writing the others.  Regrouping walks the tree from the
- * top: a node lying inside one part is that part's next input vector
- * (inputs come left to right, as the walk meets them); any other node is
- * the sum of its children. */
+ * own, without writing the others.  A worker whose tasks are done computes
+ * other workers' last tasks, whose leaves they then read (Claims, below).
+ * Regrouping walks the tree from the top: a node lying inside one part is
+ * that part's next input vector (inputs come left to right, as the walk
+ * meets them); any other node is the sum of its children. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +37,12 @@ static size_t leaf_stride(const RtProgram *p)
 {
     size_t rb = real_bytes(p->real);
     return (((p->nreal + 1) * rb + ALIGN - 1) / ALIGN * ALIGN) / rb;
+}
+
+/* Bytes from one leaf buffer to the next. */
+static size_t leaf_bytes(const RtProgram *p)
+{
+    return leaf_stride(p) * real_bytes(p->real);
 }
 
 /* n * size bytes (at least ALIGN), 64-byte aligned and zeroed; NULL when
@@ -130,12 +138,30 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
     return false;
 }
 
-/* What the leaves of one computation read. */
+/* Tasks handed out while the members of a batch compute their nodes.  A
+ * member takes its own tasks from the front; one with none left takes
+ * another's from the back into a spare leaf buffer, and the owner, coming
+ * to that task, reads the buffer instead of computing it.  A task's leaf is
+ * the same bits whoever computes it, so the sums are too, while a member
+ * slowed by the rest of the machine hands the others its last tasks. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t stolen_done;
+    int members, first;         /* the call's first task */
+    int *next, *end;            /* member m's tasks not yet taken: [next[m], end[m]) */
+    int *spare_of;              /* per task of the call: its spare buffer, when taken from the back */
+    bool *done;                 /* per task of the call: its spare buffer is written */
+    char *spare;                /* nspare leaf buffers */
+    int nspare, used;
+} Claims;
+
+/* What the leaves of one computation read, and who computes them. */
 typedef struct {
     const RtProgram *p;
     const void *params;
-    const RtTask *task;         /* task[i] is task first + i */
-    int first;
+    const RtSlice *s;
+    Claims *claims;             /* NULL: a member alone */
+    int member;
 } Leaves;
 
 /* A left child's sums, waiting for its right sibling's: a leaf's in the
@@ -145,25 +171,83 @@ typedef struct {
     bool leaf;
 } Pending;
 
-/* Leaf t: task t's meta-gradient and query loss into leaf buffer `level`
- * (nreal + 1 reals of the element type); returns it. */
-static const void *leaf(const Leaves *l, RtStepWork *w, int t, int level)
+/* Task t's meta-gradient and query loss into buf (nreal + 1 reals of the
+ * element type), its data sampled first if the slice says so. */
+static void run_task(const Leaves *l, RtStepWork *w, int t, void *buf)
 {
     const RtProgram *p = l->p;
-    const RtTask *d = &l->task[t - l->first];
+    const RtSlice *s = l->s;
+    const RtTask *d = &s->task[t - s->first];
+    if (s->sample)
+        p->sample(p->sample_ctx, s->seed, s->task_base + (uint64_t)t, (void *)d->sx, (void *)d->sy,
+                  (void *)d->qx, (void *)d->qy);
     int np = p->nparam;
     size_t rb = real_bytes(p->real);
-    char *buf = (char *)w->task_grad + (size_t)level * leaf_stride(p) * rb;
     for (int i = 0; i < np; i++) {
         w->in[i] = (const char *)l->params + p->param[i].offset * rb;
-        w->out[i + 1] = buf + p->param[i].offset * rb;
+        w->out[i + 1] = (char *)buf + p->param[i].offset * rb;
     }
     w->in[np] = d->sx;
     w->in[np + 1] = d->sy;
     w->in[np + 2] = d->qx;
     w->in[np + 3] = d->qy;
-    w->out[0] = buf + p->nreal * rb;
+    w->out[0] = (char *)buf + p->nreal * rb;
     p->meta_step.fn(w->in, w->out, w->arena);
+}
+
+/* Member m comes to task t, its own: NULL when m is to compute it, or the
+ * leaf another member took and computed (once it is written). */
+static const void *claim(Claims *c, const RtProgram *p, int m, int t)
+{
+    const void *stolen = NULL;
+    pthread_mutex_lock(&c->lock);
+    if (t < c->end[m]) {
+        c->next[m] = t + 1;
+    } else {
+        while (!c->done[t - c->first])
+            pthread_cond_wait(&c->stolen_done, &c->lock);
+        stolen = c->spare + (size_t)c->spare_of[t - c->first] * leaf_bytes(p);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return stolen;
+}
+
+/* Member l->member, its own tasks done: the last task not yet taken of the
+ * member with the most left, into a spare buffer, while there are such
+ * tasks and free buffers. */
+static void steal(const Leaves *l, RtStepWork *w)
+{
+    Claims *c = l->claims;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        int v = -1;
+        for (int m = 0; m < c->members; m++)
+            if (c->end[m] > c->next[m] && (v < 0 || c->end[m] - c->next[m] > c->end[v] - c->next[v]))
+                v = m;
+        if (v < 0 || c->used == c->nspare) {
+            pthread_mutex_unlock(&c->lock);
+            return;
+        }
+        int t = --c->end[v], k = c->used++;
+        c->spare_of[t - c->first] = k;
+        pthread_mutex_unlock(&c->lock);
+        run_task(l, w, t, c->spare + (size_t)k * leaf_bytes(l->p));
+        pthread_mutex_lock(&c->lock);
+        c->done[t - c->first] = true;
+        pthread_cond_broadcast(&c->stolen_done);
+        pthread_mutex_unlock(&c->lock);
+    }
+}
+
+/* Leaf t: task t's meta-gradient and query loss, in leaf buffer `level`
+ * unless another member computed it; returns where it is. */
+static const void *leaf(const Leaves *l, RtStepWork *w, int t, int level)
+{
+    const void *stolen = l->claims ? claim(l->claims, l->p, l->member, t) : NULL;
+    if (stolen)
+        return stolen;
+    void *buf = (char *)w->task_grad + (size_t)level * leaf_bytes(l->p);
+    run_task(l, w, t, buf);
     return buf;
 }
 
@@ -275,7 +359,8 @@ static double mean_loss(const RtProgram *p, const double *root, int B)
 double rt_meta_grad(const RtProgram *p, RtStepWork *w, const void *params, int n,
                     const RtTask *tasks, void *grad)
 {
-    Leaves l = {p, params, tasks, 0};
+    RtSlice s = {.B = n, .first = 0, .count = n, .task = tasks};
+    Leaves l = {p, params, &s, NULL, 0};
     double *root = w->stack;
     node_sum(&l, w, 0, n, root, root + rt_node_reals(p));
     mean_range(p, root, n, grad, 0, p->nreal);
@@ -339,6 +424,7 @@ struct RtBatch {
     int members;                /* threads, the caller included */
     RtTeam *team;
     RtStepWork *work;           /* one per member */
+    Claims claims;
     int *bound;                 /* members + 1: the members' tasks in the current call */
     double **dest;              /* members: where each writes its nodes */
     double *sums;               /* the members' nodes (more than one member) */
@@ -359,6 +445,13 @@ void rt_batch_free(RtBatch *b)
     if (!b)
         return;
     rt_team_free(b->team);
+    pthread_mutex_destroy(&b->claims.lock);
+    pthread_cond_destroy(&b->claims.stolen_done);
+    free(b->claims.next);
+    free(b->claims.end);
+    free(b->claims.spare_of);
+    free(b->claims.done);
+    free(b->claims.spare);
     for (int i = 0; b->work && i < b->members; i++)
         rt_step_work_free(&b->work[i]);
     free(b->work);
@@ -379,6 +472,7 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
     int members = threads > 1 ? threads : 1;
     size_t v = rt_node_reals(p);
     int share = (max_batch + members - 1) / members;
+    int nspare = share / 4 > 1 ? share / 4 : 1;      /* a quarter of a member's tasks */
     size_t nsums = members > 1 ? (size_t)members * (size_t)rt_tree_capacity(share) : 0;
     *b = (RtBatch){
         .p = *p, .max_batch = max_batch, .members = members,
@@ -387,8 +481,21 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
         .dest = calloc((size_t)members, sizeof(double *)),
         .sums = nsums && v <= SIZE_MAX / nsums ? alloc_zeroed(nsums * v, sizeof(double)) : NULL,
         .root = alloc_zeroed(v, sizeof(double)),
+        .claims = {
+            .members = members,
+            .next = calloc((size_t)members, sizeof(int)),
+            .end = calloc((size_t)members, sizeof(int)),
+            .spare_of = calloc((size_t)max_batch, sizeof(int)),
+            .done = calloc((size_t)max_batch, sizeof(bool)),
+            .spare = alloc_zeroed((size_t)nspare, leaf_bytes(p)),
+            .nspare = nspare,
+        },
     };
-    bool ok = b->work && b->bound && b->dest && (b->sums || !nsums) && b->root;
+    pthread_mutex_init(&b->claims.lock, NULL);
+    pthread_cond_init(&b->claims.stolen_done, NULL);
+    Claims *c = &b->claims;
+    bool ok = b->work && b->bound && b->dest && (b->sums || !nsums) && b->root && c->next && c->end &&
+              c->spare_of && c->done && c->spare;
     /* member 0 also regroups whole meta-batches: temporaries for B levels */
     for (int i = 0; ok && i < members; i++)
         ok = rt_step_work_alloc(p, i == 0 ? max_batch : share, &b->work[i]);
@@ -401,20 +508,13 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
     return b;
 }
 
-/* Member i: sample its tasks if asked, then compute their nodes. */
+/* Member i: the nodes of its tasks, then others' last tasks. */
 static void member_job(void *ctx, int i)
 {
     RtBatch *b = ctx;
-    const RtSlice *s = b->slice;
-    const RtProgram *p = &b->p;
-    int lo = b->bound[i], hi = b->bound[i + 1];
-    for (int t = lo; s->sample && t < hi; t++) {
-        const RtTask *d = &s->task[t - s->first];
-        p->sample(p->sample_ctx, s->seed, s->task_base + (uint64_t)t, (void *)d->sx, (void *)d->sy,
-                  (void *)d->qx, (void *)d->qy);
-    }
-    Leaves l = {p, b->params, s->task, s->first};
-    compute_nodes(&l, &b->work[i], 0, s->B, lo, hi, b->dest[i]);
+    Leaves l = {&b->p, b->params, b->slice, &b->claims, i};
+    compute_nodes(&l, &b->work[i], 0, b->slice->B, b->bound[i], b->bound[i + 1], b->dest[i]);
+    steal(&l, &b->work[i]);
 }
 
 /* Member i's share of the elements of a node vector, whole cache lines but
@@ -464,7 +564,12 @@ void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *ou
     for (int i = 0; i < n; i++) {
         b->dest[i] = at;
         at += (size_t)rt_tree_count(s->B, b->bound[i], b->bound[i + 1]) * v;
+        b->claims.next[i] = b->bound[i];
+        b->claims.end[i] = b->bound[i + 1];
     }
+    b->claims.first = s->first;
+    b->claims.used = 0;
+    memset(b->claims.done, 0, (size_t)s->count * sizeof(bool));
     rt_team_run(b->team, member_job, b);
     if (n > 1)
         rt_team_run(b->team, regroup_job, b);

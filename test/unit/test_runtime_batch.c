@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime.h"
 
@@ -184,6 +185,56 @@ static void test_batch_splits(void)
     EXPECT(seq != tree_sum(false, 0, MAX_B, 0));
 }
 
+/* A meta-step that is slow for the first half of the tasks and notes which
+ * member's arena computed each: sy holds the task's index. */
+enum { STEAL_B = 32 };
+static void *computed_in[STEAL_B];
+
+static void meta_step_slow(const void *const *in, void *const *out, void *arena)
+{
+    int t = (int)*(const double *)in[3];
+    if (t < STEAL_B / 2)
+        nanosleep(&(struct timespec){0, 5000000}, NULL);
+    computed_in[t] = arena;
+    meta_step_f64(in, out, arena);
+}
+
+/* A member with no tasks left computes another's last ones, and the sums
+ * keep the tree's bits. */
+static void test_batch_steals(void)
+{
+    RtProgram p = program(RT_F64);
+    p.meta_step.fn = meta_step_slow;
+    static double index[STEAL_B];
+    RtTask t[STEAL_B];
+    for (int i = 0; i < STEAL_B; i++) {
+        index[i] = i;
+        t[i] = (RtTask){data[i], &index[i], &data[i][N], &zero};
+    }
+    RtBatch *b = rt_batch_new(&p, STEAL_B, 2);
+    EXPECT(b != NULL);
+    if (!b)
+        return;
+    bool same = true, stolen = false, bounded = true;
+    /* member 1's tasks take no time and member 0's 80 ms: unless member 1
+     * starts that late, it takes member 0's last tasks */
+    for (int round = 0; round < 5 && !stolen; round++) {
+        double grad[N];
+        int bound[] = {0, STEAL_B};
+        double loss = split_mean(b, STEAL_B, 1, bound, t, grad);
+        for (int i = 0; i < N; i++)
+            same &= grad[i] == tree_sum(false, 0, STEAL_B, i) * (1.0 / STEAL_B);
+        same &= loss == tree_sum(false, 0, STEAL_B, N) * (1.0 / STEAL_B);
+        stolen = computed_in[STEAL_B / 2 - 1] != computed_in[0];
+        for (int i = 1; i < STEAL_B / 2 - STEAL_B / 8; i++)
+            bounded &= computed_in[i] == computed_in[0];
+    }
+    CHECK(stolen, "a member with no tasks left computes another's last task");
+    CHECK(bounded, "it takes at most a quarter of the other's tasks (its spare buffers)");
+    CHECK(same, "tasks computed by another member give the tree's bits");
+    rt_batch_free(b);
+}
+
 /* --- the team --- */
 
 static void count_member(void *ctx, int member)
@@ -214,6 +265,7 @@ int main(void)
     test_tree_shape();
     test_meta_grad_tree();
     test_batch_splits();
+    test_batch_steals();
     test_team();
     return check_summary();
 }
