@@ -418,33 +418,47 @@ static LLVMValueRef build_softplus(Cg *cg, LLVMTypeRef t, LLVMValueRef x)
     return LLVMBuildFAdd(cg->b, call2(cg, "llvm.maxnum", t, x, LLVMConstReal(t, 0)), l, "");
 }
 
-/* x^c: repeated squaring for small integer c, sqrt for c = +-1/2 (with
- * pow's answers at -0 and -inf), llvm.pow otherwise. */
+/* x^k for k >= 1 by repeated squaring. */
+static LLVMValueRef build_ipow(Cg *cg, LLVMValueRef x, int k)
+{
+    LLVMValueRef y = NULL, p = x;
+    while (k) {
+        if (k & 1)
+            y = y ? LLVMBuildFMul(cg->b, y, p, "") : p;
+        k >>= 1;
+        if (k)
+            p = LLVMBuildFMul(cg->b, p, p, "");
+    }
+    return y;
+}
+
+/* x^c: repeated squaring for integer c up to 16; for c = +-(k + 1/2) up to
+ * 16.5, |x|^k (sqrt(x) + 0), in double for f32 when k > 0 (then within
+ * an ulp of pow), with pow's answers at -0 (the + 0 and |x|) and at -inf;
+ * llvm.pow, one libm call per element, otherwise. */
 static LLVMValueRef build_powc(Cg *cg, LLVMTypeRef t, LLVMValueRef x, double c)
 {
     LLVMValueRef one = LLVMConstReal(t, 1);
-    LLVMValueRef y;
-    if (fabs(c) == 0.5) {
-        y = LLVMBuildFAdd(cg->b, call1(cg, "llvm.sqrt", t, x), LLVMConstReal(t, 0), "");
-        y = LLVMBuildSelect(cg->b, fcmp(cg, LLVMRealOEQ, x, LLVMConstReal(t, -INFINITY)),
-                            LLVMConstReal(t, INFINITY), y, "");
-    } else if (c == nearbyint(c) && fabs(c) <= 16) {
-        int k = (int)fabs(c);
-        LLVMValueRef p = x;
-        y = NULL;
-        while (k) {
-            if (k & 1)
-                y = y ? LLVMBuildFMul(cg->b, y, p, "") : p;
-            k >>= 1;
-            if (k)
-                p = LLVMBuildFMul(cg->b, p, p, "");
-        }
-        if (!y)
+    double a = fabs(c);
+    int k = (int)floor(a);
+    if (a == k && a <= 16) {
+        if (k == 0)
             return one;
-    } else {
-        return call2(cg, "llvm.pow", t, x, LLVMConstReal(t, c));
+        LLVMValueRef y = build_ipow(cg, x, k);
+        return c < 0 ? LLVMBuildFDiv(cg->b, one, y, "") : y;
     }
-    return c < 0 ? LLVMBuildFDiv(cg->b, one, y, "") : y;
+    if (a != k + 0.5 || a > 16.5)
+        return call2(cg, "llvm.pow", t, x, LLVMConstReal(t, c));
+    LLVMTypeRef w = k > 0 && LLVMGetTypeKind(t) == LLVMFloatTypeKind ? LLVMDoubleTypeInContext(cg->ctx) : t;
+    LLVMValueRef xw = w != t ? LLVMBuildFPExt(cg->b, x, w, "") : x;
+    LLVMValueRef y = LLVMBuildFAdd(cg->b, call1(cg, "llvm.sqrt", w, xw), LLVMConstReal(w, 0), "");
+    if (k > 0)
+        y = LLVMBuildFMul(cg->b, build_ipow(cg, call1(cg, "llvm.fabs", w, xw), k), y, "");
+    y = LLVMBuildSelect(cg->b, fcmp(cg, LLVMRealOEQ, xw, LLVMConstReal(w, -INFINITY)), LLVMConstReal(w, INFINITY),
+                        y, "");
+    if (c < 0)
+        y = LLVMBuildFDiv(cg->b, LLVMConstReal(w, 1), y, "");
+    return w != t ? LLVMBuildFPTrunc(cg->b, y, t, "") : y;
 }
 
 static LLVMValueRef select01(Cg *cg, LLVMTypeRef t, LLVMValueRef cond)

@@ -6,8 +6,8 @@
  * writes nothing past its outputs (guard bytes) or past its planned arena
  * (canary bytes), that it does not depend on what the arena held before,
  * and that a second run gives the same bits.  Last: arena sizes of known
- * plans, a refused function name, and the compile time of a MAML
- * meta-gradient (printed). */
+ * plans, a refused function name, powc at special values, and the compile
+ * time of a MAML meta-gradient (printed). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -913,6 +913,62 @@ static void test_errors(void)
     free(text);
 }
 
+/* --- powc at special values --- */
+
+/* x^c against libm's pow at zeros of both signs, infinities, NaN, negative
+ * numbers, subnormals and the ends of each type's range: the same zeros,
+ * infinities and NaNs, and finite results within a few ulps (f32: of pow
+ * in double, rounded). */
+static void test_powc_specials(void)
+{
+    static const double xs[] = {-0.0, 0.0, -INFINITY, INFINITY, NAN, -1, -2.5, 1e-40, 1e-310, 1e-30,
+                                1e30, 3.4e38, 1e300, 2, 0.3, 7, 1};
+    static const double cs[] = {0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 16.5, -16.5, 3, -2, 2.25, 17.5};
+    enum { N = sizeof xs / sizeof *xs };
+    for (int i = 0; i < 2; i++) {
+        DType dt = i ? DT_F64 : DT_F32;
+        for (size_t k = 0; k < sizeof cs / sizeof *cs; k++) {
+            double c = cs[k];
+            IrModule *m = ir_module_new(dt);
+            IrFunc *f = ir_func_new(m, "f");
+            ret(f, ir_powc(f, arg(f, "x", TY(dt, N)), c, L, NULL));
+            Diag d;
+            diag_init(&d, stderr);
+            BeJit *j = be_jit_compile(m, NULL, &d);
+            BeFn fn = j ? be_jit_lookup(j, "f") : NULL;
+            CHECK(fn != NULL, "powc %g %s compiles", c, ir_dtype_name(dt));
+            float xf[N], yf[N];
+            double xd[N], yd[N];
+            for (int e = 0; e < N; e++) {
+                xf[e] = (float)xs[e];
+                xd[e] = xs[e];
+            }
+            const void *in[1] = {i ? (const void *)xd : xf};
+            void *out[1] = {i ? (void *)yd : yf};
+            unsigned char arena[64];
+            if (fn)
+                fn(in, out, arena);
+            int bad = -1;
+            for (int e = 0; fn && e < N && bad < 0; e++) {
+                double x = i ? xd[e] : xf[e], got = i ? yd[e] : yf[e];
+                double want = i ? pow(x, c) : (float)pow(x, c);
+                double ulp = i ? 0x1p-52 : 0x1p-23, tiny = i ? 0x1p-1074 : 0x1p-149;
+                bool same = isnan(want) ? isnan(got)
+                            : want == 0 || isinf(want) ? got == want && signbit(got) == signbit(want)
+                            : fabs(got - want) <= 4 * ulp * fabs(want) || fabs(got - want) <= tiny;
+                if (!same)
+                    bad = e;
+            }
+            CHECK(bad < 0, "powc %g %s at %g: %.17g, pow gives %.17g", c, ir_dtype_name(dt),
+                  bad < 0 ? 0 : xs[bad], bad < 0 ? 0 : (i ? yd[bad] : yf[bad]),
+                  bad < 0 ? 0 : pow(i ? xd[bad] : xf[bad], c));
+            be_jit_free(j);
+            diag_free(&d);
+            ir_module_free(m);
+        }
+    }
+}
+
 /* --- compile time of a MAML-sized function --- */
 
 /* The exact second-order meta-gradient of a 1-40-40-1 tanh MLP on
@@ -979,6 +1035,7 @@ int main(void)
     test_random_graphs();
     test_plan();
     test_errors();
+    test_powc_specials();
     test_compile_time();
     return check_summary();
 }
