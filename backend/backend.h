@@ -32,14 +32,16 @@
 typedef struct {
     const char *target_cpu;     /* NULL: the host CPU and its features */
     int opt_level;              /* 0..3; 3 runs LLVM's default<O3> */
+    int compile_threads;        /* the JIT's, each compiling a part of the module
+                                   (at most 4); 0: one per CPU */
 } BeOptions;
 
 typedef void (*BeFn)(const void *const *in, void *const *out, void *arena);
 
 typedef struct {
-    double codegen_s;           /* IR to LLVM IR */
-    double optimize_s;          /* LLVMRunPasses */
-    double jit_s;               /* machine code */
+    double codegen_s;           /* IR to LLVM IR, and its bitcode for the parts */
+    double optimize_s;          /* until every part is optimised (LLVMRunPasses) */
+    double jit_s;               /* the rest: machine code, and linking the parts */
 } BeTimes;
 
 typedef struct BeJit BeJit;
@@ -57,7 +59,9 @@ void be_arena_sizes(const IrFunc *f, size_t *arena_bytes, size_t *live_peak_byte
  * a C math function the code calls (expf, tanh, log1p, ...) or an LLVM
  * intrinsic (llvm.*).  Returns NULL after reporting through d (LLVM errors
  * are consumed and reported, never leaked).  m is only read: compilations
- * may run on several threads at once. */
+ * may run on several threads at once, and each compiles its module in
+ * parts on o->compile_threads threads; the results are the same bits for
+ * any number. */
 BeJit *be_jit_compile(const IrModule *m, const BeOptions *o, Diag *d);
 /* The compiled function `name`, or NULL.  Valid until be_jit_free. */
 BeFn be_jit_lookup(BeJit *j, const char *name);
@@ -66,9 +70,9 @@ const BeTimes *be_jit_times(const BeJit *j);
 void be_jit_free(BeJit *j);
 
 /* Write m as a position-independent object file at path, every function
- * named prefix + its IR name with hidden visibility; the machine code is
- * what be_jit_compile makes for the same options.  Returns false after
- * reporting through d. */
+ * named prefix + its IR name with hidden visibility; the functions are
+ * optimised as be_jit_compile's for the same options, in one module.
+ * Returns false after reporting through d. */
 bool be_emit_object(const IrModule *m, const char *path, const char *prefix, const BeOptions *o, Diag *d);
 
 /* Print the LLVM IR of m (optimised unless opt_level is 0; o NULL: -O3). */

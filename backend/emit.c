@@ -1,7 +1,8 @@
 /* Emitting compiled modules: LLVM IR as text, and object files.  Both run
  * the module the JIT compiles (codegen.c) through the same optimisation
- * pipeline for the same CPU (target.c), so an object file holds the machine
- * code that be_jit_compile makes for the same options. */
+ * pipeline for the same CPU (target.c), whole where the JIT compiles it in
+ * parts, so an object file computes the same bits as be_jit_compile's
+ * machine code for the same options. */
 #include "codegen.h"
 #include "target.h"
 

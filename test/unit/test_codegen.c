@@ -7,7 +7,8 @@
  * (canary bytes), that it does not depend on what the arena held before,
  * and that a second run gives the same bits.  Last: arena sizes of known
  * plans, a refused function name, powc at special values, and the compile
- * time of a MAML meta-gradient (printed). */
+ * time of a MAML meta-gradient (printed), whose outputs are the same bits
+ * when the JIT compiles it on 1-4 threads. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -971,6 +972,48 @@ static void test_powc_specials(void)
 
 /* --- compile time of a MAML-sized function --- */
 
+/* f's outputs on random inputs, compiled whole and in 2, 3 and 4 parts at
+ * once: the same bits (calls between parts link). */
+static void same_bits_for_any_compile_threads(IrFunc *f)
+{
+    int ni = f->ninput, no = f->noutput;
+    void *in[16], *out[4][16];
+    EXPECT(ni <= 16 && no <= 16);
+    if (ni > 16 || no > 16)
+        return;
+    for (int i = 0; i < ni; i++) {
+        IrType t = ir_value_type(f, f->input[i]);
+        in[i] = malloc(value_bytes(t) + 1);
+        for (int64_t k = 0; k < ir_numel(t); k++)
+            write_elem(in[i], t.dtype, k, urand() - 0.5);
+    }
+    unsigned char *arena = aligned_alloc(64, be_arena_bytes(f) + 64);
+    bool same = true, ran = true;
+    for (int threads = 1; threads <= 4; threads++) {
+        Diag d;
+        diag_init(&d, stderr);
+        BeOptions o = {.opt_level = 3, .compile_threads = threads};
+        BeJit *j = be_jit_compile(f->mod, &o, &d);
+        BeFn fn = j ? be_jit_lookup(j, f->name) : NULL;
+        ran &= fn != NULL;
+        for (int k = 0; k < no; k++)
+            out[threads - 1][k] = malloc(value_bytes(ir_value_type(f, f->output[k])) + 1);
+        if (fn)
+            fn((const void *const *)in, out[threads - 1], arena);
+        for (int k = 0; fn && threads > 1 && k < no; k++)
+            same &= !memcmp(out[0][k], out[threads - 1][k], value_bytes(ir_value_type(f, f->output[k])));
+        be_jit_free(j);
+        diag_free(&d);
+    }
+    CHECK(ran && same, "%s compiled on 1-4 threads gives the same bits", f->name);
+    for (int i = 0; i < ni; i++)
+        free(in[i]);
+    for (int t = 0; t < 4; t++)
+        for (int k = 0; k < no; k++)
+            free(out[t][k]);
+    free(arena);
+}
+
 /* The exact second-order meta-gradient of a 1-40-40-1 tanh MLP on
  * sinusoid-shaped data, one inner step: about 200-400 nodes after cleanup. */
 static void test_compile_time(void)
@@ -1025,6 +1068,7 @@ static void test_compile_time(void)
     }
     be_jit_free(j);
     diag_free(&d);
+    same_bits_for_any_compile_threads(f);
     ir_module_free(m);
 }
 
