@@ -472,7 +472,7 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
     int members = threads > 1 ? threads : 1;
     size_t v = rt_node_reals(p);
     int share = (max_batch + members - 1) / members;
-    int nspare = share / 4 > 1 ? share / 4 : 1;      /* a quarter of a member's tasks */
+    int nspare = members == 1 ? 0 : share / 4 > 1 ? share / 4 : 1;     /* a quarter of a member's tasks */
     size_t nsums = members > 1 ? (size_t)members * (size_t)rt_tree_capacity(share) : 0;
     *b = (RtBatch){
         .p = *p, .max_batch = max_batch, .members = members,
@@ -487,7 +487,7 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
             .end = calloc((size_t)members, sizeof(int)),
             .spare_of = calloc((size_t)max_batch, sizeof(int)),
             .done = calloc((size_t)max_batch, sizeof(bool)),
-            .spare = alloc_zeroed((size_t)nspare, leaf_bytes(p)),
+            .spare = nspare ? alloc_zeroed((size_t)nspare, leaf_bytes(p)) : NULL,
             .nspare = nspare,
         },
     };
@@ -495,7 +495,7 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
     pthread_cond_init(&b->claims.stolen_done, NULL);
     Claims *c = &b->claims;
     bool ok = b->work && b->bound && b->dest && (b->sums || !nsums) && b->root && c->next && c->end &&
-              c->spare_of && c->done && c->spare;
+              c->spare_of && c->done && (c->spare || !nspare);
     /* member 0 also regroups whole meta-batches: temporaries for B levels */
     for (int i = 0; ok && i < members; i++)
         ok = rt_step_work_alloc(p, i == 0 ? max_batch : share, &b->work[i]);
@@ -512,9 +512,10 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
 static void member_job(void *ctx, int i)
 {
     RtBatch *b = ctx;
-    Leaves l = {&b->p, b->params, b->slice, &b->claims, i};
+    Leaves l = {&b->p, b->params, b->slice, b->members > 1 ? &b->claims : NULL, i};
     compute_nodes(&l, &b->work[i], 0, b->slice->B, b->bound[i], b->bound[i + 1], b->dest[i]);
-    steal(&l, &b->work[i]);
+    if (l.claims)
+        steal(&l, &b->work[i]);
 }
 
 /* Member i's share of the elements of a node vector, whole cache lines but
