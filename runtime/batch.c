@@ -117,6 +117,10 @@ void rt_step_work_free(RtStepWork *w)
     free(w->stack);
     free(w->in);
     free(w->out);
+    free((void *)w->drawn.sx);
+    free((void *)w->drawn.sy);
+    free((void *)w->drawn.qx);
+    free((void *)w->drawn.qy);
     *w = (RtStepWork){0};
 }
 
@@ -132,7 +136,11 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
         .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
     };
-    if (w->arena && w->task_grad && w->stack && w->in && w->out)
+    if (p->sample)
+        w->drawn = (RtTask){alloc_zeroed(p->sx_bytes, 1), alloc_zeroed(p->sy_bytes, 1),
+                            alloc_zeroed(p->qx_bytes, 1), alloc_zeroed(p->qy_bytes, 1)};
+    bool drawn = !p->sample || (w->drawn.sx && w->drawn.sy && w->drawn.qx && w->drawn.qy);
+    if (w->arena && w->task_grad && w->stack && w->in && w->out && drawn)
         return true;
     rt_step_work_free(w);
     return false;
@@ -172,12 +180,13 @@ typedef struct {
 } Pending;
 
 /* Task t's meta-gradient and query loss into buf (nreal + 1 reals of the
- * element type), its data sampled first if the slice says so. */
+ * element type); if the slice says so, its data sampled first into w's
+ * drawn task, which stays in this core's caches from task to task. */
 static void run_task(const Leaves *l, RtStepWork *w, int t, void *buf)
 {
     const RtProgram *p = l->p;
     const RtSlice *s = l->s;
-    const RtTask *d = &s->task[t - s->first];
+    const RtTask *d = s->sample ? &w->drawn : &s->task[t - s->first];
     if (s->sample)
         p->sample(p->sample_ctx, s->seed, s->task_base + (uint64_t)t, (void *)d->sx, (void *)d->sy,
                   (void *)d->qx, (void *)d->qy);

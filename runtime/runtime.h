@@ -230,6 +230,7 @@ typedef struct {
     double *stack;              /* 1 + rt_tree_depth(max_tasks) node vectors */
     const void **in;
     void **out;
+    RtTask drawn;               /* where tasks are sampled to (programs that sample) */
 } RtStepWork;
 bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w);
 void rt_step_work_free(RtStepWork *w);
@@ -260,9 +261,9 @@ void rt_batch_free(RtBatch *b);
 /* Tasks [first, first + count) of a meta-batch of B <= max_batch. */
 typedef struct {
     int B, first, count;
-    const RtTask *task;         /* task[i] is task first + i */
-    bool sample;                /* fill task[i] first with p->sample(seed, task_base + first + i)
-                                   (from several threads at once) */
+    const RtTask *task;         /* task[i] is task first + i (unused when sampling) */
+    bool sample;                /* draw task first + i with p->sample(seed, task_base + first + i)
+                                   into the drawn task of the thread computing it, just before */
     uint64_t seed, task_base;
 } RtSlice;
 

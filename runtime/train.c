@@ -327,8 +327,6 @@ static void progress_finish(Progress *g, long done, double seconds)
 /* Everything rt_train allocates. */
 typedef struct {
     RtBatch *batch;
-    unsigned char *task_mem;    /* this process's tasks, each four 64-byte-aligned tensors */
-    RtTask *task;
     int nranks, rank;
     int *bound;                 /* nranks + 1: each process's tasks of a meta-batch */
     int *count, *displ;         /* nranks: each process's node vectors, and where they go */
@@ -342,8 +340,6 @@ typedef struct {
 static void train_free(TrainBuffers *b)
 {
     rt_batch_free(b->batch);
-    free(b->task_mem);
-    free(b->task);
     free(b->bound);
     free(b->count);
     free(b->displ);
@@ -374,8 +370,6 @@ static bool split_ranks(int B, TrainBuffers *b)
 static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b)
 {
     size_t rb = real_bytes(p->real);
-    size_t stride = round_up(p->sx_bytes) + round_up(p->sy_bytes) + round_up(p->qx_bytes) +
-                    round_up(p->qy_bytes);
     size_t v = rt_node_reals(p);
     int nranks = o->nranks > 1 ? o->nranks : 1;
     long timed = o->iterations - (o->start > 0 ? o->start : 0);
@@ -395,26 +389,13 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
         train_free(b);
         return false;
     }
-    int share = b->bound[b->rank + 1] - b->bound[b->rank];
     int total = b->displ[nranks - 1] + b->count[nranks - 1];
-    b->task_mem = alloc_zeroed(mul_size((size_t)share, stride));
-    b->task = calloc(share > 0 ? (size_t)share : 1, sizeof(RtTask));
     b->mine = alloc_zeroed(mul_size(mul_size((size_t)b->count[b->rank], v), sizeof(double)));
     b->all = nranks > 1 ? alloc_zeroed(mul_size(mul_size((size_t)total, v), sizeof(double))) : b->mine;
     b->batch = rt_batch_new(p, p->meta_batch, o->threads);
-    if (!(b->task_mem && b->task && b->mine && b->all && b->batch)) {
+    if (!(b->mine && b->all && b->batch)) {
         train_free(b);
         return false;
-    }
-    for (int t = 0; t < share; t++) {
-        unsigned char *at = b->task_mem + (size_t)t * stride;
-        b->task[t].sx = at;
-        at += round_up(p->sx_bytes);
-        b->task[t].sy = at;
-        at += round_up(p->sy_bytes);
-        b->task[t].qx = at;
-        at += round_up(p->qx_bytes);
-        b->task[t].qy = at;
     }
     return true;
 }
@@ -428,7 +409,7 @@ static bool meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuf
 {
     int B = p->meta_batch, first = b->bound[b->rank];
     RtSlice s = {
-        .B = B, .first = first, .count = b->bound[b->rank + 1] - first, .task = b->task,
+        .B = B, .first = first, .count = b->bound[b->rank + 1] - first,
         .sample = true, .seed = o->seed, .task_base = (uint64_t)it * (uint64_t)B,
     };
     rt_batch_nodes(b->batch, params, &s, b->mine);
