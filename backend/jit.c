@@ -291,14 +291,19 @@ BeJit *be_jit_compile(const IrModule *m, const BeOptions *o, Diag *d)
             diag_error(d, no_loc, "compiling part %d of %d of the module: %s", q + 1, nparts, part[q].error);
             ok = false;
         }
-        if (part[q].tm)
+        if (q > 0 && part[q].tm)
             LLVMDisposeTargetMachine(part[q].tm);
     }
     free(part_of);
     if (bitcode)
         LLVMDisposeMemoryBuffer(bitcode);
 
-    LLVMTargetMachineRef tm = ok ? be_target_machine(o, LLVMRelocDefault, LLVMCodeModelJITDefault, d) : NULL;
+    /* part 0's target machine goes on to the LLJIT, which links for the same CPU */
+    LLVMTargetMachineRef tm = part[0].tm;
+    if (!ok && tm) {
+        LLVMDisposeTargetMachine(tm);
+        tm = NULL;
+    }
     j->d = d;
     j->jit = tm ? create_lljit(tm, j, d) : NULL;
     ok = j->jit != NULL;
