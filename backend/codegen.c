@@ -1147,7 +1147,9 @@ static LLVMValueRef view_load_lanes(Cg *cg, const Mat *m, LLVMValueRef idx, int 
  * term is 12 FMAs (6 rows by 2 vectors) against 11 other instructions,
  * the loop's increments and branch among them; unrolled, the loads take
  * constant offsets instead.  The Omniglot MLP's x W1^T (784 terms) and
- * dW1 (75) ran 5-7% faster; sine's terms are fewer than 64. */
+ * dW1 (75) ran 5-7% faster; sine's terms are fewer than 64.  A loop whose
+ * body holds written-out terms (emit_tile_terms) is long enough: the conv
+ * net's forward products ran slower unrolled. */
 static int terms_unroll(int64_t n)
 {
     for (int u = 4; n >= 64 && u > 1; u--)
@@ -1165,19 +1167,24 @@ static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueR
     LLVMValueRef bcol = idx_add(cg, B->base, LLVMBuildNSWMul(cg->b, j0, c64(cg, B->c.stride[0]), ""));
     for (int r = 0; r < mr; r++)
         arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, irow[r]));
-    /* The innermost factor written out when it is as short as a window's
-     * row (kw = 3): as a loop, its branch and the pointer updates around
-     * it cost as much as the terms. */
-    int last = A->c.n - 1;
-    bool written = A->c.dim[last] <= 4;
-    int loops = written ? last : A->c.n;
+    /* The innermost factors written out, when the last is as short as a
+     * window's row (kw = 3), for up to 16 terms (a 3 x 3 window): as loops,
+     * their branches and the pointer updates around them cost as much as
+     * the terms.  The terms keep their order. */
+    int loops = A->c.n;
+    int64_t run = 1;            /* terms written out */
+    if (A->c.dim[loops - 1] <= 4)
+        while (loops > 0 && run * A->c.dim[loops - 1] <= 16)
+            run *= A->c.dim[--loops];
     Loop lk[3];
     LLVMValueRef kv[3];
     for (int f = 0; f < loops; f++)
         kv[f] = range_open(cg, &lk[f], 0, A->c.dim[f]);
-    for (int64_t u = 0; u < (written ? A->c.dim[last] : 1); u++) {
-        if (written)
-            kv[last] = c64(cg, u);
+    for (int64_t u = 0; u < run; u++) {
+        for (int f = A->c.n - 1, rest = (int)u; f >= loops; f--) {
+            kv[f] = c64(cg, rest % A->c.dim[f]);
+            rest /= (int)A->c.dim[f];
+        }
         LLVMValueRef ak = linear(cg, A->c.n, kv, A->c.stride), bk = linear(cg, B->r.n, kv, B->r.stride);
         LLVMValueRef b = view_load_vec(cg, B, idx_add(cg, bcol, bk), nr);
         for (int r = 0; r < mr; r++) {
@@ -1188,7 +1195,7 @@ static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueR
     }
     for (int f = loops - 1; f >= 0; f--) {
         lk[f].scalar = true;        /* already vectors, and sequential in k */
-        if (f == loops - 1)
+        if (f == loops - 1 && run == 1)
             lk[f].unroll = terms_unroll(A->c.dim[f]);
         range_close(cg, &lk[f]);
     }
