@@ -22,18 +22,21 @@
  *
  * Layout: backend/plan.c places values (views for layout ops, arena offsets
  * by liveness), backend/codegen.c builds the LLVM module, backend/target.c
- * holds target machines and the O3 pipeline, backend/jit.c the ORC JIT and
- * backend/emit.c LLVM IR text and object files. */
+ * holds target machines and the O3 pipeline, backend/parts.c compiles a
+ * module in parts on threads, backend/jit.c is the ORC JIT and
+ * backend/emit.c writes LLVM IR text and object files. */
 #ifndef MAMLC_BACKEND_H
 #define MAMLC_BACKEND_H
 
 #include "../ir/ir.h"
 
+enum { BE_MAX_PARTS = 4 };      /* the most compile threads, and parts of a module */
+
 typedef struct {
     const char *target_cpu;     /* NULL: the host CPU and its features */
     int opt_level;              /* 0..3; 3 runs LLVM's default<O3> */
-    int compile_threads;        /* the JIT's, each compiling a part of the module
-                                   (at most 4); 0: one per CPU */
+    int compile_threads;        /* each compiling a part of the module (at
+                                   most 4); 0: one per CPU */
 } BeOptions;
 
 typedef void (*BeFn)(const void *const *in, void *const *out, void *arena);
@@ -69,11 +72,13 @@ const BeTimes *be_jit_times(const BeJit *j);
 /* Release the machine code and everything LLVM holds for it (j may be NULL). */
 void be_jit_free(BeJit *j);
 
-/* Write m as a position-independent object file at path, every function
- * named prefix + its IR name with hidden visibility; the functions are
- * optimised as be_jit_compile's for the same options, in one module.
- * Returns false after reporting through d. */
-bool be_emit_object(const IrModule *m, const char *path, const char *prefix, const BeOptions *o, Diag *d);
+/* Write m as position-independent object files, compiled in parts on
+ * o->compile_threads threads as be_jit_compile compiles it (the same
+ * code): part k at base.k.o, every function of m named prefix + its IR
+ * name, and every function hidden.  Returns the number of files, at most
+ * BE_MAX_PARTS, or 0 after reporting through d (some may have been
+ * written). */
+int be_emit_objects(const IrModule *m, const char *base, const char *prefix, const BeOptions *o, Diag *d);
 
 /* Print the LLVM IR of m (optimised unless opt_level is 0; o NULL: -O3). */
 bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d);

@@ -1,11 +1,13 @@
 /* Emitting compiled modules: LLVM IR as text, and object files.  Both run
  * the module the JIT compiles (codegen.c) through the same optimisation
- * pipeline for the same CPU (target.c), whole where the JIT compiles it in
- * parts, so an object file computes the same bits as be_jit_compile's
+ * pipeline for the same CPU (target.c); object files come in the JIT's
+ * parts (parts.c), so they compute the same bits as be_jit_compile's
  * machine code for the same options. */
 #include "codegen.h"
-#include "target.h"
+#include "parts.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,38 +52,27 @@ bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d)
     return ok;
 }
 
-/* Give every public function of mod the prefix and hidden visibility, so
- * the library exports only what its ABI layer chooses to. */
-static bool rename_public(LLVMModuleRef mod, const IrModule *m, const char *prefix, Diag *d)
+int be_emit_objects(const IrModule *m, const char *base, const char *prefix, const BeOptions *o, Diag *d)
 {
-    for (int i = 0; i < m->nfunc; i++) {
-        LLVMValueRef fn = LLVMGetNamedFunction(mod, m->func[i]->name);
-        size_t n = strlen(prefix) + strlen(m->func[i]->name) + 1;
-        char *name = fn ? malloc(n) : NULL;
-        if (!name) {
-            diag_error(d, (SrcLoc){0}, "object emission: cannot rename function '%s'", m->func[i]->name);
-            return false;
+    BeParts parts;
+    if (!be_compile_parts(m, o, LLVMRelocPIC, LLVMCodeModelDefault, prefix, &parts, d))
+        return 0;
+    int written = 0;
+    for (int q = 0; q < parts.n; q++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.%d.o", base, q);
+        size_t n = LLVMGetBufferSize(parts.object[q]);
+        FILE *f = fopen(path, "wb");
+        bool ok = f && fwrite(LLVMGetBufferStart(parts.object[q]), 1, n, f) == n;
+        if (f && fclose(f) != 0)
+            ok = false;
+        if (!ok) {
+            diag_error(d, (SrcLoc){path, 0, 0}, "cannot write the object file: %s", strerror(errno));
+            break;
         }
-        snprintf(name, n, "%s%s", prefix, m->func[i]->name);
-        LLVMSetValueName2(fn, name, strlen(name));
-        LLVMSetVisibility(fn, LLVMHiddenVisibility);
-        free(name);
+        written++;
     }
-    return true;
-}
-
-bool be_emit_object(const IrModule *m, const char *path, const char *prefix, const BeOptions *o, Diag *d)
-{
-    o = be_options(o);
-    Emission e;
-    bool ok = prepare(&e, m, o, LLVMRelocPIC, d) && rename_public(e.mod, m, prefix, d) &&
-              be_optimize(e.mod, e.tm, o, d);
-    char *msg = NULL;
-    if (ok && LLVMTargetMachineEmitToFile(e.tm, e.mod, (char *)path, LLVMObjectFile, &msg)) {
-        diag_error(d, (SrcLoc){path, 0, 0}, "cannot write the object file: %s", msg ? msg : "unknown error");
-        ok = false;
-    }
-    LLVMDisposeMessage(msg);
-    release(&e);
-    return ok;
+    int n = parts.n;
+    be_parts_free(&parts);
+    return written == n ? n : 0;
 }

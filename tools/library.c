@@ -343,18 +343,25 @@ static bool run_command(char *const *argv, Diag *d) {
     return false;
 }
 
-static bool link_library(const char *dir, const char *tmp, const char *real, const char *path, Diag *d) {
-    char src[PATH_MAX], obj[PATH_MAX], inc[PATH_MAX + 2], abi[PATH_MAX + 32], soname[PATH_MAX + 16];
+/* The library at path from tmp's model.c and its nobj object files
+ * model.K.o, with the ABI layer's archive from dir. */
+static bool link_library(const char *dir, const char *tmp, int nobj, const char *real, const char *path, Diag *d) {
+    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX], inc[PATH_MAX + 2], abi[PATH_MAX + 32], soname[PATH_MAX + 16];
     snprintf(src, sizeof src, "%s/model.c", tmp);
-    snprintf(obj, sizeof obj, "%s/model.o", tmp);
     snprintf(inc, sizeof inc, "-I%s", dir);
     snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
     const char *base = strrchr(path, '/');
     snprintf(soname, sizeof soname, "-Wl,-soname,%s", base ? base + 1 : path);
     const char *cc = getenv("CC");
-    char *argv[] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src, obj,
-                    "-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname, "-Wl,--no-undefined",
-                    "-Wl,-z,noexecstack", NULL};
+    char *argv[32] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
+    int argc = 8;
+    for (int k = 0; k < nobj; k++) {
+        snprintf(obj[k], sizeof obj[k], "%s/model.%d.o", tmp, k);
+        argv[argc++] = obj[k];
+    }
+    char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname,
+                    "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
+    memcpy(argv + argc, rest, sizeof rest);
     return run_command(argv, d);
 }
 
@@ -382,13 +389,17 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
         diag_error(d, (SrcLoc){0}, "cannot make a temporary folder: %s", strerror(errno));
         return false;
     }
-    snprintf(obj, sizeof obj, "%s/model.o", tmp);
+    snprintf(obj, sizeof obj, "%s/model", tmp);
     snprintf(src, sizeof src, "%s/model.c", tmp);
     char *source = model_source(md, m);
-    bool ok = be_emit_object(m, obj, PREFIX, o, d) && write_text(src, source, d) &&
-              link_library(dir, tmp, real, path, d);
+    int nobj = be_emit_objects(m, obj, PREFIX, o, d);
+    bool ok = nobj > 0 && write_text(src, source, d) && link_library(dir, tmp, nobj, real, path, d);
     free(source);
-    unlink(obj);
+    for (int k = 0; k < BE_MAX_PARTS; k++) {
+        char part[PATH_MAX + 16];
+        snprintf(part, sizeof part, "%s.%d.o", obj, k);
+        unlink(part);
+    }
     unlink(src);
     rmdir(tmp);
     char *h = ok && !header ? header_path(path) : NULL;

@@ -8,11 +8,13 @@
  * and that a second run gives the same bits.  Last: arena sizes of known
  * plans, a refused function name, powc at special values, and the compile
  * time of a MAML meta-gradient (printed), whose outputs are the same bits
- * when the JIT compiles it on 1-4 threads. */
+ * when the JIT compiles it on 1-4 threads, and which be_emit_objects
+ * writes as one object file per thread. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
@@ -1014,6 +1016,29 @@ static void same_bits_for_any_compile_threads(IrFunc *f)
     free(arena);
 }
 
+/* be_emit_objects writes one object file per part: 3 for 3 threads. */
+static void one_object_per_part(const IrModule *m)
+{
+    char dir[] = "/tmp/mamlc-test-XXXXXX", base[64], path[80];
+    if (!mkdtemp(dir)) {
+        CHECK(false, "a temporary folder for object files");
+        return;
+    }
+    snprintf(base, sizeof base, "%s/model", dir);
+    Diag d;
+    diag_init(&d, stderr);
+    BeOptions o = {.opt_level = 1, .compile_threads = 3};
+    int n = be_emit_objects(m, base, "p_", &o, &d);
+    int found = 0;
+    for (int k = 0; k < BE_MAX_PARTS; k++) {
+        snprintf(path, sizeof path, "%s.%d.o", base, k);
+        found += unlink(path) == 0;
+    }
+    rmdir(dir);
+    CHECK(n == 3 && found == 3, "be_emit_objects wrote %d object files (%d found) for 3 threads", n, found);
+    diag_free(&d);
+}
+
 /* The exact second-order meta-gradient of a 1-40-40-1 tanh MLP on
  * sinusoid-shaped data, one inner step: about 200-400 nodes after cleanup. */
 static void test_compile_time(void)
@@ -1069,6 +1094,7 @@ static void test_compile_time(void)
     be_jit_free(j);
     diag_free(&d);
     same_bits_for_any_compile_threads(f);
+    one_object_per_part(m);
     ir_module_free(m);
 }
 
