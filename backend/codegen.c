@@ -1168,12 +1168,14 @@ static void emit_tile_terms(Cg *cg, const Mat *A, const Mat *B, const LLVMValueR
     for (int r = 0; r < mr; r++)
         arow[r] = idx_add(cg, A->base, split_offset(cg, &A->r, irow[r]));
     /* The innermost factors written out, when the last is as short as a
-     * window's row (kw = 3), for up to 16 terms (a 3 x 3 window): as loops,
-     * their branches and the pointer updates around them cost as much as
-     * the terms.  The terms keep their order. */
+     * window's row (kw = 3), or at most 8 with other factors' loops around
+     * it (a weight gradient's 7 positions of a row, in loops over rows and
+     * images), for up to 16 terms (a 3 x 3 window): as loops, their
+     * branches and the pointer updates around them cost as much as the
+     * terms.  The terms keep their order. */
     int loops = A->c.n;
     int64_t run = 1;            /* terms written out */
-    if (A->c.dim[loops - 1] <= 4)
+    if (A->c.dim[loops - 1] <= (loops > 1 ? 8 : 4))
         while (loops > 0 && run * A->c.dim[loops - 1] <= 16)
             run *= A->c.dim[--loops];
     Loop lk[3];
