@@ -8,47 +8,27 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    LLVMContextRef ctx;
-    LLVMModuleRef mod;
-    LLVMTargetMachineRef tm;
-} Emission;
-
-static void release(Emission *e)
-{
-    if (e->tm)
-        LLVMDisposeTargetMachine(e->tm);
-    if (e->mod)
-        LLVMDisposeModule(e->mod);
-    LLVMContextDispose(e->ctx);
-}
-
-/* m's LLVM module and a target machine for o with relocation model reloc;
- * false after reporting (release e either way). */
-static bool prepare(Emission *e, const IrModule *m, const BeOptions *o, LLVMRelocMode reloc, Diag *d)
-{
-    e->ctx = LLVMContextCreate();
-    e->mod = be_codegen_module(m, e->ctx, d);
-    e->tm = e->mod ? be_target_machine(o, reloc, LLVMCodeModelDefault, d) : NULL;
-    return e->tm != NULL;
-}
 
 bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d)
 {
     o = be_options(o);
-    Emission e;
-    bool ok = prepare(&e, m, o, LLVMRelocDefault, d) && be_optimize(e.mod, e.tm, o, d);
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = be_codegen_module(m, ctx, d);
+    LLVMTargetMachineRef tm = mod ? be_target_machine(o, LLVMRelocDefault, LLVMCodeModelDefault, d) : NULL;
+    bool ok = tm && be_optimize(mod, tm, o, d);
     if (ok) {
-        char *text = LLVMPrintModuleToString(e.mod);
+        char *text = LLVMPrintModuleToString(mod);
         ok = fputs(text, out) >= 0;
         LLVMDisposeMessage(text);
         if (!ok)
             diag_error(d, (SrcLoc){0}, "cannot write the LLVM IR");
     }
-    release(&e);
+    if (tm)
+        LLVMDisposeTargetMachine(tm);
+    if (mod)
+        LLVMDisposeModule(mod);
+    LLVMContextDispose(ctx);
     return ok;
 }
 

@@ -83,8 +83,6 @@ static LLVMOrcLLJITRef create_lljit(LLVMTargetMachineRef tm, BeJit *j, Diag *d)
     return jit;
 }
 
-/* --- compiling --- */
-
 BeJit *be_jit_compile(const IrModule *m, const BeOptions *o, Diag *d)
 {
     o = be_options(o);
