@@ -343,20 +343,27 @@ static bool run_command(char *const *argv, Diag *d) {
     return false;
 }
 
-/* The library at path from tmp's model.c and its nobj object files
- * model.K.o, with the ABI layer's archive from dir. */
-static bool link_library(const char *dir, const char *tmp, int nobj, const char *real, const char *path, Diag *d) {
-    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX], inc[PATH_MAX + 2], abi[PATH_MAX + 32], soname[PATH_MAX + 16];
+/* Object file k of those be_emit_objects wrote from base, into buf. */
+static void part_path(char *buf, size_t size, const char *base, int k) {
+    snprintf(buf, size, "%s.%d.o", base, k);
+}
+
+/* The library at path from tmp's model.c and the nobj object files
+ * be_emit_objects wrote from base, with the ABI layer's archive from dir. */
+static bool link_library(const char *dir, const char *tmp, const char *base, int nobj, const char *real,
+                         const char *path, Diag *d) {
+    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32],
+        soname[PATH_MAX + 16];
     snprintf(src, sizeof src, "%s/model.c", tmp);
     snprintf(inc, sizeof inc, "-I%s", dir);
     snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
-    const char *base = strrchr(path, '/');
-    snprintf(soname, sizeof soname, "-Wl,-soname,%s", base ? base + 1 : path);
+    const char *name = strrchr(path, '/');
+    snprintf(soname, sizeof soname, "-Wl,-soname,%s", name ? name + 1 : path);
     const char *cc = getenv("CC");
     char *argv[32] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
     int argc = 8;
     for (int k = 0; k < nobj; k++) {
-        snprintf(obj[k], sizeof obj[k], "%s/model.%d.o", tmp, k);
+        part_path(obj[k], sizeof obj[k], base, k);
         argv[argc++] = obj[k];
     }
     char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname,
@@ -393,11 +400,11 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
     snprintf(src, sizeof src, "%s/model.c", tmp);
     char *source = model_source(md, m);
     int nobj = be_emit_objects(m, obj, PREFIX, o, d);
-    bool ok = nobj > 0 && write_text(src, source, d) && link_library(dir, tmp, nobj, real, path, d);
+    bool ok = nobj > 0 && write_text(src, source, d) && link_library(dir, tmp, obj, nobj, real, path, d);
     free(source);
     for (int k = 0; k < BE_MAX_PARTS; k++) {
         char part[PATH_MAX + 16];
-        snprintf(part, sizeof part, "%s.%d.o", obj, k);
+        part_path(part, sizeof part, obj, k);
         unlink(part);
     }
     unlink(src);
