@@ -243,18 +243,26 @@ static void count_member(void *ctx, int member)
     hits[member]++;
 }
 
+/* Every member runs every job once, whether the jobs come back to back (the
+ * members still watching, when the team has a CPU each) or 3 ms apart (the
+ * members asleep by then). */
 static void test_team(void)
 {
-    RtTeam *t = rt_team_new(3);
-    EXPECT(t && rt_team_size(t) == 3);
-    if (!t)
-        return;
-    int hits[3] = {0};
-    for (int k = 0; k < 1000; k++)
-        rt_team_run(t, count_member, hits);
-    EXPECT(hits[0] == 1000 && hits[1] == 1000 && hits[2] == 1000);
-    rt_team_free(t);
-    t = rt_team_new(0);
+    for (int n = 2; n <= 3; n++) {
+        RtTeam *t = rt_team_new(n);
+        EXPECT(t && rt_team_size(t) == n);
+        if (!t)
+            return;
+        int hits[3] = {0};
+        for (int k = 0; k < 1000; k++) {
+            if (k % 100 == 0)
+                nanosleep(&(struct timespec){0, 3000000}, NULL);
+            rt_team_run(t, count_member, hits);
+        }
+        EXPECT(hits[0] == 1000 && hits[1] == 1000 && hits[n - 1] == 1000);
+        rt_team_free(t);
+    }
+    RtTeam *t = rt_team_new(0);
     EXPECT(t && rt_team_size(t) == 1);
     rt_team_free(t);
 }
