@@ -178,19 +178,31 @@ EXPORT mamlc_real mamlc_meta_grad_ws(mamlc_workspace *ws, const mamlc_real *para
     return meta_grad(ws, params, B, sx, sy, qx, qy, grad, &loss) ? loss : NAN;
 }
 
-EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_real *grad) {
+static RtOptimizer model_optimizer(void) {
     const MamlcModel *m = &mamlc__model;
-    RtOptimizer o = {(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps};
+    return (RtOptimizer){(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps};
+}
+
+/* The step count kept after the optimiser's state, counted up: this step's. */
+static long next_step(mamlc_real *state) {
     mamlc_real *t = &state[mamlc_state_count() - 1];
     *t += 1;
-    rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, (long)*t);
+    return (long)*t;
+}
+
+EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_real *grad) {
+    const MamlcModel *m = &mamlc__model;
+    RtOptimizer o = model_optimizer();
+    rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, next_step(state));
 }
 
 EXPORT mamlc_real mamlc_meta_step_ws(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B,
                                      const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy) {
     mamlc_real loss = NAN;
-    if (meta_grad(ws, params, B, sx, sy, qx, qy, ws ? ws->grad : NULL, &loss))
-        mamlc_apply_grad(params, state, ws->grad);
+    if (meta_grad(ws, params, B, sx, sy, qx, qy, ws ? ws->grad : NULL, &loss)) {
+        RtOptimizer o = model_optimizer();
+        rt_batch_opt_step(ws->batch, &o, params, ws->grad, state, next_step(state));
+    }
     return loss;
 }
 

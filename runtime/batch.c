@@ -459,6 +459,10 @@ struct RtBatch {
     const double *part_sums;
     void *grad;
     double loss;
+    const RtOptimizer *opt;     /* rt_batch_opt_step's */
+    void *opt_params, *opt_state;
+    const void *opt_grad;
+    long opt_t;
 };
 
 void rt_batch_free(RtBatch *b)
@@ -539,13 +543,20 @@ static void member_job(void *ctx, int i)
         steal(&l, &b->work[i]);
 }
 
-/* Member i's share of the elements of a node vector, whole cache lines but
- * for the last. */
+/* Member i's share [*from, *to) of n elements of `size` bytes: whole cache
+ * lines but for the last. */
+static void member_share(const RtBatch *b, int i, size_t n, size_t size, size_t *from, size_t *to)
+{
+    size_t line = ALIGN / size;
+    *from = n * (size_t)i / (size_t)b->members / line * line;
+    *to = i + 1 == b->members ? n : n * (size_t)(i + 1) / (size_t)b->members / line * line;
+}
+
+/* Member i's share of the elements of a node vector. */
 static Parts share(const RtBatch *b, int i, int nparts, const int *bound, const double *sums)
 {
-    size_t v = rt_node_reals(&b->p), line = ALIGN / sizeof(double);
-    size_t from = v * (size_t)i / (size_t)b->members / line * line;
-    size_t to = i + 1 == b->members ? v : v * (size_t)(i + 1) / (size_t)b->members / line * line;
+    size_t v = rt_node_reals(&b->p), from, to;
+    member_share(b, i, v, sizeof(double), &from, &to);
     return (Parts){nparts, bound, 0, sums, v, from, to - from};
 }
 
@@ -571,6 +582,16 @@ static void mean_job(void *ctx, int i)
     mean_range(&b->p, root, b->B, b->grad, c.from, to < b->p.nreal ? to : b->p.nreal);
     if (to > b->p.nreal)
         b->loss = mean_loss(&b->p, root, b->B);
+}
+
+/* Member i: the optimiser's step on its share of the parameters. */
+static void opt_job(void *ctx, int i)
+{
+    RtBatch *b = ctx;
+    size_t from, to;
+    member_share(b, i, b->p.nreal, real_bytes(b->p.real), &from, &to);
+    rt_opt_step_range(b->opt, b->p.real, b->p.nreal, from, to, b->opt_params, b->opt_grad, b->opt_state,
+                      b->opt_t);
 }
 
 void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out)
@@ -607,4 +628,15 @@ double rt_batch_mean(RtBatch *b, int B, int nparts, const int *bound, const doub
     b->grad = grad;
     rt_team_run(b->team, mean_job, b);
     return b->loss;
+}
+
+void rt_batch_opt_step(RtBatch *b, const RtOptimizer *o, void *params, const void *grad, void *state,
+                       long t)
+{
+    b->opt = o;
+    b->opt_params = params;
+    b->opt_grad = grad;
+    b->opt_state = state;
+    b->opt_t = t;
+    rt_team_run(b->team, opt_job, b);
 }

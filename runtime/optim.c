@@ -24,7 +24,7 @@ size_t rt_opt_state_count(const RtOptimizer *o, size_t n)
         const T c2 = (T)(1.0 - o->beta2), eps = (T)o->eps;                        \
         const T bc2_sqrt = (T)sqrt(1.0 - pow(o->beta2, (double)t));              \
         const T neg_step = (T)(-(o->lr / (1.0 - pow(o->beta1, (double)t))));      \
-        for (size_t i = 0; i < n; i++) {                                          \
+        for (size_t i = from; i < to; i++) {                                      \
             /* at::lerp: the form depends on which side of 1/2 the weight is */   \
             m[i] = w < (T)0.5 ? m[i] + w * (g[i] - m[i])                          \
                               : g[i] - (g[i] - m[i]) * ((T)1 - w);                \
@@ -40,12 +40,18 @@ size_t rt_opt_state_count(const RtOptimizer *o, size_t n)
         T *p = params;                                                            \
         const T *g = grad;                                                        \
         const T neg_lr = (T)(-o->lr);                                             \
-        for (size_t i = 0; i < n; i++)                                            \
+        for (size_t i = from; i < to; i++)                                        \
             p[i] = p[i] + neg_lr * g[i];                                          \
     } while (0)
 
 void rt_opt_step(const RtOptimizer *o, RtReal real, size_t n, void *params,
                  const void *grad, void *state, long t)
+{
+    rt_opt_step_range(o, real, n, 0, n, params, grad, state, t);
+}
+
+void rt_opt_step_range(const RtOptimizer *o, RtReal real, size_t n, size_t from, size_t to,
+                       void *params, const void *grad, void *state, long t)
 {
     if (o->kind == RT_ADAM) {
         if (real == RT_F32)

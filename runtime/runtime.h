@@ -70,6 +70,10 @@ size_t rt_opt_state_count(const RtOptimizer *o, size_t n);
  * state holds rt_opt_state_count reals, zero before the first step. */
 void rt_opt_step(const RtOptimizer *o, RtReal real, size_t n, void *params,
                  const void *grad, void *state, long t);
+/* The same update of elements [from, to) of the n alone: disjoint ranges
+ * together make rt_opt_step, bit for bit, whoever computes them. */
+void rt_opt_step_range(const RtOptimizer *o, RtReal real, size_t n, size_t from, size_t to,
+                       void *params, const void *grad, void *state, long t);
 
 /* --- task sources (runtime/sinusoid.c, ...) ---
  * A source fills one task's support and query sets.  `task` is the global
@@ -277,6 +281,9 @@ void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *ou
  * part after part. */
 double rt_batch_mean(RtBatch *b, int B, int nparts, const int *bound, const double *sums,
                      void *grad);
+/* rt_opt_step on p->nreal parameters, its elements shared among b's threads. */
+void rt_batch_opt_step(RtBatch *b, const RtOptimizer *o, void *params, const void *grad, void *state,
+                       long t);
 
 /* Meta-train params (nreal reals, initialised by the caller) in place.
  * Iteration it (0-based) trains on tasks it * meta_batch + b, b < meta_batch;

@@ -522,7 +522,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
             rep->final_meta_loss = loss;
             break;
         }
-        rt_opt_step(&p->optimizer, p->real, p->nreal, params, b.grad, opt_state, done + 1);
+        rt_batch_opt_step(b.batch, &p->optimizer, params, b.grad, opt_state, done + 1);
         if (timed < MAX_TIMED)
             b.step_seconds[timed++] = now() - began;
         done++;

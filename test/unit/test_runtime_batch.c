@@ -235,6 +235,57 @@ static void test_batch_steals(void)
     rt_batch_free(b);
 }
 
+/* --- the optimiser's step, shared among threads --- */
+
+/* rt_batch_opt_step with 1-4 threads is rt_opt_step, bit for bit: Adam and
+ * SGD, both element types, over more parameters than one cache line each
+ * and a count that does not divide into lines. */
+static void test_batch_opt_step(void)
+{
+    enum { NP = 1003, STEPS = 3 };
+    static double p0[NP], g[NP], want[NP], got[NP], sw[2 * NP], sg[2 * NP];
+    RtRng r;
+    rt_rng_seed(&r, 9);
+    for (int i = 0; i < NP; i++) {
+        p0[i] = rt_rng_uniform(&r, -1.0, 1.0);
+        g[i] = ldexp(rt_rng_uniform(&r, -1.0, 1.0), (int)rt_rng_below(&r, 21) - 10);
+    }
+    const RtOptimizer opts[] = {{RT_ADAM, 1e-3, 0.9, 0.999, 1e-8}, {RT_SGD, 0.1, 0, 0, 0}};
+    bool same = true;
+    for (int f32 = 0; f32 < 2; f32++) {
+        RtProgram p = program(f32 ? RT_F32 : RT_F64);
+        p.nreal = NP;
+        size_t rb = f32 ? sizeof(float) : sizeof(double);
+        static float gf[NP];
+        for (int i = 0; i < NP; i++)
+            gf[i] = (float)g[i];
+        const void *grad = f32 ? (const void *)gf : g;
+        for (int k = 0; k < 2; k++) {
+            for (int threads = 1; threads <= 4; threads++) {
+                RtBatch *b = rt_batch_new(&p, 1, threads);
+                EXPECT(b != NULL);
+                if (!b)
+                    continue;
+                for (int i = 0; i < NP; i++) {
+                    if (f32)
+                        ((float *)want)[i] = ((float *)got)[i] = (float)p0[i];
+                    else
+                        want[i] = got[i] = p0[i];
+                }
+                memset(sw, 0, sizeof sw);
+                memset(sg, 0, sizeof sg);
+                for (long t = 1; t <= STEPS; t++) {
+                    rt_opt_step(&opts[k], p.real, NP, want, grad, sw, t);
+                    rt_batch_opt_step(b, &opts[k], got, grad, sg, t);
+                }
+                same &= memcmp(want, got, NP * rb) == 0 && memcmp(sw, sg, 2 * NP * rb) == 0;
+                rt_batch_free(b);
+            }
+        }
+    }
+    EXPECT(same);
+}
+
 /* --- the team --- */
 
 static void count_member(void *ctx, int member)
@@ -274,6 +325,7 @@ int main(void)
     test_meta_grad_tree();
     test_batch_splits();
     test_batch_steals();
+    test_batch_opt_step();
     test_team();
     return check_summary();
 }
