@@ -5,9 +5,12 @@
  * a condition variable.  Waking a sleeping thread costs 100-400 us on a
  * virtual machine -- as much as a few percent of an Omniglot meta-step,
  * which hands the team three jobs -- while between a step's jobs a member
- * waits for at most about one task.  With more members than CPUs no one
- * watches: a watcher would hold the CPU another member needs. */
+ * waits for at most about one task.  With more members than the CPUs the
+ * process may run on, no one watches: a watcher would hold the CPU another
+ * member needs. */
+#define _GNU_SOURCE             /* sched_getaffinity */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
@@ -36,6 +39,18 @@ struct RtTeam {
     void (*fn)(void *ctx, int member);  /* the job: written before `job` moves */
     void *ctx;
 };
+
+/* The CPUs this process may run on (taskset, cpusets), or failing that
+ * the machine's. */
+static long usable_cpus(void)
+{
+#ifdef __linux__
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        return CPU_COUNT(&set);
+#endif
+    return sysconf(_SC_NPROCESSORS_ONLN);
+}
 
 static long long now_ns(void)
 {
@@ -108,7 +123,7 @@ RtTeam *rt_team_new(int threads)
     if (!t)
         return NULL;
     t->n = threads > 1 ? threads : 1;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long cpus = usable_cpus();
     t->spin = cpus > 0 && t->n <= cpus;
     t->thread = calloc((size_t)t->n, sizeof *t->thread);
     t->member = calloc((size_t)t->n, sizeof *t->member);
