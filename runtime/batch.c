@@ -48,12 +48,11 @@ static size_t leaf_bytes(const RtProgram *p)
     return leaf_stride(p) * real_bytes(p->real);
 }
 
-/* n * size bytes (at least ALIGN), 64-byte aligned and zeroed; NULL when
- * the size overflows or memory is out.  Buffers of HUGE_PAGE or more (a
- * member's arena, leaves and node sums: about 12 MB for the Omniglot MLP,
- * more 4 KiB pages than a Zen 3 core's L2 TLB maps) are asked for in
- * transparent huge pages, where the kernel has them. */
-static void *alloc_zeroed(size_t n, size_t size)
+/* Buffers of HUGE_PAGE or more (a member's arena, leaves and node sums:
+ * about 12 MB for the Omniglot MLP, more 4 KiB pages than a Zen 3 core's
+ * L2 TLB maps) are asked for in transparent huge pages, where the kernel
+ * has them. */
+void *rt_alloc_zeroed(size_t n, size_t size)
 {
     if (size != 0 && n > (SIZE_MAX - HUGE_PAGE) / size)
         return NULL;
@@ -142,15 +141,15 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
     size_t v = rt_node_reals(p);
     size_t lv = leaf_stride(p);
     *w = (RtStepWork){
-        .arena = alloc_zeroed(p->meta_step.arena_bytes, 1),
-        .task_grad = lv <= SIZE_MAX / levels ? alloc_zeroed(levels * lv, real_bytes(p->real)) : NULL,
-        .stack = v <= SIZE_MAX / levels ? alloc_zeroed(levels * v, sizeof(double)) : NULL,
+        .arena = rt_alloc_zeroed(p->meta_step.arena_bytes, 1),
+        .task_grad = lv <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * lv, real_bytes(p->real)) : NULL,
+        .stack = v <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * v, sizeof(double)) : NULL,
         .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
     };
     if (p->sample)
-        w->drawn = (RtTask){alloc_zeroed(p->sx_bytes, 1), alloc_zeroed(p->sy_bytes, 1),
-                            alloc_zeroed(p->qx_bytes, 1), alloc_zeroed(p->qy_bytes, 1)};
+        w->drawn = (RtTask){rt_alloc_zeroed(p->sx_bytes, 1), rt_alloc_zeroed(p->sy_bytes, 1),
+                            rt_alloc_zeroed(p->qx_bytes, 1), rt_alloc_zeroed(p->qy_bytes, 1)};
     bool drawn = !p->sample || (w->drawn.sx && w->drawn.sy && w->drawn.qx && w->drawn.qy);
     if (w->arena && w->task_grad && w->stack && w->in && w->out && drawn)
         return true;
@@ -504,15 +503,15 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
         .work = calloc((size_t)members, sizeof(RtStepWork)),
         .bound = calloc((size_t)members + 1, sizeof(int)),
         .dest = calloc((size_t)members, sizeof(double *)),
-        .sums = nsums && v <= SIZE_MAX / nsums ? alloc_zeroed(nsums * v, sizeof(double)) : NULL,
-        .root = alloc_zeroed(v, sizeof(double)),
+        .sums = nsums && v <= SIZE_MAX / nsums ? rt_alloc_zeroed(nsums * v, sizeof(double)) : NULL,
+        .root = rt_alloc_zeroed(v, sizeof(double)),
         .claims = {
             .members = members,
             .next = calloc((size_t)members, sizeof(int)),
             .end = calloc((size_t)members, sizeof(int)),
             .spare_of = calloc((size_t)max_batch, sizeof(int)),
             .done = calloc((size_t)max_batch, sizeof(bool)),
-            .spare = nspare ? alloc_zeroed((size_t)nspare, leaf_bytes(p)) : NULL,
+            .spare = nspare ? rt_alloc_zeroed((size_t)nspare, leaf_bytes(p)) : NULL,
             .nspare = nspare,
         },
     };

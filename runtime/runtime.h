@@ -226,6 +226,11 @@ int rt_tree_capacity(int n);
 /* Levels below a node of n tasks: ceil(log2 n). */
 int rt_tree_depth(int n);
 
+/* n * size bytes (at least 64), 64-byte aligned and zeroed, as compiled
+ * code's buffers must be; NULL when the size overflows or memory is out.
+ * Free with free(). */
+void *rt_alloc_zeroed(size_t n, size_t size);
+
 /* What one thread needs to compute nodes, allocated once: enough for nodes
  * of up to max_tasks tasks. */
 typedef struct {

@@ -19,7 +19,6 @@
 #include "runtime.h"
 
 enum {
-    ALIGN = 64,                 /* alignment of every buffer handed to compiled code */
     LOSS_WINDOW = 100,          /* iterations in the progress line's running mean */
     MAX_TIMED = 1 << 20,        /* iterations whose times the median is taken over */
 };
@@ -37,24 +36,6 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static size_t round_up(size_t n)
-{
-    return (n + (ALIGN - 1)) & ~(size_t)(ALIGN - 1);
-}
-
-/* bytes rounded up to ALIGN (at least ALIGN, so the result is never NULL
- * for lack of size), zeroed; NULL when the size overflows or memory is out. */
-static void *alloc_zeroed(size_t bytes)
-{
-    if (bytes > SIZE_MAX - ALIGN)
-        return NULL;
-    size_t n = bytes == 0 ? ALIGN : round_up(bytes);
-    void *p = aligned_alloc(ALIGN, n);
-    if (p)
-        memset(p, 0, n);
-    return p;
 }
 
 /* a * b, or SIZE_MAX when that overflows (which no allocation satisfies). */
@@ -117,20 +98,19 @@ static void eval_free(EvalBuffers *b)
 
 static bool eval_alloc(const RtProgram *p, EvalBuffers *b)
 {
-    size_t pbytes = mul_size(p->nreal, real_bytes(p->real));
     size_t arena = p->adapt_step.arena_bytes;
     if (p->loss.arena_bytes > arena)
         arena = p->loss.arena_bytes;
     if (p->metric.fn && p->metric.arena_bytes > arena)
         arena = p->metric.arena_bytes;
     *b = (EvalBuffers){
-        .cur = alloc_zeroed(pbytes),
-        .next = alloc_zeroed(pbytes),
-        .sx = alloc_zeroed(p->sx_bytes),
-        .sy = alloc_zeroed(p->sy_bytes),
-        .qx = alloc_zeroed(p->qx_bytes),
-        .qy = alloc_zeroed(p->qy_bytes),
-        .arena = alloc_zeroed(arena),
+        .cur = rt_alloc_zeroed(p->nreal, real_bytes(p->real)),
+        .next = rt_alloc_zeroed(p->nreal, real_bytes(p->real)),
+        .sx = rt_alloc_zeroed(p->sx_bytes, 1),
+        .sy = rt_alloc_zeroed(p->sy_bytes, 1),
+        .qx = rt_alloc_zeroed(p->qx_bytes, 1),
+        .qy = rt_alloc_zeroed(p->qy_bytes, 1),
+        .arena = rt_alloc_zeroed(arena, 1),
         .in = calloc((size_t)p->nparam + 2, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
     };
@@ -379,8 +359,8 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
         .bound = calloc((size_t)nranks + 1, sizeof(int)),
         .count = calloc((size_t)nranks, sizeof(int)),
         .displ = calloc((size_t)nranks, sizeof(int)),
-        .grad = alloc_zeroed(mul_size(p->nreal, rb)),
-        .opt_state = alloc_zeroed(mul_size(rt_opt_state_count(&p->optimizer, p->nreal), rb)),
+        .grad = rt_alloc_zeroed(p->nreal, rb),
+        .opt_state = rt_alloc_zeroed(rt_opt_state_count(&p->optimizer, p->nreal), rb),
         .points = calloc(o->nsteps > 0 ? (size_t)o->nsteps : 1, sizeof(RtEvalPoint)),
         .step_seconds = calloc(timed > 0 ? (size_t)timed : 1, sizeof(double)),
     };
@@ -390,8 +370,8 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
         return false;
     }
     int total = b->displ[nranks - 1] + b->count[nranks - 1];
-    b->mine = alloc_zeroed(mul_size(mul_size((size_t)b->count[b->rank], v), sizeof(double)));
-    b->all = nranks > 1 ? alloc_zeroed(mul_size(mul_size((size_t)total, v), sizeof(double))) : b->mine;
+    b->mine = rt_alloc_zeroed(mul_size((size_t)b->count[b->rank], v), sizeof(double));
+    b->all = nranks > 1 ? rt_alloc_zeroed(mul_size((size_t)total, v), sizeof(double)) : b->mine;
     b->batch = rt_batch_new(p, p->meta_batch, o->threads);
     if (!(b->mine && b->all && b->batch)) {
         train_free(b);
