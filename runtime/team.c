@@ -18,7 +18,7 @@
 
 #include "runtime.h"
 
-enum { SPIN_NS = 2000000 };     /* a few tasks of the Omniglot models */
+enum { SPIN_NS = 2000000 };     /* about one task of the Omniglot MLP */
 
 typedef struct {
     RtTeam *team;
