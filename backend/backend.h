@@ -79,6 +79,8 @@ void be_jit_free(BeJit *j);
  * BE_MAX_PARTS, or 0 after reporting through d (some may have been
  * written). */
 int be_emit_objects(const IrModule *m, const char *base, const char *prefix, const BeOptions *o, Diag *d);
+/* The path of be_emit_objects's part k from base, base.k.o, into buf. */
+void be_object_path(char *buf, size_t size, const char *base, int k);
 
 /* Print the LLVM IR of m (optimised unless opt_level is 0; o NULL: -O3). */
 bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d);

@@ -32,6 +32,11 @@ bool be_emit_llvm(FILE *out, const IrModule *m, const BeOptions *o, Diag *d)
     return ok;
 }
 
+void be_object_path(char *buf, size_t size, const char *base, int k)
+{
+    snprintf(buf, size, "%s.%d.o", base, k);
+}
+
 int be_emit_objects(const IrModule *m, const char *base, const char *prefix, const BeOptions *o, Diag *d)
 {
     BeParts parts;
@@ -40,7 +45,7 @@ int be_emit_objects(const IrModule *m, const char *base, const char *prefix, con
     int written = 0;
     for (int q = 0; q < parts.n; q++) {
         char path[4096];
-        snprintf(path, sizeof path, "%s.%d.o", base, q);
+        be_object_path(path, sizeof path, base, q);
         size_t n = LLVMGetBufferSize(parts.object[q]);
         FILE *f = fopen(path, "wb");
         bool ok = f && fwrite(LLVMGetBufferStart(parts.object[q]), 1, n, f) == n;

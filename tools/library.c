@@ -343,11 +343,6 @@ static bool run_command(char *const *argv, Diag *d) {
     return false;
 }
 
-/* Object file k of those be_emit_objects wrote from base, into buf. */
-static void part_path(char *buf, size_t size, const char *base, int k) {
-    snprintf(buf, size, "%s.%d.o", base, k);
-}
-
 /* The library at path from tmp's model.c and the nobj object files
  * be_emit_objects wrote from base, with the ABI layer's archive from dir. */
 static bool link_library(const char *dir, const char *tmp, const char *base, int nobj, const char *real,
@@ -363,7 +358,7 @@ static bool link_library(const char *dir, const char *tmp, const char *base, int
     char *argv[32] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
     int argc = 8;
     for (int k = 0; k < nobj; k++) {
-        part_path(obj[k], sizeof obj[k], base, k);
+        be_object_path(obj[k], sizeof obj[k], base, k);
         argv[argc++] = obj[k];
     }
     char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname,
@@ -404,7 +399,7 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
     free(source);
     for (int k = 0; k < BE_MAX_PARTS; k++) {
         char part[PATH_MAX + 16];
-        part_path(part, sizeof part, obj, k);
+        be_object_path(part, sizeof part, obj, k);
         unlink(part);
     }
     unlink(src);
