@@ -29,23 +29,18 @@ enum {
     MAX_LEVELS = 33             /* > rt_tree_depth of any int */
 };
 
-static size_t real_bytes(RtReal real)
-{
-    return real == RT_F32 ? sizeof(float) : sizeof(double);
-}
-
 /* Reals from one leaf buffer to the next: a task's gradient and loss,
  * rounded up to ALIGN bytes. */
 static size_t leaf_stride(const RtProgram *p)
 {
-    size_t rb = real_bytes(p->real);
+    size_t rb = rt_real_bytes(p->real);
     return (((p->nreal + 1) * rb + ALIGN - 1) / ALIGN * ALIGN) / rb;
 }
 
 /* Bytes from one leaf buffer to the next. */
 static size_t leaf_bytes(const RtProgram *p)
 {
-    return leaf_stride(p) * real_bytes(p->real);
+    return leaf_stride(p) * rt_real_bytes(p->real);
 }
 
 /* Buffers of HUGE_PAGE or more (a member's arena, leaves and node sums:
@@ -142,7 +137,7 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
     size_t lv = leaf_stride(p);
     *w = (RtStepWork){
         .arena = rt_alloc_zeroed(p->meta_step.arena_bytes, 1),
-        .task_grad = lv <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * lv, real_bytes(p->real)) : NULL,
+        .task_grad = lv <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * lv, rt_real_bytes(p->real)) : NULL,
         .stack = v <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * v, sizeof(double)) : NULL,
         .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
@@ -202,7 +197,7 @@ static void run_task(const Leaves *l, RtStepWork *w, int t, void *buf)
         p->sample(p->sample_ctx, s->seed, s->task_base + (uint64_t)t, (void *)d->sx, (void *)d->sy,
                   (void *)d->qx, (void *)d->qy);
     int np = p->nparam;
-    size_t rb = real_bytes(p->real);
+    size_t rb = rt_real_bytes(p->real);
     for (int i = 0; i < np; i++) {
         w->in[i] = (const char *)l->params + p->param[i].offset * rb;
         w->out[i + 1] = (char *)buf + p->param[i].offset * rb;
@@ -588,7 +583,7 @@ static void opt_job(void *ctx, int i)
 {
     RtBatch *b = ctx;
     size_t from, to;
-    member_share(b, i, b->p.nreal, real_bytes(b->p.real), &from, &to);
+    member_share(b, i, b->p.nreal, rt_real_bytes(b->p.real), &from, &to);
     rt_opt_step_range(b->opt, b->p.real, b->p.nreal, from, to, b->opt_params, b->opt_grad, b->opt_state,
                       b->opt_t);
 }

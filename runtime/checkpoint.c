@@ -34,11 +34,6 @@ enum {
 
 static const char METADATA[] = "__metadata__";
 
-static size_t real_bytes(RtReal real)
-{
-    return real == RT_F32 ? sizeof(float) : sizeof(double);
-}
-
 static const char *dtype_name(RtReal real)
 {
     return real == RT_F32 ? "F32" : "F64";
@@ -516,7 +511,7 @@ static bool check_layout(const char *path, const RtCheckpoint *c, Named **order,
         return rt_errorf(err, errsize, "%s: invalid checkpoint layout: unknown element type", path);
     if (c->nparam < 0 || (c->nparam > 0 && (!c->param || !c->shape)))
         return rt_errorf(err, errsize, "%s: invalid checkpoint layout: no tensor list", path);
-    size_t esize = real_bytes(c->real);
+    size_t esize = rt_real_bytes(c->real);
     if (c->nreal > SIZE_MAX / esize || c->nstate > SIZE_MAX / esize)
         return rt_errorf(err, errsize, "%s: invalid checkpoint layout: too many reals", path);
     if ((c->nreal && !c->params) || (c->has_state && c->nstate && !c->state))
@@ -638,7 +633,7 @@ static int cmp_entry(const void *a, const void *b)
  * in the order given. */
 static void put_header(Buf *b, const RtCheckpoint *c, const Entry *e, int n)
 {
-    size_t esize = real_bytes(c->real);
+    size_t esize = rt_real_bytes(c->real);
     buf_puts(b, "{\"__metadata__\":{\"format\":\"" RT_CHECKPOINT_FORMAT "\"");
     if (c->model) {
         buf_puts(b, ",\"model\":");
@@ -679,7 +674,7 @@ static void put_header(Buf *b, const RtCheckpoint *c, const Entry *e, int n)
 /* Write the entries' data, little-endian. */
 static bool put_data(FILE *f, const RtCheckpoint *c, const Entry *e, int n)
 {
-    size_t esize = real_bytes(c->real);
+    size_t esize = rt_real_bytes(c->real);
     for (int i = 0; i < n; i++) {
         size_t bytes = e[i].count * esize;
         if (host_little_endian()) {
@@ -708,7 +703,7 @@ bool rt_checkpoint_save(const char *path, const RtCheckpoint *c, char *err, size
         return rt_errorf(err, errsize, "%s: invalid checkpoint layout: iteration %ld", path,
                     c->iteration);
     }
-    size_t esize = real_bytes(c->real);
+    size_t esize = rt_real_bytes(c->real);
     int n = c->nparam + (c->has_state ? 1 : 0);
     Entry *e = malloc((size_t)(n ? n : 1) * sizeof *e);
     if (!e) {
@@ -861,7 +856,7 @@ static bool file_tensor(const char *path, const Json *j, int32_t m, FileTensor *
         return rt_errorf(err, errsize, "%s: bad header: the data_offsets of %s, [%" PRIu64 ", %"
                     PRIu64 "], run backwards", path, name, t->begin, t->end);
     uint64_t bytes = 0;
-    if (!mul_u64(numel, real_bytes(t->real), &bytes))
+    if (!mul_u64(numel, rt_real_bytes(t->real), &bytes))
         return rt_errorf(err, errsize, "%s: bad header: the shape of %s is too large", path, name);
     if (bytes != t->end - t->begin) {
         char sb[128];
@@ -1125,7 +1120,7 @@ static bool read_checkpoint(const char *path, FILE *f, uint64_t size, RtCheckpoi
         rt_errorf(err, errsize, "%s: cannot read: %s", path, ferror(f) ? strerror(errno) : "truncated");
         goto out;
     }
-    size_t esize = real_bytes(c->real);
+    size_t esize = rt_real_bytes(c->real);
     for (int i = 0; i < c->nparam; i++)
         copy_le((unsigned char *)c->params + c->param[i].offset * esize,
                 data + file[match[i]].begin, c->param[i].count, esize);

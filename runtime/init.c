@@ -70,7 +70,7 @@ void rt_init(const RtInit *init, RtRng *r, RtReal real, void *out)
 
 void rt_init_params(const RtProgram *p, uint64_t seed, void *params)
 {
-    size_t size = p->real == RT_F32 ? sizeof(float) : sizeof(double);
+    size_t size = rt_real_bytes(p->real);
     for (int i = 0; i < p->nparam; i++) {
         RtRng rng;
         rt_rng_stream(&rng, seed, (uint64_t)i);

@@ -813,7 +813,7 @@ void rt_omniglot_sample(const void *ctx, uint64_t seed, uint64_t task,
     if (!o || s->ways < 1 || s->shots < 0 || s->queries < 0)
         return;
     size_t px = (size_t)o->size * (size_t)o->size;
-    size_t rb = s->real == RT_F32 ? sizeof(float) : sizeof(double);
+    size_t rb = rt_real_bytes(s->real);
     size_t ns = (size_t)s->ways * (size_t)s->shots, nq = (size_t)s->ways * (size_t)s->queries;
     if (ns) {
         memset(sx, 0, ns * px * rb);

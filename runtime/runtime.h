@@ -11,6 +11,12 @@
 
 typedef enum { RT_F32, RT_F64 } RtReal;     /* element type of reals */
 
+/* Bytes of one real of type real. */
+static inline size_t rt_real_bytes(RtReal real)
+{
+    return real == RT_F32 ? sizeof(float) : sizeof(double);
+}
+
 /* Write a printf-style message into err (errsize bytes; nothing when err is
  * NULL) and return false: how the runtime fails with a reason. */
 bool rt_errorf(char *err, size_t errsize, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

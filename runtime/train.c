@@ -26,11 +26,6 @@ enum {
 static const double TTY_PERIOD = 0.1;   /* seconds between redraws on a terminal */
 static const double LOG_PERIOD = 2.0;   /* seconds between lines otherwise */
 
-static size_t real_bytes(RtReal real)
-{
-    return real == RT_F32 ? sizeof(float) : sizeof(double);
-}
-
 static double now(void)
 {
     struct timespec ts;
@@ -59,14 +54,14 @@ static double scalar_value(RtReal real, const Scalar *s)
  * as inputs (point_in) or outputs (point_out). */
 static void point_in(const RtProgram *p, const void *base, const void **slot)
 {
-    size_t rb = real_bytes(p->real);
+    size_t rb = rt_real_bytes(p->real);
     for (int i = 0; i < p->nparam; i++)
         slot[i] = (const char *)base + p->param[i].offset * rb;
 }
 
 static void point_out(const RtProgram *p, void *base, void **slot)
 {
-    size_t rb = real_bytes(p->real);
+    size_t rb = rt_real_bytes(p->real);
     for (int i = 0; i < p->nparam; i++)
         slot[i] = (char *)base + p->param[i].offset * rb;
 }
@@ -104,8 +99,8 @@ static bool eval_alloc(const RtProgram *p, EvalBuffers *b)
     if (p->metric.fn && p->metric.arena_bytes > arena)
         arena = p->metric.arena_bytes;
     *b = (EvalBuffers){
-        .cur = rt_alloc_zeroed(p->nreal, real_bytes(p->real)),
-        .next = rt_alloc_zeroed(p->nreal, real_bytes(p->real)),
+        .cur = rt_alloc_zeroed(p->nreal, rt_real_bytes(p->real)),
+        .next = rt_alloc_zeroed(p->nreal, rt_real_bytes(p->real)),
         .sx = rt_alloc_zeroed(p->sx_bytes, 1),
         .sy = rt_alloc_zeroed(p->sy_bytes, 1),
         .qx = rt_alloc_zeroed(p->qx_bytes, 1),
@@ -183,7 +178,7 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
     EvalBuffers b;
     if (!eval_alloc(p, &b))
         return false;
-    size_t pbytes = p->nreal * real_bytes(p->real);
+    size_t pbytes = p->nreal * rt_real_bytes(p->real);
     for (int task = 0; task < o->eval_tasks; task++) {
         p->sample(p->sample_ctx, o->seed, RT_EVAL_TASK | (uint64_t)task, b.sx, b.sy, b.qx, b.qy);
         /* Both vectors start as params, so reals outside every parameter
@@ -349,7 +344,7 @@ static bool split_ranks(int B, TrainBuffers *b)
 
 static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffers *b)
 {
-    size_t rb = real_bytes(p->real);
+    size_t rb = rt_real_bytes(p->real);
     size_t v = rt_node_reals(p);
     int nranks = o->nranks > 1 ? o->nranks : 1;
     long timed = o->iterations - (o->start > 0 ? o->start : 0);
