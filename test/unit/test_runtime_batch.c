@@ -40,7 +40,7 @@ static void meta_step_f32(const void *const *in, void *const *out, void *arena)
 
 static RtProgram program(RtReal real)
 {
-    size_t rb = real == RT_F32 ? sizeof(float) : sizeof(double);
+    size_t rb = rt_real_bytes(real);
     return (RtProgram){
         .real = real, .nreal = N, .param = PARAMS, .nparam = 2,
         .sx_bytes = N * rb, .sy_bytes = rb, .qx_bytes = rb, .qy_bytes = rb,
@@ -255,7 +255,7 @@ static void test_batch_opt_step(void)
     for (int f32 = 0; f32 < 2; f32++) {
         RtProgram p = program(f32 ? RT_F32 : RT_F64);
         p.nreal = NP;
-        size_t rb = f32 ? sizeof(float) : sizeof(double);
+        size_t rb = rt_real_bytes(p.real);
         static float gf[NP];
         for (int i = 0; i < NP; i++)
             gf[i] = (float)g[i];

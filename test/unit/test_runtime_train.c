@@ -132,7 +132,7 @@ DEFINE_STANDINS(float, f32)
 static RtProgram program(RtReal real)
 {
     bool f32 = real == RT_F32;
-    size_t rb = f32 ? sizeof(float) : sizeof(double);
+    size_t rb = rt_real_bytes(real);
     return (RtProgram){
         .real = real, .nreal = N, .param = PARAMS, .nparam = 2,
         .sx_bytes = N * rb, .sy_bytes = rb, .qx_bytes = N * rb, .qy_bytes = rb,
