@@ -19,12 +19,17 @@ config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.mamlc_bin, "test")
 
 config.substitutions.append(("%mamlc-opt", os.path.join(config.mamlc_bin, "mamlc-opt")))
-if getattr(config, "mamlc_mpi", "").upper() in ("1", "ON", "TRUE", "YES"):
+if getattr(config, "mamlc_mpi", "").upper() in ("1", "ON", "TRUE", "YES") or \
+        os.environ.get("MAMLC_REQUIRE_DATA") == "1":
     config.available_features.add("mpi")
     config.substitutions.append(("%mamlc-mpi", os.path.join(config.mamlc_bin, "mamlc-mpi")))
     config.substitutions.append(("%mpirun", "mpirun --allow-run-as-root --oversubscribe -x LSAN_OPTIONS=detect_leaks=0"))
 config.substitutions.append(("%mamlc", os.path.join(config.mamlc_bin, "mamlc")))
 config.substitutions.append(("%srcroot", config.mamlc_src))
+# Tests of generated code name the CPU they generate for (`--target-cpu=%cpu`),
+# so that they check the compiler rather than the host; `--param cpu=NAME`
+# runs them for another CPU model (CI runs test/backend for two).
+config.substitutions.append(("%cpu", lit_config.params.get("cpu", "x86-64-v3")))
 config.substitutions.append(("%python", sys.executable))
 config.substitutions.append(("%exit", sys.executable + " " + os.path.join(config.mamlc_src, "test", "expect_exit.py")))
 config.substitutions.append(("%data", os.path.join(os.path.dirname(config.mamlc_src), "shared", "data")))
@@ -33,7 +38,14 @@ for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "HOME", "TMPDIR"):
     if var in os.environ:
         config.environment[var] = os.environ[var]
 
-# The Python example drivers for Omniglot need NumPy and Pillow.
+# Features a test can REQUIRE: without one, lit reports the test unsupported
+# (ctest: Skipped).  Under MAMLC_REQUIRE_DATA=1 (CI) every feature is on, so
+# that a missing data set, NumPy, Pillow or MPI fails the test instead.
+require_all = os.environ.get("MAMLC_REQUIRE_DATA") == "1"
 import importlib.util
-if all(importlib.util.find_spec(m) for m in ("numpy", "PIL")):
+# The Python example drivers for Omniglot need NumPy and Pillow.
+if require_all or all(importlib.util.find_spec(m) for m in ("numpy", "PIL")):
     config.available_features.add("numpy-pil")
+data = os.path.join(os.path.dirname(config.mamlc_src), "shared", "data")
+if require_all or os.path.isdir(os.path.join(data, "omniglot")):
+    config.available_features.add("omniglot-data")

@@ -14,6 +14,8 @@ static const char usage[] =
     "  --optimize           run simplify, cse, transpose, reassociate and dce until nothing changes\n"
     "  --emit=ir|llvm       print the IR (default) or the LLVM IR of the result\n"
     "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
+    "  --target-cpu=CPU     generate --emit=llvm code for CPU (default: this machine's);\n"
+    "                       tests name it, so that their output is the same on every host\n"
     "  --verify-each        verify the IR after every pass\n"
     "  --print-after=NAME   print the IR after every run of pass NAME\n"
     "  --print-after-all    print the IR after every pass\n";
@@ -38,6 +40,8 @@ int main(int argc, char **argv) {
             emit = v;
         else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3])
             bo.opt_level = a[2] - '0';
+        else if (tool_option(argc, argv, &i, "--target-cpu", &v))
+            bo.target_cpu = v;
         else if (strcmp(a, "--verify-each") == 0)
             po.verify_each = true;
         else if (tool_option(argc, argv, &i, "--print-after", &v))
