@@ -79,9 +79,10 @@ static ValueId hash_find(IrFunc *f, const IrNode *n) {
 
 /* --- the constructor --- */
 
-/* Report through d, or as an internal error when the caller passed none. */
-static void fail(Diag *d, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(Diag *d, SrcLoc loc, const char *fmt, ...) {
+/* Report through d, or, when the caller passed none, as an internal error
+ * counted in f's module so that the compile fails. */
+static void fail(IrFunc *f, Diag *d, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void fail(IrFunc *f, Diag *d, SrcLoc loc, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -89,8 +90,10 @@ static void fail(Diag *d, SrcLoc loc, const char *fmt, ...) {
     va_end(ap);
     if (d)
         diag_error(d, loc, "%s", msg);
-    else
+    else {
         fprintf(stderr, "mamlc: internal error: %s\n", msg);
+        f->mod->internal_errors++;
+    }
 }
 
 /* n with its type inferred; false after reporting. */
@@ -104,7 +107,7 @@ static bool typed(IrFunc *f, const IrNode *in, IrNode *out, Diag *d) {
         out->value = out->type.dtype == DT_F32 ? (double)(float)out->value : trunc(out->value);
     if (ir_infer_type(f, out, msg, sizeof msg))
         return true;
-    fail(d, in->loc, "%s", msg);
+    fail(f, d, in->loc, "%s", msg);
     return false;
 }
 
@@ -194,7 +197,7 @@ ValueId ir_binary_bcast(IrFunc *f, IrOp op, ValueId a, ValueId b, SrcLoc loc, Di
     IrType ta = ir_value_type(f, a), tb = ir_value_type(f, b), t;
     if (!broadcast_shape(ta, tb, &t)) {
         char sa[64], sb[64];
-        fail(d, loc, "shapes %s and %s cannot be broadcast together in '%s'",
+        fail(f, d, loc, "shapes %s and %s cannot be broadcast together in '%s'",
                    ir_type_str(ta, sa, sizeof sa), ir_type_str(tb, sb, sizeof sb),
                    ir_op_info[op].name);
         return IR_NONE;
@@ -218,7 +221,7 @@ ValueId ir_binary_scalar(IrFunc *f, IrOp op, ValueId x, double c, bool c_first, 
 ValueId ir_reduce(IrFunc *f, IrOp op, ValueId x, int naxes, const int *axes, SrcLoc loc, Diag *d) {
     IrNode n = node(op, x, IR_NONE, loc);
     if (naxes < 0 || naxes > IR_MAX_RANK) {
-        fail(d, loc, "too many reduction axes");
+        fail(f, d, loc, "too many reduction axes");
         return IR_NONE;
     }
     n.nlist = naxes;
@@ -253,7 +256,7 @@ ValueId ir_sum_to(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d) {
     IrType tx = ir_value_type(f, x);
     int lead = tx.rank - t.rank, axes[IR_MAX_RANK], n = 0;
     if (lead < 0) {
-        fail(d, loc, "cannot sum a rank-%d value to rank %d", tx.rank, t.rank);
+        fail(f, d, loc, "cannot sum a rank-%d value to rank %d", tx.rank, t.rank);
         return IR_NONE;
     }
     for (int i = 0; i < tx.rank; i++)

@@ -97,6 +97,8 @@ struct IrModule {
     DType real;                 /* the float type: DT_F32 or DT_F64 */
     IrFunc **func;
     int nfunc, func_cap;
+    int internal_errors;        /* nodes a pass failed to build (each printed
+                                   as an internal error); any fails the compile */
 };
 
 /* --- types (ir/type.c) --- */

@@ -198,7 +198,7 @@ static bool shape_MATMUL(const IrFunc *f, IrNode *n, char *msg, size_t size) {
         return failf(msg, size, "matrix product needs [m,k] @ [k,n], got %s @ %s",
                      ir_type_str(a, sa, sizeof sa), ir_type_str(b, sb, sizeof sb));
     n->type = (IrType){.dtype = a.dtype, .rank = 2, .dim = {a.dim[0], b.dim[1]}};
-    return true;
+    return valid_type(n->type, msg, size);
 }
 
 static bool shape_ONEHOT(const IrFunc *f, IrNode *n, char *msg, size_t size) {

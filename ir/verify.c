@@ -57,6 +57,10 @@ bool ir_verify_func(const IrFunc *f, Diag *d) {
 }
 
 bool ir_verify_module(const IrModule *m, Diag *d) {
+    if (m->internal_errors) {
+        diag_error(d, (SrcLoc){0}, "internal error: %d value(s) could not be built (see above)", m->internal_errors);
+        return false;
+    }
     for (int i = 0; i < m->nfunc; i++)
         if (!ir_verify_func(m->func[i], d))
             return false;

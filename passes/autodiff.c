@@ -208,6 +208,7 @@ bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
     IrType ty = ir_value_type(f, y);
     if (ty.rank != 0 || !is_real(ty.dtype))
         return false;
+    int errors = f->mod->internal_errors;
     bool *on = on_path(f, y, n, wrt);
     ValueId *adj = malloc((size_t)(y + 1) * sizeof *adj);
     for (ValueId v = 0; v <= y; v++)
@@ -238,7 +239,7 @@ bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
     free(adj);
     free(stop);
     free(on);
-    return true;
+    return f->mod->internal_errors == errors;
 }
 
 bool pass_grad(IrFunc *f) {

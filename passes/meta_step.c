@@ -77,7 +77,7 @@ static ValueId inner_step(Builder *b, IrFunc *f, const ValueId *theta, ValueId x
     ValueId *wrt = malloc((size_t)k * sizeof *wrt), *g = malloc((size_t)k * sizeof *g);
     for (int j = 0; j < k; j++)
         wrt[j] = theta[idx[j]];
-    ad_grad(f, loss, k, wrt, g);
+    bool ok = ad_grad(f, loss, k, wrt, g);
     memcpy(next, theta, (size_t)b->n * sizeof *next);
     SrcLoc loc = md->meta.loc;
     for (int j = 0; j < k; j++) {
@@ -88,7 +88,7 @@ static ValueId inner_step(Builder *b, IrFunc *f, const ValueId *theta, ValueId x
     free(idx);
     free(wrt);
     free(g);
-    return loss;
+    return ok ? loss : IR_NONE;
 }
 
 static bool build_loss(Builder *b, const char *name, const char *fn, IrType tx, IrType ty) {
@@ -207,5 +207,10 @@ bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d) {
         ok = build_loss(&b, "metric", "metric", t->query_x, t->query_y);
     if (ok && model_has_func(md, "net") && wanted(only, "predict"))
         ok = build_predict(&b);
+    if (m->internal_errors) {
+        diag_error(d, md->meta.loc, "internal error: %d value(s) of the meta-step could not be built",
+                   m->internal_errors);
+        return false;
+    }
     return ok;
 }

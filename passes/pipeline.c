@@ -27,7 +27,12 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
     PassFn *fn = pass_lookup(name);
     if (!fn)
         return false;
+    int errors = f->mod->internal_errors;
     bool c = fn(f);
+    if (f->mod->internal_errors != errors) {
+        diag_error(d, (SrcLoc){0}, "internal error: pass '%s' could not build its IR on '@%s'", name, f->name);
+        return false;
+    }
     if (changed)
         *changed = c;
     if (o && (o->print_after_all || (o->print_after && strcmp(o->print_after, name) == 0))) {
