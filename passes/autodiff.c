@@ -117,11 +117,15 @@ static ValueId spread(IrFunc *f, const IrNode *n, ValueId g) {
 static void grad_REDUCE_SUM(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
     dx[0] = spread(f, n, g);
 }
-/* d max(x, axes) = broadcast(g) * (x == broadcast(y)): every maximal
- * element receives the whole adjoint. */
+/* d max(x, axes) = broadcast(g / c) * m,  m = (x == broadcast(y)),
+ * c = sum(m, axes): tied maxima share the adjoint evenly (as PyTorch's amax
+ * does), which is the true derivative wherever one exists.  Without a tie
+ * c = 1 and g / 1 = g exactly.  m and c are piecewise constant (eq has no
+ * gradient), so the rule differentiates again. */
 static void grad_REDUCE_MAX(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
     ValueId mask = ir_binary(f, OP_EQ, X(0), spread(f, n, v), LOC, NULL);
-    dx[0] = mul(f, spread(f, n, g), mask, LOC);
+    ValueId ties = ir_reduce(f, OP_REDUCE_SUM, mask, n->nlist, n->list, LOC, NULL);
+    dx[0] = mul(f, spread(f, n, divide(f, g, ties, LOC)), mask, LOC);
 }
 /* d reshape(x) = reshape(g) back */
 static void grad_RESHAPE(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
