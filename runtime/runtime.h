@@ -187,6 +187,16 @@ typedef struct {
     bool has_metric;
 } RtEvalPoint;
 
+/* What made meta-training stop as diverged: the first value found NaN or
+ * infinite in an iteration (checked in this order, the first two before
+ * the update, the last after it). */
+typedef enum {
+    RT_FINITE,                  /* nothing: the run did not diverge */
+    RT_DIVERGED_LOSS,           /* the meta-batch's mean query loss */
+    RT_DIVERGED_GRADIENT,       /* an element of the mean meta-gradient */
+    RT_DIVERGED_UPDATE,         /* an updated parameter or optimiser state */
+} RtDiverged;
+
 typedef struct {
     long iterations;            /* done in all, earlier runs included */
     double seconds;             /* this run's meta-training time, evaluation excluded */
@@ -195,8 +205,9 @@ typedef struct {
                                    exchange, update) of this run's first 2^20, the first left
                                    out as warm-up unless it is the only one; NAN if none */
     double final_meta_loss;     /* mean query loss of the last meta-batch */
-    bool diverged;              /* the meta-loss of iteration `iterations` + 1 was
-                                   not finite: training stopped before applying it */
+    RtDiverged diverged;        /* what of iteration `iterations` + 1 was not
+                                   finite (RT_FINITE: nothing); training stopped
+                                   there, and the caller must not save params */
     bool stopped;               /* the exchange or a checkpoint failed (the callback
                                    says why): training stopped after `iterations` */
     int neval;

@@ -395,6 +395,23 @@ static bool meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuf
     return true;
 }
 
+/* Whether all n values of type real at x are finite. */
+static bool all_finite(RtReal real, const void *x, size_t n)
+{
+    if (real == RT_F32) {
+        const float *v = x;
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(v[i]))
+                return false;
+    } else {
+        const double *v = x;
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(v[i]))
+                return false;
+    }
+    return true;
+}
+
 /* The k-th smallest (0-based) of t[0..n), by Hoare's selection: t is
  * reordered so that t[0..k) are no larger and t(k..n) no smaller.  Unlike
  * qsort, it allocates nothing. */
@@ -492,12 +509,19 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
             ok = false;
             break;
         }
-        if (!isfinite(loss)) {      /* stop with the last finite params */
-            rep->diverged = true;
+        rep->diverged = !isfinite(loss) ? RT_DIVERGED_LOSS
+                        : !all_finite(p->real, b.grad, p->nreal) ? RT_DIVERGED_GRADIENT : RT_FINITE;
+        if (rep->diverged) {        /* stop with the last finite params */
             rep->final_meta_loss = loss;
             break;
         }
         rt_batch_opt_step(b.batch, &p->optimizer, params, b.grad, opt_state, done + 1);
+        if (!all_finite(p->real, params, p->nreal) ||
+            !all_finite(p->real, opt_state, rt_opt_state_count(&p->optimizer, p->nreal))) {
+            rep->diverged = RT_DIVERGED_UPDATE;
+            rep->final_meta_loss = loss;
+            break;
+        }
         if (timed < MAX_TIMED)
             b.step_seconds[timed++] = now() - began;
         done++;

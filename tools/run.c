@@ -358,10 +358,13 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
             diag_error(d, (SrcLoc){0}, "meta-training stopped after %ld iterations: the processes "
                                        "could not exchange their gradients", rep.iterations);
         if (ok && rep.diverged) {
+            const char *what = rep.diverged == RT_DIVERGED_GRADIENT ? "the meta-gradient has a NaN or infinite value"
+                               : rep.diverged == RT_DIVERGED_UPDATE ? "the update gives a NaN or infinite parameter"
+                               : isnan(rep.final_meta_loss) ? "the meta-loss is NaN"
+                                                             : "the meta-loss is infinite";
             diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
-                       "the meta-loss is %s at iteration %ld; training stopped (try a smaller inner_lr "
-                       "or outer learning rate)", isnan(rep.final_meta_loss) ? "NaN" : "infinite",
-                       rep.iterations + 1);
+                       "%s at iteration %ld; training stopped, nothing saved (try a smaller inner_lr "
+                       "or outer learning rate)", what, rep.iterations + 1);
             ok = false;
         }
         if (ok && lead) {
