@@ -298,7 +298,10 @@ static void print_stats(const Model *md, IrModule *m, const BeJit *j, const Stag
 static int compile(const Options *o, Diag *d) {
     StageTimes t = {0};
     double start = now();
-    Model *md = model_load(o->file, &o->model, d);
+    size_t len;
+    char *text = tool_read_file(o->file, &len, d);
+    Model *md = text ? model_load_text(o->file, text, len, &o->model, d) : NULL;
+    free(text);
     t.frontend = now() - start;
     if (!md)
         return 1;

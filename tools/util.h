@@ -7,8 +7,12 @@
 
 #include "../frontend/diag.h"
 
+enum { TOOL_MAX_TEXT = 16 << 20 };     /* bytes of the largest text file read */
+
 /* The whole of `path` ("-" for standard input) into a malloc'd buffer with a
- * NUL after it.  NULL after reporting through d. */
+ * NUL after it.  A path must name a regular file (not a device, FIFO or
+ * folder) and no text may be over TOOL_MAX_TEXT bytes, so that /dev/zero is
+ * refused at once rather than read forever.  NULL after reporting through d. */
 char *tool_read_file(const char *path, size_t *len, Diag *d);
 
 /* If arg is "--NAME=VALUE" (or "--NAME" with VALUE as the next argument),
