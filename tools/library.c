@@ -367,8 +367,7 @@ static bool link_library(const char *dir, const char *tmp, const char *base, int
     return run_command(argv, d);
 }
 
-/* path with its extension (if any) replaced by .h; malloc'd. */
-static char *header_path(const char *path) {
+char *lib_header_path(const char *path) {
     size_t n = strlen(path);
     const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
     if (dot && (!slash || dot > slash))
@@ -404,17 +403,14 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
     }
     unlink(src);
     rmdir(tmp);
-    char *h = ok && !header ? header_path(path) : NULL;
     if (ok) {
-        const char *hp = header ? header : h;
-        FILE *f = hp ? fopen(hp, "w") : NULL;
+        FILE *f = fopen(header, "w");
         if (f)
             lib_write_header(f, md);
         if (!f || fclose(f) != 0) {
-            diag_error(d, (SrcLoc){hp, 0, 0}, "cannot write the header: %s", strerror(errno));
+            diag_error(d, (SrcLoc){header, 0, 0}, "cannot write the header: %s", strerror(errno));
             ok = false;
         }
     }
-    free(h);
     return ok;
 }

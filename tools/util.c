@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,57 @@ char *tool_read_file(const char *path, size_t *len, Diag *d) {
     buf[n] = 0;
     *len = n;
     return buf;
+}
+
+/* path's folder: what comes before its last slash ("/" for a name just below
+ * the root, "." for a bare name); malloc'd. */
+static char *folder_of(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+}
+
+/* path as the resolved path of its folder and its last component; malloc'd,
+ * or NULL when the folder does not resolve. */
+static char *resolved_name(const char *path) {
+    char *dir = folder_of(path), real[PATH_MAX];
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    char *name = dir && realpath(dir, real) ? malloc(strlen(real) + strlen(base) + 2) : NULL;
+    if (name)
+        sprintf(name, "%s/%s", real, base);
+    free(dir);
+    return name;
+}
+
+bool tool_same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    bool ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea || eb)
+        return ea && eb && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    char *ra = resolved_name(a), *rb = resolved_name(b);
+    bool same = ra && rb ? strcmp(ra, rb) == 0 : strcmp(a, b) == 0;
+    free(ra);
+    free(rb);
+    return same;
+}
+
+bool tool_writable_path(const char *path, bool replaced, char *why, size_t size) {
+    char *dir = folder_of(path);
+    struct stat st;
+    bool ok = false;
+    if (!dir)
+        snprintf(why, size, "out of memory");
+    else if (stat(dir, &st) != 0)
+        snprintf(why, size, "folder '%s': %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(why, size, "'%s' is not a folder", dir);
+    else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(why, size, "it is a folder");
+    else if (replaced && stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        snprintf(why, size, "it is not a regular file, and a new file would be renamed over it");
+    else
+        ok = true;
+    free(dir);
+    return ok;
 }
 
 bool tool_option(int argc, char **argv, int *i, const char *name, const char **value) {
