@@ -344,16 +344,18 @@ static bool run_command(char *const *argv, Diag *d) {
 }
 
 /* The library at path from tmp's model.c and the nobj object files
- * be_emit_objects wrote from base, with the ABI layer's archive from dir. */
+ * be_emit_objects wrote from base, with the ABI layer's archive from dir.
+ * Its soname is the last component of path, exactly: passed by -Xlinker,
+ * which the compiler driver hands on whole, where -Wl,-soname,NAME would
+ * split NAME at its commas into more linker options. */
 static bool link_library(const char *dir, const char *tmp, const char *base, int nobj, const char *real,
                          const char *path, Diag *d) {
-    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32],
-        soname[PATH_MAX + 16];
+    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32];
     snprintf(src, sizeof src, "%s/model.c", tmp);
     snprintf(inc, sizeof inc, "-I%s", dir);
     snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
-    const char *name = strrchr(path, '/');
-    snprintf(soname, sizeof soname, "-Wl,-soname,%s", name ? name + 1 : path);
+    const char *slash = strrchr(path, '/');
+    char *soname = (char *)(slash ? slash + 1 : path);
     const char *cc = getenv("CC");
     char *argv[32] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
     int argc = 8;
@@ -361,8 +363,8 @@ static bool link_library(const char *dir, const char *tmp, const char *base, int
         be_object_path(obj[k], sizeof obj[k], base, k);
         argv[argc++] = obj[k];
     }
-    char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname,
-                    "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
+    char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", "-Xlinker", "-soname",
+                    "-Xlinker", soname, "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
     memcpy(argv + argc, rest, sizeof rest);
     return run_command(argv, d);
 }
