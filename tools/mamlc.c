@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "../backend/backend.h"
+#include "../backend/target.h"
 #include "../passes/passes.h"
 #include "library.h"
 #include "run.h"
@@ -35,7 +36,8 @@ static const char usage[] =
     "  -D NAME=VALUE        override `dim NAME`\n"
     "  --meta KEY=VALUE     override a key of the meta block (--meta inner_steps=5)\n"
     "  -O0 ... -O3          LLVM optimisation level (default 3)\n"
-    "  --target-cpu=CPU     generate code for CPU (default: this machine's)\n"
+    "  --target-cpu=CPU     generate code for CPU (default: this machine's);\n"
+    "                       --target-cpu=help lists the CPUs\n"
     "  --stats              compile, then print the parameter count, FLOPs and arena\n"
     "                       bytes of the meta-step (and how close its arena is to\n"
     "                       the peak of live buffers) and the time of each stage\n"
@@ -210,6 +212,13 @@ static int parse_args(int argc, char **argv, Options *o) {
             return usage_error("unexpected argument '%s'", a);
         }
     }
+    if (o->be.target_cpu && strcmp(o->be.target_cpu, "help") == 0) {
+        be_target_cpu_help();
+        return 0;
+    }
+    char why[1024];
+    if (o->be.target_cpu && !be_target_cpu_check(o->be.target_cpu, why, sizeof why))
+        return usage_error("--target-cpu: %s (mamlc --target-cpu=help lists the CPUs)", why);
     if (!o->file)
         return usage_error("%s", "no input file");
     if (runs && o->emit)
