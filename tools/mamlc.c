@@ -367,6 +367,12 @@ static int compile(const Options *o, Diag *d) {
     t.frontend = now() - start;
     if (!md)
         return 1;
+    const char *data = o->r.data ? "--data" : o->r.eval_data ? "--eval-data" : NULL;
+    if (data && !run_reads_data(md)) {
+        int status = usage_error("%s: the task '%s' of %s reads no data", data, md->task.kind, md->file);
+        model_free(md);
+        return status;
+    }
     int status = 0;
     if (o->emit && (!strcmp(o->emit, "ast") || !strcmp(o->emit, "header") || !strcmp(o->emit, "json"))) {
         if (o->emit[0] == 'a')

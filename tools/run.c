@@ -111,6 +111,8 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
     return true;
 }
 
+bool run_reads_data(const Model *md) { return strcmp(md->task.kind, "omniglot") == 0; }
+
 /* The task source the model declares, wired into the program (the frontend
  * has checked the task's shapes against its kind). */
 static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) {
