@@ -319,11 +319,18 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         const char *from = o->train ? o->resume : o->load;
         ok = !from || checkpoint_io(&c, false, from, d);
     }
+    long iterations = o->iters ? o->iters : md->meta.iterations;
+    if (ok && o->train && o->resume && c.ck.iteration >= iterations) {
+        diag_error(d, (SrcLoc){o->resume, 0, 0}, "the checkpoint is already at iteration %ld, and %s is %ld: "
+                   "nothing is left to train (give --iters above %ld)", c.ck.iteration,
+                   o->iters ? "--iters" : "the model's 'iterations'", iterations, c.ck.iteration);
+        ok = false;
+    }
     const RunCluster *cl = o->cluster;
     bool lead = lead_process(o);
     Periodic periodic = {&c, o->save, d, false};
     RtTrainOptions to = {
-        .iterations = o->iters ? o->iters : md->meta.iterations,
+        .iterations = iterations,
         .start = o->resume ? c.ck.iteration : 0,
         .opt_state = state,
         .seed = o->seed,
