@@ -5,9 +5,13 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static const SrcLoc no_loc = {0};
 static const BeOptions default_options = {.target_cpu = NULL, .opt_level = 3};
@@ -85,6 +89,98 @@ LLVMTargetMachineRef be_target_machine(const BeOptions *o, LLVMRelocMode reloc,
     LLVMDisposeMessage(msg);
     LLVMDisposeMessage(triple);
     return tm;
+}
+
+/* In the child of be_target_cpu_check: build a function that returns for
+ * cpu and exit 0, or die as LLVM does with a CPU it cannot use. */
+static void probe_cpu(const char *cpu)
+{
+    pthread_once(&native_once, init_native);
+    char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
+    LLVMTargetRef target;
+    if (!native_ok || LLVMGetTargetFromTriple(triple, &target, &msg))
+        _exit(1);
+    LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, "", LLVMCodeGenLevelNone,
+                                                      LLVMRelocDefault, LLVMCodeModelDefault);
+    LLVMContextRef ctx = LLVMContextCreate();
+    LLVMModuleRef mod = LLVMModuleCreateWithNameInContext("probe", ctx);
+    LLVMTypeRef type = LLVMFunctionType(LLVMVoidTypeInContext(ctx), NULL, 0, 0);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(ctx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(ctx, LLVMAddFunction(mod, "probe", type), ""));
+    LLVMBuildRetVoid(b);
+    LLVMMemoryBufferRef obj;
+    _exit(tm && !LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &obj) ? 0 : 1);
+}
+
+bool be_target_cpu_check(const char *cpu, char *why, size_t size)
+{
+    int fds[2], status = 0;
+    fflush(NULL);
+    bool piped = pipe(fds) == 0;
+    pid_t pid = piped ? fork() : -1;
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        probe_cpu(cpu);
+    }
+    if (pid < 0) {
+        int e = errno;
+        if (piped) {
+            close(fds[0]);
+            close(fds[1]);
+        }
+        snprintf(why, size, "cannot check the CPU '%s' in a new process: %s", cpu, strerror(e));
+        return false;
+    }
+    close(fds[1]);
+    /* keep the first words the child says, and drain the rest */
+    char said[512], rest[512];
+    size_t n = 0;
+    for (;;) {
+        bool room = n < sizeof said - 1;
+        ssize_t r = read(fds[0], room ? said + n : rest, room ? sizeof said - 1 - n : sizeof rest);
+        if (r == 0 || (r < 0 && errno != EINTR))
+            break;
+        if (r > 0 && room)
+            n += (size_t)r;
+    }
+    close(fds[0]);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    bool ok = n == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) {
+        /* LLVM's first line, less its "LLVM ERROR: " and "(ignoring processor)" */
+        said[n] = 0;
+        char *text = strncmp(said, "LLVM ERROR: ", 12) == 0 ? said + 12 : said, *end = strchr(text, '\n');
+        if (end)
+            *end = 0;
+        if ((end = strstr(text, " (ignoring processor)")))
+            *end = 0;
+        char *triple = LLVMGetDefaultTargetTriple();
+        snprintf(why, size, "LLVM cannot generate %s code for the CPU '%s': %s", triple, cpu,
+                 *text ? text : WIFSIGNALED(status) ? "it stopped on a signal" : "it failed");
+        LLVMDisposeMessage(triple);
+    }
+    return ok;
+}
+
+void be_target_cpu_help(void)
+{
+    pthread_once(&native_once, init_native);
+    char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
+    LLVMTargetRef target;
+    if (native_ok && !LLVMGetTargetFromTriple(triple, &target, &msg)) {
+        /* LLVM lists them on stderr as it makes the target machine */
+        fflush(NULL);
+        int saved = dup(STDERR_FILENO);
+        dup2(STDOUT_FILENO, STDERR_FILENO);
+        LLVMDisposeTargetMachine(LLVMCreateTargetMachine(target, triple, "help", "", LLVMCodeGenLevelNone,
+                                                         LLVMRelocDefault, LLVMCodeModelDefault));
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+    }
+    LLVMDisposeMessage(msg);
+    LLVMDisposeMessage(triple);
 }
 
 /* Name tm's CPU and features on every function of mod, so that the module

@@ -19,6 +19,19 @@ const BeOptions *be_options(const BeOptions *o);
 LLVMTargetMachineRef be_target_machine(const BeOptions *o, LLVMRelocMode reloc,
                                        LLVMCodeModel model, Diag *d);
 
+/* Whether LLVM generates code for this machine's triple on `cpu` (as given
+ * to --target-cpu): a CPU it knows by that name, and one that runs the
+ * triple's code (i686 is a known CPU that cannot run x86_64 code).  LLVM
+ * meets a bad CPU with a warning on stderr at every target machine, then
+ * aborts the process, so the check compiles an empty function for cpu in a
+ * child process and watches it.  On false, why holds the reason in LLVM's
+ * words.  Call it before starting threads (it forks). */
+bool be_target_cpu_check(const char *cpu, char *why, size_t size);
+
+/* Print the CPUs (and CPU features) LLVM knows for this machine's triple on
+ * standard output, in LLVM's words (as `llc -mcpu=help`). */
+void be_target_cpu_help(void);
+
 /* Give mod tm's triple and data layout (and every function tm's CPU and
  * features as "target-cpu" and "target-features"), then run LLVM's default<On>
  * pipeline for o's opt level (none at O0, so the module stays as the code

@@ -5,7 +5,6 @@
  * and `metric` with the task's shapes (frontend/lower.c). */
 #include "model_impl.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1109,47 +1108,6 @@ Model *model_load_text(const char *file, const char *text, size_t len, const Mod
         model_free(m);
         return NULL;
     }
-    return m;
-}
-
-/* The whole file in a malloc'd buffer; false after reporting. */
-static bool read_file(const char *path, char **text, size_t *len, Diag *d) {
-    SrcLoc loc = {path, 0, 0};
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        diag_error(d, loc, "cannot open '%s': %s", path, strerror(errno));
-        return false;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, fp);
-        if (n < cap)
-            break;
-        char *big = cap <= SIZE_MAX / 2 ? realloc(buf, cap *= 2) : NULL;
-        if (!big)
-            free(buf);
-        buf = big;
-    }
-    int err = ferror(fp) ? errno : 0;
-    fclose(fp);
-    if (!buf || err) {
-        diag_error(d, loc, "cannot read '%s': %s", path, buf ? strerror(err) : "out of memory");
-        free(buf);
-        return false;
-    }
-    *text = buf;
-    *len = n;
-    return true;
-}
-
-Model *model_load(const char *path, const ModelOptions *opt, Diag *d) {
-    char *text;
-    size_t len;
-    if (!read_file(path, &text, &len, d))
-        return NULL;
-    Model *m = model_load_text(path, text, len, opt, d);
-    free(text);
     return m;
 }
 

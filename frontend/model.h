@@ -1,7 +1,7 @@
 /* A checked .mdl program: what the rest of the compiler needs from the
- * frontend.  model_load parses (frontend/lexer.l, frontend/parser.y), builds
- * the AST (frontend/ast.c) and checks it (frontend/model.c): dims evaluated,
- * params, task and meta block validated.  Function bodies stay as AST and
+ * frontend.  model_load_text parses (frontend/lexer.l, frontend/parser.y),
+ * builds the AST (frontend/ast.c) and checks it (frontend/model.c): dims
+ * evaluated, params, task and meta block validated.  Function bodies stay as AST and
  * are lowered into IR on demand by model_lower_call, once per call site, so
  * shape-polymorphic `def`s are specialised to the shapes they meet. */
 #ifndef MAMLC_MODEL_H
@@ -115,11 +115,9 @@ typedef struct {
     Arena arena;                /* owns everything above */
 } Model;
 
-/* Read, parse and check the .mdl file at `path`.  Returns NULL after
- * reporting every error through d (a missing file, syntax, names, dims, meta
- * keys, ...). */
-Model *model_load(const char *path, const ModelOptions *opt, Diag *d);
-/* The same from text already in memory (fuzzing, tests). */
+/* Parse and check the .mdl program `text` (len bytes) of the file `file`.
+ * Returns NULL after reporting every error through d (syntax, names, dims,
+ * meta keys, ...).  The tools read the file (tool_read_file). */
 Model *model_load_text(const char *file, const char *text, size_t len,
                        const ModelOptions *opt, Diag *d);
 void model_free(Model *m);

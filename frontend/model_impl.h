@@ -8,7 +8,7 @@
 #include "ast.h"
 #include "model.h"
 
-/* Every Model that model_load returns is the first member of one of these. */
+/* Every Model that model_load_text returns is the first member of one of these. */
 typedef struct {
     Model pub;
     const Ast **def;            /* `def` declarations in source order */

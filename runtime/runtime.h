@@ -22,7 +22,9 @@ static inline size_t rt_real_bytes(RtReal real)
 bool rt_errorf(char *err, size_t errsize, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* --- replacing files (runtime/replace.c) ---
- * rt_replace_begin opens a new file beside path for writing (r->f);
+ * rt_replace_begin opens a new file beside path for writing (r->f), named
+ * after this host and process, after removing any such file of path that a
+ * dead process of this host left;
  * rt_replace_end(r, ok) syncs and closes it and, if ok and every write
  * succeeded, renames it over path and syncs the folder, so path is either
  * the complete new file or untouched; otherwise the new file is removed.

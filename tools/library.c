@@ -344,16 +344,18 @@ static bool run_command(char *const *argv, Diag *d) {
 }
 
 /* The library at path from tmp's model.c and the nobj object files
- * be_emit_objects wrote from base, with the ABI layer's archive from dir. */
+ * be_emit_objects wrote from base, with the ABI layer's archive from dir.
+ * Its soname is the last component of path, exactly: passed by -Xlinker,
+ * which the compiler driver hands on whole, where -Wl,-soname,NAME would
+ * split NAME at its commas into more linker options. */
 static bool link_library(const char *dir, const char *tmp, const char *base, int nobj, const char *real,
                          const char *path, Diag *d) {
-    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32],
-        soname[PATH_MAX + 16];
+    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32];
     snprintf(src, sizeof src, "%s/model.c", tmp);
     snprintf(inc, sizeof inc, "-I%s", dir);
     snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
-    const char *name = strrchr(path, '/');
-    snprintf(soname, sizeof soname, "-Wl,-soname,%s", name ? name + 1 : path);
+    const char *slash = strrchr(path, '/');
+    char *soname = (char *)(slash ? slash + 1 : path);
     const char *cc = getenv("CC");
     char *argv[32] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
     int argc = 8;
@@ -361,14 +363,13 @@ static bool link_library(const char *dir, const char *tmp, const char *base, int
         be_object_path(obj[k], sizeof obj[k], base, k);
         argv[argc++] = obj[k];
     }
-    char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", soname,
-                    "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
+    char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", "-Xlinker", "-soname",
+                    "-Xlinker", soname, "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
     memcpy(argv + argc, rest, sizeof rest);
     return run_command(argv, d);
 }
 
-/* path with its extension (if any) replaced by .h; malloc'd. */
-static char *header_path(const char *path) {
+char *lib_header_path(const char *path) {
     size_t n = strlen(path);
     const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
     if (dot && (!slash || dot > slash))
@@ -404,17 +405,14 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
     }
     unlink(src);
     rmdir(tmp);
-    char *h = ok && !header ? header_path(path) : NULL;
     if (ok) {
-        const char *hp = header ? header : h;
-        FILE *f = hp ? fopen(hp, "w") : NULL;
+        FILE *f = fopen(header, "w");
         if (f)
             lib_write_header(f, md);
         if (!f || fclose(f) != 0) {
-            diag_error(d, (SrcLoc){hp, 0, 0}, "cannot write the header: %s", strerror(errno));
+            diag_error(d, (SrcLoc){header, 0, 0}, "cannot write the header: %s", strerror(errno));
             ok = false;
         }
     }
-    free(h);
     return ok;
 }

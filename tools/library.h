@@ -14,12 +14,15 @@ char *lib_model_json(const Model *md);
 /* The C header of the library (mamlc --emit=header). */
 void lib_write_header(FILE *out, const Model *md);
 
+/* Where -o LIB writes the header by default: LIB with its extension (if
+ * any) replaced by .h; malloc'd. */
+char *lib_header_path(const char *lib);
+
 /* Build the library at `path` from md and its optimised functions m: the
  * functions as an object file, a generated description of the model, and
  * the ABI layer (libmamlc_abi_*.a beside the mamlc executable), linked by
- * the system's C compiler ($CC, else cc).  Writes the header to
- * `header` (NULL: path with its extension replaced by .h).  Returns false
- * after reporting through d. */
+ * the system's C compiler ($CC, else cc), then its header at `header`.
+ * Returns false after reporting through d. */
 bool lib_build(const Model *md, const IrModule *m, const char *path, const char *header,
                const BeOptions *o, Diag *d);
 

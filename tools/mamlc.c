@@ -3,11 +3,14 @@
  * them with LLVM.  `mamlc run` and `mamlc eval` go on in tools/run.c, `-o`
  * in tools/library.c. */
 #include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "../backend/backend.h"
+#include "../backend/target.h"
 #include "../passes/passes.h"
 #include "library.h"
 #include "run.h"
@@ -33,7 +36,8 @@ static const char usage[] =
     "  -D NAME=VALUE        override `dim NAME`\n"
     "  --meta KEY=VALUE     override a key of the meta block (--meta inner_steps=5)\n"
     "  -O0 ... -O3          LLVM optimisation level (default 3)\n"
-    "  --target-cpu=CPU     generate code for CPU (default: this machine's)\n"
+    "  --target-cpu=CPU     generate code for CPU (default: this machine's);\n"
+    "                       --target-cpu=help lists the CPUs\n"
     "  --stats              compile, then print the parameter count, FLOPs and arena\n"
     "                       bytes of the meta-step (and how close its arena is to\n"
     "                       the peak of live buffers) and the time of each stage\n"
@@ -66,6 +70,7 @@ static const char usage[] =
 
 typedef struct {
     const char *file, *emit, *print_after, *output, *header;
+    char *default_header;       /* -o's header where --header is not given */
     bool run, eval, verify_each, print_after_all, stats;
     ModelOptions model;
     DimOverride defines[64];
@@ -74,10 +79,14 @@ typedef struct {
     RunOptions r;               /* run and eval */
 } Options;
 
-static int usage_error(const char *fmt, const char *arg) {
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "mamlc: error: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n%s", usage);
+    va_end(ap);
     return 2;
 }
 
@@ -203,6 +212,13 @@ static int parse_args(int argc, char **argv, Options *o) {
             return usage_error("unexpected argument '%s'", a);
         }
     }
+    if (o->be.target_cpu && strcmp(o->be.target_cpu, "help") == 0) {
+        be_target_cpu_help();
+        return 0;
+    }
+    char why[1024];
+    if (o->be.target_cpu && !be_target_cpu_check(o->be.target_cpu, why, sizeof why))
+        return usage_error("--target-cpu: %s (mamlc --target-cpu=help lists the CPUs)", why);
     if (!o->file)
         return usage_error("%s", "no input file");
     if (runs && o->emit)
@@ -219,9 +235,52 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "-o does not go with --emit");
     if (o->header && !o->output)
         return usage_error("%s", "--header goes with -o");
+    if (o->output && !o->header && !(o->header = o->default_header = lib_header_path(o->output))) {
+        fprintf(stderr, "mamlc: error: out of memory\n");
+        return 1;
+    }
     o->model.defines = o->defines;
     o->model.meta = o->meta;
     o->r.train = o->run;
+    return -1;
+}
+
+typedef struct {
+    const char *option, *path;
+    bool replaced;              /* written to a new file renamed over path */
+} NamedPath;
+
+/* Every file written must be writable where it is and none may overwrite
+ * an input or another output, so that a bad path fails before any work
+ * rather than after training, or after replacing the model.  --save may
+ * equal --resume: that is how a run continues in place.  Returns -1 when
+ * the paths are fine, else the exit status. */
+static int check_paths(const Options *o, Diag *d) {
+    const RunOptions *r = &o->r;
+    const NamedPath in[] = {
+        {"the model file", o->file, false}, {"--data", r->data, false}, {"--eval-data", r->eval_data, false},
+        {"--resume", r->resume, false}, {"--load", r->load, false}, {"--omniglot-runs", r->omniglot_runs, false}};
+    const NamedPath out[] = {
+        {"-o", o->output, false}, {o->default_header ? "the header of -o" : "--header", o->header, false},
+        {"--save", r->save, true}, {"--report", r->report, true}};
+    const int nin = sizeof in / sizeof *in, nout = sizeof out / sizeof *out;
+    for (int i = 0; i < nout; i++) {
+        const NamedPath *w = &out[i];
+        char why[PATH_MAX + 64];
+        if (!w->path)
+            continue;
+        if (!tool_writable_path(w->path, w->replaced, why, sizeof why)) {
+            diag_error(d, (SrcLoc){w->path, 0, 0}, "cannot write %s here: %s", w->option, why);
+            return 1;
+        }
+        for (int k = 0; k < i; k++)
+            if (out[k].path && tool_same_file(w->path, out[k].path))
+                return usage_error("%s '%s' and %s '%s' are the same file", out[k].option, out[k].path,
+                                   w->option, w->path);
+        for (int k = 0; k < nin; k++)
+            if (in[k].path && !(w->path == r->save && in[k].path == r->resume) && tool_same_file(w->path, in[k].path))
+                return usage_error("%s '%s' would overwrite %s '%s'", w->option, w->path, in[k].option, in[k].path);
+    }
     return -1;
 }
 
@@ -296,12 +355,24 @@ static void print_stats(const Model *md, IrModule *m, const BeJit *j, const Stag
 }
 
 static int compile(const Options *o, Diag *d) {
+    int paths = check_paths(o, d);
+    if (paths >= 0)
+        return paths;
     StageTimes t = {0};
     double start = now();
-    Model *md = model_load(o->file, &o->model, d);
+    size_t len;
+    char *text = tool_read_file(o->file, &len, d);
+    Model *md = text ? model_load_text(o->file, text, len, &o->model, d) : NULL;
+    free(text);
     t.frontend = now() - start;
     if (!md)
         return 1;
+    const char *data = o->r.data ? "--data" : o->r.eval_data ? "--eval-data" : NULL;
+    if (data && !run_reads_data(md)) {
+        int status = usage_error("%s: the task '%s' of %s reads no data", data, md->task.kind, md->file);
+        model_free(md);
+        return status;
+    }
     int status = 0;
     if (o->emit && (!strcmp(o->emit, "ast") || !strcmp(o->emit, "header") || !strcmp(o->emit, "json"))) {
         if (o->emit[0] == 'a')
@@ -352,6 +423,7 @@ int mamlc_main(int argc, char **argv, const RunCluster *cluster) {
     }
     for (int i = 0; i < o.model.ndefines; i++)
         free((char *)o.defines[i].name);
+    free(o.default_header);
     return status;
 }
 

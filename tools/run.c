@@ -111,6 +111,8 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
     return true;
 }
 
+bool run_reads_data(const Model *md) { return strcmp(md->task.kind, "omniglot") == 0; }
+
 /* The task source the model declares, wired into the program (the frontend
  * has checked the task's shapes against its kind). */
 static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) {
@@ -317,11 +319,18 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         const char *from = o->train ? o->resume : o->load;
         ok = !from || checkpoint_io(&c, false, from, d);
     }
+    long iterations = o->iters ? o->iters : md->meta.iterations;
+    if (ok && o->train && o->resume && c.ck.iteration >= iterations) {
+        diag_error(d, (SrcLoc){o->resume, 0, 0}, "the checkpoint is already at iteration %ld, and %s is %ld: "
+                   "nothing is left to train (give --iters above %ld)", c.ck.iteration,
+                   o->iters ? "--iters" : "the model's 'iterations'", iterations, c.ck.iteration);
+        ok = false;
+    }
     const RunCluster *cl = o->cluster;
     bool lead = lead_process(o);
     Periodic periodic = {&c, o->save, d, false};
     RtTrainOptions to = {
-        .iterations = o->iters ? o->iters : md->meta.iterations,
+        .iterations = iterations,
         .start = o->resume ? c.ck.iteration : 0,
         .opt_state = state,
         .seed = o->seed,

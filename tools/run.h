@@ -33,6 +33,10 @@ typedef struct {
     const RunCluster *cluster;  /* NULL: a single process */
 } RunOptions;
 
+/* Whether md's task reads a data set (--data, --eval-data): omniglot does;
+ * sinusoid makes its tasks, and external ones come from the caller. */
+bool run_reads_data(const Model *md);
+
 /* JIT-compile m (md's optimised functions) and meta-train, or evaluate a
  * checkpoint.  Returns the exit status (0, or 1 after reporting through d). */
 int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOptions *o, Diag *d);

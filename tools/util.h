@@ -7,9 +7,23 @@
 
 #include "../frontend/diag.h"
 
+enum { TOOL_MAX_TEXT = 16 << 20 };     /* bytes of the largest text file read */
+
 /* The whole of `path` ("-" for standard input) into a malloc'd buffer with a
- * NUL after it.  NULL after reporting through d. */
+ * NUL after it.  A path must name a regular file (not a device, FIFO or
+ * folder) and no text may be over TOOL_MAX_TEXT bytes, so that /dev/zero is
+ * refused at once rather than read forever.  NULL after reporting through d. */
 char *tool_read_file(const char *path, size_t *len, Diag *d);
+
+/* Whether paths a and b name the same file: the same device and inode when
+ * both exist; else, when neither does, the same name in the same resolved
+ * folder (or, where a folder does not resolve, the same text). */
+bool tool_same_file(const char *a, const char *b);
+
+/* Whether a file can be written at path: its folder exists and path is no
+ * folder; when `replaced` (a new file is renamed over path), path must be
+ * a regular file if it exists.  false after writing why not into why. */
+bool tool_writable_path(const char *path, bool replaced, char *why, size_t size);
 
 /* If arg is "--NAME=VALUE" (or "--NAME" with VALUE as the next argument),
  * store VALUE and return true; *i advances past what was used. */

@@ -791,6 +791,75 @@ static void test_atomic(void)
     unlink(path);
 }
 
+/* This host's name as runtime/replace.c puts it into temporary names. */
+static void host_name(char out[65])
+{
+    if (gethostname(out, 65) != 0 || !out[0])
+        strcpy(out, "localhost");
+    out[64] = 0;
+    for (char *c = out; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' ||
+              *c == '_' || *c == '-'))
+            *c = '_';
+}
+
+static void touch(const char *path)
+{
+    CHECK(write_bytes(path, (const unsigned char *)"x", 1), "cannot write %s", path);
+}
+
+/* A save killed part way leaves its temporary file, named with the host
+ * and the process; the next save removes it, and keeps the temporary files
+ * of running processes, of other hosts, of other files, and of the old
+ * form without a host. */
+static void test_stale_temporaries(void)
+{
+    char path[256], host[65], other[] = "some-other-host", name[6][160];
+    snprintf(path, sizeof path, "%s", file("ck.safetensors"));
+    host_name(host);
+    if (strcmp(host, other) == 0)
+        other[0] = 'S';
+    Model a;
+    model_new(&a, RT_F32, MLP, 6, true, 2 * 1761);
+    a.c.iteration = 10;
+
+    /* a child dies on SIGXFSZ at its first write past 1000 bytes */
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rlimit small = {1000, 1000}, none = {0, 0};
+        setrlimit(RLIMIT_CORE, &none);
+        setrlimit(RLIMIT_FSIZE, &small);
+        signal(SIGXFSZ, SIG_DFL);
+        rt_checkpoint_save(path, &a.c, err, sizeof err);
+        _exit(0);
+    }
+    int status;
+    CHECK(pid > 0 && waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ,
+          "the child was not stopped by SIGXFSZ");
+    snprintf(name[0], sizeof name[0], "ck.safetensors.tmp-%s-%ld-0", host, (long)pid);
+    CHECK(access(file(name[0]), F_OK) == 0, "the killed save left no %s", name[0]);
+    CHECK(stray_files((const char *[]){name[0], NULL}) == 0, "other files left behind");
+
+    /* beside it, temporaries that are not stale, or not this file's */
+    snprintf(name[1], sizeof name[1], "ck.safetensors.tmp-%s-%ld-0", host, (long)getppid());
+    snprintf(name[2], sizeof name[2], "ck.safetensors.tmp-%s-%ld-0", other, (long)pid);
+    snprintf(name[3], sizeof name[3], "other.safetensors.tmp-%s-%ld-0", host, (long)pid);
+    snprintf(name[4], sizeof name[4], "ck.safetensors.tmp-%ld-0", (long)pid);
+    snprintf(name[5], sizeof name[5], "ck.safetensors.tmp-%s-%ld-0-x", host, (long)pid);
+    for (int i = 1; i < 6; i++)
+        touch(file(name[i]));
+    CHECK(rt_checkpoint_save(path, &a.c, err, sizeof err), "save: %s", err);
+    CHECK(access(file(name[0]), F_OK) != 0, "the dead process's %s is still there", name[0]);
+    const char *keep[] = {"ck.safetensors", name[1], name[2], name[3], name[4], name[5], NULL};
+    CHECK(stray_files(keep) == 0, "files left behind");
+    for (int i = 1; i < 6; i++)
+        CHECK(access(file(name[i]), F_OK) == 0, "%s was removed", name[i]);
+    for (int i = 0; keep[i]; i++)
+        unlink(file(keep[i]));
+    model_free(&a);
+}
+
 /* ------------------------------------------------------------------------
  * Fingerprints */
 
@@ -833,6 +902,7 @@ int main(void)
     test_mismatch();
     test_bad_layout();
     test_atomic();
+    test_stale_temporaries();
     test_fingerprint();
     CHECK(stray_files((const char *[]){NULL}) == 0, "files left behind");
     rmdir(dir);
