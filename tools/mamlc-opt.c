@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../backend/backend.h"
+#include "../backend/target.h"
 #include "../passes/passes.h"
 #include "util.h"
 
@@ -57,6 +58,11 @@ int main(int argc, char **argv) {
             fprintf(stderr, "mamlc-opt: error: unexpected argument '%s'\n%s", a, usage);
             return 2;
         }
+    }
+    char why[1024];
+    if (bo.target_cpu && !be_target_cpu_check(bo.target_cpu, why, sizeof why)) {
+        fprintf(stderr, "mamlc-opt: error: --target-cpu: %s (mamlc --target-cpu=help lists the CPUs)\n", why);
+        return 2;
     }
     if (!file) {
         fputs(usage, stderr);
