@@ -132,6 +132,9 @@ static const Case cases[] = {
     {"conv2d_grad_x", 2, T(2, 3, 3, 3), T(3, 2, 3, 3), 0.1, 2, true, b_conv_grad_x},
     {"conv2d_grad_w", 2, T(2, 2, 6, 6), T(2, 3, 3, 3), 0.1, 2, true, b_conv_grad_w},
     {"conv net: conv, relu, conv", 2, T(2, 3, 6, 6), T(3, 3, 3, 3), 0.1, 1, true, b_conv_net},
+    /* points closer to the kink than the first step of the differences */
+    {"relu within a step of its kink", 1, T(3, 4), S, 2e-6, 9e-6, true, b_RELU},
+    {"abs within a step of its kink", 1, T(3, 4), S, 2e-6, 9e-6, true, b_ABS},
 };
 
 static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
@@ -188,10 +191,25 @@ static double rel_err(const double *a, const double *b, int64_t n) {
     return sqrt(d) / fmax(fmax(sqrt(na), sqrt(nb)), 1e-12);
 }
 
-/* Output `which` of f evaluated at `in` (a scalar). */
-static double scalar_out(const IrFunc *f, double **in, int which, double **out) {
-    ir_eval(f, (const double *const *)in, out);
-    return out[which][0];
+/* Output `which` of f evaluated at `in` (a scalar), for check_central_diff. */
+typedef struct {
+    const IrFunc *f;
+    double **in, **out;
+    int which;
+} Probe;
+
+static double scalar_out(void *ctx) {
+    Probe *p = ctx;
+    ir_eval(p->f, (const double *const *)p->in, p->out);
+    return p->out[p->which][0];
+}
+
+/* The norm of a (the scale of per-element tolerances) */
+static double norm(const double *a, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += a[i] * a[i];
+    return sqrt(s);
 }
 
 static void run_case(const Case *c) {
@@ -215,20 +233,13 @@ static void run_case(const Case *c) {
     int F = 1 + n;
     double worst[2] = {0, 0};
     for (int order = 1; order <= 2; order++) {
-        int which = order == 1 ? 0 : F;     /* the scalar being differentiated */
+        Probe probe = {f, in, out2, order == 1 ? 0 : F};    /* the scalar being differentiated */
         for (int k = 0; k < n; k++) {
             int64_t cnt = ir_numel(k ? c->tb : c->ta);
-            double *fd = malloc((size_t)cnt * sizeof *fd), h = 1e-5;
-            for (int64_t e = 0; e < cnt; e++) {
-                double keep = in[k][e];
-                in[k][e] = keep + h;
-                double up = scalar_out(f, in, which, out2);
-                in[k][e] = keep - h;
-                double down = scalar_out(f, in, which, out2);
-                in[k][e] = keep;
-                fd[e] = (up - down) / (2 * h);
-            }
             const double *ad = out[order == 1 ? 1 + k : F + 1 + k];
+            double *fd = malloc((size_t)cnt * sizeof *fd), tol = 1e-7 * fmax(norm(ad, cnt), 1e-12);
+            for (int64_t e = 0; e < cnt; e++)
+                fd[e] = check_central_diff(scalar_out, &probe, &in[k][e], 1e-5, ad[e], tol);
             double err = rel_err(ad, fd, cnt);
             CHECK(err <= 1e-6, "%s: order %d gradient w.r.t. operand %d: relative error %.3g", c->name, order, k, err);
             worst[order - 1] = fmax(worst[order - 1], err);
