@@ -53,6 +53,8 @@ static const char usage[] =
     "  --eval-tasks N       held-out tasks per evaluation (default 1000)\n"
     "  --report FILE.json   write the final figures as JSON\n"
     "  --quiet              no progress line\n"
+    "  --expect-improvement fail (exit 1) unless the held-out loss after the last\n"
+    "                       eval step count is lower after training than before\n"
     "  --data PATH          the task's data (omniglot: the meta-training split)\n"
     "  --eval-data PATH     evaluate on this data instead (the held-out split)\n"
     "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
@@ -206,6 +208,8 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->r.report = v;
         } else if (trains && strcmp(a, "--quiet") == 0) {
             o->r.quiet = true;
+        } else if (trains && strcmp(a, "--expect-improvement") == 0) {
+            o->r.expect_improvement = true;
         } else if ((a[0] != '-' || !a[1]) && !o->file) {
             o->file = a;
         } else {

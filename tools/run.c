@@ -241,6 +241,24 @@ static void print_eval(const RtEvalPoint *pt, int n, long tasks) {
     }
 }
 
+/* --expect-improvement: the held-out loss after the most inner steps that
+ * are evaluated must be lower after training than before it (the same
+ * tasks both times).  False after reporting through d. */
+static bool check_improvement(const Model *md, const RtEvalPoint *before, const RtReport *rep, Diag *d) {
+    int k = rep->neval - 1;
+    if (k < 0)
+        return true;
+    if (rep->eval[k].loss < before[k].loss) {
+        printf("improved: held-out loss after %d inner steps %.6g before training, %.6g after\n",
+               before[k].steps, before[k].loss, rep->eval[k].loss);
+        return true;
+    }
+    diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0},
+               "--expect-improvement: the held-out loss after %d inner steps did not improve: %.6g before "
+               "training, %.6g after", before[k].steps, before[k].loss, rep->eval[k].loss);
+    return false;
+}
+
 /* A checkpoint of the run's flat vector (and optimiser state). */
 typedef struct {
     RtCheckpoint ck;
@@ -350,6 +368,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         .checkpoint_ctx = &periodic,
     };
     RtReport rep = {.iterations = to.start};
+    bool improved = true;       /* --expect-improvement held (the outputs are kept either way) */
     if (ok && !o->train && lead && o->omniglot_runs) {   /* evaluation is rank 0's alone */
         ok = omniglot_runs(md, o, &r, params, d);
     } else if (ok && !o->train && lead) {
@@ -358,9 +377,11 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         if (ok)
             print_eval(rep.eval, rep.neval, o->eval_tasks);
     } else if (ok && o->train) {
+        RtEvalPoint before[16];
+        bool expect = o->expect_improvement && lead && to.eval_tasks > 0 && to.nsteps > 0;
         if (lead)
             print_plan(md, &r.prog, &to);
-        ok = rt_train(&r.prog, &to, params, &rep);
+        ok = (!expect || rt_evaluate(&r.prog, &to, params, before)) && rt_train(&r.prog, &to, params, &rep);
         if (!ok && !rep.stopped)
             diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory or threads");
         else if (!ok && !periodic.failed)
@@ -386,6 +407,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
             c.ck.iteration = rep.iterations;
             ok = checkpoint_io(&c, true, o->save, d);
         }
+        improved = !ok || !expect || check_improvement(md, before, &rep, d);
     }
     if (ok && lead && o->report && !rt_write_report(o->report, &rep)) {
         diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
@@ -396,6 +418,6 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
     free(state);
     run_free(&r);
     be_jit_free(j);
-    return ok ? 0 : 1;
+    return ok && improved ? 0 : 1;
 }
 

@@ -26,6 +26,7 @@ typedef struct {
     const char *data, *eval_data;       /* --data, --eval-data */
     const char *omniglot_runs;          /* eval: the 20-way one-shot runs */
     bool quiet;
+    bool expect_improvement;    /* run: fail unless training lowers the held-out loss */
     long iters, eval_every, eval_tasks;
     long checkpoint_every;      /* with save: save every N iterations */
     int threads;                /* threads sharing each meta-batch's tasks */
