@@ -109,7 +109,9 @@ EXPORT void mamlc_workspace_free(mamlc_workspace *ws) {
 }
 
 EXPORT mamlc_workspace *mamlc_workspace_new(int max_batch, int threads) {
-    mamlc_workspace *ws = max_batch >= 1 ? calloc(1, sizeof *ws) : NULL;
+    if (max_batch < 1 || max_batch > RT_MAX_BATCH || threads > RT_MAX_THREADS)
+        return NULL;
+    mamlc_workspace *ws = calloc(1, sizeof *ws);
     if (!ws || !program(&ws->p)) {
         free(ws);
         return NULL;

@@ -3,6 +3,7 @@
  * bits), its meta-gradient must match central differences in f64, and its
  * other entry points must agree with the compiler's own functions. */
 #include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,14 @@ static void *random_tensor(size_t bytes, bool labels, bool f64) {
     return p;
 }
 
+/* Whether all n bytes at p are `byte`: what a refused call left alone. */
+static bool all_bytes(const void *p, size_t n, unsigned char byte) {
+    for (size_t i = 0; i < n; i++)
+        if (((const unsigned char *)p)[i] != byte)
+            return false;
+    return true;
+}
+
 /* A workspace with 1 or 3 threads, and the tasks split into 1-7 parts
  * (mamlc_meta_grad_tasks, then mamlc_meta_grad_reduce), give the JIT's
  * meta-gradient bit for bit; mamlc_meta_step_ws is mamlc_meta_step. */
@@ -264,6 +273,19 @@ static void check_workspace(const char *label, const Lib *lib, bool f64, size_t 
                     : lib->meta_grad_reduce_f(ws, B, 2, bad, partials, g)),
           "%s: mamlc_meta_grad_reduce refuses bounds that end before B", label);
     lib->workspace_free(ws);
+
+    /* refused before anything is allocated: sizes past the runtime's limits
+     * (max_batch + threads - 1 overflowed int for max_batch = INT_MAX) */
+    CHECK(!lib->workspace_new(INT_MAX, 1) && !lib->workspace_new(RT_MAX_BATCH + 1, 1) &&
+              !lib->workspace_new(0, 1) && !lib->workspace_new(INT_MIN, 1) &&
+              !lib->workspace_new(1, RT_MAX_THREADS + 1) && !lib->workspace_new(1, INT_MAX),
+          "%s: mamlc_workspace_new refuses max_batch outside [1, RT_MAX_BATCH] and threads above "
+          "RT_MAX_THREADS", label);
+    memset(g, 0x55, n * rb);
+    double big = f64 ? lib->meta_grad_d(params, INT_MAX, sx, sy, qx, qy, g)
+                     : lib->meta_grad_f(params, INT_MAX, sx, sy, qx, qy, g);
+    CHECK(isnan(big) && all_bytes(g, n * rb, 0x55), "%s: mamlc_meta_grad refuses B = INT_MAX, writing nothing",
+          label);
     free(p1);
     free(p2);
     free(s1);
