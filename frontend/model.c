@@ -723,7 +723,7 @@ static bool meta_inner_steps(Check *c, const Ast *kw, MetaConfig *mc) {
 
 static bool meta_meta_batch(Check *c, const Ast *kw, MetaConfig *mc) {
     int64_t v;
-    if (!meta_count(c, kw, IR_MAX_NUMEL - 1, &v))
+    if (!meta_count(c, kw, META_MAX_BATCH, &v))
         return false;
     mc->meta_batch = (int)v;
     return true;

@@ -70,6 +70,9 @@ typedef enum {
 } InnerLrKind;
 
 #define META_MAX_EVAL_STEPS 16
+/* The most tasks of a meta-batch: the runtime's RT_MAX_BATCH, which keeps
+ * every count and index of a meta-batch's tree far inside int. */
+#define META_MAX_BATCH (1 << 20)
 
 typedef struct {
     MetaAlgorithm algorithm;    /* default maml */
@@ -81,7 +84,7 @@ typedef struct {
     bool *adapt;                /* per param: updated by the inner loop (default all) */
     int eval_steps[META_MAX_EVAL_STEPS]; /* ascending; default 0, 1, 10 */
     int neval_steps;
-    int meta_batch;             /* default 25 */
+    int meta_batch;             /* default 25; at most META_MAX_BATCH */
     OptimizerConfig optimizer;  /* default adam(lr = 0.001); reptile: sgd(lr = epsilon) */
     long iterations;            /* default 70000 */
     SrcLoc loc;

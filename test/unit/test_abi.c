@@ -16,6 +16,9 @@
 #include "alloc_count.h"
 #include "check.h"
 
+/* A model's meta_batch fits the runtime's meta-batch (mamlc run's and the ABI's). */
+_Static_assert(META_MAX_BATCH == RT_MAX_BATCH, "the frontend's bound on meta_batch is the runtime's");
+
 static const char *const regression =
     "dim K = 6;\n"
     "param W1 : [16, 1] = he;  param b1 : [16] = normal(0.1);\n"
