@@ -51,6 +51,10 @@ typedef struct {
     TaskArg *arg;
     int narg;
     IrType support_x, support_y, query_x, query_y;
+    /* [support, query][x, y]: for an i32 field whose labels the loss one-hot
+     * encodes (cross_entropy), the number of classes, so its labels must lie
+     * in [0, classes); 0 for reals and for i32 fields the loss never encodes. */
+    int classes[2][2];
     SrcLoc loc;
 } ModelTask;
 
