@@ -722,7 +722,7 @@ static bool meta_inner_steps(Check *c, const Ast *kw, MetaConfig *mc) {
 
 static bool meta_meta_batch(Check *c, const Ast *kw, MetaConfig *mc) {
     int64_t v;
-    if (!meta_count(c, kw, IR_MAX_NUMEL - 1, &v))
+    if (!meta_count(c, kw, META_MAX_BATCH, &v))
         return false;
     mc->meta_batch = (int)v;
     return true;
@@ -1012,9 +1012,30 @@ static const Ast *returned(const Ast *def) {
     return b->item[b->n - 1];
 }
 
+/* The fewest classes that a onehot in f encodes the labels of input x into,
+ * through reshapes, broadcasts and transposes; 0 if none does.  Operands
+ * come before their users, so one pass in node order finds them. */
+static int label_classes(const IrFunc *f, ValueId x) {
+    bool *from_x = xcalloc((size_t)f->nnode, sizeof *from_x);
+    int classes = 0;
+    from_x[x] = true;
+    for (ValueId i = x + 1; i < f->nnode; i++) {
+        const IrNode *n = &f->node[i];
+        if (n->arg[0] == IR_NONE || !from_x[n->arg[0]])
+            continue;
+        if (ir_op_info[n->op].kind == KIND_LAYOUT)
+            from_x[i] = true;
+        else if (n->op == OP_ONEHOT && (classes == 0 || n->ival < classes))
+            classes = n->ival;
+    }
+    free(from_x);
+    return classes;
+}
+
 /* Lower fn(x, y) with x, y of the given types into a scratch function and
- * check it returns a real scalar. */
-static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool differentiable) {
+ * check it returns a real scalar; classes (if not NULL) gets the class
+ * counts of x and y (label_classes). */
+static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool differentiable, int *classes) {
     Model *m = c->m;
     IrModule *mod = ir_module_new(m->real);
     IrFunc *f = ir_func_new(mod, def->def.name);
@@ -1033,13 +1054,16 @@ static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool dif
             ok = false;
         }
     }
+    for (int i = 0; ok && classes && i < 2; i++)
+        classes[i] = label_classes(f, args[i]);
     free(params);
     ir_module_free(mod);
     return ok;
 }
 
 /* `def fn(x, y)`, if there is one, must take two arguments and give a real
- * scalar for the support and the query shapes. */
+ * scalar for the support and the query shapes.  The loss's encodings of
+ * the task's labels give their class counts. */
 static bool check_objective(Check *c, const char *fn, bool differentiable) {
     const int *at = ast_map_get(&c->mi->defs, fn);
     if (!at)
@@ -1049,10 +1073,11 @@ static bool check_objective(Check *c, const char *fn, bool differentiable) {
         diag_error(c->d, def->loc, "'%s' must take two arguments (x, y), not %d", fn, def->def.arg.n);
         return false;
     }
-    const ModelTask *t = &c->m->task;
-    if (!trial_lower(c, def, t->support_x, t->support_y, differentiable))
+    ModelTask *t = &c->m->task;
+    bool loss = strcmp(fn, "loss") == 0;
+    if (!trial_lower(c, def, t->support_x, t->support_y, differentiable, loss ? t->classes[0] : NULL))
         return false;
-    if (trial_lower(c, def, t->query_x, t->query_y, differentiable))
+    if (trial_lower(c, def, t->query_x, t->query_y, differentiable, loss ? t->classes[1] : NULL))
         return true;
     char bx[64], by[64];
     diag_note(c->d, def->loc, "while checking '%s' with the query shapes x: %s, y: %s", fn,

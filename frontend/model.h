@@ -51,6 +51,10 @@ typedef struct {
     TaskArg *arg;
     int narg;
     IrType support_x, support_y, query_x, query_y;
+    /* [support, query][x, y]: for an i32 field whose labels the loss one-hot
+     * encodes (cross_entropy), the number of classes, so its labels must lie
+     * in [0, classes); 0 for reals and for i32 fields the loss never encodes. */
+    int classes[2][2];
     SrcLoc loc;
 } ModelTask;
 
@@ -70,6 +74,9 @@ typedef enum {
 } InnerLrKind;
 
 #define META_MAX_EVAL_STEPS 16
+/* The most tasks of a meta-batch: the runtime's RT_MAX_BATCH, which keeps
+ * every count and index of a meta-batch's tree far inside int. */
+#define META_MAX_BATCH (1 << 20)
 
 typedef struct {
     MetaAlgorithm algorithm;    /* default maml */
@@ -81,7 +88,7 @@ typedef struct {
     bool *adapt;                /* per param: updated by the inner loop (default all) */
     int eval_steps[META_MAX_EVAL_STEPS]; /* ascending; default 0, 1, 10 */
     int neval_steps;
-    int meta_batch;             /* default 25 */
+    int meta_batch;             /* default 25; at most META_MAX_BATCH */
     OptimizerConfig optimizer;  /* default adam(lr = 0.001); reptile: sgd(lr = epsilon) */
     long iterations;            /* default 70000 */
     SrcLoc loc;

@@ -4,7 +4,14 @@
  * selects double.  Every call works only on its arguments and memory it
  * allocates for itself, or on a workspace it is given, so calls on different
  * buffers and workspaces may run concurrently; with a workspace, a meta-step
- * allocates nothing.  Only the mamlc_* functions are exported. */
+ * allocates nothing.  Only the mamlc_* functions are exported.
+ *
+ * Every call checks its arguments before it reads data or writes anything:
+ * sizes in range, no NULL where docs/abi.md allows none, and i32 labels
+ * within the model's class counts (compiled code would take any other
+ * label for a class of none, silently).  A refused call returns NaN or -1
+ * and writes nothing, or fills its output with NaN where it returns
+ * nothing. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -65,6 +72,37 @@ static void point_out(const MamlcModel *m, mamlc_real *base, void **slot) {
         slot[i] = base + m->tensor[i].offset;
 }
 
+static void fill_nan(mamlc_real *out, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = NAN;
+}
+
+/* A task's fields, as MamlcModel.classes orders them. */
+enum { SX, SY, QX, QY };
+
+/* Whether n tasks of field k laid out from data may be read: not NULL
+ * (unless n is 0: nothing is read), and an i32 field's labels all in [0,
+ * classes) where the model gives it classes. */
+static bool field_ok(int k, const void *data, size_t n) {
+    const MamlcModel *m = &mamlc__model;
+    const size_t bytes[4] = {m->sx_bytes, m->sy_bytes, m->qx_bytes, m->qy_bytes};
+    if (n == 0)
+        return true;
+    if (!data)
+        return false;
+    const int32_t *label = data;
+    int32_t classes = m->classes[k];
+    for (size_t i = 0, count = classes > 0 ? n * (bytes[k] / sizeof *label) : 0; i < count; i++)
+        if (label[i] < 0 || label[i] >= classes)
+            return false;
+    return true;
+}
+
+/* Whether the data of n tasks may be read (field_ok for each field). */
+static bool tasks_ok(size_t n, const void *sx, const void *sy, const void *qx, const void *qy) {
+    return field_ok(SX, sx, n) && field_ok(SY, sy, n) && field_ok(QX, qx, n) && field_ok(QY, qy, n);
+}
+
 EXPORT int mamlc_abi_version(void) { return 1; }
 
 EXPORT const char *mamlc_model_json(void) { return mamlc__model.json; }
@@ -109,7 +147,9 @@ EXPORT void mamlc_workspace_free(mamlc_workspace *ws) {
 }
 
 EXPORT mamlc_workspace *mamlc_workspace_new(int max_batch, int threads) {
-    mamlc_workspace *ws = max_batch >= 1 ? calloc(1, sizeof *ws) : NULL;
+    if (max_batch < 1 || max_batch > RT_MAX_BATCH || threads > RT_MAX_THREADS)
+        return NULL;
+    mamlc_workspace *ws = calloc(1, sizeof *ws);
     if (!ws || !program(&ws->p)) {
         free(ws);
         return NULL;
@@ -145,7 +185,8 @@ EXPORT int mamlc_meta_grad_tasks(mamlc_workspace *ws, const mamlc_real *params, 
                                  const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy,
                                  double *partial) {
     int count = mamlc_partial_count(B, first, n);
-    if (!ws || count < 0 || B > ws->max_batch)
+    if (!ws || count < 0 || B > ws->max_batch || (n > 0 && (!params || !partial)) ||
+        !tasks_ok((size_t)n, sx, sy, qx, qy))
         return -1;
     point_tasks(ws, n, sx, sy, qx, qy);
     RtSlice s = {.B = B, .first = first, .count = n, .task = ws->task};
@@ -155,18 +196,20 @@ EXPORT int mamlc_meta_grad_tasks(mamlc_workspace *ws, const mamlc_real *params, 
 
 EXPORT mamlc_real mamlc_meta_grad_reduce(mamlc_workspace *ws, int B, int nparts, const int *bound,
                                          const double *partials, mamlc_real *grad) {
-    bool ok = ws && B >= 1 && B <= ws->max_batch && nparts >= 1 && bound[0] == 0 && bound[nparts] == B;
+    bool ok = ws && B >= 1 && B <= ws->max_batch && nparts >= 1 && bound && partials && grad && bound[0] == 0 &&
+              bound[nparts] == B;
     for (int k = 0; ok && k < nparts; k++)
         ok = bound[k] <= bound[k + 1];
     return ok ? (mamlc_real)rt_batch_mean(ws->batch, B, nparts, bound, partials, grad) : NAN;
 }
 
 /* The mean loss and meta-gradient of B tasks laid out task after task;
- * false (grad untouched) when ws is NULL or B is out of its range. */
+ * false (grad untouched) when ws is NULL, B is out of its range, or
+ * mamlc_meta_grad_tasks refuses the tasks. */
 static bool meta_grad(mamlc_workspace *ws, const mamlc_real *params, int B, const void *sx, const void *sy,
                       const void *qx, const void *qy, mamlc_real *grad, mamlc_real *loss) {
     int bound[2] = {0, B};
-    if (mamlc_meta_grad_tasks(ws, params, B, 0, B, sx, sy, qx, qy, ws ? ws->root : NULL) < 0)
+    if (!grad || mamlc_meta_grad_tasks(ws, params, B, 0, B, sx, sy, qx, qy, ws ? ws->root : NULL) < 0)
         return false;
     *loss = mamlc_meta_grad_reduce(ws, B, 1, bound, ws->root, grad);
     return true;
@@ -192,6 +235,8 @@ static long next_step(mamlc_real *state) {
 
 EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_real *grad) {
     const MamlcModel *m = &mamlc__model;
+    if (!params || !state || !grad)
+        return;
     RtOptimizer o = model_optimizer();
     rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, next_step(state));
 }
@@ -199,7 +244,7 @@ EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_
 EXPORT mamlc_real mamlc_meta_step_ws(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B,
                                      const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy) {
     mamlc_real loss = NAN;
-    if (meta_grad(ws, params, B, sx, sy, qx, qy, ws ? ws->grad : NULL, &loss)) {
+    if (state && meta_grad(ws, params, B, sx, sy, qx, qy, ws ? ws->grad : NULL, &loss)) {
         RtOptimizer o = model_optimizer();
         rt_batch_opt_step(ws->batch, &o, params, ws->grad, state, next_step(state));
     }
@@ -226,8 +271,14 @@ EXPORT void mamlc_adapt(const mamlc_real *params, int steps, const mamlc_real *s
                         mamlc_real *adapted) {
     const MamlcModel *m = &mamlc__model;
     size_t bytes = m->nreal * sizeof(mamlc_real);
+    if (!adapted)
+        return;
+    if (!params || steps < 0 || !field_ok(SX, sx, 1) || !field_ok(SY, sy, 1)) {
+        fill_nan(adapted, m->nreal);
+        return;
+    }
     memmove(adapted, params, bytes);
-    if (steps < 1)
+    if (steps == 0)
         return;
     int n = m->ntensor;
     mamlc_real *next = malloc(bytes ? bytes : 1), loss;
@@ -244,6 +295,8 @@ EXPORT void mamlc_adapt(const mamlc_real *params, int steps, const mamlc_real *s
             m->adapt_step.fn(in, out, work);
             memcpy(adapted, next, bytes);
         }
+    } else {
+        fill_nan(adapted, m->nreal);
     }
     free(next);
     free(in);
@@ -255,6 +308,8 @@ EXPORT mamlc_real mamlc_loss(const mamlc_real *params, const mamlc_real *qx, con
     const MamlcModel *m = &mamlc__model;
     int n = m->ntensor;
     mamlc_real loss = NAN;
+    if (!params || !field_ok(QX, qx, 1) || !field_ok(QY, qy, 1))
+        return NAN;
     const void **in = calloc((size_t)n + 2, sizeof *in);
     void *work = arena(m->loss.arena_bytes), *out[1] = {&loss};
     if (in && work) {
@@ -270,8 +325,12 @@ EXPORT mamlc_real mamlc_loss(const mamlc_real *params, const mamlc_real *qx, con
 
 EXPORT void mamlc_predict(const mamlc_real *params, const mamlc_real *qx, mamlc_real *prediction) {
     const MamlcModel *m = &mamlc__model;
-    if (!m->predict.fn)
+    if (!m->predict.fn || !prediction)
         return;
+    if (!params || !field_ok(QX, qx, 1)) {
+        fill_nan(prediction, m->predict_count);
+        return;
+    }
     int n = m->ntensor;
     const void **in = calloc((size_t)n + 1, sizeof *in);
     void *work = arena(m->predict.arena_bytes), *out[1] = {prediction};
@@ -279,6 +338,8 @@ EXPORT void mamlc_predict(const mamlc_real *params, const mamlc_real *qx, mamlc_
         point_in(m, params, in);
         in[n] = qx;
         m->predict.fn(in, out, work);
+    } else {
+        fill_nan(prediction, m->predict_count);
     }
     free(in);
     free(work);

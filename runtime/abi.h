@@ -32,6 +32,9 @@ typedef struct {
     int ntensor;
     const MamlcTensor *tensor;
     size_t sx_bytes, sy_bytes, qx_bytes, qy_bytes;  /* one task's tensors */
+    int classes[4];             /* sx, sy, qx, qy: an i32 field's labels lie in
+                                   [0, classes); 0: any value (reals, and labels
+                                   the loss never encodes) */
     size_t predict_count;       /* reals of net(qx) */
     MamlcEntry meta_step;       /* tensors..., sx, sy, qx, qy -> loss, meta-gradient... */
     MamlcEntry adapt_step;      /* tensors..., x, y -> tensors after one inner step..., loss */

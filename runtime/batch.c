@@ -483,14 +483,14 @@ void rt_batch_free(RtBatch *b)
 
 RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
 {
-    if (max_batch < 1)
+    if (max_batch < 1 || max_batch > RT_MAX_BATCH || threads > RT_MAX_THREADS)
         return NULL;
     RtBatch *b = calloc(1, sizeof *b);
     if (!b)
         return NULL;
     int members = threads > 1 ? threads : 1;
     size_t v = rt_node_reals(p);
-    int share = (max_batch + members - 1) / members;
+    int share = max_batch / members + (max_batch % members != 0);      /* rounded up */
     int nspare = members == 1 ? 0 : share / 4 > 1 ? share / 4 : 1;     /* a quarter of a member's tasks */
     size_t nsums = members > 1 ? (size_t)members * (size_t)rt_tree_capacity(share) : 0;
     *b = (RtBatch){

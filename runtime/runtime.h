@@ -279,9 +279,20 @@ int rt_team_size(const RtTeam *t);
 /* fn(ctx, i) on every member i at once; returns when all have returned. */
 void rt_team_run(RtTeam *t, void (*fn)(void *ctx, int member), void *ctx);
 
+/* The most tasks of one meta-batch, and the most threads sharing them.  A
+ * meta-batch's bookkeeping is a few dozen bytes a task and its data (given
+ * all at once through the ABI) far more, so 2^20 tasks leave every count and
+ * index of the tree well inside int; no machine has 1024 cores for one
+ * meta-batch. */
+#define RT_MAX_BATCH (1 << 20)
+#define RT_MAX_THREADS 1024
+
 /* Meta-gradients of meta-batches of up to max_batch tasks, shared among
  * `threads` threads (the caller included), each with its own arena and
- * buffers: everything allocated by rt_batch_new, nothing by the others. */
+ * buffers: everything allocated by rt_batch_new, nothing by the others.
+ * NULL when max_batch is outside [1, RT_MAX_BATCH], threads is above
+ * RT_MAX_THREADS (threads <= 1: the caller alone), or memory or threads
+ * cannot be had. */
 typedef struct RtBatch RtBatch;
 RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads);
 void rt_batch_free(RtBatch *b);
@@ -316,9 +327,9 @@ void rt_batch_opt_step(RtBatch *b, const RtOptimizer *o, void *params, const voi
  * o->gather, so every process applies the same update.  Evaluation runs
  * every eval_every iterations and at the end, one line each to log; the
  * checkpoint callback every checkpoint_every iterations.  Returns false
- * when memory or threads cannot be had, when meta_batch < 1 or a count is
- * negative, or when a callback failed (rep->stopped); rep is filled either
- * way. */
+ * when memory or threads cannot be had, when meta_batch or o->threads is
+ * outside rt_batch_new's range or a count is negative, or when a callback
+ * failed (rep->stopped); rep is filled either way. */
 bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtReport *rep);
 /* Evaluate params on o->eval_tasks held-out tasks (RT_EVAL_TASK | i, the
  * same tasks every call): points[k] gets the mean query loss (and metric)

@@ -68,10 +68,17 @@ static void put_shape(Buf *b, IrType t) {
 
 static const char *dtype_name(DType dt) { return dt == DT_I32 ? "i32" : ir_dtype_name(dt); }
 
-static void put_tensor_type(Buf *b, IrType t) {
+/* An i32 field's "classes": labels in [0, classes), or null where the loss
+ * does not one-hot encode them (any value goes). */
+static void put_tensor_type(Buf *b, IrType t, int classes) {
     put(b, "{\"shape\": ");
     put_shape(b, t);
-    put(b, ", \"dtype\": \"%s\"}", dtype_name(t.dtype));
+    put(b, ", \"dtype\": \"%s\"", dtype_name(t.dtype));
+    if (t.dtype == DT_I32 && classes)
+        put(b, ", \"classes\": %d", classes);
+    else if (t.dtype == DT_I32)
+        put(b, ", \"classes\": null");
+    put(b, "}");
 }
 
 static const char *init_name(InitKind k) {
@@ -151,13 +158,13 @@ char *lib_model_json(const Model *md) {
     put(&b, "\", \"task_args\": ");
     put_task_args(&b, t);
     put(&b, ", \"support\": {\"x\": ");
-    put_tensor_type(&b, t->support_x);
+    put_tensor_type(&b, t->support_x, t->classes[0][0]);
     put(&b, ", \"y\": ");
-    put_tensor_type(&b, t->support_y);
+    put_tensor_type(&b, t->support_y, t->classes[0][1]);
     put(&b, "}, \"query\": {\"x\": ");
-    put_tensor_type(&b, t->query_x);
+    put_tensor_type(&b, t->query_x, t->classes[1][0]);
     put(&b, ", \"y\": ");
-    put_tensor_type(&b, t->query_y);
+    put_tensor_type(&b, t->query_y, t->classes[1][1]);
     put(&b, "}, \"predict\": %s, \"meta\": ", model_has_func(md, "net") ? "true" : "false");
     put_meta(&b, md);
     put(&b, "}");
@@ -273,6 +280,8 @@ static char *model_source(const Model *md, const IrModule *m) {
         (size_t)ir_numel(t->support_y) * ir_dtype_size(t->support_y.dtype),
         (size_t)ir_numel(t->query_x) * ir_dtype_size(t->query_x.dtype),
         (size_t)ir_numel(t->query_y) * ir_dtype_size(t->query_y.dtype));
+    put(&b, "    .classes = {%d, %d, %d, %d},\n", t->classes[0][0], t->classes[0][1], t->classes[1][0],
+        t->classes[1][1]);
     put(&b, "    .predict_count = %lld,\n", predict ? (long long)ir_numel(predict->node[predict->output[0]].type) : 0LL);
     const char *entries[4][2] = {{"meta_step", "meta_step"}, {"adapt_step", "adapt_step"}, {"loss", "eval_loss"},
                                  {"predict", "predict"}};

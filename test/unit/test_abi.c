@@ -3,6 +3,7 @@
  * bits), its meta-gradient must match central differences in f64, and its
  * other entry points must agree with the compiler's own functions. */
 #include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,9 @@
 #include "../../runtime/runtime.h"
 #include "alloc_count.h"
 #include "check.h"
+
+/* A model's meta_batch fits the runtime's meta-batch (mamlc run's and the ABI's). */
+_Static_assert(META_MAX_BATCH == RT_MAX_BATCH, "the frontend's bound on meta_batch is the runtime's");
 
 static const char *const regression =
     "dim K = 6;\n"
@@ -41,6 +45,9 @@ typedef struct {
     float (*meta_grad_f)(const void *, int, const void *, const void *, const void *, const void *, void *);
     void (*adapt)(const void *, int, const void *, const void *, void *);
     void (*predict)(const void *, const void *, void *);
+    double (*loss_d)(const void *, const void *, const void *);
+    float (*loss_f)(const void *, const void *, const void *);
+    void (*apply_grad)(void *, void *, const void *);
     const char *(*model_json)(void);
     void *(*workspace_new)(int, int);
     void (*workspace_free)(void *);
@@ -91,6 +98,9 @@ static bool build_library(const char *text, bool f64, Lib *lib) {
     *(void **)&lib->meta_grad_f = dlsym(lib->so, "mamlc_meta_grad");
     *(void **)&lib->adapt = dlsym(lib->so, "mamlc_adapt");
     *(void **)&lib->predict = dlsym(lib->so, "mamlc_predict");
+    *(void **)&lib->loss_d = dlsym(lib->so, "mamlc_loss");
+    *(void **)&lib->loss_f = dlsym(lib->so, "mamlc_loss");
+    *(void **)&lib->apply_grad = dlsym(lib->so, "mamlc_apply_grad");
     *(void **)&lib->model_json = dlsym(lib->so, "mamlc_model_json");
     *(void **)&lib->workspace_new = dlsym(lib->so, "mamlc_workspace_new");
     *(void **)&lib->workspace_free = dlsym(lib->so, "mamlc_workspace_free");
@@ -104,7 +114,8 @@ static bool build_library(const char *text, bool f64, Lib *lib) {
     *(void **)&lib->meta_grad_tasks = dlsym(lib->so, "mamlc_meta_grad_tasks");
     *(void **)&lib->meta_grad_reduce_d = dlsym(lib->so, "mamlc_meta_grad_reduce");
     *(void **)&lib->meta_grad_reduce_f = dlsym(lib->so, "mamlc_meta_grad_reduce");
-    return lib->abi_version && lib->param_count && lib->init && lib->meta_grad_d && lib->adapt &&
+    return lib->abi_version && lib->param_count && lib->init && lib->meta_grad_d && lib->adapt && lib->predict &&
+           lib->loss_d && lib->apply_grad &&
            lib->workspace_new && lib->workspace_free && lib->meta_grad_ws_d && lib->meta_step_d &&
            lib->meta_step_ws_d && lib->partial_count && lib->meta_grad_tasks && lib->meta_grad_reduce_d;
 }
@@ -169,6 +180,14 @@ static void *random_tensor(size_t bytes, bool labels, bool f64) {
             ((float *)p)[i] = (float)(2.0 * rand() / RAND_MAX - 1);
     }
     return p;
+}
+
+/* Whether all n bytes at p are `byte`: what a refused call left alone. */
+static bool all_bytes(const void *p, size_t n, unsigned char byte) {
+    for (size_t i = 0; i < n; i++)
+        if (((const unsigned char *)p)[i] != byte)
+            return false;
+    return true;
 }
 
 /* A workspace with 1 or 3 threads, and the tasks split into 1-7 parts
@@ -264,12 +283,194 @@ static void check_workspace(const char *label, const Lib *lib, bool f64, size_t 
                     : lib->meta_grad_reduce_f(ws, B, 2, bad, partials, g)),
           "%s: mamlc_meta_grad_reduce refuses bounds that end before B", label);
     lib->workspace_free(ws);
+
+    /* refused before anything is allocated: sizes past the runtime's limits
+     * (max_batch + threads - 1 overflowed int for max_batch = INT_MAX) */
+    CHECK(!lib->workspace_new(INT_MAX, 1) && !lib->workspace_new(RT_MAX_BATCH + 1, 1) &&
+              !lib->workspace_new(0, 1) && !lib->workspace_new(INT_MIN, 1) &&
+              !lib->workspace_new(1, RT_MAX_THREADS + 1) && !lib->workspace_new(1, INT_MAX),
+          "%s: mamlc_workspace_new refuses max_batch outside [1, RT_MAX_BATCH] and threads above "
+          "RT_MAX_THREADS", label);
+    memset(g, 0x55, n * rb);
+    double big = f64 ? lib->meta_grad_d(params, INT_MAX, sx, sy, qx, qy, g)
+                     : lib->meta_grad_f(params, INT_MAX, sx, sy, qx, qy, g);
+    CHECK(isnan(big) && all_bytes(g, n * rb, 0x55), "%s: mamlc_meta_grad refuses B = INT_MAX, writing nothing",
+          label);
     free(p1);
     free(p2);
     free(s1);
     free(s2);
     free(g);
     free(partials);
+}
+
+/* What the refusal checks call the library with: B tasks of valid data. */
+typedef struct {
+    const Lib *lib;
+    bool f64;
+    int B;
+    size_t n, rb, predict_count;
+    const void *params;
+    const char *sx, *sy, *qx, *qy;
+    const RtProgram *p;
+} Calls;
+
+/* Whether all n reals at p are NaN: what a refused mamlc_adapt or
+ * mamlc_predict leaves in its output. */
+static bool all_nan(const void *p, size_t n, bool f64) {
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(f64 ? ((const double *)p)[i] : ((const float *)p)[i]))
+            return false;
+    return true;
+}
+
+/* The buffers a call may write: an output of n reals, a copy of the
+ * parameters, zeroed optimiser state, and room for partial sums. */
+typedef struct {
+    char *out, *params, *state;
+    double *partial;
+    size_t npartial, nstate;
+} Writes;
+
+static void fresh(Writes *w, const Calls *c) {
+    memset(w->out, 0x55, c->n * c->rb);
+    memcpy(w->params, c->params, c->n * c->rb);
+    memset(w->state, 0, w->nstate * c->rb);
+    memset(w->partial, 0x55, w->npartial * sizeof(double));
+}
+
+static bool untouched(const Writes *w, const Calls *c) {
+    return all_bytes(w->out, c->n * c->rb, 0x55) && memcmp(w->params, c->params, c->n * c->rb) == 0 &&
+           all_bytes(w->state, w->nstate * c->rb, 0) && all_bytes(w->partial, w->npartial * sizeof(double), 0x55);
+}
+
+/* Every meta-batch entry point on (sx, sy, qx, qy): whether each refused
+ * (NaN or -1) and wrote nothing; with `adapt`, whether mamlc_adapt filled
+ * its output with NaN, and with `loss` whether mamlc_loss gave NaN (both on
+ * task 0's data). */
+static bool all_refused(const Calls *c, const void *sx, const void *sy, const void *qx, const void *qy,
+                        bool adapt, bool loss) {
+    const Lib *l = c->lib;
+    size_t n = c->n, rb = c->rb;
+    Writes w = {malloc(n * rb), malloc(n * rb), NULL, NULL, 2 * (size_t)c->B * (n + 1), l->state_count()};
+    w.state = malloc(w.nstate * rb);
+    w.partial = malloc(w.npartial * sizeof(double));
+    void *ws = l->workspace_new(c->B, 2);
+    bool ok = ws != NULL, f64 = c->f64;
+    fresh(&w, c);
+    ok &= isnan(f64 ? l->meta_grad_d(w.params, c->B, sx, sy, qx, qy, w.out)
+                    : l->meta_grad_f(w.params, c->B, sx, sy, qx, qy, w.out)) && untouched(&w, c);
+    ok &= isnan(f64 ? l->meta_step_d(w.params, w.state, c->B, sx, sy, qx, qy)
+                    : l->meta_step_f(w.params, w.state, c->B, sx, sy, qx, qy)) && untouched(&w, c);
+    ok &= isnan(f64 ? l->meta_grad_ws_d(ws, w.params, c->B, sx, sy, qx, qy, w.out)
+                    : l->meta_grad_ws_f(ws, w.params, c->B, sx, sy, qx, qy, w.out)) && untouched(&w, c);
+    ok &= isnan(f64 ? l->meta_step_ws_d(ws, w.params, w.state, c->B, sx, sy, qx, qy)
+                    : l->meta_step_ws_f(ws, w.params, w.state, c->B, sx, sy, qx, qy)) && untouched(&w, c);
+    ok &= l->meta_grad_tasks(ws, w.params, c->B, 0, c->B, sx, sy, qx, qy, w.partial) == -1 && untouched(&w, c);
+    if (loss)
+        ok &= isnan(f64 ? l->loss_d(w.params, qx, qy) : l->loss_f(w.params, qx, qy));
+    if (adapt) {
+        l->adapt(w.params, 1, sx, sy, w.out);
+        ok &= all_nan(w.out, n, f64);
+    }
+    l->workspace_free(ws);
+    free(w.out);
+    free(w.params);
+    free(w.state);
+    free(w.partial);
+    return ok;
+}
+
+/* Labels outside [0, 3) anywhere in a batch's sy or qy, and NULL pointers
+ * where docs/abi.md allows none, are refused by every entry point: a NaN (or
+ * -1) and nothing written, or outputs filled with NaN. */
+static void check_refusals(const char *label, const Calls *c, bool labels) {
+    const Lib *l = c->lib;
+    size_t n = c->n, rb = c->rb;
+    bool f64 = c->f64, ok = true;
+    char *out = malloc(n * rb);
+    if (labels) {
+        const int32_t bad[] = {3, -1, INT_MAX, INT_MIN};
+        size_t count = c->p->sy_bytes / sizeof(int32_t), total = (size_t)c->B * count;
+        const size_t at[] = {0, count - 1, total - 1};          /* task 0's first and last, the batch's last */
+        int32_t *y = malloc(total * sizeof *y);
+        for (size_t b = 0; b < sizeof bad / sizeof *bad; b++)
+            for (size_t k = 0; k < sizeof at / sizeof *at; k++) {
+                bool task0 = at[k] < count;
+                memcpy(y, c->sy, total * sizeof *y);
+                y[at[k]] = bad[b];
+                ok &= all_refused(c, c->sx, y, c->qx, c->qy, task0, false);
+                memset(out, 0x55, n * rb);
+                l->adapt(c->params, 0, c->sx, y, task0 ? out : NULL);   /* refused with no step to take too */
+                ok &= !task0 || all_nan(out, n, f64);
+                memcpy(y, c->qy, total * sizeof *y);
+                y[at[k]] = bad[b];
+                ok &= all_refused(c, c->sx, c->sy, c->qx, y, false, task0);
+            }
+        free(y);
+        CHECK(ok, "%s: labels 3, -1, INT_MAX and INT_MIN in sy or qy are refused by every entry point", label);
+    }
+
+    ok = all_refused(c, NULL, c->sy, c->qx, c->qy, true, false) &&
+         all_refused(c, c->sx, NULL, c->qx, c->qy, true, false) &&
+         all_refused(c, c->sx, c->sy, NULL, c->qy, false, true) &&
+         all_refused(c, c->sx, c->sy, c->qx, NULL, false, true);
+    CHECK(ok, "%s: NULL task data is refused by every entry point", label);
+
+    /* NULL parameters, state, outputs and bounds; negative inner steps */
+    size_t ns = l->state_count(), npartial = 2 * (size_t)c->B * (n + 1);
+    char *params = malloc(n * rb), *state = calloc(ns, rb), *pred = malloc(c->predict_count * rb);
+    double *partial = malloc(npartial * sizeof(double));
+    const char *sx = c->sx, *sy = c->sy, *qx = c->qx, *qy = c->qy;
+    int B = c->B, bound[] = {0, B};
+    void *ws = l->workspace_new(B, 1);
+    memcpy(params, c->params, n * rb);
+    memset(out, 0x55, n * rb);
+    memset(partial, 0x55, npartial * sizeof(double));
+    ok = ws != NULL;
+    ok &= isnan(f64 ? l->meta_grad_d(NULL, B, sx, sy, qx, qy, out) : l->meta_grad_f(NULL, B, sx, sy, qx, qy, out));
+    ok &= isnan(f64 ? l->meta_grad_d(params, B, sx, sy, qx, qy, NULL)
+                    : l->meta_grad_f(params, B, sx, sy, qx, qy, NULL));
+    ok &= isnan(f64 ? l->meta_grad_ws_d(ws, params, B, sx, sy, qx, qy, NULL)
+                    : l->meta_grad_ws_f(ws, params, B, sx, sy, qx, qy, NULL));
+    ok &= isnan(f64 ? l->meta_step_d(NULL, state, B, sx, sy, qx, qy) : l->meta_step_f(NULL, state, B, sx, sy, qx, qy));
+    ok &= isnan(f64 ? l->meta_step_d(params, NULL, B, sx, sy, qx, qy) : l->meta_step_f(params, NULL, B, sx, sy, qx, qy));
+    ok &= isnan(f64 ? l->meta_step_ws_d(ws, params, NULL, B, sx, sy, qx, qy)
+                    : l->meta_step_ws_f(ws, params, NULL, B, sx, sy, qx, qy));
+    ok &= l->meta_grad_tasks(ws, NULL, B, 0, 1, sx, sy, qx, qy, partial) == -1 &&
+          l->meta_grad_tasks(ws, params, B, 0, 1, sx, sy, qx, qy, NULL) == -1;
+    ok &= isnan(f64 ? l->meta_grad_reduce_d(ws, B, 1, NULL, partial, out)
+                    : l->meta_grad_reduce_f(ws, B, 1, NULL, partial, out)) &&
+          isnan(f64 ? l->meta_grad_reduce_d(ws, B, 1, bound, NULL, out)
+                    : l->meta_grad_reduce_f(ws, B, 1, bound, NULL, out)) &&
+          isnan(f64 ? l->meta_grad_reduce_d(ws, B, 1, bound, partial, NULL)
+                    : l->meta_grad_reduce_f(ws, B, 1, bound, partial, NULL));
+    ok &= isnan(f64 ? l->loss_d(NULL, qx, qy) : l->loss_f(NULL, qx, qy));
+    l->apply_grad(params, state, NULL);
+    l->apply_grad(params, NULL, out);
+    l->apply_grad(NULL, state, out);
+    ok &= all_bytes(out, n * rb, 0x55) && memcmp(params, c->params, n * rb) == 0 && all_bytes(state, ns * rb, 0) &&
+          all_bytes(partial, npartial * sizeof(double), 0x55);
+    l->adapt(NULL, 1, sx, sy, out);
+    ok &= all_nan(out, n, f64);
+    memset(out, 0x55, n * rb);
+    l->adapt(params, -1, sx, sy, out);
+    ok &= all_nan(out, n, f64);
+    l->adapt(params, 1, sx, sy, NULL);
+    l->predict(params, qx, NULL);
+    memset(pred, 0x55, c->predict_count * rb);
+    l->predict(NULL, qx, pred);
+    ok &= all_nan(pred, c->predict_count, f64);
+    memset(pred, 0x55, c->predict_count * rb);
+    l->predict(params, NULL, pred);
+    ok &= all_nan(pred, c->predict_count, f64);
+    CHECK(ok, "%s: NULL parameters, state, outputs and bounds, and negative inner steps, are refused", label);
+    l->workspace_free(ws);
+    free(out);
+    free(params);
+    free(state);
+    free(pred);
+    free(partial);
 }
 
 static void check_model(const char *label, const char *text, bool f64, bool labels) {
@@ -309,6 +510,12 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
     CHECK(memcmp(g_lib, g_jit, n * rb) == 0 && loss_lib == (f64 ? loss_jit : (float)loss_jit),
           "%s: mamlc_meta_grad equals the JIT's meta-gradient bit for bit", label);
     check_workspace(label, &lib, f64, n, params, sx, sy, qx, qy, g_jit, loss_jit, p);
+    IrFunc *predict = ir_module_find(jit.m, "predict");
+    Calls calls = {&lib, f64, B, n, rb, (size_t)ir_numel(predict->node[predict->output[0]].type), params,
+                   sx, sy, qx, qy, p};
+    check_refusals(label, &calls, labels);
+    CHECK(!labels || strstr(lib.model_json(), "\"y\": {\"shape\": [6], \"dtype\": \"i32\", \"classes\": 3}"),
+          "%s: the model JSON gives the labels' class count", label);
 
     /* f64: the library's meta-gradient against central differences */
     if (f64) {

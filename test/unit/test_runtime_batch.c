@@ -7,6 +7,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +186,32 @@ static void test_batch_splits(void)
     EXPECT(seq != tree_sum(false, 0, MAX_B, 0));
 }
 
+/* Sizes past the runtime's limits are refused before anything is allocated
+ * and without int overflow (max_batch + members - 1 overflowed for
+ * max_batch = INT_MAX); the largest meta-batch allowed is accepted, on
+ * threads too, and sums along the tree. */
+static void test_batch_limits(void)
+{
+    RtProgram p = program(RT_F64);
+    EXPECT(rt_batch_new(&p, INT_MAX, 1) == NULL);
+    EXPECT(rt_batch_new(&p, INT_MAX, 3) == NULL);
+    EXPECT(rt_batch_new(&p, RT_MAX_BATCH + 1, 1) == NULL);
+    EXPECT(rt_batch_new(&p, 0, 1) == NULL && rt_batch_new(&p, INT_MIN, 1) == NULL);
+    EXPECT(rt_batch_new(&p, 1, RT_MAX_THREADS + 1) == NULL && rt_batch_new(&p, 1, INT_MAX) == NULL);
+    RtBatch *b = rt_batch_new(&p, RT_MAX_BATCH, 3);
+    EXPECT(b != NULL);
+    if (!b)
+        return;
+    int bound[] = {0, MAX_B};
+    double grad[N];
+    double loss = split_mean(b, MAX_B, 1, bound, tasks, grad);
+    bool same = loss == tree_sum(false, 0, MAX_B, N) * (1.0 / MAX_B);
+    for (int i = 0; i < N; i++)
+        same &= grad[i] == tree_sum(false, 0, MAX_B, i) * (1.0 / MAX_B);
+    CHECK(same, "a batch for RT_MAX_BATCH tasks on 3 threads sums along the tree");
+    rt_batch_free(b);
+}
+
 /* A meta-step that is slow for the first half of the tasks and notes which
  * member's arena computed each: sy holds the task's index. */
 enum { STEAL_B = 32 };
@@ -324,6 +351,7 @@ int main(void)
     test_tree_shape();
     test_meta_grad_tree();
     test_batch_splits();
+    test_batch_limits();
     test_batch_steals();
     test_batch_opt_step();
     test_team();
