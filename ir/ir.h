@@ -177,6 +177,9 @@ ValueId ir_argmax(IrFunc *f, ValueId x, int axis, SrcLoc loc, Diag *d);
  * writes a message ("shape mismatch in 'add': f32[3] vs f32[4]") into msg
  * and returns false. */
 bool ir_infer_type(const IrFunc *f, IrNode *n, char *msg, size_t msgsize);
+/* Whether t has a valid rank, extents (1 to IR_MAX_DIM) and element count
+ * (at most IR_MAX_NUMEL); else false with the reason in msg. */
+bool ir_valid_type(IrType t, char *msg, size_t msgsize);
 
 /* --- text (ir/print.c, ir/parse.c) --- */
 void ir_print_func(FILE *out, const IrFunc *f);

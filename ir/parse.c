@@ -332,11 +332,12 @@ static bool parse_func(Parser *ps) {
         IrType t;
         if (!value_name(ps, name, sizeof name) || !expect(ps, ':', "':' and a type") || !parse_type(ps, &t))
             return false;
-        ValueId v = ir_input(f, name, t, loc);
-        if (v == IR_NONE) {
-            diag_error(ps->d, loc, "invalid argument type");
+        char why[128];
+        if (!ir_valid_type(t, why, sizeof why)) {
+            diag_error(ps->d, loc, "%s", why);
             return false;
         }
+        ValueId v = ir_input(f, name, t, loc);
         if (!define(ps, name, v, loc))
             return false;
     }

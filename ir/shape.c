@@ -23,8 +23,7 @@ static const char *opname(const IrNode *n) { return ir_op_info[n->op].name; }
 
 static bool is_float(DType dt) { return dt == DT_F32 || dt == DT_F64; }
 
-/* A type with valid rank, extents and element count. */
-static bool valid_type(IrType t, char *msg, size_t size) {
+bool ir_valid_type(IrType t, char *msg, size_t size) {
     if (t.rank < 0 || t.rank > IR_MAX_RANK)
         return failf(msg, size, "rank %d is out of range (at most %d)", t.rank, IR_MAX_RANK);
     int64_t numel = 1;
@@ -47,11 +46,11 @@ static bool float_operand(const IrFunc *f, const IrNode *n, int i, char *msg, si
 }
 
 static bool shape_INPUT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
-    return valid_type(n->type, msg, size);
+    return ir_valid_type(n->type, msg, size);
 }
 
 static bool shape_CONST(const IrFunc *f, IrNode *n, char *msg, size_t size) {
-    return valid_type(n->type, msg, size);
+    return ir_valid_type(n->type, msg, size);
 }
 
 /* Elementwise unary: y has x's type. */
@@ -143,7 +142,7 @@ static bool shape_ARGMAX(const IrFunc *f, IrNode *n, char *msg, size_t size) {
 static bool shape_RESHAPE(const IrFunc *f, IrNode *n, char *msg, size_t size) {
     IrType x = arg_type(f, n, 0);
     n->type.dtype = x.dtype;
-    if (!valid_type(n->type, msg, size))
+    if (!ir_valid_type(n->type, msg, size))
         return false;
     if (ir_numel(n->type) != ir_numel(x)) {
         char sa[64], sb[64];
@@ -158,7 +157,7 @@ static bool shape_BROADCAST(const IrFunc *f, IrNode *n, char *msg, size_t size) 
     IrType x = arg_type(f, n, 0), t = n->type;
     t.dtype = x.dtype;
     n->type = t;
-    if (!valid_type(t, msg, size))
+    if (!ir_valid_type(t, msg, size))
         return false;
     bool ok = x.rank <= t.rank;
     for (int i = 0; ok && i < x.rank; i++) {
@@ -198,7 +197,7 @@ static bool shape_MATMUL(const IrFunc *f, IrNode *n, char *msg, size_t size) {
         return failf(msg, size, "matrix product needs [m,k] @ [k,n], got %s @ %s",
                      ir_type_str(a, sa, sizeof sa), ir_type_str(b, sb, sizeof sb));
     n->type = (IrType){.dtype = a.dtype, .rank = 2, .dim = {a.dim[0], b.dim[1]}};
-    return valid_type(n->type, msg, size);
+    return ir_valid_type(n->type, msg, size);
 }
 
 static bool shape_ONEHOT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
@@ -212,7 +211,7 @@ static bool shape_ONEHOT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
     t.dtype = f->mod->real;
     t.dim[t.rank++] = n->ival;
     n->type = t;
-    return valid_type(t, msg, size);
+    return ir_valid_type(t, msg, size);
 }
 
 /* --- convolutions ---
@@ -283,7 +282,7 @@ static bool conv_result(const IrFunc *f, IrNode *n, const char *what, char *msg,
         char s[64];
         return failf(msg, size, "'%s' must give %s, not %s", opname(n), what, ir_type_str(n->type, s, sizeof s));
     }
-    return valid_type(n->type, msg, size);
+    return ir_valid_type(n->type, msg, size);
 }
 
 static bool shape_CONV2D(const IrFunc *f, IrNode *n, char *msg, size_t size) {
@@ -294,7 +293,7 @@ static bool shape_CONV2D(const IrFunc *f, IrNode *n, char *msg, size_t size) {
     int stride = n->list[IR_CONV_STRIDE], pad = n->list[IR_CONV_PAD];
     int ho = (int)conv_out(x.dim[2], w.dim[2], stride, pad), wo = (int)conv_out(x.dim[3], w.dim[3], stride, pad);
     IrType y = {.dtype = x.dtype, .rank = 4, .dim = {x.dim[0], w.dim[0], ho, wo}};
-    if (!conv_fits(n, x, w, y, msg, size) || !valid_type(y, msg, size))
+    if (!conv_fits(n, x, w, y, msg, size) || !ir_valid_type(y, msg, size))
         return false;
     n->type = y;
     return true;
