@@ -510,6 +510,32 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
     CHECK(memcmp(g_lib, g_jit, n * rb) == 0 && loss_lib == (f64 ? loss_jit : (float)loss_jit),
           "%s: mamlc_meta_grad equals the JIT's meta-gradient bit for bit", label);
     check_workspace(label, &lib, f64, n, params, sx, sy, qx, qy, g_jit, loss_jit, p);
+
+    /* mamlc_meta_step: the meta-gradient, then a step of the model's own
+     * optimiser as `mamlc run` takes it; twice, so that the optimiser's
+     * state and step count carry over */
+    const OptimizerConfig *oc = &jit.md->meta.optimizer;
+    RtOptimizer opt = {oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
+    size_t ns = lib.state_count();
+    char *p_lib = malloc(n * rb), *p_jit = malloc(n * rb), *g_step = malloc(n * rb);
+    char *s_lib = calloc(ns, rb), *s_jit = calloc(ns, rb);
+    memcpy(p_lib, params, n * rb);
+    memcpy(p_jit, params, n * rb);
+    bool same = true;
+    for (long t = 1; t <= 2; t++) {
+        double l_lib = f64 ? lib.meta_step_d(p_lib, s_lib, B, sx, sy, qx, qy)
+                           : lib.meta_step_f(p_lib, s_lib, B, sx, sy, qx, qy);
+        double l_jit = rt_meta_grad(p, &w, p_jit, B, tasks, g_step);
+        rt_opt_step(&opt, p->real, n, p_jit, g_step, s_jit, t);
+        same &= l_lib == (f64 ? l_jit : (float)l_jit);
+    }
+    same &= memcmp(p_lib, p_jit, n * rb) == 0 && memcmp(s_lib, s_jit, (ns - 1) * rb) == 0;
+    CHECK(same, "%s: mamlc_meta_step is the meta-gradient and a step of the model's optimiser", label);
+    free(p_lib);
+    free(p_jit);
+    free(g_step);
+    free(s_lib);
+    free(s_jit);
     IrFunc *predict = ir_module_find(jit.m, "predict");
     Calls calls = {&lib, f64, B, n, rb, (size_t)ir_numel(predict->node[predict->output[0]].type), params,
                    sx, sy, qx, qy, p};

@@ -129,6 +129,20 @@ static void task_targets(uint64_t seed, uint64_t task, double *c)
 DEFINE_STANDINS(double, f64)
 DEFINE_STANDINS(float, f32)
 
+/* The meta-step with one gradient element overflowed to +infinity (the
+ * query loss stays finite): what a divergence check must stop at. */
+static void meta_step_inf_f64(const void *const *in, void *const *out, void *arena)
+{
+    meta_step_f64(in, out, arena);
+    ((double *)out[2])[1] = INFINITY;
+}
+
+static void meta_step_inf_f32(const void *const *in, void *const *out, void *arena)
+{
+    meta_step_f32(in, out, arena);
+    ((float *)out[2])[1] = INFINITY;
+}
+
 static RtProgram program(RtReal real)
 {
     bool f32 = real == RT_F32;
@@ -447,6 +461,34 @@ static void test_train_one_step(void)
     EXPECT(memcmp(before, theta, sizeof theta) == 0 && isnan(rep.final_meta_loss));
 }
 
+/* An infinite element of the meta-gradient, not NaN, with a finite
+ * meta-loss, stops training before the first update, with SGD (whose
+ * update would turn it into an infinite parameter rather than a NaN) and
+ * Adam, in f64 and f32. */
+static void test_train_infinite_gradient(RtReal real)
+{
+    for (int adam = 0; adam < 2; adam++) {
+        RtProgram p = program(real);
+        p.meta_step.fn = real == RT_F32 ? meta_step_inf_f32 : meta_step_inf_f64;
+        if (!adam)
+            p.optimizer = (RtOptimizer){.kind = RT_SGD, .lr = 0.5};
+        RtTrainOptions o = options();
+        o.iterations = 3;
+        o.eval_tasks = 0;
+        double d[N] = {0.25, 0.5, -0.5, 1.0, 2.0}, d0[N];
+        float f[N], f0[N];
+        for (int i = 0; i < N; i++)
+            f[i] = (float)d[i];
+        memcpy(d0, d, sizeof d);
+        memcpy(f0, f, sizeof f);
+        void *theta = real == RT_F32 ? (void *)f : (void *)d;
+        RtReport rep;
+        EXPECT(rt_train(&p, &o, theta, &rep));
+        EXPECT(rep.diverged == RT_DIVERGED_GRADIENT && rep.iterations == 0 && isfinite(rep.final_meta_loss));
+        EXPECT(memcmp(d, d0, sizeof d) == 0 && memcmp(f, f0, sizeof f) == 0);
+    }
+}
+
 static int count_lines(FILE *f, const char *prefix, char *all, size_t size)
 {
     char line[512];
@@ -736,6 +778,8 @@ int main(void)
     test_train_allocations();
     test_train_tasks();
     test_train_one_step();
+    test_train_infinite_gradient(RT_F64);
+    test_train_infinite_gradient(RT_F32);
     test_train_log();
     test_train_progress();
     test_evaluate_exact();
