@@ -31,7 +31,10 @@
  * so that no value lives across more than a chunk's calls in registers
  * (a one-element value that a later chunk reads goes through a slot of
  * the entry's stack array %regs), and the time LLVM takes to allocate
- * registers grows linearly with the calls.
+ * registers grows linearly with the calls.  Chunks are `optnone`: they
+ * only make the calls, so optimising them gains no run time, and costs
+ * a third of a long function's compile time (sharing each arena address
+ * across a chunk's calls, then spilling it around them).
  *
  * The plan (plan.c) says where each value's elements are; this file only
  * walks it.  Loops are plain counted loops with i64 induction variables and
@@ -2387,6 +2390,7 @@ static void chunk_begin(Cg *cg)
         LLVMSetLinkage(fn, LLVMInternalLinkage);
         add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind", 0);
         add_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline", 0);
+        add_attr(cg, fn, LLVMAttributeFunctionIndex, "optnone", 0);
         static const char *const pname[4] = {"in", "out", "arena", "regs"};
         for (unsigned i = 0; i < 4; i++) {
             LLVMSetValueName2(LLVMGetParam(fn, i), pname[i], strlen(pname[i]));
