@@ -5,8 +5,9 @@
  * and everything downstream (the inner step, the meta-gradient sums) reads
  * it densely.  Likewise transpose(x + y) becomes transpose(x) +
  * transpose(y) (any elementwise op of matrices) where every use of the sum
- * is such a transpose, so that the transposes reach the products that
- * make x and y (a gradient summed over two paths) in the next round.
+ * is such a transpose or a value folded in the same way, so that the
+ * transposes reach the products that make x and y (a gradient summed over
+ * two paths), all in one run.
  * Transposes are views in the back end, so the operands cost nothing;
  * each element is the same sum over k in the same order. */
 #include "passes.h"
