@@ -23,7 +23,18 @@
  * analyses cheap (compile time grows linearly with the nodes), and values
  * whose code would be the same share one function (a convolution's takes
  * its image count as a parameter, so that the support and query sets
- * share it too).
+ * share it too).  A long function's calls go into chunk functions of
+ * BE_CHUNK_CALLS calls each, which the public entry calls in turn:
+ *
+ *   internal void @f.chunk.K(ptr %in, ptr %out, ptr %arena, ptr %regs)
+ *
+ * so that no value lives across more than a chunk's calls in registers
+ * (a one-element value that a later chunk reads goes through a slot of
+ * the entry's stack array %regs), and the time LLVM takes to allocate
+ * registers grows linearly with the calls.  Chunks are `optnone`: they
+ * only make the calls, so optimising them gains no run time, and costs
+ * a third of a long function's compile time (sharing each arena address
+ * across a chunk's calls, then spilling it around them).
  *
  * The plan (plan.c) says where each value's elements are; this file only
  * walks it.  Loops are plain counted loops with i64 induction variables and
@@ -47,6 +58,8 @@
 
 #define MAX_ACC (3 + BE_FUSE_LEAVES)    /* a destination and operands: two products' two each and the loop's others */
 
+enum { BE_CHUNK_CALLS = 256 };          /* calls of value functions per chunk of a public entry */
+
 typedef struct {
     LLVMContextRef ctx;
     LLVMModuleRef mod;
@@ -61,7 +74,18 @@ typedef struct {
     const BePlan *plan;
     LLVMValueRef *in, *out;     /* in the public entry: in[i] and out[j] */
     LLVMValueRef arena;
-    LLVMValueRef *reg;          /* in the public entry: each BE_REG value's element */
+    LLVMValueRef *reg;          /* in the chunk being built: each BE_REG value's element */
+    /* Chunks (a public entry of more than BE_CHUNK_CALLS calls): */
+    LLVMValueRef entry;         /* the public entry being built */
+    LLVMValueRef *chunk_fn;     /* its chunk functions so far, or NULL: the entry is one */
+    int nchunk, chunk_cap;
+    int calls;                  /* calls in the chunk being built */
+    LLVMValueRef regs;          /* its slots parameter */
+    int *reg_chunk;             /* the chunk in which reg[v] is valid */
+    LLVMValueRef *reg_call;     /* the call that returned BE_REG value v */
+    int *reg_slot;              /* v's slot in regs, or -1: none yet */
+    int nslot;
+    LLVMBuilderRef slot_b;      /* stores into slots, behind their calls */
     ValueId root;               /* the value being built when its loop computes fused operands
                                    (BePlan's fused_into), else -1 */
     ValueId product;            /* the product fused into root's loop, or -1 */
@@ -2105,14 +2129,36 @@ static void value_fn_end(Cg *cg, const Opnd *o)
     LLVMBuildBr(cg->eb, LLVMGetNextBasicBlock(LLVMGetEntryBasicBlock(cg->fn)));
 }
 
-/* In the public entry: the argument that passes access a to a value
+/* In the chunk being built: the element of BE_REG value v.  From an
+ * earlier chunk it comes through a slot of regs, which the call that
+ * returned it is made to fill. */
+static LLVMValueRef reg_arg(Cg *cg, ValueId v)
+{
+    if (cg->reg_chunk[v] == cg->nchunk)
+        return cg->reg[v];
+    LLVMValueRef call = cg->reg_call[v];
+    LLVMTypeRef t = LLVMTypeOf(call);
+    if (cg->reg_slot[v] < 0) {
+        cg->reg_slot[v] = cg->nslot++;
+        LLVMValueRef regs = LLVMGetParam(LLVMGetBasicBlockParent(LLVMGetInstructionParent(call)), 3);
+        LLVMPositionBuilderBefore(cg->slot_b, LLVMGetNextInstruction(call));
+        LLVMValueRef idx = c64(cg, cg->reg_slot[v]);
+        LLVMBuildStore(cg->slot_b, call, LLVMBuildInBoundsGEP2(cg->slot_b, cg->i64, regs, &idx, 1, ""));
+    }
+    LLVMValueRef idx = c64(cg, cg->reg_slot[v]);
+    cg->reg[v] = LLVMBuildLoad2(cg->top, t, LLVMBuildInBoundsGEP2(cg->top, cg->i64, cg->regs, &idx, 1, ""), "");
+    cg->reg_chunk[v] = cg->nchunk;
+    return cg->reg[v];
+}
+
+/* In the chunk being built: the argument that passes access a to a value
  * function (the buffer's address, or the register's element). */
 static LLVMValueRef entry_arg(Cg *cg, const BeAccess *a)
 {
     switch (a->base) {
     case BE_INPUT: return cg->in[a->index];
     case BE_OUTPUT: return cg->out[a->index];
-    case BE_REG: return cg->reg[a->index];
+    case BE_REG: return reg_arg(cg, a->index);
     default: break;
     }
     if (!a->byte_off)
@@ -2331,24 +2377,95 @@ static void value_fn_name(const Cg *cg, char *buf, size_t size, const char *what
         len += snprintf(buf + len, size - (size_t)len, ".v");
 }
 
+/* Begin chunk cg->nchunk of the public entry (its whole body when
+ * cg->chunk_fn is NULL): position cg->top in it and load in[i], out[j]. */
+static void chunk_begin(Cg *cg)
+{
+    LLVMValueRef fn = cg->entry;
+    if (cg->chunk_fn) {
+        char name[256];
+        value_fn_name(cg, name, sizeof name, "chunk", cg->nchunk);
+        LLVMTypeRef pt[4] = {cg->ptr, cg->ptr, cg->ptr, cg->ptr};
+        fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->void_, pt, 4, 0));
+        LLVMSetLinkage(fn, LLVMInternalLinkage);
+        add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind", 0);
+        add_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline", 0);
+        add_attr(cg, fn, LLVMAttributeFunctionIndex, "optnone", 0);
+        static const char *const pname[4] = {"in", "out", "arena", "regs"};
+        for (unsigned i = 0; i < 4; i++) {
+            LLVMSetValueName2(LLVMGetParam(fn, i), pname[i], strlen(pname[i]));
+            add_attr(cg, fn, i + 1, "nocapture", 0);
+            add_attr(cg, fn, i + 1, "noundef", 0);
+            if (i < 2)
+                add_attr(cg, fn, i + 1, "readonly", 0);
+        }
+        add_attr(cg, fn, 3, "align", 64);
+        add_attr(cg, fn, 4, "noalias", 0);
+        cg->chunk_fn = arena_grow(&cg->mem, cg->chunk_fn, &cg->chunk_cap, cg->nchunk + 1, sizeof *cg->chunk_fn);
+        cg->chunk_fn[cg->nchunk] = fn;
+        cg->regs = LLVMGetParam(fn, 3);
+    }
+    LLVMPositionBuilderAtEnd(cg->top, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    entry_params(cg, cg->f, fn);
+    cg->calls = 0;
+}
+
+/* Room for one more call in the chunk being built: the next chunk when
+ * this one is full. */
+static void chunk_room(Cg *cg)
+{
+    if (cg->chunk_fn && cg->calls == BE_CHUNK_CALLS) {
+        LLVMBuildRetVoid(cg->top);
+        cg->nchunk++;
+        chunk_begin(cg);
+    }
+    cg->calls++;
+}
+
+/* The public entry of a chunked function: its slots, and each chunk
+ * called in turn. */
+static void chunks_call(Cg *cg)
+{
+    LLVMBuildRetVoid(cg->top);
+    LLVMPositionBuilderAtEnd(cg->top, LLVMAppendBasicBlockInContext(cg->ctx, cg->entry, "entry"));
+    LLVMValueRef regs = LLVMBuildArrayAlloca(cg->top, cg->i64, c64(cg, cg->nslot ? cg->nslot : 1), "regs");
+    LLVMValueRef args[4] = {LLVMGetParam(cg->entry, 0), LLVMGetParam(cg->entry, 1), LLVMGetParam(cg->entry, 2), regs};
+    for (int k = 0; k <= cg->nchunk; k++)
+        LLVMBuildCall2(cg->top, LLVMGlobalGetValueType(cg->chunk_fn[k]), cg->chunk_fn[k], args, 4, "");
+}
+
 /* The body of the public entry of f: a value function per computed value
- * in node order, then a copy function per output not computed in place. */
+ * in node order, then a copy function per output not computed in place;
+ * in chunks, past BE_CHUNK_CALLS calls. */
 static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
 {
     BePlan plan;
     be_plan(f, &plan);
     cg->f = f;
     cg->plan = &plan;
+    cg->entry = fn;
     cg->in = calloc((size_t)f->ninput + 1, sizeof *cg->in);
     cg->out = calloc((size_t)f->noutput + 1, sizeof *cg->out);
     cg->reg = calloc((size_t)f->nnode + 1, sizeof *cg->reg);
-    bool ok = cg->in && cg->out && cg->reg;
+    cg->reg_chunk = calloc((size_t)f->nnode + 1, sizeof *cg->reg_chunk);
+    cg->reg_call = calloc((size_t)f->nnode + 1, sizeof *cg->reg_call);
+    cg->reg_slot = malloc(((size_t)f->nnode + 1) * sizeof *cg->reg_slot);
+    bool ok = cg->in && cg->out && cg->reg && cg->reg_chunk && cg->reg_call && cg->reg_slot;
     if (!ok)
         diag_error(cg->d, no_loc, "out of memory compiling '@%s'", f->name);
-    if (ok) {
-        LLVMPositionBuilderAtEnd(cg->top, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
-        entry_params(cg, f, fn);
+    int calls = 0;
+    for (ValueId v = 0; ok && v < f->nnode; v++) {
+        calls += plan.computed[v];
+        cg->reg_slot[v] = -1;
     }
+    for (int j = 0; j < f->noutput; j++)
+        calls += plan.out_copy[j];
+    cg->chunk_fn = NULL;
+    cg->nchunk = cg->chunk_cap = cg->nslot = 0;
+    if (ok && calls > BE_CHUNK_CALLS)
+        cg->chunk_fn = arena_grow(&cg->mem, NULL, &cg->chunk_cap, 1, sizeof *cg->chunk_fn);
+    if (ok)
+        chunk_begin(cg);
     char name[256];
     for (ValueId v = 0; ok && v < f->nnode; v++) {
         if (!plan.computed[v])
@@ -2371,10 +2488,13 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
             }
         fused_operands(cg, v, o, &no);
         value_fn_name(cg, name, sizeof name, ir_op_info[n->op].name, v);
+        chunk_room(cg);
         LLVMValueRef call = emit_value_fn(cg, name, n, o, no, plan.scratch_bytes[v], plan.scratch_off[v], &ok);
         cg->root = cg->product = cg->other = -1;
-        if (plan.acc[v].base == BE_REG)
-            cg->reg[v] = call;
+        if (plan.acc[v].base == BE_REG) {
+            cg->reg[v] = cg->reg_call[v] = call;
+            cg->reg_chunk[v] = cg->nchunk;
+        }
     }
     for (int j = 0; ok && j < f->noutput; j++) {
         if (!plan.out_copy[j])
@@ -2382,14 +2502,22 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
         IrType t = f->node[f->output[j]].type;
         Opnd o[2] = {{.a = be_access_dense(t, BE_OUTPUT, j, 0), .t = t}, {.a = plan.acc[f->output[j]], .t = t}};
         value_fn_name(cg, name, sizeof name, "out", j);
+        chunk_room(cg);
         emit_value_fn(cg, name, NULL, o, 2, 0, 0, &ok);
     }
+    if (ok && cg->chunk_fn)
+        chunks_call(cg);
     if (ok)
         LLVMBuildRetVoid(cg->top);
     free(cg->in);
     free(cg->out);
     free(cg->reg);
-    cg->in = cg->out = cg->reg = NULL;
+    free(cg->reg_chunk);
+    free(cg->reg_call);
+    free(cg->reg_slot);
+    cg->in = cg->out = cg->reg = cg->reg_call = NULL;
+    cg->reg_chunk = cg->reg_slot = NULL;
+    cg->chunk_fn = NULL;
     be_plan_free(&plan);
     cg->plan = NULL;
     cg->f = NULL;
@@ -2427,6 +2555,7 @@ LLVMModuleRef be_codegen_module(const IrModule *m, LLVMContextRef ctx, Diag *d)
     cg.b = LLVMCreateBuilderInContext(ctx);
     cg.eb = LLVMCreateBuilderInContext(ctx);
     cg.top = LLVMCreateBuilderInContext(ctx);
+    cg.slot_b = LLVMCreateBuilderInContext(ctx);
     cg.i32 = LLVMInt32TypeInContext(ctx);
     cg.i64 = LLVMInt64TypeInContext(ctx);
     cg.f32 = LLVMFloatTypeInContext(ctx);
@@ -2443,6 +2572,7 @@ LLVMModuleRef be_codegen_module(const IrModule *m, LLVMContextRef ctx, Diag *d)
     LLVMDisposeBuilder(cg.b);
     LLVMDisposeBuilder(cg.eb);
     LLVMDisposeBuilder(cg.top);
+    LLVMDisposeBuilder(cg.slot_b);
     char *msg = NULL;
     if (ok && LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) {
         diag_error(d, no_loc, "internal error: the generated LLVM IR is invalid: %s", msg);

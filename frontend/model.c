@@ -712,9 +712,14 @@ static bool meta_count(Check *c, const Ast *kw, int64_t max, int64_t *out) {
     return true;
 }
 
+/* The most inner steps: each is unrolled into the meta-step, so its
+ * compile time and memory grow in proportion (evaluation's eval_steps
+ * run the adapt step in a loop instead, and need no such bound). */
+enum { MAX_INNER_STEPS = 1000 };
+
 static bool meta_inner_steps(Check *c, const Ast *kw, MetaConfig *mc) {
     int64_t v;
-    if (!meta_count(c, kw, IR_MAX_NUMEL - 1, &v))
+    if (!meta_count(c, kw, MAX_INNER_STEPS, &v))
         return false;
     mc->inner_steps = (int)v;
     return true;

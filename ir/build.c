@@ -61,7 +61,7 @@ static void hash_reserve(IrFunc *f) {
     int cap = 64;
     while (cap < 2 * (f->nnode + 1))
         cap *= 2;
-    f->hash = arena_alloc(&f->mod->arena, (size_t)cap * sizeof *f->hash);
+    f->hash = arena_alloc(&f->body, (size_t)cap * sizeof *f->hash);
     f->hash_cap = cap;
     memset(f->hash, 0xff, (size_t)cap * sizeof *f->hash);
     for (ValueId v = 0; v < f->nnode; v++)
@@ -119,7 +119,7 @@ static bool has_missing_operand(const IrNode *n) {
 }
 
 static ValueId push(IrFunc *f, const IrNode *n) {
-    f->node = arena_grow(&f->mod->arena, f->node, &f->node_cap, f->nnode + 1, sizeof *f->node);
+    f->node = arena_grow(&f->body, f->node, &f->node_cap, f->nnode + 1, sizeof *f->node);
     f->node[f->nnode] = *n;
     ValueId v = f->nnode++;
     if (hashable(n))

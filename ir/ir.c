@@ -19,6 +19,8 @@ IrModule *ir_module_new(DType real) {
 void ir_module_free(IrModule *m) {
     if (!m)
         return;
+    for (int i = 0; i < m->nfunc; i++)
+        arena_free(&m->func[i]->body);
     Arena a = m->arena;     /* m itself lives in its arena */
     arena_free(&a);
 }
@@ -46,6 +48,7 @@ IrFunc *ir_module_find(const IrModule *m, const char *name) {
 
 void ir_func_take(IrFunc *dst, IrFunc *src) {
     const char *name = dst->name;
+    arena_free(&dst->body);
     *dst = *src;
     dst->name = name;
     IrModule *m = src->mod;
@@ -55,7 +58,7 @@ void ir_func_take(IrFunc *dst, IrFunc *src) {
 
 IrFunc *ir_func_clone(IrFunc *f, const char *name) {
     IrFunc *g = ir_func_new(f->mod, name);
-    Arena *a = &f->mod->arena;
+    Arena *a = &g->body;
     g->node = arena_grow(a, NULL, &g->node_cap, f->nnode, sizeof *g->node);
     memcpy(g->node, f->node, (size_t)f->nnode * sizeof *g->node);
     g->nnode = f->nnode;
@@ -76,12 +79,12 @@ ValueId ir_input(IrFunc *f, const char *name, IrType t, SrcLoc loc) {
     ValueId v = ir_append(f, &n, NULL);
     if (v == IR_NONE)
         return v;
-    f->input = arena_grow(&f->mod->arena, f->input, &f->input_cap, f->ninput + 1, sizeof *f->input);
+    f->input = arena_grow(&f->body, f->input, &f->input_cap, f->ninput + 1, sizeof *f->input);
     f->input[f->ninput++] = v;
     return v;
 }
 
 void ir_output(IrFunc *f, ValueId v) {
-    f->output = arena_grow(&f->mod->arena, f->output, &f->output_cap, f->noutput + 1, sizeof *f->output);
+    f->output = arena_grow(&f->body, f->output, &f->output_cap, f->noutput + 1, sizeof *f->output);
     f->output[f->noutput++] = v;
 }

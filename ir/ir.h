@@ -90,6 +90,8 @@ typedef struct {
     int noutput, output_cap;
     int32_t *hash;              /* open-addressing table of node ids; -1 empty */
     int hash_cap;
+    Arena body;                 /* node, input, output and hash: freed when a
+                                   pass replaces the body (ir_func_take) */
 } IrFunc;
 
 struct IrModule {
@@ -122,7 +124,8 @@ IrFunc *ir_func_clone(IrFunc *f, const char *name);
 /* An empty function that belongs to m's arena but is not listed in it:
  * passes build a rewritten body there and move it back with ir_func_take. */
 IrFunc *ir_func_scratch(IrModule *m, const char *name);
-/* Replace dst's body (nodes, inputs, outputs) with src's; src is left empty. */
+/* Replace dst's body (nodes, inputs, outputs) with src's, freeing dst's
+ * old one; src is left empty. */
 void ir_func_take(IrFunc *dst, IrFunc *src);
 
 /* Append argument `name` of type t; returns its value. */

@@ -183,29 +183,35 @@ static GradRule *const grad_rule[OP_COUNT] = {
 
 static bool is_real(DType dt) { return dt == DT_F32 || dt == DT_F64; }
 
-/* on[v]: v depends on some wrt value and y depends on v.  Only these nodes
- * carry adjoints. */
-static bool *on_path(const IrFunc *f, ValueId y, int n, const ValueId *wrt) {
-    bool *from = calloc((size_t)f->nnode, sizeof *from), *to = calloc((size_t)f->nnode, sizeof *to);
+/* on[v - lo]: v depends on some wrt value and y depends on v, for v in
+ * [lo, y].  Only these nodes carry adjoints. */
+static bool *on_path(const IrFunc *f, ValueId lo, ValueId y, int n, const ValueId *wrt) {
+    size_t span = (size_t)(y - lo) + 1;
+    bool *from = calloc(span, sizeof *from), *to = calloc(span, sizeof *to);
     for (int i = 0; i < n; i++)
-        from[wrt[i]] = true;
-    for (ValueId v = 0; v <= y; v++) {
+        if (wrt[i] <= y)
+            from[wrt[i] - lo] = true;
+    for (ValueId v = lo; v <= y; v++) {
         const IrNode *nd = &f->node[v];
         for (int i = 0; i < ir_op_info[nd->op].arity; i++)
-            from[v] |= from[nd->arg[i]] && nd->op != OP_STOP_GRAD;
+            from[v - lo] |= nd->arg[i] >= lo && from[nd->arg[i] - lo] && nd->op != OP_STOP_GRAD;
     }
-    to[y] = true;
-    for (ValueId v = y; v >= 0; v--) {
+    to[y - lo] = true;
+    for (ValueId v = y; v >= lo; v--) {
         const IrNode *nd = &f->node[v];
-        if (to[v])
+        if (to[v - lo])
             for (int i = 0; i < ir_op_info[nd->op].arity; i++)
-                to[nd->arg[i]] = true;
-        to[v] &= from[v];
+                if (nd->arg[i] >= lo)
+                    to[nd->arg[i] - lo] = true;
+        to[v - lo] &= from[v - lo];
     }
     free(from);
     return to;
 }
 
+/* Nodes only depend on earlier ones, so none before the first wrt value
+ * lies on a path from it: the walk covers [lo, y] alone, and an inner
+ * step's gradient costs the step's nodes, not the whole function's. */
 bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
     if (y < 0 || y >= f->nnode)
         return false;
@@ -213,32 +219,38 @@ bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
     if (ty.rank != 0 || !is_real(ty.dtype))
         return false;
     int errors = f->mod->internal_errors;
-    bool *on = on_path(f, y, n, wrt);
-    ValueId *adj = malloc((size_t)(y + 1) * sizeof *adj);
-    for (ValueId v = 0; v <= y; v++)
+    ValueId lo = y;
+    for (int i = 0; i < n; i++)
+        if (wrt[i] < lo)
+            lo = wrt[i];
+    bool *on = on_path(f, lo, y, n, wrt);
+    size_t span = (size_t)(y - lo) + 1;
+    ValueId *adj = malloc(span * sizeof *adj);
+    for (size_t v = 0; v < span; v++)
         adj[v] = IR_NONE;
     /* a value that is also a wrt stops the walk: its adjoint is the answer */
-    bool *stop = calloc((size_t)y + 1, sizeof *stop);
+    bool *stop = calloc(span, sizeof *stop);
     for (int i = 0; i < n; i++)
         if (wrt[i] <= y)
-            stop[wrt[i]] = true;
-    adj[y] = ir_const(f, 1, ty, f->node[y].loc);
-    for (ValueId v = y; v >= 0; v--) {
-        if (!on[v] || adj[v] == IR_NONE || (stop[v] && v != y))
+            stop[wrt[i] - lo] = true;
+    adj[y - lo] = ir_const(f, 1, ty, f->node[y].loc);
+    for (ValueId v = y; v >= lo; v--) {
+        if (!on[v - lo] || adj[v - lo] == IR_NONE || (stop[v - lo] && v != y))
             continue;
         IrNode nd = f->node[v];     /* copy: rules append and may move nodes */
         ValueId dx[2] = {IR_NONE, IR_NONE};
-        grad_rule[nd.op](f, v, &nd, adj[v], dx);
+        grad_rule[nd.op](f, v, &nd, adj[v - lo], dx);
         for (int i = 0; i < ir_op_info[nd.op].arity; i++) {
             ValueId a = nd.arg[i];
-            if (dx[i] == IR_NONE || !on[a])
+            if (dx[i] == IR_NONE || a < lo || !on[a - lo])
                 continue;
-            adj[a] = adj[a] == IR_NONE ? dx[i] : ir_binary(f, OP_ADD, adj[a], dx[i], nd.loc, NULL);
+            adj[a - lo] = adj[a - lo] == IR_NONE ? dx[i] : ir_binary(f, OP_ADD, adj[a - lo], dx[i], nd.loc, NULL);
         }
     }
     for (int i = 0; i < n; i++) {
         ValueId w = wrt[i];
-        grads[i] = w <= y && adj[w] != IR_NONE ? adj[w] : ir_const(f, 0, ir_value_type(f, w), f->node[w].loc);
+        grads[i] = w <= y && adj[w - lo] != IR_NONE ? adj[w - lo]
+                                                  : ir_const(f, 0, ir_value_type(f, w), f->node[w].loc);
     }
     free(adj);
     free(stop);
