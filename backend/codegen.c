@@ -2377,6 +2377,22 @@ static void value_fn_name(const Cg *cg, char *buf, size_t size, const char *what
         len += snprintf(buf + len, size - (size_t)len, ".v");
 }
 
+/* Name the first n (3 or 4) pointer parameters of an entry or chunk
+ * function in, out, arena and regs: never captured, defined, in and out
+ * only read, the arena aligned to 64. */
+static void pointer_params(Cg *cg, LLVMValueRef fn, unsigned n)
+{
+    static const char *const pname[4] = {"in", "out", "arena", "regs"};
+    for (unsigned i = 0; i < n; i++) {
+        LLVMSetValueName2(LLVMGetParam(fn, i), pname[i], strlen(pname[i]));
+        add_attr(cg, fn, i + 1, "nocapture", 0);
+        add_attr(cg, fn, i + 1, "noundef", 0);
+        if (i < 2)
+            add_attr(cg, fn, i + 1, "readonly", 0);
+    }
+    add_attr(cg, fn, 3, "align", 64);
+}
+
 /* Begin chunk cg->nchunk of the public entry (its whole body when
  * cg->chunk_fn is NULL): position cg->top in it and load in[i], out[j]. */
 static void chunk_begin(Cg *cg)
@@ -2391,15 +2407,7 @@ static void chunk_begin(Cg *cg)
         add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind", 0);
         add_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline", 0);
         add_attr(cg, fn, LLVMAttributeFunctionIndex, "optnone", 0);
-        static const char *const pname[4] = {"in", "out", "arena", "regs"};
-        for (unsigned i = 0; i < 4; i++) {
-            LLVMSetValueName2(LLVMGetParam(fn, i), pname[i], strlen(pname[i]));
-            add_attr(cg, fn, i + 1, "nocapture", 0);
-            add_attr(cg, fn, i + 1, "noundef", 0);
-            if (i < 2)
-                add_attr(cg, fn, i + 1, "readonly", 0);
-        }
-        add_attr(cg, fn, 3, "align", 64);
+        pointer_params(cg, fn, 4);
         add_attr(cg, fn, 4, "noalias", 0);
         cg->chunk_fn = arena_grow(&cg->mem, cg->chunk_fn, &cg->chunk_cap, cg->nchunk + 1, sizeof *cg->chunk_fn);
         cg->chunk_fn[cg->nchunk] = fn;
@@ -2534,15 +2542,7 @@ static LLVMValueRef declare_entry(Cg *cg, const IrFunc *f)
     LLVMTypeRef pt[3] = {cg->ptr, cg->ptr, cg->ptr};
     LLVMValueRef fn = LLVMAddFunction(cg->mod, f->name, LLVMFunctionType(cg->void_, pt, 3, 0));
     add_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind", 0);
-    static const char *const pname[3] = {"in", "out", "arena"};
-    for (unsigned i = 0; i < 3; i++) {
-        LLVMSetValueName2(LLVMGetParam(fn, i), pname[i], strlen(pname[i]));
-        add_attr(cg, fn, i + 1, "nocapture", 0);
-        add_attr(cg, fn, i + 1, "noundef", 0);
-        if (i < 2)
-            add_attr(cg, fn, i + 1, "readonly", 0);
-    }
-    add_attr(cg, fn, 3, "align", 64);
+    pointer_params(cg, fn, 3);
     return fn;
 }
 
