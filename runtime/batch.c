@@ -590,6 +590,8 @@ static void opt_job(void *ctx, int i)
 
 void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out)
 {
+    if (s->count == 0)
+        return;         /* no task, no node: out may be NULL */
     int n = b->members;
     size_t v = rt_node_reals(&b->p);
     b->slice = s;
