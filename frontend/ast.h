@@ -10,8 +10,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-#include "../ir/arena.h"
-#include "diag.h"
+#include "../base/arena.h"
+#include "../base/diag.h"
 
 /* Deepest expression the parser accepts, counting brackets and operators. */
 #define AST_MAX_DEPTH 1000

@@ -23,8 +23,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "arena.h"
-#include "../frontend/diag.h"
+#include "../base/arena.h"
+#include "../base/diag.h"
 
 #define IR_MAX_RANK 6
 #define IR_MAX_DIM  (1 << 24)      /* largest extent of one dimension */

@@ -5,7 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "../frontend/diag.h"
+#include "../base/diag.h"
 
 enum { TOOL_MAX_TEXT = 16 << 20 };     /* bytes of the largest text file read */
 
