@@ -614,3 +614,40 @@ ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn, const ValueI
     free(L.active);
     return r;
 }
+
+/* fn lowered into a new function `name` of mod that takes the params and
+ * then data arguments x (and y) of the types data[0..ndata). */
+static bool lower_function(const Model *m, IrModule *mod, const char *name, const char *fn, const IrType *data,
+                           int ndata, bool differentiable, Diag *d) {
+    static const char *const data_name[] = {"x", "y"};
+    IrFunc *f = ir_func_new(mod, name);
+    ValueId *params = malloc(((size_t)m->nparam + 1) * sizeof *params), args[2];
+    if (!params)
+        abort();
+    for (int i = 0; i < m->nparam; i++)
+        params[i] = ir_input(f, m->param[i].name, m->param[i].type, m->param[i].loc);
+    for (int i = 0; i < ndata; i++)
+        args[i] = ir_input(f, data_name[i], data[i], m->task.loc);
+    ValueId r = model_lower_call(m, f, fn, params, args, ndata, differentiable, d);
+    free(params);
+    if (r != IR_NONE)
+        ir_output(f, r);
+    return r != IR_NONE;
+}
+
+IrModule *model_lower_module(const Model *m, Diag *d) {
+    const ModelTask *t = &m->task;
+    IrType support[2] = {t->support_x, t->support_y}, query[2] = {t->query_x, t->query_y};
+    bool same = ir_type_eq(support[0], query[0]) && ir_type_eq(support[1], query[1]);
+    IrModule *mod = ir_module_new(m->real);
+    ir_module_set_meta(mod, &m->meta);
+    bool ok = lower_function(m, mod, "loss", "loss", support, 2, true, d) &&
+              (same || lower_function(m, mod, "loss.query", "loss", query, 2, true, d)) &&
+              (!m->has_metric || lower_function(m, mod, "metric", "metric", query, 2, false, d)) &&
+              (!model_has_func(m, "net") || lower_function(m, mod, "net", "net", query, 1, false, d));
+    if (!ok) {
+        ir_module_free(mod);
+        return NULL;
+    }
+    return mod;
+}

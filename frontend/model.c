@@ -712,14 +712,9 @@ static bool meta_count(Check *c, const Ast *kw, int64_t max, int64_t *out) {
     return true;
 }
 
-/* The most inner steps: each is unrolled into the meta-step, so its
- * compile time and memory grow in proportion (evaluation's eval_steps
- * run the adapt step in a loop instead, and need no such bound). */
-enum { MAX_INNER_STEPS = 1000 };
-
 static bool meta_inner_steps(Check *c, const Ast *kw, MetaConfig *mc) {
     int64_t v;
-    if (!meta_count(c, kw, MAX_INNER_STEPS, &v))
+    if (!meta_count(c, kw, META_MAX_INNER_STEPS, &v))
         return false;
     mc->inner_steps = (int)v;
     return true;
@@ -976,11 +971,11 @@ static void add_learned_rates(Check *c) {
     ModelParam *all = arena_alloc(&m->arena, (size_t)(2 * m->nparam + 1) * sizeof *all);
     memcpy(all, m->param, (size_t)m->nparam * sizeof *all);
     for (int i = 0; i < m->nparam; i++) {
-        if (!mc->adapt[i])
+        if (!ir_meta_has_rate(mc, i))
             continue;
         ModelParam *lr = &all[m->ntensor++];
         *lr = (ModelParam){.name = arena_printf(&m->arena, "lr.%s", m->param[i].name),
-                           .type = mc->inner_lr_kind == INNER_LR_LEARNED ? m->param[i].type : ir_scalar(m->real),
+                           .type = ir_meta_rate_type(mc, m->param[i].type),
                            .init = {INIT_CONST, mc->inner_lr, 0},
                            .loc = m->param[i].loc,
                            .lr_for = i};
@@ -991,9 +986,8 @@ static void add_learned_rates(Check *c) {
 static void check_meta(Check *c) {
     Model *m = c->m;
     MetaConfig *mc = &m->meta;
-    *mc = (MetaConfig){.epsilon = 1.0, .inner_steps = 1, .inner_lr = 0.01, .order = ORDER_SECOND,
-                       .eval_steps = {0, 1, 10}, .neval_steps = 3, .meta_batch = 25,
-                       .optimizer = {OPT_ADAM, 0.001, 0.9, 0.999, 1e-8}, .iterations = 70000};
+    *mc = ir_meta_defaults();
+    mc->nparam = m->nparam;
     mc->adapt = arena_alloc(&m->arena, (size_t)(m->nparam + 1) * sizeof *mc->adapt);
     for (int i = 0; i < m->nparam; i++)
         mc->adapt[i] = true;

@@ -1,9 +1,10 @@
 /* A checked .mdl program: what the rest of the compiler needs from the
  * frontend.  model_load_text parses (frontend/lexer.l, frontend/parser.y),
  * builds the AST (frontend/ast.c) and checks it (frontend/model.c): dims
- * evaluated, params, task and meta block validated.  Function bodies stay as AST and
- * are lowered into IR on demand by model_lower_call, once per call site, so
- * shape-polymorphic `def`s are specialised to the shapes they meet. */
+ * evaluated, params, task and meta block validated.  Function bodies stay as
+ * AST until model_lower_module lowers the functions the meta-step needs into
+ * IR; model_lower_call lowers one call, inlining every call inside it afresh,
+ * so shape-polymorphic `def`s are specialised to the shapes they meet. */
 #ifndef MAMLC_MODEL_H
 #define MAMLC_MODEL_H
 
@@ -58,42 +59,6 @@ typedef struct {
     SrcLoc loc;
 } ModelTask;
 
-typedef enum { OPT_ADAM, OPT_SGD } OptimizerKind;
-
-typedef struct {
-    OptimizerKind kind;
-    double lr, beta1, beta2, eps;   /* beta/eps: Adam only */
-} OptimizerConfig;
-
-typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
-typedef enum { ALGO_MAML, ALGO_REPTILE } MetaAlgorithm;
-typedef enum {
-    INNER_LR_FIXED,             /* inner_lr = 0.01 */
-    INNER_LR_LEARNED,           /* inner_lr = learned(0.01): one rate per element (Meta-SGD) */
-    INNER_LR_LEARNED_SCALAR     /* inner_lr = learned_scalar(0.01): one rate per param */
-} InnerLrKind;
-
-#define META_MAX_EVAL_STEPS 16
-/* The most tasks of a meta-batch: the runtime's RT_MAX_BATCH, which keeps
- * every count and index of a meta-batch's tree far inside int. */
-#define META_MAX_BATCH (1 << 20)
-
-typedef struct {
-    MetaAlgorithm algorithm;    /* default maml */
-    double epsilon;             /* reptile(epsilon): its outer step size */
-    int inner_steps;            /* default 1 */
-    double inner_lr;            /* the fixed rate, or the learned rates' initial value (0.01) */
-    InnerLrKind inner_lr_kind;  /* default fixed */
-    MetaOrder order;            /* default second */
-    bool *adapt;                /* per param: updated by the inner loop (default all) */
-    int eval_steps[META_MAX_EVAL_STEPS]; /* ascending; default 0, 1, 10 */
-    int neval_steps;
-    int meta_batch;             /* default 25; at most META_MAX_BATCH */
-    OptimizerConfig optimizer;  /* default adam(lr = 0.001); reptile: sgd(lr = epsilon) */
-    long iterations;            /* default 70000 */
-    SrcLoc loc;
-} MetaConfig;
-
 typedef struct {
     const char *name;           /* -D NAME=VALUE */
     int value;
@@ -117,7 +82,7 @@ typedef struct {
      * inner learning rates (named "lr.NAME"), if any. */
     ModelParam *param;  int nparam, ntensor;
     ModelTask task;
-    MetaConfig meta;
+    MetaConfig meta;            /* adapt has an entry per param */
     bool has_metric;            /* `def metric(x, y)` present */
     Arena arena;                /* owns everything above */
 } Model;
@@ -136,6 +101,16 @@ void model_free(Model *m);
 ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn,
                          const ValueId *params, const ValueId *args, int nargs,
                          bool differentiable, Diag *d);
+
+/* The model as IR, for the meta-step builder (passes/meta_step.c): a module
+ * of the real type holding m's meta configuration and, each taking the
+ * params and then its data,
+ *   @loss(params..., x, y)        at the support shapes,
+ *   @loss.query(params..., x, y)  at the query shapes, where they differ,
+ *   @metric(params..., x, y)      at the query shapes, if `def metric`,
+ *   @net(params..., x)            at the query x, if `def net`.
+ * Returns NULL after reporting through d. */
+IrModule *model_lower_module(const Model *m, Diag *d);
 
 /* The location of `def fn`, or a zero location if there is none. */
 SrcLoc model_func_loc(const Model *m, const char *fn);

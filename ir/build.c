@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* --- hash-consing --- */
@@ -146,6 +147,27 @@ ValueId ir_emit(IrFunc *f, const IrNode *n, Diag *d) {
             return old;
     }
     return push(f, &t);
+}
+
+/* --- composing functions --- */
+
+void ir_inline(IrFunc *f, const IrFunc *callee, const ValueId *args, ValueId *out) {
+    ValueId *map = malloc(((size_t)callee->nnode + 1) * sizeof *map);
+    if (!map)
+        abort();
+    for (ValueId v = 0; v < callee->nnode; v++) {
+        IrNode n = callee->node[v];
+        if (n.op == OP_INPUT) {
+            map[v] = args[n.ival];
+            continue;
+        }
+        for (int i = 0; i < ir_op_info[n.op].arity; i++)
+            n.arg[i] = map[n.arg[i]];
+        map[v] = ir_emit(f, &n, NULL);
+    }
+    for (int i = 0; i < callee->noutput; i++)
+        out[i] = map[callee->output[i]];
+    free(map);
 }
 
 /* --- wrappers --- */

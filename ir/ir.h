@@ -6,6 +6,10 @@
  * hash-consed on creation, so equal computations share one value.  All
  * memory belongs to the module's arena.
  *
+ * A module that holds a model (what the frontend lowers, and what the
+ * meta-step builder reads) also carries its meta configuration (ir/meta.h),
+ * printed as a `meta { ... }` block before the functions.
+ *
  * Textual form (ir/print.c writes it, ir/parse.c reads it back):
  *
  *   func @loss(%W: f32[40,1], %x: f32[10,1]) {
@@ -25,6 +29,7 @@
 
 #include "../base/arena.h"
 #include "../base/diag.h"
+#include "meta.h"
 
 #define IR_MAX_RANK 6
 #define IR_MAX_DIM  (1 << 24)      /* largest extent of one dimension */
@@ -101,6 +106,7 @@ struct IrModule {
     int nfunc, func_cap;
     int internal_errors;        /* nodes a pass failed to build (each printed
                                    as an internal error); any fails the compile */
+    MetaConfig *meta;           /* a model's meta configuration; NULL if none */
 };
 
 /* --- types (ir/type.c) --- */
@@ -119,6 +125,11 @@ IrModule *ir_module_new(DType real);
 void ir_module_free(IrModule *m);
 IrFunc *ir_func_new(IrModule *m, const char *name);
 IrFunc *ir_module_find(const IrModule *m, const char *name);
+/* Give m a copy of the meta configuration mc (its adapt list included). */
+void ir_module_set_meta(IrModule *m, const MetaConfig *mc);
+/* The type of the learned inner learning rate of a param of type `param`:
+ * the param's type (INNER_LR_LEARNED) or a scalar of its dtype. */
+IrType ir_meta_rate_type(const MetaConfig *mc, IrType param);
 /* A deep copy of f under a new name in the same module. */
 IrFunc *ir_func_clone(IrFunc *f, const char *name);
 /* An empty function that belongs to m's arena but is not listed in it:
@@ -149,6 +160,12 @@ ValueId ir_emit(IrFunc *f, const IrNode *n, Diag *d);
 /* ir_emit without the search for an equal node: always appends (the IR
  * parser keeps what it reads, so that CSE has something to test on). */
 ValueId ir_append(IrFunc *f, const IrNode *n, Diag *d);
+
+/* Append callee's body to f with its inputs bound to args[0..callee->ninput)
+ * (values of f, of the inputs' types): each node through ir_emit, so that
+ * it merges with equal nodes f has already.  Stores the values of callee's
+ * outputs in out[0..callee->noutput); callee must be well formed. */
+void ir_inline(IrFunc *f, const IrFunc *callee, const ValueId *args, ValueId *out);
 
 /* Convenience wrappers over ir_emit; d may be NULL where the caller knows
  * the shapes fit (passes). */

@@ -1,6 +1,6 @@
 /* Reader for the textual IR that ir/print.c writes.
  *
- *   module = func*
+ *   module = [meta] func*
  *   func   = "func" "@" NAME "(" [arg ("," arg)*] ")" "{" stmt* ret "}"
  *   arg    = VALUE ":" type
  *   stmt   = VALUE "=" OP [operand ("," operand)*] [NUMBER] [attrs] ":" type
@@ -11,6 +11,11 @@
  * Attribute keys: value (powc), axes (reductions), axis (argmax), perm
  * (transpose), classes (onehot), stride and pad (convolutions; 1 and 0
  * when left out).
+ *
+ * The meta block (ir/meta.h) has one entry per key, each optional:
+ *   meta   = "meta" "{" (KEY "=" mvalue)* "}"
+ *   mvalue = NUMBER | WORD | WORD "(" [[KEY "="] NUMBER ("," ...)*] ")"
+ *          | "[" [(INT | NAME) ("," ...)*] "]"
  *
  * VALUE is %NAME; `//` starts a comment.  Declared types are checked against
  * the shape rules; equal nodes are kept apart (no hash-consing). */
@@ -27,6 +32,10 @@ typedef struct {
     int line, col;
     Diag *d;
     IrModule *m;
+    /* the meta block's adapt list, resolved against @loss at the end */
+    const char **adapt;
+    int nadapt;
+    SrcLoc adapt_loc;
     /* names of the current function's values */
     struct { const char *name; ValueId id; } *scope;
     int nscope, scope_cap;
@@ -358,6 +367,239 @@ static bool parse_func(Parser *ps) {
     return expect(ps, '}', "'}' after the return");
 }
 
+/* --- the meta block --- */
+
+typedef bool MetaRule(Parser *ps, MetaConfig *mc);
+
+/* An integer from lo to hi (what names it, for the message). */
+static bool meta_int(Parser *ps, long lo, long hi, const char *what, long *v) {
+    SrcLoc loc = here(ps);
+    double x;
+    if (!number(ps, &x))
+        return false;
+    if (x != floor(x) || x < (double)lo || x > (double)hi) {
+        diag_error(ps->d, loc, "%s must be an integer from %ld to %ld", what, lo, hi);
+        return false;
+    }
+    *v = (long)x;
+    return true;
+}
+
+static bool meta_positive(Parser *ps, const char *what, double *v) {
+    SrcLoc loc = here(ps);
+    if (!number(ps, v))
+        return false;
+    if (!(*v > 0)) {
+        diag_error(ps->d, loc, "%s must be positive", what);
+        return false;
+    }
+    return true;
+}
+
+/* "(" KEY "=" NUMBER ("," KEY "=" NUMBER)* ")" with the keys key[0..n) in
+ * any order, each at most once; those left out keep their value. */
+static bool meta_kwargs(Parser *ps, const char *const *key, double *value, int n) {
+    if (!expect(ps, '(', "'('"))
+        return false;
+    bool seen[4] = {0};
+    while (!at(ps, ')')) {
+        char k[32];
+        SrcLoc loc = here(ps);
+        if ((seen[0] + seen[1] + seen[2] + seen[3] && !expect(ps, ',', "',' or ')'")) ||
+            !word(ps, k, sizeof k, "an argument name") || !expect(ps, '=', "'='"))
+            return false;
+        int i = 0;
+        while (i < n && strcmp(key[i], k) != 0)
+            i++;
+        if (i == n || seen[i]) {
+            diag_error(ps->d, loc, i == n ? "unknown argument '%s'" : "argument '%s' given twice", k);
+            return false;
+        }
+        seen[i] = true;
+        if (!number(ps, &value[i]))
+            return false;
+    }
+    return expect(ps, ')', "')'");
+}
+
+/* algorithm = maml | reptile(epsilon = E) */
+static bool meta_algorithm(Parser *ps, MetaConfig *mc) {
+    static const char *const key[] = {"epsilon"};
+    if (keyword(ps, "maml")) {
+        mc->algorithm = ALGO_MAML;
+        return true;
+    }
+    if (!keyword(ps, "reptile"))
+        return fail(ps, "maml or reptile(epsilon = E)");
+    mc->algorithm = ALGO_REPTILE;
+    SrcLoc loc = here(ps);
+    if (!meta_kwargs(ps, key, &mc->epsilon, 1))
+        return false;
+    if (!(mc->epsilon > 0)) {
+        diag_error(ps->d, loc, "reptile's epsilon must be positive");
+        return false;
+    }
+    return true;
+}
+
+static bool meta_inner_steps(Parser *ps, MetaConfig *mc) {
+    long v;
+    if (!meta_int(ps, 1, META_MAX_INNER_STEPS, "inner_steps", &v))
+        return false;
+    mc->inner_steps = (int)v;
+    return true;
+}
+
+/* inner_lr = R | learned(R) | learned_scalar(R) */
+static bool meta_inner_lr(Parser *ps, MetaConfig *mc) {
+    mc->inner_lr_kind = keyword(ps, "learned") ? INNER_LR_LEARNED
+                        : keyword(ps, "learned_scalar") ? INNER_LR_LEARNED_SCALAR : INNER_LR_FIXED;
+    bool call = mc->inner_lr_kind != INNER_LR_FIXED;
+    return (!call || expect(ps, '(', "'('")) && meta_positive(ps, "the inner learning rate", &mc->inner_lr) &&
+           (!call || expect(ps, ')', "')'"));
+}
+
+static bool meta_order(Parser *ps, MetaConfig *mc) {
+    if (keyword(ps, "second"))
+        mc->order = ORDER_SECOND;
+    else if (keyword(ps, "first"))
+        mc->order = ORDER_FIRST;
+    else
+        return fail(ps, "second or first");
+    return true;
+}
+
+/* adapt = [NAME, ...]: params of @loss, resolved once it is read */
+static bool meta_adapt(Parser *ps, MetaConfig *mc) {
+    ps->adapt_loc = here(ps);
+    if (!expect(ps, '[', "'['"))
+        return false;
+    int cap = 0;
+    do {
+        char name[128];
+        if (!word(ps, name, sizeof name, "a param name"))
+            return false;
+        ps->adapt = arena_grow(&ps->m->arena, ps->adapt, &cap, ps->nadapt + 1, sizeof *ps->adapt);
+        ps->adapt[ps->nadapt++] = arena_strdup(&ps->m->arena, name);
+    } while (at(ps, ',') && (advance(ps), true));
+    return expect(ps, ']', "',' or ']'");
+}
+
+static bool meta_eval_steps(Parser *ps, MetaConfig *mc) {
+    if (!expect(ps, '[', "'['"))
+        return false;
+    mc->neval_steps = 0;
+    do {
+        long v;
+        if (mc->neval_steps == META_MAX_EVAL_STEPS)
+            return fail(ps, "']' (at most 16 step counts)");
+        if (!meta_int(ps, mc->neval_steps ? mc->eval_steps[mc->neval_steps - 1] + 1 : 0, 100000,
+                      "each of eval_steps (ascending)", &v))
+            return false;
+        mc->eval_steps[mc->neval_steps++] = (int)v;
+    } while (at(ps, ',') && (advance(ps), true));
+    return expect(ps, ']', "',' or ']'");
+}
+
+static bool meta_meta_batch(Parser *ps, MetaConfig *mc) {
+    long v;
+    if (!meta_int(ps, 1, META_MAX_BATCH, "meta_batch", &v))
+        return false;
+    mc->meta_batch = (int)v;
+    return true;
+}
+
+/* optimizer = adam(lr = .., beta1 = .., beta2 = .., eps = ..) | sgd(lr = ..) */
+static bool meta_optimizer(Parser *ps, MetaConfig *mc) {
+    static const char *const key[] = {"lr", "beta1", "beta2", "eps"};
+    OptimizerConfig *o = &mc->optimizer;
+    double a[4] = {0.001, 0.9, 0.999, 1e-8};
+    SrcLoc loc = here(ps);
+    if (keyword(ps, "adam")) {
+        if (!meta_kwargs(ps, key, a, 4))
+            return false;
+        *o = (OptimizerConfig){OPT_ADAM, a[0], a[1], a[2], a[3]};
+    } else if (keyword(ps, "sgd")) {
+        if (!meta_kwargs(ps, key, a, 1))
+            return false;
+        *o = (OptimizerConfig){OPT_SGD, a[0], 0, 0, 0};
+    } else
+        return fail(ps, "adam(...) or sgd(lr = L)");
+    if (!(o->lr > 0) || (o->kind == OPT_ADAM && (!(o->beta1 >= 0 && o->beta1 < 1) ||
+                                                 !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0)))) {
+        diag_error(ps->d, loc, "optimizer needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0");
+        return false;
+    }
+    return true;
+}
+
+static bool meta_iterations(Parser *ps, MetaConfig *mc) {
+    return meta_int(ps, 1, (long)IR_MAX_NUMEL, "iterations", &mc->iterations);
+}
+
+static const struct {
+    const char *key;
+    MetaRule *rule;
+} meta_keys[] = {
+    {"algorithm", meta_algorithm},   {"inner_steps", meta_inner_steps}, {"inner_lr", meta_inner_lr},
+    {"order", meta_order},           {"adapt", meta_adapt},             {"eval_steps", meta_eval_steps},
+    {"meta_batch", meta_meta_batch}, {"optimizer", meta_optimizer},     {"iterations", meta_iterations},
+};
+enum { NMETA_KEYS = sizeof meta_keys / sizeof meta_keys[0] };
+
+/* meta = "meta" "{" (KEY "=" mvalue)* "}" (after "meta") */
+static bool parse_meta(Parser *ps) {
+    MetaConfig mc = ir_meta_defaults();
+    mc.loc = here(ps);
+    bool seen[NMETA_KEYS] = {0};
+    if (!expect(ps, '{', "'{' after 'meta'"))
+        return false;
+    while (!at(ps, '}')) {
+        char key[32];
+        SrcLoc loc = here(ps);
+        if (!word(ps, key, sizeof key, "a meta key or '}'"))
+            return false;
+        int k = 0;
+        while (k < NMETA_KEYS && strcmp(meta_keys[k].key, key) != 0)
+            k++;
+        if (k == NMETA_KEYS || seen[k]) {
+            diag_error(ps->d, loc, k == NMETA_KEYS ? "unknown meta key '%s'" : "duplicate meta key '%s'", key);
+            return false;
+        }
+        seen[k] = true;
+        if (!expect(ps, '=', "'='") || !meta_keys[k].rule(ps, &mc))
+            return false;
+    }
+    advance(ps);
+    ir_module_set_meta(ps->m, &mc);
+    return true;
+}
+
+/* The adapt list's names as flags over @loss's params (every argument but
+ * the last two, x and y). */
+static bool resolve_adapt(Parser *ps) {
+    MetaConfig *mc = ps->m->meta;
+    const IrFunc *loss = ir_module_find(ps->m, "loss");
+    if (!loss || loss->ninput < 2) {
+        diag_error(ps->d, ps->adapt_loc, "'adapt' names params of '@loss(params..., x, y)', which is missing");
+        return false;
+    }
+    mc->nparam = loss->ninput - 2;
+    mc->adapt = arena_alloc(&ps->m->arena, ((size_t)mc->nparam + 1) * sizeof *mc->adapt);
+    for (int i = 0; i < ps->nadapt; i++) {
+        int p = 0;
+        while (p < mc->nparam && strcmp(loss->node[loss->input[p]].name, ps->adapt[i]) != 0)
+            p++;
+        if (p == mc->nparam || mc->adapt[p]) {
+            diag_error(ps->d, ps->adapt_loc, p == mc->nparam ? "'adapt' names '%s', which is not a param of '@loss'"
+                                                             : "'adapt' lists '%s' twice", ps->adapt[i]);
+            return false;
+        }
+        mc->adapt[p] = true;
+    }
+    return true;
+}
+
 /* The module's real type: that of the first f32/f64 type written. */
 static DType first_real(const char *text, size_t len) {
     for (size_t i = 0; i + 3 < len; i++)
@@ -370,12 +612,18 @@ IrModule *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
     Parser ps = {.file = file, .p = text, .end = text + len, .line = 1, .col = 1, .d = d};
     ps.m = ir_module_new(first_real(text, len));
     diag_add_source(d, file, text, len);
+    if (keyword(&ps, "meta") && !parse_meta(&ps)) {
+        ir_module_free(ps.m);
+        return NULL;
+    }
     for (;;) {
         skip_space(&ps);
-        if (ps.p >= ps.end)
+        if (ps.p >= ps.end && (!ps.nadapt || resolve_adapt(&ps)))
             return ps.m;
+        if (ps.p >= ps.end)
+            break;
         if (!keyword(&ps, "func")) {
-            fail(&ps, "'func'");
+            fail(&ps, ps.m->nfunc || ps.m->meta ? "'func'" : "'meta' or 'func'");
             break;
         }
         if (!parse_func(&ps))

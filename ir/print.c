@@ -92,9 +92,59 @@ void ir_print_func(FILE *out, const IrFunc *f) {
     free(number);
 }
 
+/* The meta block (ir/meta.h); adapt names the params of @loss. */
+static void print_meta(FILE *out, const IrModule *m) {
+    const MetaConfig *mc = m->meta;
+    fputs("meta {\n  algorithm = ", out);
+    if (mc->algorithm == ALGO_REPTILE) {
+        fputs("reptile(epsilon = ", out);
+        print_number(out, mc->epsilon, DT_F64);
+        fputc(')', out);
+    } else
+        fputs("maml", out);
+    fprintf(out, "\n  inner_steps = %d\n  inner_lr = ", mc->inner_steps);
+    static const char *const lr_kind[] = {"", "learned", "learned_scalar"};
+    fprintf(out, "%s%s", lr_kind[mc->inner_lr_kind], mc->inner_lr_kind == INNER_LR_FIXED ? "" : "(");
+    print_number(out, mc->inner_lr, DT_F64);
+    fprintf(out, "%s\n  order = %s\n", mc->inner_lr_kind == INNER_LR_FIXED ? "" : ")",
+            mc->order == ORDER_FIRST ? "first" : "second");
+    const IrFunc *loss = ir_module_find(m, "loss");
+    bool all = true;
+    for (int i = 0; i < mc->nparam; i++)
+        all &= ir_meta_adapts(mc, i);
+    if (!all && loss && loss->ninput >= mc->nparam) {
+        fputs("  adapt = [", out);
+        const char *sep = "";
+        for (int i = 0; i < mc->nparam; i++)
+            if (mc->adapt[i]) {
+                fprintf(out, "%s%s", sep, loss->node[loss->input[i]].name);
+                sep = ", ";
+            }
+        fputs("]\n", out);
+    }
+    fputs("  eval_steps = [", out);
+    for (int i = 0; i < mc->neval_steps; i++)
+        fprintf(out, i ? ", %d" : "%d", mc->eval_steps[i]);
+    fprintf(out, "]\n  meta_batch = %d\n  optimizer = ", mc->meta_batch);
+    const OptimizerConfig *o = &mc->optimizer;
+    fputs(o->kind == OPT_ADAM ? "adam(lr = " : "sgd(lr = ", out);
+    print_number(out, o->lr, DT_F64);
+    if (o->kind == OPT_ADAM) {
+        fputs(", beta1 = ", out);
+        print_number(out, o->beta1, DT_F64);
+        fputs(", beta2 = ", out);
+        print_number(out, o->beta2, DT_F64);
+        fputs(", eps = ", out);
+        print_number(out, o->eps, DT_F64);
+    }
+    fprintf(out, ")\n  iterations = %ld\n}\n", mc->iterations);
+}
+
 void ir_print_module(FILE *out, const IrModule *m) {
+    if (m->meta)
+        print_meta(out, m);
     for (int i = 0; i < m->nfunc; i++) {
-        if (i)
+        if (i || m->meta)
             fputc('\n', out);
         ir_print_func(out, m->func[i]);
     }

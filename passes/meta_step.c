@@ -1,7 +1,9 @@
-/* The meta-step builder: the model's loss, lowered and differentiated into
- * the functions a meta-training run calls (see passes.h for the list).
- * Every function takes the meta-learned tensors first (the params, then any
- * learned inner learning rates), then its data.
+/* The meta-step builder: a model's functions (@loss, and @loss.query,
+ * @metric and @net where it has them), composed and differentiated into the
+ * functions a meta-training run calls (see passes.h for both lists), as the
+ * module's meta configuration says.  Every function it builds takes the
+ * meta-learned tensors first (the params, then any learned inner learning
+ * rates), then its data.
  *
  * MAML with N inner steps, for one task:
  *   θ₀ = θ,  θₛ₊₁ = θₛ − α ⊙ ∇θₛ L(θₛ; support)         (s < N)
@@ -19,36 +21,59 @@
 #include <string.h>
 
 typedef struct {
-    const Model *md;
-    IrModule *m;
+    const MetaConfig *mc;
+    IrModule *m;                /* where the built functions go */
     Diag *d;
-    int n;                      /* meta-learned tensors */
+    const IrFunc *loss;         /* at the support shapes */
+    const IrFunc *query_loss;   /* at the query shapes (@loss.query, or @loss) */
+    const IrFunc *metric, *net; /* at the query shapes; NULL if absent */
+    int nparam;                 /* @loss's params: its arguments but x and y */
+    int n;                      /* meta-learned tensors: params, then rates */
+    int *rate;                  /* per param: the tensor of its learned rate, or -1 */
 } Builder;
+
+/* The i-th argument of f. */
+static const IrNode *arg(const IrFunc *f, int i) { return &f->node[f->input[i]]; }
 
 /* A function with one input per meta-learned tensor (values into theta). */
 static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
     IrFunc *f = ir_func_new(b->m, name);
-    for (int i = 0; i < b->n; i++) {
-        const ModelParam *p = &b->md->param[i];
+    for (int i = 0; i < b->nparam; i++) {
+        const IrNode *p = arg(b->loss, i);
         theta[i] = ir_input(f, p->name, p->type, p->loc);
     }
+    for (int i = 0; i < b->nparam; i++)
+        if (b->rate[i] >= 0) {
+            const IrNode *p = arg(b->loss, i);
+            char lr[256];
+            snprintf(lr, sizeof lr, "lr.%s", p->name);
+            theta[b->rate[i]] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
+        }
     return f;
 }
 
-static ValueId data(Builder *b, IrFunc *f, const char *name, IrType t) {
-    return ir_input(f, name, t, b->md->task.loc);
+/* Data input `name` of f, typed as argument i of `like`. */
+static ValueId data(IrFunc *f, const char *name, const IrFunc *like, int i) {
+    const IrNode *x = arg(like, i);
+    return ir_input(f, name, x->type, x->loc);
 }
 
-static ValueId call(Builder *b, IrFunc *f, const char *fn, const ValueId *theta, ValueId x, ValueId y) {
-    ValueId args[2] = {x, y};
-    return model_lower_call(b->md, f, fn, theta, args, 2, strcmp(fn, "metric") != 0, b->d);
+/* fn(params, x, y) inlined into f (y is left out for @net); its result. */
+static ValueId call(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *theta, ValueId x, ValueId y) {
+    ValueId *args = malloc(((size_t)b->nparam + 2) * sizeof *args), out;
+    memcpy(args, theta, (size_t)b->nparam * sizeof *args);
+    args[b->nparam] = x;
+    args[b->nparam + 1] = y;
+    ir_inline(f, fn, args, &out);
+    free(args);
+    return out;
 }
 
 /* The indices of the params the inner loop adapts; returns their count. */
-static int adapted(const Model *md, int *idx) {
+static int adapted(const Builder *b, int *idx) {
     int k = 0;
-    for (int i = 0; i < md->nparam; i++)
-        if (md->meta.adapt[i])
+    for (int i = 0; i < b->nparam; i++)
+        if (ir_meta_adapts(b->mc, i))
             idx[k++] = i;
     return k;
 }
@@ -56,32 +81,27 @@ static int adapted(const Model *md, int *idx) {
 /* The inner learning rate of param i, as a value of its shape: the fixed
  * rate, or its learned tensor (broadcast if it is a scalar). */
 static ValueId inner_rate(Builder *b, IrFunc *f, const ValueId *theta, int i) {
-    const Model *md = b->md;
-    IrType t = md->param[i].type;
-    SrcLoc loc = md->meta.loc;
-    for (int j = md->nparam; j < md->ntensor; j++)
-        if (md->param[j].lr_for == i)
-            return ir_broadcast(f, theta[j], t, loc, NULL);
-    return ir_const(f, md->meta.inner_lr, t, loc);
+    IrType t = arg(b->loss, i)->type;
+    SrcLoc loc = b->mc->loc;
+    if (b->rate[i] >= 0)
+        return ir_broadcast(f, theta[b->rate[i]], t, loc, NULL);
+    return ir_const(f, b->mc->inner_lr, t, loc);
 }
 
 /* One inner step: next = theta with each adapted param moved by
  * −α ⊙ ∇L(theta; x, y) (learned rates and frozen params carried over).
  * Returns L. */
 static ValueId inner_step(Builder *b, IrFunc *f, const ValueId *theta, ValueId x, ValueId y, ValueId *next) {
-    const Model *md = b->md;
-    ValueId loss = call(b, f, "loss", theta, x, y);
-    if (loss == IR_NONE)
-        return IR_NONE;
-    int *idx = malloc((size_t)md->nparam * sizeof *idx), k = adapted(md, idx);
-    ValueId *wrt = malloc((size_t)k * sizeof *wrt), *g = malloc((size_t)k * sizeof *g);
+    ValueId loss = call(b, f, b->loss, theta, x, y);
+    int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
+    ValueId *wrt = malloc(((size_t)k + 1) * sizeof *wrt), *g = malloc(((size_t)k + 1) * sizeof *g);
     for (int j = 0; j < k; j++)
         wrt[j] = theta[idx[j]];
     bool ok = ad_grad(f, loss, k, wrt, g);
     memcpy(next, theta, (size_t)b->n * sizeof *next);
-    SrcLoc loc = md->meta.loc;
+    SrcLoc loc = b->mc->loc;
     for (int j = 0; j < k; j++) {
-        ValueId gj = md->meta.order == ORDER_FIRST ? ir_unary(f, OP_STOP_GRAD, g[j], loc, NULL) : g[j];
+        ValueId gj = b->mc->order == ORDER_FIRST ? ir_unary(f, OP_STOP_GRAD, g[j], loc, NULL) : g[j];
         ValueId step = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j]), gj, loc, NULL);
         next[idx[j]] = ir_binary(f, OP_SUB, theta[idx[j]], step, loc, NULL);
     }
@@ -91,30 +111,27 @@ static ValueId inner_step(Builder *b, IrFunc *f, const ValueId *theta, ValueId x
     return ok ? loss : IR_NONE;
 }
 
-static bool build_loss(Builder *b, const char *name, const char *fn, IrType tx, IrType ty) {
+/* name(tensors..., x, y) -> fn(params, x, y), at fn's shapes. */
+static bool build_loss(Builder *b, const char *name, const IrFunc *fn) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta);
     IrFunc *f = begin(b, name, theta);
-    ValueId x = data(b, f, "x", tx), y = data(b, f, "y", ty);
-    ValueId l = call(b, f, fn, theta, x, y);
+    ValueId x = data(f, "x", fn, b->nparam), y = data(f, "y", fn, b->nparam + 1);
+    ir_output(f, call(b, f, fn, theta, x, y));
     free(theta);
-    if (l == IR_NONE)
-        return false;
-    ir_output(f, l);
     return true;
 }
 
 /* grad: the inner gradient, with respect to the adapted params only. */
 static bool build_grad(Builder *b) {
-    const Model *md = b->md;
     ValueId *theta = malloc((size_t)b->n * sizeof *theta), *wrt = malloc((size_t)b->n * sizeof *wrt);
     ValueId *g = malloc((size_t)b->n * sizeof *g);
-    int *idx = malloc((size_t)md->nparam * sizeof *idx), k = adapted(md, idx);
+    int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
     IrFunc *f = begin(b, "grad", theta);
-    ValueId x = data(b, f, "x", md->task.support_x), y = data(b, f, "y", md->task.support_y);
-    ValueId l = call(b, f, "loss", theta, x, y);
+    ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
+    ValueId l = call(b, f, b->loss, theta, x, y);
     for (int j = 0; j < k; j++)
         wrt[j] = theta[idx[j]];
-    bool ok = l != IR_NONE && ad_grad(f, l, k, wrt, g);
+    bool ok = ad_grad(f, l, k, wrt, g);
     if (ok) {
         ir_output(f, l);
         for (int j = 0; j < k; j++)
@@ -130,8 +147,7 @@ static bool build_grad(Builder *b) {
 static bool build_adapt_step(Builder *b) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta), *next = malloc((size_t)b->n * sizeof *next);
     IrFunc *f = begin(b, "adapt_step", theta);
-    const ModelTask *t = &b->md->task;
-    ValueId x = data(b, f, "x", t->support_x), y = data(b, f, "y", t->support_y);
+    ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
     ValueId l = inner_step(b, f, theta, x, y, next);
     if (l != IR_NONE) {
         for (int i = 0; i < b->n; i++)
@@ -144,23 +160,21 @@ static bool build_adapt_step(Builder *b) {
 }
 
 static bool build_meta_step(Builder *b) {
-    const Model *md = b->md;
-    int n = b->n;
+    int n = b->n, np = b->nparam;
     ValueId *theta = malloc((size_t)n * sizeof *theta), *cur = malloc((size_t)n * sizeof *cur);
     ValueId *g = malloc((size_t)n * sizeof *g);
     IrFunc *f = begin(b, "meta_step", theta);
-    const ModelTask *t = &md->task;
-    ValueId sx = data(b, f, "sx", t->support_x), sy = data(b, f, "sy", t->support_y);
-    ValueId qx = data(b, f, "qx", t->query_x), qy = data(b, f, "qy", t->query_y);
+    ValueId sx = data(f, "sx", b->loss, np), sy = data(f, "sy", b->loss, np + 1);
+    ValueId qx = data(f, "qx", b->query_loss, np), qy = data(f, "qy", b->query_loss, np + 1);
     memcpy(cur, theta, (size_t)n * sizeof *cur);
     bool ok = true;
-    for (int s = 0; ok && s < md->meta.inner_steps; s++)
+    for (int s = 0; ok && s < b->mc->inner_steps; s++)
         ok = inner_step(b, f, cur, sx, sy, cur) != IR_NONE;
-    ValueId l = ok ? call(b, f, "loss", cur, qx, qy) : IR_NONE;
-    if (l != IR_NONE && md->meta.algorithm == ALGO_REPTILE) {
+    ValueId l = ok ? call(b, f, b->query_loss, cur, qx, qy) : IR_NONE;
+    if (l != IR_NONE && b->mc->algorithm == ALGO_REPTILE) {
         /* Reptile: the meta-gradient is θ − W, W the adapted params */
         for (int i = 0; i < n; i++)
-            g[i] = ir_binary(f, OP_SUB, theta[i], cur[i], md->meta.loc, NULL);
+            g[i] = ir_binary(f, OP_SUB, theta[i], cur[i], b->mc->loc, NULL);
     } else
         ok = l != IR_NONE && ad_grad(f, l, n, theta, g);
     if (ok) {
@@ -174,27 +188,75 @@ static bool build_meta_step(Builder *b) {
     return ok;
 }
 
-/* predict: net(x) for the query inputs, when the model defines net. */
+/* predict: net(x) for the query inputs. */
 static bool build_predict(Builder *b) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta);
     IrFunc *f = begin(b, "predict", theta);
-    ValueId x = data(b, f, "x", b->md->task.query_x);
-    ValueId out = model_lower_call(b->md, f, "net", theta, &x, 1, false, b->d);
+    ValueId x = data(f, "x", b->net, b->nparam);
+    ir_output(f, call(b, f, b->net, theta, x, IR_NONE));
     free(theta);
-    if (out == IR_NONE)
+    return true;
+}
+
+/* --- the model's functions, checked against @loss --- */
+
+/* Whether f takes @loss's params and then ndata arguments, the first
+ * `same` of them typed as those of `like`, and returns one value (a real
+ * scalar where `scalar`); else false after reporting. */
+static bool check_signature(Builder *b, const IrFunc *f, int ndata, const IrFunc *like, int same, bool scalar) {
+    const IrFunc *loss = b->loss;
+    bool ok = f->ninput == b->nparam + ndata && f->noutput == 1;
+    for (int i = 0; ok && i < b->nparam + same; i++)
+        ok = ir_type_eq(arg(f, i)->type, arg(i < b->nparam ? loss : like, i)->type);
+    IrType r = ok ? ir_value_type(f, f->output[0]) : (IrType){0};
+    if (ok && scalar)
+        ok = r.rank == 0 && r.dtype == b->m->real;
+    if (!ok)
+        diag_error(b->d, b->mc->loc, "'@%s' must take the params of '@loss' (%d), then %s, and return %s",
+                   f->name, b->nparam, ndata == 1 ? "x" : "x and y", scalar ? "a real scalar" : "one value");
+    return ok;
+}
+
+/* Find and check the model's functions; count the meta-learned tensors. */
+static bool find_functions(Builder *b, const IrModule *model) {
+    const MetaConfig *mc = b->mc;
+    b->loss = ir_module_find(model, "loss");
+    if (!b->loss || b->loss->ninput < 2) {
+        diag_error(b->d, mc->loc, "the model needs '@loss(params..., x, y)', the task loss");
         return false;
-    ir_output(f, out);
+    }
+    b->nparam = b->loss->ninput - 2;
+    if (mc->adapt && mc->nparam != b->nparam) {
+        diag_error(b->d, mc->loc, "the meta block's adapt list covers %d params, but '@loss' has %d", mc->nparam,
+                   b->nparam);
+        return false;
+    }
+    const IrFunc *q = ir_module_find(model, "loss.query");
+    b->query_loss = q ? q : b->loss;
+    b->metric = ir_module_find(model, "metric");
+    b->net = ir_module_find(model, "net");
+    if (!check_signature(b, b->loss, 2, b->loss, 2, true) || (q && !check_signature(b, q, 2, q, 0, true)) ||
+        (b->metric && !check_signature(b, b->metric, 2, b->query_loss, 2, false)) ||
+        (b->net && !check_signature(b, b->net, 1, b->query_loss, 1, false)))
+        return false;
+    b->rate = malloc(((size_t)b->nparam + 1) * sizeof *b->rate);
+    b->n = b->nparam;
+    for (int i = 0; i < b->nparam; i++)
+        b->rate[i] = ir_meta_has_rate(mc, i) ? b->n++ : -1;
     return true;
 }
 
 static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
 
-bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d) {
-    Builder b = {md, m, d, md->ntensor};
-    const ModelTask *t = &md->task;
-    bool ok = true;
+bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
+    if (!model->meta) {
+        diag_error(d, (SrcLoc){0}, "the module has no meta block to build the meta-step from");
+        return false;
+    }
+    Builder b = {.mc = model->meta, .m = m, .d = d};
+    bool ok = find_functions(&b, model);
     if (ok && wanted(only, "loss"))
-        ok = build_loss(&b, "loss", "loss", t->support_x, t->support_y);
+        ok = build_loss(&b, "loss", b.loss);
     if (ok && wanted(only, "grad"))
         ok = build_grad(&b);
     if (ok && wanted(only, "adapt_step"))
@@ -202,13 +264,14 @@ bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d) {
     if (ok && wanted(only, "meta_step"))
         ok = build_meta_step(&b);
     if (ok && wanted(only, "eval_loss"))
-        ok = build_loss(&b, "eval_loss", "loss", t->query_x, t->query_y);
-    if (ok && md->has_metric && wanted(only, "metric"))
-        ok = build_loss(&b, "metric", "metric", t->query_x, t->query_y);
-    if (ok && model_has_func(md, "net") && wanted(only, "predict"))
+        ok = build_loss(&b, "eval_loss", b.query_loss);
+    if (ok && b.metric && wanted(only, "metric"))
+        ok = build_loss(&b, "metric", b.metric);
+    if (ok && b.net && wanted(only, "predict"))
         ok = build_predict(&b);
+    free(b.rate);
     if (m->internal_errors) {
-        diag_error(d, md->meta.loc, "internal error: %d value(s) of the meta-step could not be built",
+        diag_error(d, b.mc->loc, "internal error: %d value(s) of the meta-step could not be built",
                    m->internal_errors);
         return false;
     }

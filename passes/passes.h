@@ -4,7 +4,6 @@
 #ifndef MAMLC_PASSES_H
 #define MAMLC_PASSES_H
 
-#include "../frontend/model.h"
 #include "../ir/ir.h"
 
 /* --- reverse-mode autodiff (passes/autodiff.c) ---
@@ -71,8 +70,16 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
 
 /* --- the meta-step builder (passes/meta_step.c) ---
- * Build the model's functions into m (unoptimised: run pass_optimize).
- * `tensors` are the model's meta-learned tensors (md->param[0..ntensor)):
+ * Build the meta-training step into m (unoptimised: run pass_optimize) from
+ * the model's functions in `model` and its meta configuration model->meta:
+ *   @loss(params..., x, y)        -> the task loss, a real scalar, at the
+ *                                    support shapes
+ *   @loss.query(params..., x, y)  -> the same at the query shapes (optional:
+ *                                    @loss serves both when they agree)
+ *   @metric(params..., x, y)      -> a metric at the query shapes (optional)
+ *   @net(params..., x)            -> the prediction for query inputs (optional)
+ * The meta-learned tensors are the params, then a learned inner learning
+ * rate "lr.NAME" for each param that has one (ir_meta_has_rate).  Built:
  *   loss(tensors..., x, y)                -> loss            (support shapes)
  *   grad(tensors..., x, y)                -> loss, d loss / d adapted param...
  *   adapt_step(tensors..., x, y)          -> tensors after one inner step..., loss
@@ -80,10 +87,11 @@ bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
  *                                            meta-gradient for each tensor
  *                                            (Reptile: θ − θ_adapted)
  *   eval_loss(tensors..., x, y)           -> loss            (query shapes)
- *   metric(tensors..., x, y)              -> metric          (if defined)
- *   predict(tensors..., x)                -> net(x)          (if net is defined)
+ *   metric(tensors..., x, y)              -> metric          (if @metric)
+ *   predict(tensors..., x)                -> net(x)          (if @net)
  * `only`, if not NULL, names the one function wanted.  Returns false after
- * reporting through d. */
-bool meta_build(const Model *md, IrModule *m, const char *only, Diag *d);
+ * reporting through d (a missing meta block, or model functions whose
+ * signatures do not fit @loss's). */
+bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d);
 
 #endif

@@ -1,5 +1,7 @@
 /* mamlc-opt: run IR passes on a textual IR file and print the result, for
- * FileCheck tests of each pass (IR in, IR out) and of code generation. */
+ * FileCheck tests of each pass (IR in, IR out), of the meta-step builder
+ * (a model's functions and meta block in, the meta-step out) and of code
+ * generation. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,7 +14,13 @@ static const char usage[] =
     "usage: mamlc-opt [options] FILE.ir\n"
     "  --pass=NAME          run pass NAME (simplify, cse, transpose, reassociate, dce, grad);\n"
     "                       repeatable, in order\n"
-    "  --optimize           run simplify, cse, transpose, reassociate and dce until nothing changes\n"
+    "  --meta-step[=NAME]   first build the meta-step's functions (or just NAME: loss,\n"
+    "                       grad, adapt_step, meta_step, eval_loss, metric, predict)\n"
+    "                       from the module's model functions and meta block, as\n"
+    "                       mamlc does (mamlc --emit=model-ir writes such a module);\n"
+    "                       the passes then run on those\n"
+    "  --optimize           run simplify, cse, transpose, reassociate and dce until nothing changes,\n"
+    "                       then remat\n"
     "  --emit=ir|llvm       print the IR (default) or the LLVM IR of the result\n"
     "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
     "  --target-cpu=CPU     generate --emit=llvm code for CPU (default: this machine's);\n"
@@ -24,7 +32,8 @@ static const char usage[] =
 int main(int argc, char **argv) {
     const char *passes[64], *file = NULL, *emit = "ir", *v;
     int npasses = 0;
-    bool optimize = false;
+    bool optimize = false, meta_step = false;
+    const char *only = NULL;
     PassOptions po = {.out = stdout};
     BeOptions bo = {.opt_level = 3};
     for (int i = 1; i < argc; i++) {
@@ -35,6 +44,11 @@ int main(int argc, char **argv) {
                 return 2;
             }
             passes[npasses++] = v;
+        } else if (strcmp(a, "--meta-step") == 0)
+            meta_step = true;
+        else if (strncmp(a, "--meta-step=", 12) == 0 && a[12]) {
+            meta_step = true;
+            only = a + 12;
         } else if (strcmp(a, "--optimize") == 0)
             optimize = true;
         else if (tool_option(argc, argv, &i, "--emit", &v) && (!strcmp(v, "ir") || !strcmp(v, "llvm")))
@@ -74,6 +88,12 @@ int main(int argc, char **argv) {
     char *text = tool_read_file(file, &len, &d);
     IrModule *m = text ? ir_parse(file, text, len, &d) : NULL;
     bool ok = m && ir_verify_module(m, &d);
+    if (ok && meta_step) {
+        IrModule *step = ir_module_new(m->real);
+        ok = meta_build(m, step, only, &d);
+        ir_module_free(m);
+        m = step;
+    }
     for (int f = 0; ok && f < m->nfunc; f++) {
         for (int p = 0; ok && p < npasses; p++)
             ok = pass_run(m->func[f], passes[p], &po, &d, NULL);

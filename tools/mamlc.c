@@ -26,8 +26,10 @@ static const char usage[] =
     "       mpirun -np P mamlc-mpi run ...    meta-train over P processes (docs/distributed.md)\n"
     "\n"
     "Compile options:\n"
-    "  --emit=STAGE         print a stage: ast, ir (the loss), grad-ir (the inner\n"
-    "                       gradient), meta-ir (the meta-step), llvm (LLVM IR),\n"
+    "  --emit=STAGE         print a stage: ast, model-ir (the model's functions and\n"
+    "                       meta block, mamlc-opt --meta-step's input), ir (the\n"
+    "                       loss), grad-ir (the inner gradient), meta-ir (the\n"
+    "                       meta-step), llvm (LLVM IR),\n"
     "                       header (the C header of -o's library), json (its\n"
     "                       mamlc_model_json())\n"
     "  -o LIB.so            write a self-contained shared library (docs/abi.md)\n"
@@ -113,7 +115,7 @@ static bool parse_define(Options *o, const char *s) {
     return d->name != NULL;
 }
 
-static const char *const stages[] = {"ast", "ir", "grad-ir", "meta-ir", "llvm", "header", "json"};
+static const char *const stages[] = {"ast", "model-ir", "ir", "grad-ir", "meta-ir", "llvm", "header", "json"};
 
 /* Returns -1 when the arguments are fine, else the exit status. */
 static int parse_args(int argc, char **argv, Options *o) {
@@ -313,8 +315,9 @@ static IrModule *build(const Model *md, const Options *o, const char *only, Stag
     PassOptions po = {.verify_each = o->verify_each, .print_after_all = o->print_after_all,
                       .print_after = o->print_after, .out = stdout};
     double start = now();
-    IrModule *m = ir_module_new(md->real);
-    bool ok = meta_build(md, m, only, d);
+    IrModule *model = model_lower_module(md, d), *m = ir_module_new(md->real);
+    bool ok = model && meta_build(model, m, only, d);
+    ir_module_free(model);
     t->build = now() - start;
     start = now();
     bool optimize = !o->emit || strcmp(o->emit, "ir") != 0;
@@ -378,8 +381,15 @@ static int compile(const Options *o, Diag *d) {
         return status;
     }
     int status = 0;
-    if (o->emit && (!strcmp(o->emit, "ast") || !strcmp(o->emit, "header") || !strcmp(o->emit, "json"))) {
-        if (o->emit[0] == 'a')
+    if (o->emit && (!strcmp(o->emit, "ast") || !strcmp(o->emit, "header") || !strcmp(o->emit, "json") ||
+                    !strcmp(o->emit, "model-ir"))) {
+        if (o->emit[0] == 'm') {
+            IrModule *model = model_lower_module(md, d);
+            if (model)
+                ir_print_module(stdout, model);
+            status = model ? 0 : 1;
+            ir_module_free(model);
+        } else if (o->emit[0] == 'a')
             model_dump_ast(stdout, md);
         else if (o->emit[0] == 'h')
             lib_write_header(stdout, md);
@@ -389,7 +399,7 @@ static int compile(const Options *o, Diag *d) {
             free(json);
         }
         model_free(md);
-        return 0;
+        return status;
     }
     bool runs = o->run || o->eval;
     IrModule *m = build(md, o, runs ? NULL : stage_func(o->emit), &t, d);

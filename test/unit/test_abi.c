@@ -12,6 +12,7 @@
 
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
+#include "build_model.h"
 #include "../../runtime/runtime.h"
 #include "alloc_count.h"
 #include "check.h"
@@ -135,7 +136,7 @@ static bool build_jit(const char *text, bool f64, Jit *j) {
     ModelOptions mo = {.real = f64 ? DT_F64 : DT_F32};
     j->md = model_load_text("model.mdl", text, strlen(text), &mo, &d);
     j->m = ir_module_new(mo.real);
-    bool ok = j->md && meta_build(j->md, j->m, NULL, &d);
+    bool ok = j->md && build_model(j->md, j->m, NULL, &d);
     for (int i = 0; ok && i < j->m->nfunc; i++)
         ok = pass_optimize(j->m->func[i], NULL, &d);
     j->jit = ok ? be_jit_compile(j->m, NULL, &d) : NULL;

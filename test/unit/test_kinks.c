@@ -11,6 +11,7 @@
 
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
+#include "build_model.h"
 #include "check.h"
 
 typedef struct {
@@ -25,7 +26,7 @@ static bool compile(Compiled *c, const char *text) {
     ModelOptions mo = {.real = DT_F64};
     c->md = model_load_text("kinks.mdl", text, strlen(text), &mo, &d);
     c->m = ir_module_new(DT_F64);
-    bool ok = c->md && meta_build(c->md, c->m, NULL, &d);
+    bool ok = c->md && build_model(c->md, c->m, NULL, &d);
     for (int i = 0; ok && i < c->m->nfunc; i++)
         ok = pass_optimize(c->m->func[i], NULL, &d) && ir_verify_func(c->m->func[i], &d);
     BeOptions bo = {.opt_level = 2};

@@ -16,6 +16,7 @@
 
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
+#include "build_model.h"
 #include "../../runtime/runtime.h"
 #include "check.h"
 
@@ -130,7 +131,7 @@ static bool compile(Compiled *c, const char *tmpl, const char *meta, const char 
     c->m = ir_module_new(DT_F64);
     bool ok = c->md != NULL;
     for (int i = 0; ok && only[i]; i++)
-        ok = meta_build(c->md, c->m, only[i], &d);
+        ok = build_model(c->md, c->m, only[i], &d);
     for (int i = 0; ok && i < c->m->nfunc; i++)
         ok = pass_optimize(c->m->func[i], NULL, &d) && ir_verify_func(c->m->func[i], &d);
     BeOptions bo = {.opt_level = opt};

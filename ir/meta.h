@@ -1,0 +1,83 @@
+/* The meta-learning configuration: plain data that the frontend fills from
+ * a model's meta block, that a module carries beside the model's functions
+ * (printed by ir/print.c, read back by ir/parse.c), and that the meta-step
+ * builder (passes/meta_step.c) and the drivers read.
+ *
+ * Textual form, one key per line, every key optional (the defaults of
+ * ir_meta_defaults); the params named by `adapt` are those of @loss:
+ *
+ *   meta {
+ *     algorithm = maml                  // or reptile(epsilon = 1)
+ *     inner_steps = 1
+ *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01)
+ *     order = second                    // or first
+ *     adapt = [W3, b3]                  // left out: every param
+ *     eval_steps = [0, 1, 10]
+ *     meta_batch = 25
+ *     optimizer = adam(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-08)
+ *     iterations = 70000                //   or sgd(lr = 0.001)
+ *   }
+ */
+#ifndef MAMLC_IR_META_H
+#define MAMLC_IR_META_H
+
+#include <stdbool.h>
+
+#include "../base/diag.h"
+
+typedef enum { OPT_ADAM, OPT_SGD } OptimizerKind;
+
+typedef struct {
+    OptimizerKind kind;
+    double lr, beta1, beta2, eps;   /* beta/eps: Adam only */
+} OptimizerConfig;
+
+typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
+typedef enum { ALGO_MAML, ALGO_REPTILE } MetaAlgorithm;
+typedef enum {
+    INNER_LR_FIXED,             /* inner_lr = 0.01 */
+    INNER_LR_LEARNED,           /* inner_lr = learned(0.01): one rate per element (Meta-SGD) */
+    INNER_LR_LEARNED_SCALAR     /* inner_lr = learned_scalar(0.01): one rate per param */
+} InnerLrKind;
+
+#define META_MAX_EVAL_STEPS 16
+/* The most tasks of a meta-batch: the runtime's RT_MAX_BATCH, which keeps
+ * every count and index of a meta-batch's tree far inside int. */
+#define META_MAX_BATCH (1 << 20)
+/* The most inner steps: each is unrolled into the meta-step, so its compile
+ * time and memory grow in proportion (evaluation's eval_steps run the adapt
+ * step in a loop instead, and need no such bound). */
+#define META_MAX_INNER_STEPS 1000
+
+typedef struct {
+    MetaAlgorithm algorithm;    /* default maml */
+    double epsilon;             /* reptile(epsilon): its outer step size */
+    int inner_steps;            /* default 1; at most META_MAX_INNER_STEPS */
+    double inner_lr;            /* the fixed rate, or the learned rates' initial value (0.01) */
+    InnerLrKind inner_lr_kind;  /* default fixed */
+    MetaOrder order;            /* default second */
+    bool *adapt;                /* adapt[i]: the inner loop updates the i-th
+                                   param (@loss's i-th argument); NULL: all */
+    int nparam;                 /* entries of adapt */
+    int eval_steps[META_MAX_EVAL_STEPS]; /* ascending; default 0, 1, 10 */
+    int neval_steps;
+    int meta_batch;             /* default 25; at most META_MAX_BATCH */
+    OptimizerConfig optimizer;  /* default adam(lr = 0.001) */
+    long iterations;            /* default 70000 */
+    SrcLoc loc;                 /* the meta block */
+} MetaConfig;
+
+/* The configuration of an empty meta block. */
+MetaConfig ir_meta_defaults(void);
+
+/* Whether the inner loop updates param i. */
+static inline bool ir_meta_adapts(const MetaConfig *mc, int i) { return !mc->adapt || mc->adapt[i]; }
+
+/* Whether param i (adapted, and with its rate learned) has a learned inner
+ * learning rate.  Those rates are meta-learned tensors after the params, in
+ * param order, each named "lr." + the param's name. */
+static inline bool ir_meta_has_rate(const MetaConfig *mc, int i) {
+    return mc->inner_lr_kind != INNER_LR_FIXED && ir_meta_adapts(mc, i);
+}
+
+#endif
