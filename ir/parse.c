@@ -373,6 +373,7 @@ typedef bool MetaRule(Parser *ps, MetaConfig *mc);
 
 /* An integer from lo to hi (what names it, for the message). */
 static bool meta_int(Parser *ps, long lo, long hi, const char *what, long *v) {
+    skip_space(ps);
     SrcLoc loc = here(ps);
     double x;
     if (!number(ps, &x))
@@ -386,6 +387,7 @@ static bool meta_int(Parser *ps, long lo, long hi, const char *what, long *v) {
 }
 
 static bool meta_positive(Parser *ps, const char *what, double *v) {
+    skip_space(ps);
     SrcLoc loc = here(ps);
     if (!number(ps, v))
         return false;
@@ -404,9 +406,11 @@ static bool meta_kwargs(Parser *ps, const char *const *key, double *value, int n
     bool seen[4] = {0};
     while (!at(ps, ')')) {
         char k[32];
+        if (seen[0] + seen[1] + seen[2] + seen[3] && !expect(ps, ',', "',' or ')'"))
+            return false;
+        skip_space(ps);
         SrcLoc loc = here(ps);
-        if ((seen[0] + seen[1] + seen[2] + seen[3] && !expect(ps, ',', "',' or ')'")) ||
-            !word(ps, k, sizeof k, "an argument name") || !expect(ps, '=', "'='"))
+        if (!word(ps, k, sizeof k, "an argument name") || !expect(ps, '=', "'='"))
             return false;
         int i = 0;
         while (i < n && strcmp(key[i], k) != 0)
@@ -432,6 +436,7 @@ static bool meta_algorithm(Parser *ps, MetaConfig *mc) {
     if (!keyword(ps, "reptile"))
         return fail(ps, "maml or reptile(epsilon = E)");
     mc->algorithm = ALGO_REPTILE;
+    skip_space(ps);
     SrcLoc loc = here(ps);
     if (!meta_kwargs(ps, key, &mc->epsilon, 1))
         return false;
@@ -471,6 +476,7 @@ static bool meta_order(Parser *ps, MetaConfig *mc) {
 
 /* adapt = [NAME, ...]: params of @loss, resolved once it is read */
 static bool meta_adapt(Parser *ps, MetaConfig *mc) {
+    skip_space(ps);
     ps->adapt_loc = here(ps);
     if (!expect(ps, '[', "'['"))
         return false;
@@ -514,6 +520,7 @@ static bool meta_optimizer(Parser *ps, MetaConfig *mc) {
     static const char *const key[] = {"lr", "beta1", "beta2", "eps"};
     OptimizerConfig *o = &mc->optimizer;
     double a[4] = {0.001, 0.9, 0.999, 1e-8};
+    skip_space(ps);
     SrcLoc loc = here(ps);
     if (keyword(ps, "adam")) {
         if (!meta_kwargs(ps, key, a, 4))
@@ -547,10 +554,10 @@ static const struct {
 };
 enum { NMETA_KEYS = sizeof meta_keys / sizeof meta_keys[0] };
 
-/* meta = "meta" "{" (KEY "=" mvalue)* "}" (after "meta") */
-static bool parse_meta(Parser *ps) {
+/* meta = "meta" "{" (KEY "=" mvalue)* "}" (after "meta", which is at loc) */
+static bool parse_meta(Parser *ps, SrcLoc loc) {
     MetaConfig mc = ir_meta_defaults();
-    mc.loc = here(ps);
+    mc.loc = loc;
     bool seen[NMETA_KEYS] = {0};
     if (!expect(ps, '{', "'{' after 'meta'"))
         return false;
@@ -612,7 +619,9 @@ IrModule *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
     Parser ps = {.file = file, .p = text, .end = text + len, .line = 1, .col = 1, .d = d};
     ps.m = ir_module_new(first_real(text, len));
     diag_add_source(d, file, text, len);
-    if (keyword(&ps, "meta") && !parse_meta(&ps)) {
+    skip_space(&ps);
+    SrcLoc meta = here(&ps);
+    if (keyword(&ps, "meta") && !parse_meta(&ps, meta)) {
         ir_module_free(ps.m);
         return NULL;
     }
