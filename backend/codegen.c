@@ -347,11 +347,6 @@ static LLVMValueRef linear(Cg *cg, int n, const LLVMValueRef *iv, const int64_t 
 
 /* --- element access --- */
 
-static bool in_memory(const BeAccess *a)
-{
-    return a->base == BE_INPUT || a->base == BE_OUTPUT || a->base == BE_ARENA;
-}
-
 /* A value of type ty (an element or a vector of them) from o's memory at
  * element index idx. */
 static LLVMValueRef load_mem(Cg *cg, const Opnd *o, LLVMValueRef idx, LLVMTypeRef ty)
@@ -395,7 +390,7 @@ static LLVMValueRef iter_index(Cg *cg, const Iter *it, int a, const LLVMValueRef
 
 static LLVMValueRef iter_load(Cg *cg, const Iter *it, int a, const Opnd *o, const LLVMValueRef *iv)
 {
-    return load_at(cg, o, in_memory(&o->a) ? iter_index(cg, it, a, iv) : NULL);
+    return load_at(cg, o, be_in_memory(&o->a) ? iter_index(cg, it, a, iv) : NULL);
 }
 
 /* A vector of n copies of x (x itself when n is 1). */
@@ -413,7 +408,7 @@ static LLVMValueRef splat(Cg *cg, LLVMValueRef x, int n)
  * memory. */
 static LLVMValueRef load_vec_at(Cg *cg, const Opnd *o, LLVMValueRef idx, int nr)
 {
-    if (nr == 1 || !in_memory(&o->a))
+    if (nr == 1 || !be_in_memory(&o->a))
         return splat(cg, load_at(cg, o, idx), nr);
     return load_mem(cg, o, idx, LLVMVectorType(elem_type(cg, o->a.dtype), (unsigned)nr));
 }
@@ -560,21 +555,6 @@ static void fused_operands(const Cg *cg, ValueId v, Opnd *o, int *no)
     }
 }
 
-/* The product fused into the loop of v, or -1; *other: a second one summed
- * in its tiles, or -1. */
-static ValueId fused_product(const Cg *cg, ValueId v, ValueId *other)
-{
-    const IrNode *n = &cg->f->node[v];
-    ValueId m = -1;
-    *other = -1;
-    if (be_product_pair(cg->f, cg->plan, v, &m, other))
-        return m;
-    for (int a = 0; a < ir_op_info[n->op].arity && m < 0; a++)
-        if (fused(cg, n->arg[a]))
-            m = cg->f->node[n->arg[a]].op == OP_MATMUL ? n->arg[a] : fused_product(cg, n->arg[a], other);
-    return m;
-}
-
 /* v's element (or vector) from the operands its loop reads, x[*j] on in
  * fused_operands' order, and the fused product's `prod` (the sum of two
  * products summed in its tiles); NULL for an op that is not elementwise. */
@@ -617,7 +597,7 @@ static bool emit_map(Cg *cg, const IrNode *n, int rank, const int *dim, Opnd *ds
     /* Element indices, one per distinct stride vector in memory. */
     LLVMValueRef idx[MAX_ACC] = {NULL};
     for (int a = 0; a < it.nacc; a++) {
-        if (!in_memory(a ? &src[a - 1].a : &dst->a))
+        if (!be_in_memory(a ? &src[a - 1].a : &dst->a))
             continue;
         for (int b = 0; b < a && !idx[a]; b++)
             if (idx[b] && !memcmp(it.stride[a], it.stride[b], sizeof(int64_t) * (size_t)it.rank))
@@ -664,9 +644,9 @@ static void emit_reduce_lanes(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     Loop lr[IR_MAX_RANK + 1];
     LLVMValueRef ir[IR_MAX_RANK + 1];
     nest_open(cg, over, lr, ir);
-    LLVMValueRef xi = in_memory(&x->a) ? idx_add(cg, xo, iter_index(cg, over, 0, ir)) : NULL;
+    LLVMValueRef xi = be_in_memory(&x->a) ? idx_add(cg, xo, iter_index(cg, over, 0, ir)) : NULL;
     LLVMValueRef e;
-    if (w == 1 || !in_memory(&x->a) || xs == 0) {
+    if (w == 1 || !be_in_memory(&x->a) || xs == 0) {
         e = splat(cg, load_at(cg, x, xi), w);
     } else {
         e = LLVMGetPoison(vt);
@@ -841,7 +821,7 @@ static bool emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     iter_coalesce(&kept, false);
     iter_coalesce(&over, false);
     bool is_arg = n->op == OP_ARGMAX;
-    if (n->op == OP_REDUCE_SUM && in_memory(&x->a) && over.rank && over.stride[0][over.rank - 1] == 1 &&
+    if (n->op == OP_REDUCE_SUM && be_in_memory(&x->a) && over.rank && over.stride[0][over.rank - 1] == 1 &&
         over.dim[over.rank - 1] >= SUM_LANES) {
         emit_reduce_blocked(cg, y, src, &kept, &over);
         return true;
@@ -881,7 +861,7 @@ static bool emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     LLVMBuildStore(cg->b, LLVMConstReal(t, -INFINITY), acc);
     LLVMBuildStore(cg->b, LLVMConstInt(cg->i32, 0, 0), pos);
     nest_open(cg, &over, lr, ir);
-    LLVMValueRef xi = in_memory(&x->a) ? idx_add(cg, xo, iter_index(cg, &over, 0, ir)) : NULL;
+    LLVMValueRef xi = be_in_memory(&x->a) ? idx_add(cg, xo, iter_index(cg, &over, 0, ir)) : NULL;
     LLVMValueRef e = load_at(cg, x, xi);
     LLVMValueRef m = LLVMBuildLoad2(cg->b, t, acc, "");
     LLVMValueRef take = max_takes(cg, e, m);
@@ -1106,7 +1086,7 @@ static Mat mat(Cg *cg, const Opnd *o, Split r, Split c) { return (Mat){*o, c64(c
 
 static LLVMValueRef view_load(Cg *cg, const Mat *m, LLVMValueRef idx)
 {
-    return load_at(cg, &m->o, in_memory(&m->o.a) ? idx : NULL);
+    return load_at(cg, &m->o, be_in_memory(&m->o.a) ? idx : NULL);
 }
 
 /* The nr elements idx, idx + cs, ... (cs: the column stride) as a vector
@@ -1114,7 +1094,7 @@ static LLVMValueRef view_load(Cg *cg, const Mat *m, LLVMValueRef idx)
 static LLVMValueRef view_load_vec(Cg *cg, const Mat *m, LLVMValueRef idx, int nr)
 {
     int64_t cs = m->c.stride[0];
-    if (nr == 1 || !in_memory(&m->o.a) || cs == 0)
+    if (nr == 1 || !be_in_memory(&m->o.a) || cs == 0)
         return splat(cg, view_load(cg, m, idx), nr);
     if (cs == 1)
         return load_vec_at(cg, &m->o, idx, nr);
@@ -1157,7 +1137,7 @@ typedef struct {
  * (the others zero), reading no element past them. */
 static LLVMValueRef view_load_lanes(Cg *cg, const Mat *m, LLVMValueRef idx, int nr, int ns)
 {
-    if (ns == nr || !in_memory(&m->o.a) || m->c.stride[0] == 0)
+    if (ns == nr || !be_in_memory(&m->o.a) || m->c.stride[0] == 0)
         return view_load_vec(cg, m, idx, nr);
     LLVMValueRef v = LLVMConstNull(LLVMVectorType(elem_type(cg, m->o.a.dtype), (unsigned)nr));
     for (int l = 0; l < ns; l++)
@@ -1328,7 +1308,7 @@ static Opnd conv_image(Cg *cg, const Opnd *o, LLVMValueRef n)
         r.t.dim[k] = o->t.dim[k + 1];
         r.a.stride[k] = o->a.stride[k + 1];
     }
-    if (in_memory(&o->a) && o->a.stride[0]) {
+    if (be_in_memory(&o->a) && o->a.stride[0]) {
         LLVMValueRef off = LLVMBuildNSWMul(cg->b, n, c64(cg, o->a.stride[0]), "");
         r.v = LLVMBuildInBoundsGEP2(cg->b, elem_type(cg, o->a.dtype), o->v, &off, 1, "img");
     }
@@ -1421,7 +1401,7 @@ static void emit_copy_to(Cg *cg, const Opnd *dst, const int64_t *stride, const O
         iter_add_dim(&it, src->t.dim[k], (int64_t[]){d.a.stride[k], src->a.stride[k]});
     iter_coalesce(&it, false);
     int w = be_vector_lanes(src->a.dtype);
-    if (it.rank == 2 && in_memory(&src->a) && in_memory(&d.a) && it.dim[0] >= w && it.dim[1] >= w) {
+    if (it.rank == 2 && be_in_memory(&src->a) && be_in_memory(&d.a) && it.dim[0] >= w && it.dim[1] >= w) {
         int p = it.stride[1][1] == 1 ? 1 : it.stride[1][0] == 1 ? 0 : -1;     /* src dense along p */
         if (p >= 0 && it.stride[0][1 - p] == 1) {
             emit_transpose(cg, &d, src, it.dim[1 - p], it.dim[p], it.stride[0][p], it.stride[1][1 - p]);
@@ -1508,7 +1488,7 @@ static void emit_im2col(Cg *cg, const ConvDims *d, const Opnd *x, bool padded, O
     LLVMValueRef iv[5], inside;
     window_open(cg, d, l, iv);
     LLVMValueRef idx = window_index(cg, d, x, padded, iv, &inside);
-    LLVMValueRef e = load_at(cg, x, in_memory(&x->a) ? idx : NULL);
+    LLVMValueRef e = load_at(cg, x, be_in_memory(&x->a) ? idx : NULL);
     if (inside)
         e = LLVMBuildSelect(cg->b, inside, e, LLVMConstNull(elem_type(cg, x->a.dtype)), "");
     store_at(cg, dst, window_col(cg, d, iv, ks, ps), e);
@@ -1590,7 +1570,7 @@ static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool
     bool by_o = direct && be_gemm_cost(d->P, d->O, d->K, true, false, false, dt) <=
                               be_gemm_cost(d->O, d->P, d->K, false, false, false, dt) + 1.5 * (double)(d->K * d->P);
     Mat wt = mat(cg, w, split3(d->C, ws[1], d->KH, ws[2], d->KW, ws[3]), split1(d->O, ws[0]));
-    if (by_o && in_memory(&w->a) && ws[0] != 1) {       /* w^T packed: K x O */
+    if (by_o && be_in_memory(&w->a) && ws[0] != 1) {       /* w^T packed: K x O */
         emit_copy_to(cg, &s->w, (int64_t[]){1, d->KH * d->KW * d->O, d->KW * d->O, d->O}, w);
         wt = mat(cg, &s->w, split3(d->C, d->KH * d->KW * d->O, d->KH, d->KW * d->O, d->KW, d->O), split1(d->O, 1));
     }
@@ -1733,7 +1713,7 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         emit_zero(cg, &o[0]);
     int64_t ks = w_k_stride(w);
     Mat wm = mat(cg, w, split1(d->O, ws[0]), split1(d->K, ks));         /* O x K, rows read as vectors */
-    if (by_k && in_memory(&w->a) && ks != 1) {
+    if (by_k && be_in_memory(&w->a) && ks != 1) {
         emit_copy_to(cg, &s->w, (int64_t[]){d->K, d->KH * d->KW, d->KW, 1}, w);
         wm = mat(cg, &s->w, split1(d->O, d->K), split1(d->K, 1));
     }
@@ -1749,7 +1729,7 @@ static void emit_conv2d_grad_x(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
     } else {
         int64_t ps = g_p_stride(&g);
         Mat b = mat(cg, &g, split1(d->O, gs[0]), split1(d->P, ps));
-        if (in_memory(&g.a) && ps != 1) {
+        if (be_in_memory(&g.a) && ps != 1) {
             emit_copy_to(cg, &s->g, (int64_t[]){d->P, d->Wo, 1}, &g);
             b = mat(cg, &s->g, split1(d->O, d->P), split1(d->P, 1));
         }
@@ -1793,7 +1773,7 @@ static void emit_conv2d_grad_w(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *
         Mat a = mat(cg, &xs, split3(d->C, st[0], d->KH, st[1], d->KW, st[2]),
                     split2(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2]));
         Mat b = mat(cg, &g, split2(d->Ho, gs[1], d->Wo, gs[2]), split1(d->O, gs[0]));      /* g^T, P x O */
-        if (in_memory(&g.a) && gs[0] != 1) {
+        if (be_in_memory(&g.a) && gs[0] != 1) {
             emit_copy_to(cg, &s->g, (int64_t[]){1, d->Wo * d->O, d->O}, &g);
             b = mat(cg, &s->g, split2(d->Ho, d->Wo * d->O, d->Wo, d->O), split1(d->O, 1));
         }
@@ -2047,7 +2027,7 @@ static bool result_buffer(const Opnd *o, int i)
 /* Whether operand i of a value function is one of its parameters. */
 static bool is_param(const Opnd *o, int i)
 {
-    return (in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG)) && !result_buffer(o, i);
+    return (be_in_memory(&o[i].a) || (i > 0 && o[i].a.base == BE_REG)) && !result_buffer(o, i);
 }
 
 /* Start the value function `name` for the result o[0] and operands o[1..n)
@@ -2064,7 +2044,7 @@ static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o
     int np = 0;
     for (int i = 0; i < n; i++)
         if (is_param(o, i))
-            pt[np++] = in_memory(&o[i].a) ? cg->ptr : elem_type(cg, o[i].a.dtype);
+            pt[np++] = be_in_memory(&o[i].a) ? cg->ptr : elem_type(cg, o[i].a.dtype);
     if (scratch)
         pt[np++] = cg->ptr;
     bool conv = images_dim(node, 1);
@@ -2081,7 +2061,7 @@ static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o
             continue;
         o[i].v = LLVMGetParam(cg->fn, p);
         LLVMSetValueName2(o[i].v, pname[i], 1);
-        if (in_memory(&o[i].a)) {
+        if (be_in_memory(&o[i].a)) {
             add_attr(cg, cg->fn, p + 1, "noalias", 0);
             add_attr(cg, cg->fn, p + 1, "nocapture", 0);
             add_attr(cg, cg->fn, p + 1, "noundef", 0);
@@ -2239,7 +2219,7 @@ static void value_key(const Cg *cg, Key *k, const IrNode *node, const Opnd *o, i
             key_i64(k, d == 0 && images_dim(node, i) ? 0 : o[i].t.dim[d]);
         if (a->base == BE_IMM)
             key_f64(k, a->imm);
-        if (in_memory(a)) {
+        if (be_in_memory(a)) {
             key_i64(k, a->offset);
             for (int d = 0; d < o[i].t.rank; d++)
                 key_i64(k, a->stride[d]);
@@ -2487,7 +2467,7 @@ static bool emit_func(Cg *cg, const IrFunc *f, LLVMValueRef fn)
         cg->root = loop_fuses ? v : -1;
         cg->product = cg->other = -1;
         if (loop_fuses)
-            cg->product = fused_product(cg, v, &cg->other);
+            cg->product = be_fused_product(f, &plan, v, &cg->other);
         ValueId product[2] = {cg->product, cg->other};
         for (int q = 0; q < 2 && product[q] >= 0; q++)
             for (int i = 0; i < 2; i++) {
