@@ -100,7 +100,7 @@ typedef struct {
 /* The scratch layout of convolution node n of f. */
 BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n);
 
-/* Register tiles of matrix products (backend/codegen.c): BE_TILE_ROWS rows
+/* Register tiles of matrix products (backend/cg_matmul.c): BE_TILE_ROWS rows
  * of scalars by a vector of be_tile_cols(dt) columns, 64 bytes (one
  * AVX-512 register, two AVX2 registers). */
 #define BE_TILE_ROWS 6
@@ -162,7 +162,7 @@ bool be_product_pair(const IrFunc *f, const BePlan *p, ValueId v, ValueId *main,
 ValueId be_fused_product(const IrFunc *f, const BePlan *p, ValueId v, ValueId *other);
 
 /* A sum whose operand ends in a dense run of at least BE_SUM_LANES reduced
- * elements is blocked (backend/codegen.c: emit_reduce_blocked), and can
+ * elements is blocked (backend/cg_reduce.c: emit_reduce_blocked), and can
  * compute an operand of + - * or negation of dense operands in its loop. */
 #define BE_SUM_LANES 32
 
