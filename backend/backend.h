@@ -20,11 +20,36 @@
  * product sums in index order, so the same IR gives the same bits on every
  * run (matmul lets LLVM fuse multiply-adds where the CPU has them).
  *
- * Layout: backend/plan.c places values (views for layout ops, arena offsets
- * by liveness), backend/codegen.c builds the LLVM module, backend/target.c
- * holds target machines and the O3 pipeline, backend/parts.c compiles a
- * module in parts on threads, backend/jit.c is the ORC JIT and
- * backend/emit.c writes LLVM IR text and object files. */
+ * Layout, and what a second target (a GPU through NVPTX, say) reuses and
+ * what it provides.
+ *
+ * Reused as it is: plan.h, the target-independent part, with no LLVM in
+ * it.  For every value of a function it says where the elements are read
+ * (a view for layout ops; an immediate, a register, an input, an output,
+ * or a buffer in the arena at an offset placed by liveness: plan.c), what
+ * is fused into what (an elementwise value into its reader's loop, a
+ * product into the loop that reads it, an operand into a blocked sum:
+ * plan_fusion.c), and the scratch each node needs (plan_kernels.c: the
+ * convolutions' packed operands, and which way a product runs, by a cost
+ * model of the CPU's register tiles; product fusion consults it too).  So
+ * be_arena_bytes and be_arena_sizes are the same for every target, and a
+ * target whose kernels need other scratch changes plan_kernels.c alone.
+ *
+ * Provided by each target (here the CPU, through LLVM):
+ *   - the code of every kind of op, from the plan's accesses: for the CPU
+ *     cg_elementwise.c (maps, fused operands, copies), cg_reduce.c,
+ *     cg_matmul.c (register tiles; a fused loop is their epilogue) and
+ *     cg_conv.c, on cg_core.c's loops, loads and stores (cg.h: their shared
+ *     context);
+ *   - the entry points: a public function per IR function, of the calling
+ *     convention above, that runs the values in node order (codegen.c
+ *     builds the module, codegen.h; cg_value_fn.c the value functions it
+ *     calls);
+ *   - compiling and loading: be_jit_*, be_emit_objects and be_emit_llvm
+ *     below (target.c: target machines and the O3 pipeline; parts.c: a
+ *     module compiled in parts on threads; jit.c: the ORC JIT; emit.c: LLVM
+ *     IR text and object files).
+ * The drivers see this header, and target.h for --target-cpu's names. */
 #ifndef MAMLC_BACKEND_H
 #define MAMLC_BACKEND_H
 

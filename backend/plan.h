@@ -1,4 +1,8 @@
-/* Buffer planning (backend/plan.c), shared by the code generator.
+/* Buffer planning: the target-independent part of the back end (plan.c
+ * places values in buffers and the arena, plan_fusion.c decides what is
+ * fused into what, plan_kernels.c gives the kernels' scratch and the way
+ * of each product).  Nothing here depends on LLVM: a code generator for
+ * any target reads a BePlan and emits what it says.
  *
  * The plan decides, for every value of a function, where its elements are
  * read from.  That is an access: a base (an immediate, a register, an
@@ -96,7 +100,7 @@ typedef struct {
 /* The scratch layout of convolution node n of f. */
 BeConvScratch be_conv_scratch(const IrFunc *f, const IrNode *n);
 
-/* Register tiles of matrix products (backend/codegen.c): BE_TILE_ROWS rows
+/* Register tiles of matrix products (backend/cg_matmul.c): BE_TILE_ROWS rows
  * of scalars by a vector of be_tile_cols(dt) columns, 64 bytes (one
  * AVX-512 register, two AVX2 registers). */
 #define BE_TILE_ROWS 6
@@ -153,9 +157,12 @@ BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAcce
  * v's loop's.  *other's terms run into the same accumulators, its operands
  * read in place. */
 bool be_product_pair(const IrFunc *f, const BePlan *p, ValueId v, ValueId *main, ValueId *other);
+/* The product fused into the loop of v (directly or through its fused
+ * operands), or -1; *other: a second one summed in its tiles, or -1. */
+ValueId be_fused_product(const IrFunc *f, const BePlan *p, ValueId v, ValueId *other);
 
 /* A sum whose operand ends in a dense run of at least BE_SUM_LANES reduced
- * elements is blocked (backend/codegen.c: emit_reduce_blocked), and can
+ * elements is blocked (backend/cg_reduce.c: emit_reduce_blocked), and can
  * compute an operand of + - * or negation of dense operands in its loop. */
 #define BE_SUM_LANES 32
 
@@ -165,5 +172,7 @@ void be_plan_free(BePlan *p);
 
 /* The row-major access to a fresh buffer of type t at `base`/`index`/`byte_off`. */
 BeAccess be_access_dense(IrType t, BeBase base, int index, int64_t byte_off);
+/* Whether a's elements are in memory (an input, an output or the arena). */
+bool be_in_memory(const BeAccess *a);
 
 #endif
