@@ -3,8 +3,10 @@
  * Every call of a `def` lowers its body afresh with the argument values, so
  * each call site sees its own shapes (shape polymorphism by
  * specialisation).  Every op gets the location of the AST node it comes
- * from, so the IR builder's shape errors point into the .mdl file.  Errors
- * return IR_NONE, which later ops pass on without a second report. */
+ * from, so the IR builder's shape errors point into the .mdl file, and a
+ * value assigned to a local, or a def's result, bears that name in the IR
+ * (the first it gets).  Errors return IR_NONE, which later ops pass on
+ * without a second report. */
 #include "model_impl.h"
 
 #include <math.h>
@@ -579,11 +581,14 @@ static ValueId lower_body(Lower *L, int index, const ValueId *args) {
     const AstList *body = &def->def.body;
     for (int i = 0; i < body->n; i++) {
         const Ast *s = body->item[i];
-        if (s->kind == AST_ASSIGN)
-            ast_map_put(&scope, s->assign.name, lower_expr(L, s->assign.value));
-        else
+        if (s->kind == AST_ASSIGN) {
+            ValueId v = lower_expr(L, s->assign.value);
+            ir_name(L->f, v, s->assign.name);
+            ast_map_put(&scope, s->assign.name, v);
+        } else
             r = lower_expr(L, s->ret.value);
     }
+    ir_name(L->f, r, def->def.name);    /* a def's result bears its name */
     L->active[index] = false;
     L->scope = outer;
     ast_map_free(&scope);

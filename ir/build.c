@@ -123,6 +123,8 @@ static ValueId push(IrFunc *f, const IrNode *n) {
     f->node = arena_grow(&f->body, f->node, &f->node_cap, f->nnode + 1, sizeof *f->node);
     f->node[f->nnode] = *n;
     ValueId v = f->nnode++;
+    if (!f->node[v].phase)
+        f->node[v].phase = f->cur_phase;
     if (hashable(n))
         hash_insert(f, v);
     return v;
@@ -163,7 +165,11 @@ void ir_inline(IrFunc *f, const IrFunc *callee, const ValueId *args, ValueId *ou
         }
         for (int i = 0; i < ir_op_info[n.op].arity; i++)
             n.arg[i] = map[n.arg[i]];
+        n.name = NULL;      /* the callee's module owns it: copied below */
+        n.phase = 0;        /* the caller's current phase */
         map[v] = ir_emit(f, &n, NULL);
+        if (callee->node[v].name)
+            ir_name(f, map[v], callee->node[v].name);
     }
     for (int i = 0; i < callee->noutput; i++)
         out[i] = map[callee->output[i]];

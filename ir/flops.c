@@ -1,7 +1,8 @@
 /* FLOP counting from the IR (see ir_flops in ir.h). */
 #include "ir.h"
 
-static int64_t node_flops(const IrFunc *f, const IrNode *n) {
+int64_t ir_node_flops(const IrFunc *f, ValueId v) {
+    const IrNode *n = &f->node[v];
     switch (ir_op_info[n->op].kind) {
     case KIND_UNARY:
         return n->op == OP_STOP_GRAD ? 0 : ir_numel(n->type);
@@ -28,6 +29,6 @@ static int64_t node_flops(const IrFunc *f, const IrNode *n) {
 int64_t ir_flops(const IrFunc *f) {
     int64_t total = 0;
     for (ValueId v = 0; v < f->nnode; v++)
-        total += node_flops(f, &f->node[v]);
+        total += ir_node_flops(f, v);
     return total;
 }

@@ -88,3 +88,30 @@ void ir_output(IrFunc *f, ValueId v) {
     f->output = arena_grow(&f->body, f->output, &f->output_cap, f->noutput + 1, sizeof *f->output);
     f->output[f->noutput++] = v;
 }
+
+int ir_phase(IrModule *m, const char *name) {
+    for (int p = 1; p < m->nphase; p++)
+        if (strcmp(m->phase[p], name) == 0)
+            return p;
+    if (m->nphase == 0)
+        m->nphase = 1;      /* phase 0 is "none" */
+    int cap = m->phase_cap;
+    m->phase = arena_grow(&m->arena, m->phase, &m->phase_cap, m->nphase + 1, sizeof *m->phase);
+    m->adjoint = arena_grow(&m->arena, m->adjoint, &cap, m->nphase + 1, sizeof *m->adjoint);
+    m->phase[m->nphase] = arena_strdup(&m->arena, name);
+    return m->nphase++;
+}
+
+void ir_rename(IrFunc *f, ValueId v, const char *name) {
+    if (v != IR_NONE && f->node[v].op != OP_INPUT && f->node[v].op != OP_CONST)
+        f->node[v].name = NULL;
+    ir_name(f, v, name);
+}
+
+void ir_name(IrFunc *f, ValueId v, const char *name) {
+    if (v == IR_NONE || !name)
+        return;
+    IrNode *n = &f->node[v];
+    if (!n->name && n->op != OP_INPUT && n->op != OP_CONST)
+        n->name = arena_strdup(&f->mod->arena, name);
+}

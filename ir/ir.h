@@ -75,8 +75,16 @@ typedef struct {
     int nlist;                  /* REDUCE_*, ARGMAX: axes; TRANSPOSE: perm;
                                  * CONV2D*: {stride, pad} (IR_CONV_STRIDE, IR_CONV_PAD) */
     int list[IR_MAX_RANK];
-    const char *name;           /* INPUT: argument name; else NULL */
-    SrcLoc loc;                 /* source construct this op came from */
+    const char *name;           /* INPUT: the argument's name; else the value's
+                                   name from the source, or NULL: a def's
+                                   local ("h"), a def's result ("net"), a
+                                   gradient ("d.W1").  Printed, never computed
+                                   with: equal nodes merge whatever their names */
+    int phase;                  /* the part of the function it belongs to
+                                   (IrModule.phase; 0: none, printed as that of
+                                   its first use) */
+    SrcLoc loc;                 /* source construct this op came from (for a
+                                   gradient op, the op it differentiates) */
 } IrNode;
 
 /* Positions of a convolution's attributes in IrNode.list. */
@@ -97,6 +105,7 @@ typedef struct {
     int hash_cap;
     Arena body;                 /* node, input, output and hash: freed when a
                                    pass replaces the body (ir_func_take) */
+    int cur_phase;              /* the phase ir_emit gives the nodes it appends */
 } IrFunc;
 
 struct IrModule {
@@ -107,6 +116,12 @@ struct IrModule {
     int internal_errors;        /* nodes a pass failed to build (each printed
                                    as an internal error); any fails the compile */
     MetaConfig *meta;           /* a model's meta configuration; NULL if none */
+    /* The phases of the module's functions ("inner step 1: forward", ...):
+     * phase[1..nphase) name them, and a node's adjoints (ad_grad) go to
+     * phase adjoint[p] of the node's phase p (0: the function's current). */
+    const char **phase;
+    int *adjoint;
+    int nphase, phase_cap;
 };
 
 /* --- types (ir/type.c) --- */
@@ -125,6 +140,14 @@ IrModule *ir_module_new(DType real);
 void ir_module_free(IrModule *m);
 IrFunc *ir_func_new(IrModule *m, const char *name);
 IrFunc *ir_module_find(const IrModule *m, const char *name);
+/* The index of the phase called `name` in m, added if new (never 0). */
+int ir_phase(IrModule *m, const char *name);
+/* Name value v of f, unless it is an input, a constant or named already
+ * (the first name a value gets is the one it keeps); no-op for IR_NONE or
+ * a NULL name. */
+void ir_name(IrFunc *f, ValueId v, const char *name);
+/* Name v of f as ir_name does, replacing any name it has. */
+void ir_rename(IrFunc *f, ValueId v, const char *name);
 /* Give m a copy of the meta configuration mc (its adapt list included). */
 void ir_module_set_meta(IrModule *m, const MetaConfig *mc);
 /* The type of the learned inner learning rate of a param of type `param`:
@@ -163,7 +186,8 @@ ValueId ir_append(IrFunc *f, const IrNode *n, Diag *d);
 
 /* Append callee's body to f with its inputs bound to args[0..callee->ninput)
  * (values of f, of the inputs' types): each node through ir_emit, so that
- * it merges with equal nodes f has already.  Stores the values of callee's
+ * it merges with equal nodes f has already, in f's current phase and with
+ * its name (ir_name).  Stores the values of callee's
  * outputs in out[0..callee->noutput); callee must be well formed. */
 void ir_inline(IrFunc *f, const IrFunc *callee, const ValueId *args, ValueId *out);
 
@@ -202,8 +226,19 @@ bool ir_infer_type(const IrFunc *f, IrNode *n, char *msg, size_t msgsize);
 bool ir_valid_type(IrType t, char *msg, size_t msgsize);
 
 /* --- text (ir/print.c, ir/parse.c) --- */
+typedef struct {
+    bool locations;             /* end each op with loc("FILE":LINE:COL) */
+} IrPrintOptions;
 void ir_print_func(FILE *out, const IrFunc *f);
 void ir_print_module(FILE *out, const IrModule *m);
+void ir_print_module_with(FILE *out, const IrModule *m, const IrPrintOptions *o);
+/* The phase each value of f prints in, into phase[0..f->nnode): its own,
+ * or where it has none (a pass made it) that of its first use (0: none). */
+void ir_print_phases(const IrFunc *f, int *phase);
+/* One line per phase of f, in the order they start: its ops (inputs and
+ * constants aside), its FLOPs (ir_node_flops) and the bytes of the values
+ * its ops produce (layout ops, which make views, aside). */
+void ir_print_summary(FILE *out, const IrFunc *f);
 /* Parse a module from text; locations point into `file`.  Returns NULL after
  * reporting through d.  The module's real type is that of its first float
  * value (f32 when it has none). */
@@ -223,6 +258,8 @@ bool ir_verify_module(const IrModule *m, Diag *d);
  * element; reductions: per operand element); layout ops, constants and
  * inputs count nothing. */
 int64_t ir_flops(const IrFunc *f);
+/* The share of value v in ir_flops(f). */
+int64_t ir_node_flops(const IrFunc *f, ValueId v);
 
 /* --- reference evaluator (ir/eval.c) ---
  * Runs f in double precision, for tests and as the oracle for the code

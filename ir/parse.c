@@ -3,7 +3,8 @@
  *   module = [meta] func*
  *   func   = "func" "@" NAME "(" [arg ("," arg)*] ")" "{" stmt* ret "}"
  *   arg    = VALUE ":" type
- *   stmt   = VALUE "=" OP [operand ("," operand)*] [NUMBER] [attrs] ":" type
+ *   stmt   = VALUE "=" OP [operand ("," operand)*] [NUMBER] [attrs] ":" type [loc]
+ *   loc    = "loc(" STRING ":" INT ":" INT ")"
  *   attrs  = "{" KEY "=" (NUMBER | "[" [INT ("," INT)*] "]") ("," ...)* "}"
  *   ret    = "return" [VALUE ("," VALUE)*]
  *   type   = ("f32" | "f64" | "i32") "[" [INT ("," INT)*] "]"
@@ -17,7 +18,9 @@
  *   mvalue = NUMBER | WORD | WORD "(" [[KEY "="] NUMBER ("," ...)*] ")"
  *          | "[" [(INT | NAME) ("," ...)*] "]"
  *
- * VALUE is %NAME; `//` starts a comment.  Declared types are checked against
+ * VALUE is %NAME; a NAME that is not a number is kept as the value's name.
+ * `//` starts a comment; a comment `// --- PHASE ---` starts a phase: the
+ * statements after it, up to the next, belong to it.  Declared types are checked against
  * the shape rules; equal nodes are kept apart (no hash-consing). */
 #include "ir.h"
 
@@ -32,6 +35,7 @@ typedef struct {
     int line, col;
     Diag *d;
     IrModule *m;
+    int phase;                  /* of the statements read now: the last marker's */
     /* the meta block's adapt list, resolved against @loss at the end */
     const char **adapt;
     int nadapt;
@@ -52,14 +56,28 @@ static void advance(Parser *ps) {
     ps->p++;
 }
 
+/* A comment `// --- PHASE ---` (at p, ending at end) makes PHASE the phase
+ * of the statements after it. */
+static void phase_marker(Parser *ps, const char *p, const char *end) {
+    size_t n = (size_t)(end - p);
+    while (n && isspace((unsigned char)p[n - 1]))
+        n--;
+    if (n > 10 && strncmp(p, "// --- ", 7) == 0 && strncmp(p + n - 4, " ---", 4) == 0) {
+        char *name = arena_strndup(&ps->m->arena, p + 7, n - 11);
+        ps->phase = ir_phase(ps->m, name);
+    }
+}
+
 static void skip_space(Parser *ps) {
     while (ps->p < ps->end) {
         if (isspace((unsigned char)*ps->p))
             advance(ps);
-        else if (ps->p + 1 < ps->end && ps->p[0] == '/' && ps->p[1] == '/')
+        else if (ps->p + 1 < ps->end && ps->p[0] == '/' && ps->p[1] == '/') {
+            const char *start = ps->p;
             while (ps->p < ps->end && *ps->p != '\n')
                 advance(ps);
-        else
+            phase_marker(ps, start, ps->p);
+        } else
             break;
     }
 }
@@ -270,11 +288,32 @@ static bool find_op(const char *name, IrOp *op) {
     return false;
 }
 
-/* stmt = VALUE "=" OP operands [NUMBER] [attrs] ":" type */
+/* loc = "loc(" STRING ":" INT ":" INT ")", optional: the op's source
+ * location, as `--locations` prints it. */
+static bool parse_loc(Parser *ps, SrcLoc *loc) {
+    if (!keyword(ps, "loc"))
+        return true;
+    if (!expect(ps, '(', "'(' after 'loc'") || !expect(ps, '"', "'\"' and a file name"))
+        return false;
+    const char *start = ps->p;
+    while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\n')
+        advance(ps);
+    char *file = arena_strndup(&ps->m->arena, start, (size_t)(ps->p - start));
+    int line, col;
+    if (!expect(ps, '"', "'\"' after the file name") || !expect(ps, ':', "':'") ||
+        !integer(ps, &line, "a line number") || !expect(ps, ':', "':'") || !integer(ps, &col, "a column") ||
+        !expect(ps, ')', "')' after the location"))
+        return false;
+    *loc = (SrcLoc){file, line, col};
+    return true;
+}
+
+/* stmt = VALUE "=" OP operands [NUMBER] [attrs] ":" type [loc] */
 static bool parse_stmt(Parser *ps, IrFunc *f) {
     char name[128], opname[32];
     skip_space(ps);
     SrcLoc loc = here(ps);
+    int phase = ps->phase;      /* markers read ahead belong to the next statement */
     if (!value_name(ps, name, sizeof name) || !expect(ps, '=', "'='"))
         return false;
     skip_space(ps);
@@ -305,12 +344,15 @@ static bool parse_stmt(Parser *ps, IrFunc *f) {
             return false;
     }
     IrType declared;
-    if (!expect(ps, ':', "':' and the result type") || !parse_type(ps, &declared))
+    if (!expect(ps, ':', "':' and the result type") || !parse_type(ps, &declared) || !parse_loc(ps, &n.loc))
         return false;
     n.type = declared;
+    n.phase = phase;
     ValueId v = ir_append(f, &n, ps->d);
     if (v == IR_NONE)
         return false;
+    if (!isdigit((unsigned char)name[0]))
+        ir_name(f, v, name);
     if (!ir_type_eq(f->node[v].type, declared)) {
         char a[64], b[64];
         diag_error(ps->d, oploc, "'%s' gives %s, but the declared type is %s", opname,
@@ -331,6 +373,7 @@ static bool parse_func(Parser *ps) {
     }
     IrFunc *f = ir_func_new(ps->m, name);
     ps->nscope = 0;
+    ps->phase = 0;
     if (!expect(ps, '(', "'('"))
         return false;
     while (!at(ps, ')')) {

@@ -5,7 +5,10 @@
  * which emits the operands' adjoint contributions as ordinary IR.  Rules use
  * only ops of ir/ops.def that have rules of their own, so the output can be
  * differentiated again: MAML's second-order meta-gradient is ad_grad applied
- * to a function that already contains ad_grad's output. */
+ * to a function that already contains ad_grad's output.  Each adjoint op
+ * gets the location of the op it differentiates and the phase that the
+ * module maps that op's phase to (IrModule.adjoint), and each gradient the
+ * name "d." + the name of the value it is taken with respect to. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -234,10 +237,12 @@ bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
         if (wrt[i] <= y)
             stop[wrt[i] - lo] = true;
     adj[y - lo] = ir_const(f, 1, ty, f->node[y].loc);
+    int phase = f->cur_phase;
     for (ValueId v = y; v >= lo; v--) {
         if (!on[v - lo] || adj[v - lo] == IR_NONE || (stop[v - lo] && v != y))
             continue;
         IrNode nd = f->node[v];     /* copy: rules append and may move nodes */
+        f->cur_phase = f->mod->nphase && f->mod->adjoint[nd.phase] ? f->mod->adjoint[nd.phase] : phase;
         ValueId dx[2] = {IR_NONE, IR_NONE};
         grad_rule[nd.op](f, v, &nd, adj[v - lo], dx);
         for (int i = 0; i < ir_op_info[nd.op].arity; i++) {
@@ -251,7 +256,13 @@ bool ad_grad(IrFunc *f, ValueId y, int n, const ValueId *wrt, ValueId *grads) {
         ValueId w = wrt[i];
         grads[i] = w <= y && adj[w - lo] != IR_NONE ? adj[w - lo]
                                                   : ir_const(f, 0, ir_value_type(f, w), f->node[w].loc);
+        if (f->node[w].name) {
+            char name[256];
+            snprintf(name, sizeof name, "d.%s", f->node[w].name);
+            ir_name(f, grads[i], name);
+        }
     }
+    f->cur_phase = phase;
     free(adj);
     free(stop);
     free(on);

@@ -88,22 +88,47 @@ static ValueId inner_rate(Builder *b, IrFunc *f, const ValueId *theta, int i) {
     return ir_const(f, b->mc->inner_lr, t, loc);
 }
 
-/* One inner step: next = theta with each adapted param moved by
- * −α ⊙ ∇L(theta; x, y) (learned rates and frozen params carried over).
+/* The phase `what` of inner step `step` (0: the only one, unnumbered). */
+static int step_phase(Builder *b, int step, const char *what) {
+    char name[64];
+    if (step)
+        snprintf(name, sizeof name, "inner step %d: %s", step, what);
+    return ir_phase(b->m, step ? name : what);
+}
+
+/* One inner step (number `step`, or 0 in a function of one): next = theta
+ * with each adapted param moved by −α ⊙ ∇L(theta; x, y) (learned rates and
+ * frozen params carried over), in phases forward, gradient and update.
  * Returns L. */
-static ValueId inner_step(Builder *b, IrFunc *f, const ValueId *theta, ValueId x, ValueId y, ValueId *next) {
+static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta, ValueId x, ValueId y,
+                          ValueId *next) {
+    int forward = step_phase(b, step, "forward"), gradient = step_phase(b, step, "gradient");
+    b->m->adjoint[forward] = gradient;
+    f->cur_phase = forward;
     ValueId loss = call(b, f, b->loss, theta, x, y);
     int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
     ValueId *wrt = malloc(((size_t)k + 1) * sizeof *wrt), *g = malloc(((size_t)k + 1) * sizeof *g);
     for (int j = 0; j < k; j++)
         wrt[j] = theta[idx[j]];
+    f->cur_phase = gradient;
     bool ok = ad_grad(f, loss, k, wrt, g);
+    if (step)   /* "loss" and "d.W" name the meta-step's results */
+        for (int j = -1; j < k; j++) {
+            ValueId v = j < 0 ? loss : g[j];
+            char name[256];
+            snprintf(name, sizeof name, "step%d.%s", step, f->node[v].name ? f->node[v].name : "");
+            if (f->node[v].name)
+                ir_rename(f, v, name);
+        }
     memcpy(next, theta, (size_t)b->n * sizeof *next);
     SrcLoc loc = b->mc->loc;
+    f->cur_phase = step_phase(b, step, "update");
     for (int j = 0; j < k; j++) {
         ValueId gj = b->mc->order == ORDER_FIRST ? ir_unary(f, OP_STOP_GRAD, g[j], loc, NULL) : g[j];
-        ValueId step = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j]), gj, loc, NULL);
-        next[idx[j]] = ir_binary(f, OP_SUB, theta[idx[j]], step, loc, NULL);
+        ValueId delta = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j]), gj, loc, NULL);
+        const char *name = f->node[theta[idx[j]]].name;     /* next may be theta */
+        next[idx[j]] = ir_binary(f, OP_SUB, theta[idx[j]], delta, loc, NULL);
+        ir_name(f, next[idx[j]], name);
     }
     free(idx);
     free(wrt);
@@ -128,9 +153,13 @@ static bool build_grad(Builder *b) {
     int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
     IrFunc *f = begin(b, "grad", theta);
     ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
+    int forward = step_phase(b, 0, "forward"), gradient = step_phase(b, 0, "gradient");
+    b->m->adjoint[forward] = gradient;
+    f->cur_phase = forward;
     ValueId l = call(b, f, b->loss, theta, x, y);
     for (int j = 0; j < k; j++)
         wrt[j] = theta[idx[j]];
+    f->cur_phase = gradient;
     bool ok = ad_grad(f, l, k, wrt, g);
     if (ok) {
         ir_output(f, l);
@@ -148,7 +177,7 @@ static bool build_adapt_step(Builder *b) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta), *next = malloc((size_t)b->n * sizeof *next);
     IrFunc *f = begin(b, "adapt_step", theta);
     ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
-    ValueId l = inner_step(b, f, theta, x, y, next);
+    ValueId l = inner_step(b, f, 0, theta, x, y, next);
     if (l != IR_NONE) {
         for (int i = 0; i < b->n; i++)
             ir_output(f, next[i]);
@@ -169,12 +198,31 @@ static bool build_meta_step(Builder *b) {
     memcpy(cur, theta, (size_t)n * sizeof *cur);
     bool ok = true;
     for (int s = 0; ok && s < b->mc->inner_steps; s++)
-        ok = inner_step(b, f, cur, sx, sy, cur) != IR_NONE;
+        ok = inner_step(b, f, s + 1, cur, sx, sy, cur) != IR_NONE;
+    f->cur_phase = ir_phase(b->m, "query loss");
     ValueId l = ok ? call(b, f, b->query_loss, cur, qx, qy) : IR_NONE;
+    /* the meta-gradient's ops, by the phase of the ops they differentiate */
+    int query = f->cur_phase, back = ir_phase(b->m, "meta-gradient: query loss");
+    b->m->adjoint[query] = back;
+    for (int s = 1; s <= b->mc->inner_steps; s++) {
+        char name[64];
+        snprintf(name, sizeof name, "meta-gradient through inner step %d", s);
+        int through = ir_phase(b->m, name);
+        static const char *const parts[] = {"forward", "gradient", "update"};
+        for (int k = 0; k < 3; k++) {
+            int p = step_phase(b, s, parts[k]);
+            b->m->adjoint[p] = through;
+        }
+    }
+    f->cur_phase = ir_phase(b->m, "meta-gradient");
     if (l != IR_NONE && b->mc->algorithm == ALGO_REPTILE) {
         /* Reptile: the meta-gradient is θ − W, W the adapted params */
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n; i++) {
+            char name[256];
             g[i] = ir_binary(f, OP_SUB, theta[i], cur[i], b->mc->loc, NULL);
+            snprintf(name, sizeof name, "d.%s", f->node[theta[i]].name);
+            ir_name(f, g[i], name);
+        }
     } else
         ok = l != IR_NONE && ad_grad(f, l, n, theta, g);
     if (ok) {

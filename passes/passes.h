@@ -36,7 +36,9 @@ bool pass_remat(IrFunc *f);
  * body) `rewrite` returns its value in the new body, or IR_NONE to emit the
  * node unchanged; `at` says where the node stands in f.  Nodes with keep[v]
  * false are dropped (keep may be NULL; a dropped value maps to IR_NONE).
- * With `dedupe` equal nodes merge.  Returns true if the body changed. */
+ * With `dedupe` equal nodes merge.  What is built for a node joins its
+ * phase, and its value keeps the node's name (ir_name).  Returns true if
+ * the body changed. */
 typedef struct {
     const IrFunc *f;            /* the body being rebuilt */
     ValueId v;                  /* the node's value in it */
@@ -54,7 +56,10 @@ ValueId pass_flip(IrFunc *g, ValueId x, SrcLoc loc);
 typedef struct {
     bool verify_each;           /* run the verifier after every pass */
     bool print_after_all;
-    const char *print_after;    /* a pass name, or NULL */
+    const char *print_after;    /* a pass name, or NULL: print f after each run
+                                   of it that changes f, under a header
+                                   "// after NAME (round R): N ops removed" */
+    int round;                  /* pass_optimize's round, for the header (0: none) */
     FILE *out;                  /* where printed IR goes */
 } PassOptions;
 

@@ -1,6 +1,7 @@
 /* The pass pipeline: which passes exist, and the order they run in. */
 #include "passes.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -27,7 +28,7 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
     PassFn *fn = pass_lookup(name);
     if (!fn)
         return false;
-    int errors = f->mod->internal_errors;
+    int errors = f->mod->internal_errors, before = f->nnode;
     bool c = fn(f);
     if (f->mod->internal_errors != errors) {
         diag_error(d, (SrcLoc){0}, "internal error: pass '%s' could not build its IR on '@%s'", name, f->name);
@@ -35,8 +36,14 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
     }
     if (changed)
         *changed = c;
-    if (o && (o->print_after_all || (o->print_after && strcmp(o->print_after, name) == 0))) {
-        fprintf(o->out, "// after %s\n", name);
+    if (c && o && (o->print_after_all || (o->print_after && strcmp(o->print_after, name) == 0))) {
+        fprintf(o->out, "// after %s", name);
+        if (o->round)
+            fprintf(o->out, " (round %d)", o->round);
+        if (f->nnode != before)
+            fprintf(o->out, ": %d ops %s\n", abs(f->nnode - before), f->nnode < before ? "removed" : "added");
+        else
+            fputs(": ops rewritten\n", o->out);
         ir_print_func(o->out, f);
     }
     if (o && o->verify_each && !ir_verify_func(f, d)) {
@@ -49,11 +56,13 @@ bool pass_run(IrFunc *f, const char *name, const PassOptions *o, Diag *d, bool *
 bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d) {
     static const char *const order[] = {"simplify", "cse", "transpose", "reassociate", "dce"};
     bool changed = true;
+    PassOptions ro = o ? *o : (PassOptions){0};
     for (int round = 0; changed && round < 32; round++) {
         changed = false;
+        ro.round = round + 1;
         for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
             bool c;
-            if (!pass_run(f, order[i], o, d, &c))
+            if (!pass_run(f, order[i], o ? &ro : NULL, d, &c))
                 return false;
             changed |= c;
         }

@@ -24,10 +24,13 @@ bool pass_rebuild(IrFunc *f, RewriteFn *rewrite, void *ctx, const bool *keep, bo
             n.arg[i] = map[n.arg[i]];
         bool fired = false;
         RebuildAt at = {f, v, map, ctx};
+        g->cur_phase = n.phase;     /* what a rule builds for v joins v's phase */
         ValueId r = rewrite ? rewrite(g, &n, &at, &fired) : IR_NONE;
         if (r == IR_NONE)
             r = dedupe ? ir_emit(g, &n, NULL) : ir_append(g, &n, NULL);
         changed |= fired || r != g->nnode - 1;
+        if (n.name)
+            ir_name(g, r, n.name);  /* the value lives on in r */
         map[v] = r;
     }
     for (int i = 0; i < f->noutput; i++)

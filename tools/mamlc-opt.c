@@ -25,6 +25,7 @@ static const char usage[] =
     "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
     "  --target-cpu=CPU     generate --emit=llvm code for CPU (default: this machine's);\n"
     "                       tests name it, so that their output is the same on every host\n"
+    "  --locations          end each printed op with its source location, loc(\"FILE\":LINE:COL)\n"
     "  --verify-each        verify the IR after every pass\n"
     "  --print-after=NAME   print the IR after every run of pass NAME\n"
     "  --print-after-all    print the IR after every pass\n";
@@ -36,6 +37,7 @@ int main(int argc, char **argv) {
     const char *only = NULL;
     PassOptions po = {.out = stdout};
     BeOptions bo = {.opt_level = 3};
+    IrPrintOptions print = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (tool_option(argc, argv, &i, "--pass", &v)) {
@@ -59,6 +61,8 @@ int main(int argc, char **argv) {
             bo.target_cpu = v;
         else if (strcmp(a, "--verify-each") == 0)
             po.verify_each = true;
+        else if (strcmp(a, "--locations") == 0)
+            print.locations = true;
         else if (tool_option(argc, argv, &i, "--print-after", &v))
             po.print_after = v;
         else if (strcmp(a, "--print-after-all") == 0)
@@ -103,7 +107,7 @@ int main(int argc, char **argv) {
     if (ok && strcmp(emit, "llvm") == 0)
         ok = be_emit_llvm(stdout, m, &bo, &d);
     else if (ok)
-        ir_print_module(stdout, m);
+        ir_print_module_with(stdout, m, &print);
     ir_module_free(m);
     free(text);
     diag_free(&d);

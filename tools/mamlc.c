@@ -32,6 +32,12 @@ static const char usage[] =
     "                       meta-step), llvm (LLVM IR),\n"
     "                       header (the C header of -o's library), json (its\n"
     "                       mamlc_model_json())\n"
+    "  --locations          with an IR stage: end each op with the source location\n"
+    "                       it comes from, loc(\"FILE\":LINE:COL) (a gradient op: that\n"
+    "                       of the op it differentiates)\n"
+    "  --summary            with an IR stage: one line per phase of each function\n"
+    "                       (inner step 1: forward, ..., query loss, meta-gradient\n"
+    "                       through inner step 1, ...) with its ops, FLOPs and bytes\n"
     "  -o LIB.so            write a self-contained shared library (docs/abi.md)\n"
     "  --header PATH        where -o writes the library's header (default LIB.h)\n"
     "  --dtype=f32|f64      the real type (default f32)\n"
@@ -75,7 +81,8 @@ static const char usage[] =
 typedef struct {
     const char *file, *emit, *print_after, *output, *header;
     char *default_header;       /* -o's header where --header is not given */
-    bool run, eval, verify_each, print_after_all, stats;
+    bool run, eval, verify_each, print_after_all, stats, summary;
+    IrPrintOptions print;
     ModelOptions model;
     DimOverride defines[64];
     const char *meta[64];
@@ -166,6 +173,10 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->stats = true;
         } else if (strcmp(a, "--verify-each") == 0) {
             o->verify_each = true;
+        } else if (strcmp(a, "--locations") == 0) {
+            o->print.locations = true;
+        } else if (strcmp(a, "--summary") == 0) {
+            o->summary = true;
         } else if (tool_option(argc, argv, &i, "--print-after", &v)) {
             if (!pass_lookup(v))
                 return usage_error("unknown pass '%s'", v);
@@ -239,6 +250,11 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "--checkpoint-every goes with --save");
     if (o->output && o->emit)
         return usage_error("%s", "-o does not go with --emit");
+    bool ir_stage = o->emit && (!strcmp(o->emit, "model-ir") || strstr(o->emit, "ir"));
+    if (o->print.locations && !ir_stage)
+        return usage_error("%s", "--locations goes with an IR stage (--emit=model-ir, ir, grad-ir or meta-ir)");
+    if (o->summary && !ir_stage)
+        return usage_error("%s", "--summary goes with an IR stage (--emit=model-ir, ir, grad-ir or meta-ir)");
     if (o->header && !o->output)
         return usage_error("%s", "--header goes with -o");
     if (o->output && !o->header && !(o->header = o->default_header = lib_header_path(o->output))) {
@@ -336,6 +352,18 @@ static IrModule *build(const Model *md, const Options *o, const char *only, Stag
 
 /* --- compile and emit --- */
 
+/* An IR stage: the module's text, or with --summary each function's phases. */
+static void print_ir(const Options *o, const IrModule *m) {
+    if (!o->summary) {
+        ir_print_module_with(stdout, m, &o->print);
+        return;
+    }
+    for (int i = 0; i < m->nfunc; i++) {
+        printf("@%s: %d nodes\n", m->func[i]->name, m->func[i]->nnode);
+        ir_print_summary(stdout, m->func[i]);
+    }
+}
+
 /* mamlc --stats: what one meta-step costs, and what compiling it cost. */
 static void print_stats(const Model *md, IrModule *m, const BeJit *j, const StageTimes *t) {
     IrFunc *step = ir_module_find(m, "meta_step");
@@ -386,7 +414,7 @@ static int compile(const Options *o, Diag *d) {
         if (o->emit[0] == 'm') {
             IrModule *model = model_lower_module(md, d);
             if (model)
-                ir_print_module(stdout, model);
+                print_ir(o, model);
             status = model ? 0 : 1;
             ir_module_free(model);
         } else if (o->emit[0] == 'a')
@@ -410,7 +438,7 @@ static int compile(const Options *o, Diag *d) {
     else if (o->emit && strcmp(o->emit, "llvm") == 0)
         status = be_emit_llvm(stdout, m, &o->be, d) ? 0 : 1;
     else if (o->emit)
-        ir_print_module(stdout, m);
+        print_ir(o, m);
     else if (o->output)
         status = lib_build(md, m, o->output, o->header, &o->be, d) ? 0 : 1;
     else {
