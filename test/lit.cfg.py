@@ -46,6 +46,9 @@ import importlib.util
 # The Python example drivers for Omniglot need NumPy and Pillow.
 if require_all or all(importlib.util.find_spec(m) for m in ("numpy", "PIL")):
     config.available_features.add("numpy-pil")
+# examples/make_tasks.py (task files) needs NumPy alone.
+if require_all or importlib.util.find_spec("numpy"):
+    config.available_features.add("numpy")
 data = os.path.join(os.path.dirname(config.mamlc_src), "shared", "data")
 if require_all or os.path.isdir(os.path.join(data, "omniglot")):
     config.available_features.add("omniglot-data")

@@ -65,6 +65,10 @@ static const char usage[] =
     "                       eval step count is lower after training than before\n"
     "  --data PATH          the task's data (omniglot: the meta-training split)\n"
     "  --eval-data PATH     evaluate on this data instead (the held-out split)\n"
+    "  --tasks FILE         meta-train on the tasks of FILE.safetensors (any task kind;\n"
+    "                       docs/language.md), drawn at random from the seed\n"
+    "  --eval-tasks-file FILE\n"
+    "                       evaluate on each task of this task file instead\n"
     "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
     "  --save-state         with --save: also the optimiser state and iteration\n"
     "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
@@ -74,6 +78,7 @@ static const char usage[] =
     "                       every N trains the same bits\n"
     "\n"
     "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json,\n"
+    "  --tasks FILE         evaluate on each task of FILE.safetensors\n"
     "  --omniglot-runs all_runs.zip   the official 20-way one-shot runs (a 20-way 1-shot model)\n"
     "\n"
     "  --help, --version\n";
@@ -204,6 +209,10 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->r.data = v;
         } else if (runs && tool_option(argc, argv, &i, "--eval-data", &v)) {
             o->r.eval_data = v;
+        } else if (runs && tool_option(argc, argv, &i, "--tasks", &v)) {
+            o->r.tasks = v;
+        } else if (trains && tool_option(argc, argv, &i, "--eval-tasks-file", &v)) {
+            o->r.eval_tasks_file = v;
         } else if (trains && tool_option(argc, argv, &i, "--iters", &v)) {
             if (!parse_long(v, 1, &o->r.iters))
                 return usage_error("--iters needs a positive integer, not '%s'", v);
@@ -217,6 +226,7 @@ static int parse_args(int argc, char **argv, Options *o) {
         } else if (runs && tool_option(argc, argv, &i, "--eval-tasks", &v)) {
             if (!parse_long(v, 1, &o->r.eval_tasks) || o->r.eval_tasks > 1000000)
                 return usage_error("--eval-tasks needs an integer from 1 to 1000000, not '%s'", v);
+            o->r.eval_tasks_given = true;
         } else if (runs && tool_option(argc, argv, &i, "--report", &v)) {
             o->r.report = v;
         } else if (trains && strcmp(a, "--quiet") == 0) {
@@ -244,6 +254,10 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error("%s", "--stats goes with neither 'run', 'eval' nor --emit");
     if (o->eval && !o->r.load)
         return usage_error("%s", "'eval' needs --load CKPT");
+    if (o->r.eval_tasks_file && !o->r.tasks)
+        return usage_error("%s", "--eval-tasks-file goes with --tasks");
+    if (o->r.tasks && (o->r.data || o->r.eval_data || o->r.omniglot_runs))
+        return usage_error("%s", "--tasks goes with neither --data, --eval-data nor --omniglot-runs");
     if (o->r.save_state && !o->r.save)
         return usage_error("%s", "--save-state goes with --save");
     if (o->r.checkpoint_every && !o->r.save)
@@ -281,7 +295,8 @@ static int check_paths(const Options *o, Diag *d) {
     const RunOptions *r = &o->r;
     const NamedPath in[] = {
         {"the model file", o->file, false}, {"--data", r->data, false}, {"--eval-data", r->eval_data, false},
-        {"--resume", r->resume, false}, {"--load", r->load, false}, {"--omniglot-runs", r->omniglot_runs, false}};
+        {"--resume", r->resume, false}, {"--load", r->load, false}, {"--omniglot-runs", r->omniglot_runs, false},
+        {"--tasks", r->tasks, false}, {"--eval-tasks-file", r->eval_tasks_file, false}};
     const NamedPath out[] = {
         {"-o", o->output, false}, {o->default_header ? "the header of -o" : "--header", o->header, false},
         {"--save", r->save, true}, {"--report", r->report, true}};

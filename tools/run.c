@@ -3,6 +3,7 @@
 #include "run.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "../runtime/checkpoint.h"
 #include "../runtime/omniglot.h"
 #include "../runtime/runtime.h"
+#include "../runtime/tasks.h"
 
 typedef struct {
     RtProgram prog;
@@ -17,11 +19,16 @@ typedef struct {
     RtSinusoidSource sinusoid;
     RtOmniglotSource omniglot;
     RtOmniglot *train_data, *eval_data;
+    RtTaskFile *train_tasks, *eval_tasks_file;  /* --tasks, --eval-tasks-file */
+    RtTasksSource tasks;
+    long eval_tasks;            /* evaluation over a task file: its tasks; 0: --eval-tasks */
 } Run;
 
 static void run_free(Run *r) {
     rt_omniglot_close(r->train_data);
     rt_omniglot_close(r->eval_data);
+    rt_tasks_close(r->train_tasks);
+    rt_tasks_close(r->eval_tasks_file);
     free(r->param);
 }
 
@@ -113,16 +120,75 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
 
 bool run_reads_data(const Model *md) { return strcmp(md->task.kind, "omniglot") == 0; }
 
+/* An error message "path: what is wrong" from the runtime, as "path: error: ...". */
+static void file_error(Diag *d, const char *path, const char *err) {
+    size_t n = strlen(path);
+    if (strncmp(err, path, n) == 0 && strncmp(err + n, ": ", 2) == 0)
+        diag_error(d, (SrcLoc){path, 0, 0}, "%s", err + n + 2);
+    else
+        diag_error(d, (SrcLoc){0}, "%s", err);
+}
+
+/* A task file, loaded and checked against the model's task fields. */
+static RtTaskFile *open_tasks(const char *path, const Model *md, RtReal real, bool lead, Diag *d) {
+    const ModelTask *t = &md->task;
+    const IrType *field[4] = {&t->support_x, &t->support_y, &t->query_x, &t->query_y};
+    RtTaskLayout l = {.real = real};
+    for (int k = 0; k < 4; k++)
+        l.field[k] = (RtTaskField){field[k]->dtype == DT_I32, t->classes[k / 2][k % 2], field[k]->rank,
+                                   field[k]->dim};
+    char err[1024];
+    RtTaskFile *f = rt_tasks_open(path, &l, err, sizeof err);
+    if (!f)
+        file_error(d, path, err);
+    else if (lead)
+        printf("loaded %" PRIu64 " tasks (%" PRIu64 " bytes) from %s\n", rt_tasks_count(f), rt_tasks_bytes(f),
+               path);
+    return f;
+}
+
+/* --tasks FILE: train on (or, for mamlc eval, evaluate) its tasks, whatever
+ * the model's task kind; --eval-tasks-file: evaluate on that file's.  An
+ * evaluation covers the file's tasks once each, or its first --eval-tasks. */
+static bool setup_tasks(const Model *md, const RunOptions *o, Run *r, Diag *d) {
+    bool lead = lead_process(o);
+    if (!(r->train_tasks = open_tasks(o->tasks, md, r->prog.real, lead, d)) ||
+        (o->eval_tasks_file && !(r->eval_tasks_file = open_tasks(o->eval_tasks_file, md, r->prog.real, lead, d))))
+        return false;
+    r->tasks = (RtTasksSource){r->train_tasks, r->eval_tasks_file};
+    const char *path = o->eval_tasks_file ? o->eval_tasks_file : o->tasks;
+    uint64_t count = rt_tasks_count(r->eval_tasks_file ? r->eval_tasks_file : r->train_tasks);
+    if (o->eval_tasks_given && (uint64_t)o->eval_tasks > count) {
+        diag_error(d, (SrcLoc){path, 0, 0}, "--eval-tasks %ld, but the file holds %" PRIu64 " tasks",
+                   o->eval_tasks, count);
+        return false;
+    }
+    if (!o->eval_tasks_given && count > 1000000) {
+        diag_error(d, (SrcLoc){path, 0, 0}, "%" PRIu64 " tasks are too many to evaluate each: give "
+                   "--eval-tasks N (at most 1000000) to evaluate the first N", count);
+        return false;
+    }
+    r->eval_tasks = o->eval_tasks_given ? o->eval_tasks : (long)count;
+    if (o->train && !o->eval_tasks_file && lead)
+        fprintf(stderr, "mamlc: warning: evaluating on the training tasks of %s; give --eval-tasks-file "
+                        "with held-out ones\n", o->tasks);
+    r->prog.sample = rt_tasks_sample;
+    r->prog.sample_ctx = &r->tasks;
+    return true;
+}
+
 /* The task source the model declares, wired into the program (the frontend
  * has checked the task's shapes against its kind). */
 static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) {
     const char *kind = md->task.kind;
+    if (o->tasks)
+        return setup_tasks(md, o, r, d);
     if (strcmp(kind, "sinusoid") == 0)
         return setup_sinusoid(md, r);
     if (strcmp(kind, "omniglot") == 0)
         return setup_omniglot(md, o, r, d);
     diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
-                                "its data comes from the program that calls the model", kind);
+                                "give --tasks FILE.safetensors, or call the model's library", kind);
     return false;
 }
 
@@ -280,11 +346,8 @@ static void checkpoint_init(Checkpoint *c, const Model *md, const Run *r, void *
 static bool checkpoint_io(Checkpoint *c, bool save, const char *path, Diag *d) {
     char err[1024];
     bool ok = save ? rt_checkpoint_save(path, &c->ck, err, sizeof err) : rt_checkpoint_load(path, &c->ck, err, sizeof err);
-    size_t n = strlen(path);
-    if (!ok && strncmp(err, path, n) == 0 && strncmp(err + n, ": ", 2) == 0)
-        diag_error(d, (SrcLoc){path, 0, 0}, "%s", err + n + 2);     /* path: error: message */
-    else if (!ok)
-        diag_error(d, (SrcLoc){0}, "%s", err);
+    if (!ok)
+        file_error(d, path, err);
     return ok;
 }
 
@@ -353,7 +416,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         .opt_state = state,
         .seed = o->seed,
         .eval_every = o->eval_every,
-        .eval_tasks = lead ? (int)o->eval_tasks : 0,
+        .eval_tasks = lead ? (int)(r.eval_tasks ? r.eval_tasks : o->eval_tasks) : 0,
         .nsteps = md->meta.neval_steps,
         .steps = md->meta.eval_steps,
         .progress = !o->quiet && lead,
@@ -375,7 +438,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         rep.neval = to.nsteps;
         ok = rt_evaluate(&r.prog, &to, params, rep.eval);
         if (ok)
-            print_eval(rep.eval, rep.neval, o->eval_tasks);
+            print_eval(rep.eval, rep.neval, to.eval_tasks);
     } else if (ok && o->train) {
         RtEvalPoint before[16];
         bool expect = o->expect_improvement && lead && to.eval_tasks > 0 && to.nsteps > 0;
@@ -400,7 +463,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         if (ok && lead) {
             printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
                    rep.steps_per_second);
-            print_eval(rep.eval, rep.neval, o->eval_tasks);
+            print_eval(rep.eval, rep.neval, to.eval_tasks);
         }
         if (ok && lead && o->save) {
             c.ck.has_state = o->save_state || o->checkpoint_every > 0;

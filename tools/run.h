@@ -24,10 +24,13 @@ typedef struct {
     const char *save, *resume, *load;   /* checkpoints */
     bool save_state;
     const char *data, *eval_data;       /* --data, --eval-data */
+    const char *tasks;                  /* --tasks: a task file to train on (eval: to evaluate) */
+    const char *eval_tasks_file;        /* --eval-tasks-file: one to evaluate on */
     const char *omniglot_runs;          /* eval: the 20-way one-shot runs */
     bool quiet;
     bool expect_improvement;    /* run: fail unless training lowers the held-out loss */
     long iters, eval_every, eval_tasks;
+    bool eval_tasks_given;      /* --eval-tasks was given (over a task file: its first N) */
     long checkpoint_every;      /* with save: save every N iterations */
     int threads;                /* threads sharing each meta-batch's tasks */
     uint64_t seed;
@@ -35,7 +38,8 @@ typedef struct {
 } RunOptions;
 
 /* Whether md's task reads a data set (--data, --eval-data): omniglot does;
- * sinusoid makes its tasks, and external ones come from the caller. */
+ * sinusoid makes its tasks, and external ones come from the caller (or a
+ * task file, --tasks, as any kind's may). */
 bool run_reads_data(const Model *md);
 
 /* JIT-compile m (md's optimised functions) and meta-train, or evaluate a
