@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "../runtime/checkpoint.h"
+#include "family.h"
 #include "../runtime/omniglot.h"
 #include "../runtime/runtime.h"
 
@@ -17,11 +18,14 @@ typedef struct {
     RtSinusoidSource sinusoid;
     RtOmniglotSource omniglot;
     RtOmniglot *train_data, *eval_data;
+    const BeOptions *be;        /* how the task family is compiled */
+    RunFamily family;
 } Run;
 
 static void run_free(Run *r) {
     rt_omniglot_close(r->train_data);
     rt_omniglot_close(r->eval_data);
+    run_family_close(&r->family);
     free(r->param);
 }
 
@@ -121,6 +125,13 @@ static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) 
         return setup_sinusoid(md, r);
     if (strcmp(kind, "omniglot") == 0)
         return setup_omniglot(md, o, r, d);
+    if (md->task.family && run_family_open(&r->family, md, r->be, o->threads, d)) {
+        r->prog.sample = rt_family_sample;
+        r->prog.sample_ctx = r->family.source;
+        return true;
+    }
+    if (md->task.family)
+        return false;
     diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
                                 "its data comes from the program that calls the model", kind);
     return false;
@@ -319,7 +330,7 @@ static void print_plan(const Model *md, const RtProgram *p, const RtTrainOptions
 
 int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOptions *o, Diag *d) {
     /* the data first: a bad data set is refused before any compiling */
-    Run r = {.prog.real = md->real == DT_F64 ? RT_F64 : RT_F32};
+    Run r = {.prog.real = md->real == DT_F64 ? RT_F64 : RT_F32, .be = be};
     bool ok = setup_source(md, o, &r, d);
     BeJit *j = ok ? be_jit_compile(m, be, d) : NULL;
     ok = j && setup_program(md, j, m, &r, d);
