@@ -483,9 +483,9 @@ static ValueId lower_name(Lower *L, const Ast *e) {
     const int *at = ast_map_get(L->scope, id);
     if (at)
         return *at;
-    if ((at = ast_map_get(&L->mi->params, id)) && L->params)
-        return L->params[*at];
-    if (at) {
+    if ((at = ast_map_get(&L->mi->params, id))) {
+        if (L->params)
+            return L->params[*at];
         diag_error(L->d, e->loc, "'%s' is a param; a task family cannot read params", id);
         return IR_NONE;
     }

@@ -8,9 +8,9 @@
 #include <string.h>
 
 #include "../runtime/checkpoint.h"
-#include "family.h"
 #include "../runtime/omniglot.h"
 #include "../runtime/runtime.h"
+#include "family.h"
 
 typedef struct {
     RtProgram prog;
@@ -115,6 +115,16 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
     return true;
 }
 
+/* A task family: its functions compiled, sampled by the runtime with a
+ * buffer for each thread. */
+static bool setup_family(const Model *md, const RunOptions *o, Run *r, Diag *d) {
+    if (!run_family_open(&r->family, md, r->be, o->threads, d))
+        return false;
+    r->prog.sample = rt_family_sample;
+    r->prog.sample_ctx = r->family.source;
+    return true;
+}
+
 bool run_reads_data(const Model *md) { return strcmp(md->task.kind, "omniglot") == 0; }
 
 /* The task source the model declares, wired into the program (the frontend
@@ -125,13 +135,8 @@ static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) 
         return setup_sinusoid(md, r);
     if (strcmp(kind, "omniglot") == 0)
         return setup_omniglot(md, o, r, d);
-    if (md->task.family && run_family_open(&r->family, md, r->be, o->threads, d)) {
-        r->prog.sample = rt_family_sample;
-        r->prog.sample_ctx = r->family.source;
-        return true;
-    }
     if (md->task.family)
-        return false;
+        return setup_family(md, o, r, d);
     diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
                                 "its data comes from the program that calls the model", kind);
     return false;
