@@ -97,6 +97,7 @@ static void dump_children(FILE *out, const Ast *n, int indent) {
     case AST_DEF: dump_list(out, &n->def.body, indent); break;
     case AST_TASK:
         dump_list(out, &n->task.arg, indent);
+        dump_list(out, &n->task.body, indent);
         dump_list(out, &n->task.field, indent);
         break;
     case AST_FIELD: ast_dump(out, n->field.type, indent); break;

@@ -34,7 +34,7 @@ typedef enum {
     AST_PARAM,      /* param W : [..] = init; */
     AST_SHAPE,      /* [d1, ..., dn] or i32[d1, ..., dn] */
     AST_DEF,        /* def f(a, b) { ... } */
-    AST_TASK,       /* task kind(args) { fields } */
+    AST_TASK,       /* task kind(args) { lines; fields } */
     AST_FIELD,      /* support x : [K, 1] */
     AST_META,       /* meta { key = value; ... } */
     AST_PROGRAM,    /* the whole file */
@@ -90,6 +90,7 @@ struct Ast {
         struct {
             const char *kind;   /* sinusoid, external, ... */
             AstList arg;        /* AST_KWARGs */
+            AstList body;       /* AST_ASSIGNs: a task family's lines */
             AstList field;      /* AST_FIELDs */
         } task;
         struct {

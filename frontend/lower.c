@@ -27,6 +27,8 @@ struct Lower {
     bool differentiable;        /* lowering (part of) the loss */
     Diag *d;
     AstMap *scope;              /* names of the def being lowered -> values */
+    ModelDrawFn *draw;          /* lowers the draws of a task family's line, or NULL */
+    void *draw_ctx;
     bool *active;               /* per def: being inlined right now */
     int depth;
     long steps;
@@ -464,6 +466,9 @@ static ValueId call_def(Lower *L, const Ast *call) {
 }
 
 static ValueId lower_call(Lower *L, const Ast *call) {
+    DrawKind kind;
+    if (L->draw && model_draw_kind(call->call.callee, &kind))
+        return L->draw(L->draw_ctx, call);
     const ModelBuiltin *b = model_builtin(call->call.callee);
     int npos = model_call_positional(call);
     if (npos < call->call.arg.n && (!b || !b->kw[0].name)) {
@@ -480,8 +485,12 @@ static ValueId lower_name(Lower *L, const Ast *e) {
     const int *at = ast_map_get(L->scope, id);
     if (at)
         return *at;
-    if ((at = ast_map_get(&L->mi->params, id)))
-        return L->params ? L->params[*at] : IR_NONE;
+    if ((at = ast_map_get(&L->mi->params, id))) {
+        if (L->params)
+            return L->params[*at];
+        diag_error(L->d, e->loc, "'%s' is a param; a task family cannot read params", id);
+        return IR_NONE;
+    }
     if ((at = ast_map_get(&L->mi->dims, id)))
         return real_const(L, L->m->dim[*at].value, e->loc);
     diag_error(L->d, e->loc, "unknown name '%s'", id);
@@ -616,6 +625,17 @@ ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn, const ValueI
     if (!L.active)
         abort();
     ValueId r = lower_body(&L, *at, args);
+    free(L.active);
+    return r;
+}
+
+ValueId model_lower_family_expr(const ModelImpl *mi, IrFunc *f, AstMap *scope, const Ast *e, ModelDrawFn *draw,
+                                void *ctx, Diag *d) {
+    Lower L = {.mi = mi, .m = &mi->pub, .f = f, .d = d, .scope = scope, .draw = draw, .draw_ctx = ctx};
+    L.active = calloc((size_t)mi->ndef + 1, sizeof *L.active);
+    if (!L.active)
+        abort();
+    ValueId r = lower_expr(&L, e);
     free(L.active);
     return r;
 }

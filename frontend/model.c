@@ -425,6 +425,7 @@ typedef struct {
 
 static bool check_sinusoid(Check *c, const ModelTask *t, const Ast *field[2][2]);
 static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2]);
+static bool check_family(Check *c, const ModelTask *t, const Ast *field[2][2]);
 
 static const TaskArgSpec sinusoid_args[] = {
     {"amplitude", TARG_RANGE, 0.1, 5.0, NULL, false},
@@ -446,6 +447,7 @@ static const TaskKind task_kinds[] = {
     {"sinusoid", sinusoid_args, 3, check_sinusoid},
     {"omniglot", omniglot_args, 6, check_omniglot},
     {"external", NULL, 0, NULL},
+    {"family", NULL, 0, check_family},      /* its arguments are task variables (frontend/family.c) */
 };
 #define NTASK_KINDS (int)(sizeof task_kinds / sizeof task_kinds[0])
 
@@ -519,6 +521,10 @@ static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2])
         }
     }
     return ok;
+}
+
+static bool check_family(Check *c, const ModelTask *t, const Ast *field[2][2]) {
+    return model_check_family(c->mi, c->task, &c->m->task, c->d);
 }
 
 static bool check_task_value(Check *c, const Ast *kw, const TaskArgSpec *s, TaskArg *out) {
@@ -693,7 +699,13 @@ static void check_task(Check *c) {
     t->loc = n->loc;
     const TaskKind *k = find_task_kind(c, n);
     const Ast *field[2][2] = {{0}};
-    bool ok = k && check_task_args(c, n, k, t);
+    bool family = k && k->check == check_family;
+    bool ok = k && (family || check_task_args(c, n, k, t));
+    if (k && !family && n->task.body.n) {
+        diag_error(c->d, n->task.body.item[0]->loc, "lines such as 'x = ...' belong to a task family, not to "
+                   "task '%s'", k->kind);
+        ok = false;
+    }
     if (check_task_fields(c, n, t, field) && ok && k->check)
         k->check(c, t, field);
 }
@@ -1109,6 +1121,8 @@ static void check_model(Check *c) {
         return;
     if (check_objective(c, "loss", true))
         check_objective(c, "metric", false);
+    if (c->m->task.family)
+        ir_module_free(model_lower_family(c->m, c->d));     /* checks the family's lines */
 }
 
 Model *model_load_text(const char *file, const char *text, size_t len, const ModelOptions *opt, Diag *d) {

@@ -47,6 +47,28 @@ typedef struct {
     SrcLoc loc;
 } TaskArg;
 
+typedef enum { DRAW_UNIFORM, DRAW_NORMAL } DrawKind;
+
+/* A random draw of a task family: every element of `type` independently
+ * uniform on [a, b) (uniform(a, b)) or normal with mean a and std b
+ * (normal(a, b)). */
+typedef struct {
+    const char *name;           /* the task variable, or the field a line's draw is in */
+    DrawKind kind;
+    double a, b;
+    IrType type;                /* real */
+    SrcLoc loc;
+} ModelDraw;
+
+/* A task family (`task family(vars) { x = ..; y = ..; fields }`): its task
+ * variables, drawn once per task, and the draws of its lines, once per set. */
+typedef struct {
+    ModelDraw *var;
+    int nvar;
+    ModelDraw *draw[2];         /* [support, query]: the line x's draws, then y's, in source order */
+    int ndraw[2];
+} ModelFamily;
+
 typedef struct {
     const char *kind;           /* "sinusoid", "external", ... */
     TaskArg *arg;
@@ -56,6 +78,7 @@ typedef struct {
      * encodes (cross_entropy), the number of classes, so its labels must lie
      * in [0, classes); 0 for reals and for i32 fields the loss never encodes. */
     int classes[2][2];
+    ModelFamily *family;        /* task family: its draws; NULL for other kinds */
     SrcLoc loc;
 } ModelTask;
 
@@ -111,6 +134,15 @@ ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn,
  *   @net(params..., x)            at the query x, if `def net`.
  * Returns NULL after reporting through d. */
 IrModule *model_lower_module(const Model *m, Diag *d);
+
+/* A task family as IR, for its sampler: a module of the real type with
+ *   @family.support(vars..., draws...) -> x, y   at the support shapes,
+ *   @family.query(vars..., draws...) -> x, y     at the query shapes,
+ * whose inputs are the task variables (family->var) and then the draws of
+ * that set (family->draw[s]), drawn by the caller.  Returns NULL after
+ * reporting through d (a line whose value does not have its field's type,
+ * ...).  m's task must be a family. */
+IrModule *model_lower_family(const Model *m, Diag *d);
 
 /* The location of `def fn`, or a zero location if there is none. */
 SrcLoc model_func_loc(const Model *m, const char *fn);

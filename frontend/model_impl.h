@@ -80,6 +80,25 @@ bool model_dim_expr(const ModelImpl *mi, const Ast *n, int64_t *out, Diag *d);
 /* Evaluate n as one extent of a shape: a dim expression in 1..IR_MAX_DIM. */
 bool model_extent(const ModelImpl *mi, const Ast *n, int *out, Diag *d);
 
+/* --- task families (frontend/family.c) --- */
+
+/* Whether `name` is a distribution of a task family (uniform, normal): its
+ * kind in *kind. */
+bool model_draw_kind(const char *name, DrawKind *kind);
+/* Check the variables and lines of the task family `task` (its fields
+ * already in t) and fill t->family; false after reporting through d.  The
+ * lines' values are checked by model_lower_family, once the defs are. */
+bool model_check_family(const ModelImpl *mi, const Ast *task, ModelTask *t, Diag *d);
+
+/* Lowers a call of uniform or normal in a task family's line. */
+typedef ValueId ModelDrawFn(void *ctx, const Ast *call);
+/* Lower the expression e of a task family's line into f, not
+ * differentiable: names are looked up in scope first, then among the dims;
+ * params are refused; draw lowers each call of a distribution.  Calls of
+ * defs are inlined as in model_lower_call.  IR_NONE after reporting. */
+ValueId model_lower_family_expr(const ModelImpl *mi, IrFunc *f, AstMap *scope, const Ast *e, ModelDrawFn *draw,
+                                void *ctx, Diag *d);
+
 /* --- static checks of every def (frontend/resolve.c) ---
  * Names, arities, literal arguments and recursion, independent of shapes.
  * Returns true when no error was found. */

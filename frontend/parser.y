@@ -51,9 +51,9 @@ static Ast *ret(AstParser *p, Ast *value, AST_YYLTYPE l);
 %token COMMA "," SEMI ";" COLON ":" ASSIGN "=" EQEQ "=="
 %token PLUS "+" MINUS "-" STAR "*" SLASH "/" AT "@" CARET "^"
 
-%type <node> decl dim_decl param_decl def_decl task_decl meta_decl shape type field
+%type <node> decl dim_decl param_decl def_decl task_decl task_lines meta_decl shape type field
 %type <node> stmt return expr sum product unary power primary arg kwarg
-%type <list> decls names names_opt body stmts fields field_list kwargs kwargs_opt entries task_args
+%type <list> decls names names_opt body stmts field_list kwargs kwargs_opt entries task_args
 %type <list> exprs exprs_opt args args_opt
 
 %%
@@ -143,13 +143,16 @@ return
     : "return" { p->ctx = "return statement"; } expr ";"  { $$ = ret(p, $3, @1); }
     ;
 
-/* task_decl = "task" NAME ["(" [kwarg ("," kwarg)*] ")"] "{" field_line* "}" */
+/* task_decl = "task" NAME ["(" [kwarg ("," kwarg)*] ")"] "{" task_line* "}"
+ * task_line = stmt                            a line of a task family: x = ..., y = ...
+ *           | NAME field ("," field)* ";"     NAME: support or query
+ * (frontend/model.c checks that a family's lines come before its fields) */
 task_decl
-    : "task" { p->ctx = "task declaration"; } IDENT task_args "{" fields "}" {
-          $$ = node(p, AST_TASK, @3);
+    : "task" { p->ctx = "task declaration"; } IDENT task_args "{" task_lines "}" {
+          $$ = $6;
+          $$->loc = at(p, @3);
           $$->task.kind = $3;
           $$->task.arg = $4;
-          $$->task.field = $6;
       }
     ;
 
@@ -158,15 +161,15 @@ task_args
     | "(" kwargs_opt ")"        { $$ = $2; }
     ;
 
-/* field_line = NAME field ("," field)* ";"     NAME: support or query */
-fields
-    : %empty                    { $$ = (AstList){0}; }
-    | fields IDENT { p->ctx = "task fields"; } field_list ";" {
+task_lines
+    : %empty                    { $$ = node(p, AST_TASK, @$); }
+    | task_lines stmt           { $$ = $1; push(p, &$$->task.body, $2); }
+    | task_lines IDENT { p->ctx = "task fields"; } field_list ";" {
           $$ = $1;
           for (int i = 0; i < $4.n; i++) {
               $4.item[i]->field.set = $2;
               $4.item[i]->field.set_loc = at(p, @2);
-              push(p, &$$, $4.item[i]);
+              push(p, &$$->task.field, $4.item[i]);
           }
       }
     ;

@@ -342,4 +342,43 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
  * errno says why. */
 bool rt_write_report(const char *path, const RtReport *rep);
 
+/* --- task families (runtime/family.c) ---
+ * A task distribution written in the model (`task family`) and compiled:
+ * per task, its variables are drawn once and then, per set, the draws of
+ * the set's lines, from which the set's compiled function computes x and y. */
+typedef enum { RT_DRAW_UNIFORM, RT_DRAW_NORMAL } RtDrawKind;
+/* n reals, each uniform on [a, b) or normal with mean a and std b. */
+typedef struct {
+    RtDrawKind kind;
+    double a, b;
+    size_t n;
+} RtDraw;
+typedef struct {
+    RtEntry fn;                 /* in: the variables, then draw[0..ndraw)   out: x, y */
+    const RtDraw *draw;
+    int ndraw;
+} RtFamilySet;
+typedef struct {
+    RtReal real;
+    const RtDraw *var;          /* the task variables */
+    int nvar;
+    RtFamilySet set[2];         /* support, query */
+} RtFamily;
+
+/* A source of f's tasks (f and its arrays are borrowed, and must outlive
+ * it) with buffers for `callers` concurrent calls, allocated here; a call
+ * beyond those waits for one to end.  NULL when memory cannot be had. */
+typedef struct RtFamilySource RtFamilySource;
+RtFamilySource *rt_family_new(const RtFamily *f, int callers);
+void rt_family_free(RtFamilySource *s);
+/* An RtSampleFn (ctx: an RtFamilySource *), safe to call from several
+ * threads at once.  From rt_rng_stream(seed, task) it draws the variables
+ * in order, then the support set's draws, then the query set's, each
+ * element in row-major order: uniform(a, b) as rt_rng_uniform(a, b),
+ * normal(a, b) as a + b * rt_rng_normal, in double, then rounded to the
+ * real type (a uniform draw that rounds to b or above takes the real just
+ * below); then it runs each set's function into sx, sy and qx, qy. */
+void rt_family_sample(const void *ctx, uint64_t seed, uint64_t task,
+                      void *sx, void *sy, void *qx, void *qy);
+
 #endif

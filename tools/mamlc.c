@@ -428,10 +428,14 @@ static int compile(const Options *o, Diag *d) {
                     !strcmp(o->emit, "model-ir"))) {
         if (o->emit[0] == 'm') {
             IrModule *model = model_lower_module(md, d);
+            IrModule *family = model && md->task.family ? model_lower_family(md, d) : NULL;
             if (model)
                 print_ir(o, model);
-            status = model ? 0 : 1;
+            if (family)
+                print_ir(o, family);    /* which the meta-step builder ignores */
+            status = model && (family || !md->task.family) ? 0 : 1;
             ir_module_free(model);
+            ir_module_free(family);
         } else if (o->emit[0] == 'a')
             model_dump_ast(stdout, md);
         else if (o->emit[0] == 'h')

@@ -12,6 +12,7 @@
 #include "../runtime/omniglot.h"
 #include "../runtime/runtime.h"
 #include "../runtime/tasks.h"
+#include "family.h"
 
 typedef struct {
     RtProgram prog;
@@ -22,6 +23,8 @@ typedef struct {
     RtTaskFile *train_tasks, *eval_tasks_file;  /* --tasks, --eval-tasks-file */
     RtTasksSource tasks;
     long eval_tasks;            /* evaluation over a task file: its tasks; 0: --eval-tasks */
+    const BeOptions *be;        /* how the task family is compiled */
+    RunFamily family;
 } Run;
 
 static void run_free(Run *r) {
@@ -29,6 +32,7 @@ static void run_free(Run *r) {
     rt_omniglot_close(r->eval_data);
     rt_tasks_close(r->train_tasks);
     rt_tasks_close(r->eval_tasks_file);
+    run_family_close(&r->family);
     free(r->param);
 }
 
@@ -118,6 +122,16 @@ static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d
     return true;
 }
 
+/* A task family: its functions compiled, sampled by the runtime with a
+ * buffer for each thread. */
+static bool setup_family(const Model *md, const RunOptions *o, Run *r, Diag *d) {
+    if (!run_family_open(&r->family, md, r->be, o->threads, d))
+        return false;
+    r->prog.sample = rt_family_sample;
+    r->prog.sample_ctx = r->family.source;
+    return true;
+}
+
 bool run_reads_data(const Model *md) { return strcmp(md->task.kind, "omniglot") == 0; }
 
 /* An error message "path: what is wrong" from the runtime, as "path: error: ...". */
@@ -187,6 +201,8 @@ static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) 
         return setup_sinusoid(md, r);
     if (strcmp(kind, "omniglot") == 0)
         return setup_omniglot(md, o, r, d);
+    if (md->task.family)
+        return setup_family(md, o, r, d);
     diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
                                 "give --tasks FILE.safetensors, or call the model's library", kind);
     return false;
@@ -382,7 +398,7 @@ static void print_plan(const Model *md, const RtProgram *p, const RtTrainOptions
 
 int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOptions *o, Diag *d) {
     /* the data first: a bad data set is refused before any compiling */
-    Run r = {.prog.real = md->real == DT_F64 ? RT_F64 : RT_F32};
+    Run r = {.prog.real = md->real == DT_F64 ? RT_F64 : RT_F32, .be = be};
     bool ok = setup_source(md, o, &r, d);
     BeJit *j = ok ? be_jit_compile(m, be, d) : NULL;
     ok = j && setup_program(md, j, m, &r, d);
