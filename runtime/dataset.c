@@ -8,7 +8,10 @@
 
 #include "dataset.h"
 
-enum { MAX_DEPTH = 16 };                      /* folder nesting walked */
+enum {
+    MAX_DEPTH = 16,                     /* folder nesting walked */
+    STACK_INTS = 256,                   /* task draw scratch kept on the stack */
+};
 #define MAX_FILE_BYTES ((size_t)64 << 20)     /* one file read whole */
 
 /* ------------------------------------------------------------------------
@@ -329,4 +332,52 @@ void rt_draw_distinct(RtRng *r, int n, int k, int32_t *out)
         out[i] = t;
     }
     rt_shuffle(r, k, out);
+}
+
+/* ------------------------------------------------------------------------
+ * Tasks */
+
+bool rt_draw_task(const RtTaskData *d, uint64_t seed, uint64_t task, int ways, int shots,
+                  int queries, RtReal real, void *sx, int32_t *sy, void *qx, int32_t *qy)
+{
+    int draws = shots + queries;
+    int32_t stack[STACK_INTS], *cls = stack;
+    size_t need = 2 * (size_t)ways + (size_t)draws;
+    if (need > STACK_INTS && !(cls = malloc(need * sizeof *cls)))
+        return false;
+    int32_t *perm = cls + ways, *pick = perm + ways;
+    RtRng r;
+    rt_rng_stream(&r, seed, task);
+    rt_draw_distinct(&r, d->classes, ways, cls);
+    for (int i = 0; i < ways; i++)
+        perm[i] = i;
+    rt_shuffle(&r, ways, perm);
+    for (int i = 0; i < ways; i++) {
+        int c = cls[i];
+        rt_draw_distinct(&r, d->count(d->data, c), draws, pick);
+        for (int k = 0; k < draws; k++) {
+            size_t at = k < shots ? (size_t)i * (size_t)shots + (size_t)k
+                                  : (size_t)i * (size_t)queries + (size_t)(k - shots);
+            d->put(d->data, c, pick[k], real, k < shots ? sx : qx, at * d->reals);
+            (k < shots ? sy : qy)[at] = perm[i];
+        }
+    }
+    if (cls != stack)
+        free(cls);
+    return true;
+}
+
+void rt_zero_task(size_t reals, int ways, int shots, int queries, RtReal real, void *sx,
+                  void *sy, void *qx, void *qy)
+{
+    size_t rb = rt_real_bytes(real);
+    size_t ns = (size_t)ways * (size_t)shots, nq = (size_t)ways * (size_t)queries;
+    if (ns) {
+        memset(sx, 0, ns * reals * rb);
+        memset(sy, 0, ns * sizeof(int32_t));
+    }
+    if (nq) {
+        memset(qx, 0, nq * reals * rb);
+        memset(qy, 0, nq * sizeof(int32_t));
+    }
 }

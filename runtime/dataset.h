@@ -71,4 +71,30 @@ void rt_shuffle(RtRng *r, int k, int32_t *a);
  * then a shuffle, as Floyd's order is not uniform.  k <= n. */
 void rt_draw_distinct(RtRng *r, int n, int k, int32_t *out);
 
+/* --- tasks ---
+ * What drawing a task needs of a data set of `classes` classes whose images
+ * are `reals` reals each. */
+typedef struct {
+    const void *data;
+    int classes;
+    size_t reals;
+    int (*count)(const void *data, int cls);      /* images of class cls */
+    /* image i of class cls to reals [at, at + reals) of out, as f32 or f64 */
+    void (*put)(const void *data, int cls, int i, RtReal real, void *out, size_t at);
+} RtTaskData;
+
+/* Task `task` of `seed`, from rt_rng_stream(seed, task): `ways` distinct
+ * classes, a random label permutation (class i of the task gets label
+ * perm[i]), then per class shots + queries distinct images, the first
+ * `shots` to the support set.  Both sets are class-major.  The caller has
+ * checked that ways <= classes and that every class has shots + queries
+ * images.  No allocation unless 2 ways + shots + queries > 256; false, with
+ * nothing written, when that allocation fails. */
+bool rt_draw_task(const RtTaskData *d, uint64_t seed, uint64_t task, int ways, int shots,
+                  int queries, RtReal real, void *sx, int32_t *sy, void *qx, int32_t *qy);
+/* Zeros in place of a task that cannot be drawn (ways >= 1, shots and
+ * queries >= 0). */
+void rt_zero_task(size_t reals, int ways, int shots, int queries, RtReal real, void *sx,
+                  void *sy, void *qx, void *qy);
+
 #endif

@@ -14,10 +14,7 @@
 #include "dataset.h"
 #include "omniglot.h"
 
-enum {
-    MAX_SIZE = 4096,                    /* largest output side */
-    STACK_INTS = 256,                   /* sampler scratch kept on the stack */
-};
+enum { MAX_SIZE = 4096 };                     /* largest output side */
 #define MAX_PNG_PIXELS ((size_t)1 << 26)      /* width * height of one PNG */
 
 /* ------------------------------------------------------------------------
@@ -421,38 +418,25 @@ bool rt_omniglot_check(const RtOmniglot *o, int ways, int shots, int queries, ch
     return true;
 }
 
+static int drawings_of(const void *o, int cls)
+{
+    return rt_omniglot_drawings(o, cls);
+}
+
+static void put_drawing(const void *data, int cls, int drawing, RtReal real, void *out, size_t at)
+{
+    const RtOmniglot *o = data;
+    put_image(base_image(o, cls, drawing), o->size, cls % o->rot, real, out, at);
+}
+
 bool rt_omniglot_task(const RtOmniglot *o, uint64_t seed, uint64_t task, int ways, int shots,
                       int queries, RtReal real, void *sx, int32_t *sy, void *qx, int32_t *qy)
 {
     if (!o || !rt_omniglot_check(o, ways, shots, queries, NULL, 0))
         return false;
-    int draws = shots + queries;
-    int32_t stack[STACK_INTS], *cls = stack;
-    size_t need = 2 * (size_t)ways + (size_t)draws;
-    if (need > STACK_INTS && !(cls = malloc(need * sizeof *cls)))
-        return false;
-    int32_t *perm = cls + ways, *pick = perm + ways;
-    RtRng r;
-    rt_rng_stream(&r, seed, task);
-    rt_draw_distinct(&r, rt_omniglot_classes(o), ways, cls);
-    for (int i = 0; i < ways; i++)
-        perm[i] = i;
-    rt_shuffle(&r, ways, perm);
-    size_t px = (size_t)o->size * (size_t)o->size;
-    for (int i = 0; i < ways; i++) {
-        int c = cls[i];
-        rt_draw_distinct(&r, rt_omniglot_drawings(o, c), draws, pick);
-        for (int k = 0; k < draws; k++) {
-            size_t at = k < shots ? (size_t)i * (size_t)shots + (size_t)k
-                                  : (size_t)i * (size_t)queries + (size_t)(k - shots);
-            put_image(base_image(o, c, pick[k]), o->size, c % o->rot, real,
-                      k < shots ? sx : qx, at * px);
-            (k < shots ? sy : qy)[at] = perm[i];
-        }
-    }
-    if (cls != stack)
-        free(cls);
-    return true;
+    RtTaskData d = {o, rt_omniglot_classes(o), (size_t)o->size * (size_t)o->size, drawings_of,
+                    put_drawing};
+    return rt_draw_task(&d, seed, task, ways, shots, queries, real, sx, sy, qx, qy);
 }
 
 void rt_omniglot_sample(const void *ctx, uint64_t seed, uint64_t task,
@@ -462,19 +446,9 @@ void rt_omniglot_sample(const void *ctx, uint64_t seed, uint64_t task,
     const RtOmniglot *o = (task & RT_EVAL_TASK) && s->eval ? s->eval : s->data;
     if (rt_omniglot_task(o, seed, task, s->ways, s->shots, s->queries, s->real, sx, sy, qx, qy))
         return;
-    if (!o || s->ways < 1 || s->shots < 0 || s->queries < 0)
-        return;
-    size_t px = (size_t)o->size * (size_t)o->size;
-    size_t rb = rt_real_bytes(s->real);
-    size_t ns = (size_t)s->ways * (size_t)s->shots, nq = (size_t)s->ways * (size_t)s->queries;
-    if (ns) {
-        memset(sx, 0, ns * px * rb);
-        memset(sy, 0, ns * sizeof(int32_t));
-    }
-    if (nq) {
-        memset(qx, 0, nq * px * rb);
-        memset(qy, 0, nq * sizeof(int32_t));
-    }
+    if (o && s->ways >= 1 && s->shots >= 0 && s->queries >= 0)
+        rt_zero_task((size_t)o->size * (size_t)o->size, s->ways, s->shots, s->queries, s->real,
+                     sx, sy, qx, qy);
 }
 
 /* ------------------------------------------------------------------------
