@@ -59,6 +59,8 @@ static const char usage[] =
     "                       eval step count is lower after training than before\n"
     "  --data PATH          the task's data (omniglot: the meta-training split)\n"
     "  --eval-data PATH     evaluate on this data instead (the held-out split)\n"
+    "  --eval-split CSV     images: evaluate on this split's classes (of --eval-data,\n"
+    "                       or else of the training data)\n"
     "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
     "  --save-state         with --save: also the optimiser state and iteration\n"
     "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
@@ -67,7 +69,7 @@ static const char usage[] =
     "  --threads N          threads sharing each meta-batch's tasks (default 1);\n"
     "                       every N trains the same bits\n"
     "\n"
-    "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json,\n"
+    "Eval options: --load CKPT, --data, --eval-data, --eval-split, --eval-tasks N, --seed S, --report FILE.json,\n"
     "  --omniglot-runs all_runs.zip   the official 20-way one-shot runs (a 20-way 1-shot model)\n"
     "\n"
     "  --help, --version\n";
@@ -193,6 +195,8 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->r.data = v;
         } else if (runs && tool_option(argc, argv, &i, "--eval-data", &v)) {
             o->r.eval_data = v;
+        } else if (runs && tool_option(argc, argv, &i, "--eval-split", &v)) {
+            o->r.eval_split = v;
         } else if (trains && tool_option(argc, argv, &i, "--iters", &v)) {
             if (!parse_long(v, 1, &o->r.iters))
                 return usage_error("--iters needs a positive integer, not '%s'", v);
@@ -265,6 +269,7 @@ static int check_paths(const Options *o, Diag *d) {
     const RunOptions *r = &o->r;
     const NamedPath in[] = {
         {"the model file", o->file, false}, {"--data", r->data, false}, {"--eval-data", r->eval_data, false},
+        {"--eval-split", r->eval_split, false},
         {"--resume", r->resume, false}, {"--load", r->load, false}, {"--omniglot-runs", r->omniglot_runs, false}};
     const NamedPath out[] = {
         {"-o", o->output, false}, {o->default_header ? "the header of -o" : "--header", o->header, false},

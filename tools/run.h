@@ -24,6 +24,7 @@ typedef struct {
     const char *save, *resume, *load;   /* checkpoints */
     bool save_state;
     const char *data, *eval_data;       /* --data, --eval-data */
+    const char *eval_split;             /* --eval-split: images' held-out split CSV */
     const char *omniglot_runs;          /* eval: the 20-way one-shot runs */
     bool quiet;
     bool expect_improvement;    /* run: fail unless training lowers the held-out loss */
@@ -34,7 +35,8 @@ typedef struct {
     const RunCluster *cluster;  /* NULL: a single process */
 } RunOptions;
 
-/* Whether md's task reads a data set (--data, --eval-data): omniglot does;
+/* Whether md's task reads a data set (--data, --eval-data): omniglot and
+ * images do;
  * sinusoid makes its tasks, and external ones come from the caller. */
 bool run_reads_data(const Model *md);
 
