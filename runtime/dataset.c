@@ -272,6 +272,16 @@ void rt_area_window(int m, int n, int span, int *first, int64_t *weight)
     }
 }
 
+RtRot90 rt_rot90(ptrdiff_t m, int rot)
+{
+    switch (rot) {
+    case 1: return (RtRot90){(m - 1) * m, 1, -m};
+    case 2: return (RtRot90){m * m - 1, -m, -1};
+    case 3: return (RtRot90){m - 1, -1, m};
+    default: return (RtRot90){0, m, 1};
+    }
+}
+
 /* ------------------------------------------------------------------------
  * Ordering paths */
 

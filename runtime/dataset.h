@@ -63,6 +63,16 @@ int rt_area_span(int m, int n);
  * weight[j * span ..] (some of them 0). */
 void rt_area_window(int m, int n, int span, int *first, int64_t *weight);
 
+/* --- rotations ---
+ * Where an m x m image rotated counter-clockwise by 90 rot degrees
+ * (numpy.rot90(src, rot), rot in 0..3) puts source pixel (a, b): element
+ * start + a da + b db.  rot 1 puts it at (m-1-b, a), rot 2 at
+ * (m-1-a, m-1-b), rot 3 at (b, m-1-a). */
+typedef struct {
+    ptrdiff_t start, da, db;
+} RtRot90;
+RtRot90 rt_rot90(ptrdiff_t m, int rot);
+
 /* --- draws --- */
 /* Shuffle a[0..k) uniformly (Fisher-Yates). */
 void rt_shuffle(RtRng *r, int k, int32_t *a);

@@ -674,31 +674,25 @@ const char *rt_images_class_name(const RtImages *im, int cls)
  * Tasks */
 
 /* Image i of class cls to reals [at, ...) of out: each channel plane
- * rotated counter-clockwise by 90 (cls % rot) degrees, as numpy.rot90:
- * src(a, b) goes to out(start + a da + b db). */
+ * rotated counter-clockwise by 90 (cls % rot) degrees (rt_rot90). */
 static void put_image(const void *data, int cls, int i, RtReal real, void *out, size_t at)
 {
     const RtImages *im = data;
-    ptrdiff_t m = im->size, start = 0, da = m, db = 1;
-    switch (cls % im->rot) {
-    case 1: start = (m - 1) * m; da = 1; db = -m; break;
-    case 2: start = m * m - 1; da = -m; db = -1; break;
-    case 3: start = m - 1; da = -1; db = m; break;
-    default: break;
-    }
+    ptrdiff_t m = im->size;
+    RtRot90 q = rt_rot90(m, cls % im->rot);
     size_t plane = (size_t)(m * m);
     const unsigned char *src =
         im->pix + ((size_t)im->first[cls / im->rot] + (size_t)i) * (size_t)im->channels * plane;
     for (int c = 0; c < im->channels; c++, src += plane, at += plane)
         for (ptrdiff_t a = 0; a < m; a++) {
             const unsigned char *s = src + a * m;
-            ptrdiff_t o = (ptrdiff_t)at + start + a * da;
+            ptrdiff_t o = (ptrdiff_t)at + q.start + a * q.da;
             if (real == RT_F32)
                 for (ptrdiff_t b = 0; b < m; b++)
-                    ((float *)out)[o + b * db] = im->lut32[c][s[b]];
+                    ((float *)out)[o + b * q.db] = im->lut32[c][s[b]];
             else
                 for (ptrdiff_t b = 0; b < m; b++)
-                    ((double *)out)[o + b * db] = im->lut64[c][s[b]];
+                    ((double *)out)[o + b * q.db] = im->lut64[c][s[b]];
         }
 }
 

@@ -356,32 +356,26 @@ const char *rt_omniglot_class_name(const RtOmniglot *o, int cls)
 }
 
 /* Copy an n x n image rotated counter-clockwise by 90 * rot degrees (as
- * numpy.rot90(src, rot)) to element `at` onwards of out.  The source is
- * read in order (the data set is large and cold; the task is small) and
- * src(a, b) written to out(start + a da + b db): rot 1 puts it at
- * (n-1-b, a), rot 2 at (n-1-a, n-1-b), rot 3 at (b, n-1-a). */
+ * numpy.rot90(src, rot), rt_rot90) to element `at` onwards of out.  The
+ * source is read in order (the data set is large and cold; the task is
+ * small). */
 static void put_image(const float *src, int n, int rot, RtReal real, void *out, size_t at)
 {
-    ptrdiff_t m = n, start = 0, da = m, db = 1;
-    switch (rot) {
-    case 1: start = (m - 1) * m; da = 1; db = -m; break;
-    case 2: start = m * m - 1; da = -m; db = -1; break;
-    case 3: start = m - 1; da = -1; db = m; break;
-    default: break;
-    }
+    ptrdiff_t m = n;
+    RtRot90 q = rt_rot90(m, rot);
     if (rot == 0 && real == RT_F32) {
         memcpy((float *)out + at, src, (size_t)(m * m) * sizeof *src);
         return;
     }
     for (ptrdiff_t a = 0; a < m; a++) {
         const float *s = src + a * m;
-        ptrdiff_t o = (ptrdiff_t)at + start + a * da;
+        ptrdiff_t o = (ptrdiff_t)at + q.start + a * q.da;
         if (real == RT_F32)
             for (ptrdiff_t b = 0; b < m; b++)
-                ((float *)out)[o + b * db] = s[b];
+                ((float *)out)[o + b * q.db] = s[b];
         else
             for (ptrdiff_t b = 0; b < m; b++)
-                ((double *)out)[o + b * db] = s[b];
+                ((double *)out)[o + b * q.db] = s[b];
     }
 }
 
