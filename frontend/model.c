@@ -405,7 +405,7 @@ static void collect_defs(Check *c) {
 
 /* --- the task --- */
 
-typedef enum { TARG_RANGE, TARG_NUMBER, TARG_STRING, TARG_BOOL } TaskArgType;
+typedef enum { TARG_RANGE, TARG_NUMBER, TARG_STRING, TARG_BOOL, TARG_LIST } TaskArgType;
 
 typedef struct {
     const char *name;
@@ -426,6 +426,7 @@ typedef struct {
 static bool check_sinusoid(Check *c, const ModelTask *t, const Ast *field[2][2]);
 static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2]);
 static bool check_family(Check *c, const ModelTask *t, const Ast *field[2][2]);
+static bool check_images(Check *c, const ModelTask *t, const Ast *field[2][2]);
 
 static const TaskArgSpec sinusoid_args[] = {
     {"amplitude", TARG_RANGE, 0.1, 5.0, NULL, false},
@@ -442,10 +443,24 @@ static const TaskArgSpec omniglot_args[] = {
     {"rotations", TARG_BOOL, 1, 1, NULL, false},
 };
 
+static const TaskArgSpec images_args[] = {
+    {"path", TARG_STRING, 0, 0, NULL, true},
+    {"ways", TARG_NUMBER, 5, 5, NULL, false},
+    {"shots", TARG_NUMBER, 1, 1, NULL, false},
+    {"queries", TARG_NUMBER, 15, 15, NULL, false},
+    {"size", TARG_NUMBER, 84, 84, NULL, false},
+    {"channels", TARG_NUMBER, 3, 3, NULL, false},
+    {"split", TARG_STRING, 0, 0, "", false},
+    {"rotations", TARG_BOOL, 0, 0, NULL, false},
+    {"mean", TARG_LIST, 0, 0, NULL, false},
+    {"std", TARG_LIST, 0, 0, NULL, false},
+};
+
 /* One entry per task kind; a new kind is one more line. */
 static const TaskKind task_kinds[] = {
     {"sinusoid", sinusoid_args, 3, check_sinusoid},
     {"omniglot", omniglot_args, 6, check_omniglot},
+    {"images", images_args, 10, check_images},
     {"external", NULL, 0, NULL},
     {"family", NULL, 0, check_family},      /* its arguments are task variables (frontend/family.c) */
 };
@@ -486,15 +501,15 @@ static double task_number(const ModelTask *t, const char *name) {
     return 0;
 }
 
-/* Omniglot tasks: images [ways*shots, 1, size, size] (or flattened to
- * [ways*shots, size*size]) with i32 labels [ways*shots]; the query set has
- * ways*queries of each. */
-static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2]) {
+/* Image tasks: images [ways*shots, channels, size, size] (or flattened to
+ * [ways*shots, channels*size*size]) with i32 labels [ways*shots]; the query
+ * set has ways*queries of each. */
+static bool check_image_task(Check *c, const ModelTask *t, const Ast *field[2][2], const char *kind, int channels) {
     const char *counts[] = {"ways", "shots", "queries", "size"};
     for (int i = 0; i < 4; i++) {
         double v = task_number(t, counts[i]);
         if (v != floor(v) || v < 1 || v > 4096) {
-            diag_error(c->d, t->loc, "task 'omniglot' needs '%s' to be an integer from 1 to 4096", counts[i]);
+            diag_error(c->d, t->loc, "task '%s' needs '%s' to be an integer from 1 to 4096", kind, counts[i]);
             return false;
         }
     }
@@ -504,23 +519,63 @@ static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2])
     bool ok = true;
     for (int s = 0; s < 2; s++) {
         IrType x = *ty[s][0], y = *ty[s][1];
-        IrType image = ir_type(c->m->real, 4, (int[]){per[s], 1, size, size});
-        IrType flat = ir_type(c->m->real, 2, (int[]){per[s], size * size});
+        IrType image = ir_type(c->m->real, 4, (int[]){per[s], channels, size, size});
+        IrType flat = ir_type(c->m->real, 2, (int[]){per[s], channels * size * size});
         IrType labels = ir_type(DT_I32, 1, (int[]){per[s]});
         char want[64], alt[64], got[64];
         if (!ir_type_eq(x, image) && !ir_type_eq(x, flat)) {
-            diag_error(c->d, field[s][0]->loc, "task 'omniglot' needs %s x of type %s or %s, not %s", set_names[s],
+            diag_error(c->d, field[s][0]->loc, "task '%s' needs %s x of type %s or %s, not %s", kind, set_names[s],
                        ir_type_str(image, want, sizeof want), ir_type_str(flat, alt, sizeof alt),
                        ir_type_str(x, got, sizeof got));
             ok = false;
         }
         if (!ir_type_eq(y, labels)) {
-            diag_error(c->d, field[s][1]->loc, "task 'omniglot' needs %s y of type %s, not %s", set_names[s],
+            diag_error(c->d, field[s][1]->loc, "task '%s' needs %s y of type %s, not %s", kind, set_names[s],
                        ir_type_str(labels, want, sizeof want), ir_type_str(y, got, sizeof got));
             ok = false;
         }
     }
     return ok;
+}
+
+static bool check_omniglot(Check *c, const ModelTask *t, const Ast *field[2][2]) {
+    return check_image_task(c, t, field, "omniglot", 1);
+}
+
+static const TaskArg *task_arg(const ModelTask *t, const char *name) {
+    for (int i = 0; i < t->narg; i++)
+        if (strcmp(t->arg[i].name, name) == 0)
+            return &t->arg[i];
+    return NULL;
+}
+
+/* Image folders: channels 1 or 3, and mean and std both given with one
+ * value per channel (std positive), or neither. */
+static bool check_images(Check *c, const ModelTask *t, const Ast *field[2][2]) {
+    double channels = task_number(t, "channels");
+    const TaskArg *mean = task_arg(t, "mean"), *std = task_arg(t, "std");
+    if (channels != 1 && channels != 3) {
+        diag_error(c->d, task_arg(t, "channels")->loc, "task 'images' needs 'channels' to be 1 (grey) or 3 (RGB)");
+        return false;
+    }
+    if ((mean->nvalue > 0) != (std->nvalue > 0)) {
+        diag_error(c->d, (mean->nvalue ? mean : std)->loc, "task 'images' needs 'mean' and 'std' together");
+        return false;
+    }
+    for (int k = 0; k < 2; k++) {
+        const TaskArg *a = k ? std : mean;
+        if (a->nvalue && a->nvalue != (int)channels) {
+            diag_error(c->d, a->loc, "task 'images' needs one '%s' value per channel (%d), not %d", a->name,
+                       (int)channels, a->nvalue);
+            return false;
+        }
+    }
+    for (int i = 0; i < std->nvalue; i++)
+        if (!(std->value[i] > 0)) {
+            diag_error(c->d, std->loc, "task 'images' needs every 'std' value positive, not %g", std->value[i]);
+            return false;
+        }
+    return check_image_task(c, t, field, "images", (int)channels);
 }
 
 static bool check_family(Check *c, const ModelTask *t, const Ast *field[2][2]) {
@@ -567,6 +622,21 @@ static bool check_task_value(Check *c, const Ast *kw, const TaskArgSpec *s, Task
             return true;
         }
         diag_error(c->d, v->loc, "'%s' must be a string", s->name);
+        return false;
+    case TARG_LIST:
+        if (v->kind == AST_LIST && v->list.item.n > 0) {
+            double *value = arena_alloc(&c->m->arena, (size_t)v->list.item.n * sizeof *value);
+            for (int i = 0; i < v->list.item.n; i++)
+                if (!model_number_literal(v->list.item.item[i], &value[i])) {
+                    diag_error(c->d, v->list.item.item[i]->loc, "'%s' must be a list of numbers", s->name);
+                    return false;
+                }
+            out->is_list = true;
+            out->value = value;
+            out->nvalue = v->list.item.n;
+            return true;
+        }
+        diag_error(c->d, v->loc, "'%s' must be a list of numbers [a, b, ..]", s->name);
         return false;
     case TARG_BOOL:
         if (v->kind == AST_NAME && (!strcmp(v->name.id, "true") || !strcmp(v->name.id, "false"))) {
@@ -629,7 +699,7 @@ static bool check_task_args(Check *c, const Ast *n, const TaskKind *k, ModelTask
             ok = false;
         }
         t->arg[s] = (TaskArg){.name = sp->name, .is_range = sp->type == TARG_RANGE, .is_string = sp->type == TARG_STRING,
-                              .is_bool = sp->type == TARG_BOOL, .lo = sp->lo, .hi = sp->hi, .str = sp->str, .loc = n->loc};
+                              .is_bool = sp->type == TARG_BOOL, .is_list = sp->type == TARG_LIST, .lo = sp->lo, .hi = sp->hi, .str = sp->str, .loc = n->loc};
     }
     free(given);
     return ok;

@@ -42,8 +42,11 @@ typedef struct {
     bool is_range;              /* `amplitude = [0.1, 5.0]` */
     bool is_string;             /* `path = "..."` */
     bool is_bool;               /* `rotations = true` */
+    bool is_list;               /* `mean = [0.5, 0.5, 0.5]`: value[0..nvalue) */
     double lo, hi;              /* number: lo == hi; range: [lo, hi] */
     const char *str;
+    const double *value;
+    int nvalue;
     SrcLoc loc;
 } TaskArg;
 

@@ -5,310 +5,20 @@
  * straight into one float array.  Only unrotated images are stored; a
  * rotated class maps indices when its pixels are copied out, which is exact
  * and costs nothing beyond the copy every task makes anyway. */
-#include <dirent.h>
-#include <errno.h>
 #include <limits.h>
 #include <png.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <zip.h>
 
+#include "dataset.h"
 #include "omniglot.h"
 
-enum {
-    MAX_SIZE = 4096,                    /* largest output side */
-    MAX_DEPTH = 16,                     /* folder nesting walked */
-    STACK_INTS = 256,                   /* sampler scratch kept on the stack */
-};
-#define MAX_FILE_BYTES ((size_t)64 << 20)     /* one PNG or labels file */
+enum { MAX_SIZE = 4096 };                     /* largest output side */
 #define MAX_PNG_PIXELS ((size_t)1 << 26)      /* width * height of one PNG */
 
 /* ------------------------------------------------------------------------
- * Sources: the files of a zip or a folder tree, by '/'-separated path */
-
-typedef struct {
-    char *name;                 /* path relative to the root */
-    zip_uint64_t index;         /* entry in the zip */
-} Entry;
-
-typedef struct {
-    const char *path;           /* as given, for messages */
-    zip_t *zip;                 /* NULL for a folder */
-    Entry *entry;
-    size_t n, cap;
-} Source;
-
-static char *dup_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
-/* Hidden files and folders (".x", but not "." or "..") and macOS resource
- * forks are not data. */
-static bool skipped_name(const char *name)
-{
-    for (const char *c = name; *c;) {
-        const char *end = strchr(c, '/');
-        size_t len = end ? (size_t)(end - c) : strlen(c);
-        bool dots = len <= 2 && memcmp(c, "..", len) == 0;
-        if ((len > 0 && c[0] == '.' && !dots) || (len == 8 && memcmp(c, "__MACOSX", 8) == 0))
-            return true;
-        c += len + (end != NULL);
-    }
-    return false;
-}
-
-static bool add_entry(Source *s, const char *name, zip_uint64_t index, char *err, size_t errsize)
-{
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 256;
-        Entry *e = realloc(s->entry, cap * sizeof *e);
-        if (!e)
-            return rt_errorf(err, errsize, "%s: out of memory", s->path);
-        s->entry = e;
-        s->cap = cap;
-    }
-    char *copy = dup_string(name);
-    if (!copy)
-        return rt_errorf(err, errsize, "%s: out of memory", s->path);
-    s->entry[s->n++] = (Entry){.name = copy, .index = index};
-    return true;
-}
-
-static char *join(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    char *p = malloc(la + lb + 2);
-    if (!p)
-        return NULL;
-    memcpy(p, a, la);
-    p[la] = '/';
-    memcpy(p + la + 1, b, lb + 1);
-    return p;
-}
-
-/* Add the regular files under folder `abs` (named `rel` from the root, "" at
- * the root) to s. */
-static bool walk(Source *s, const char *abs, const char *rel, int depth, char *err,
-                 size_t errsize)
-{
-    if (depth > MAX_DEPTH)
-        return rt_errorf(err, errsize, "%s: folders nested more than %d deep", abs, MAX_DEPTH);
-    DIR *d = opendir(abs);
-    if (!d)
-        return rt_errorf(err, errsize, "%s: cannot open folder: %s", abs, strerror(errno));
-    bool ok = true;
-    for (struct dirent *de; ok && (errno = 0, de = readdir(d)) != NULL;) {
-        if (de->d_name[0] == '.' || strcmp(de->d_name, "__MACOSX") == 0)
-            continue;
-        char *full = join(abs, de->d_name);
-        char *name = rel[0] ? join(rel, de->d_name) : dup_string(de->d_name);
-        struct stat st;
-        if (!full || !name)
-            ok = rt_errorf(err, errsize, "%s: out of memory", s->path);
-        else if (stat(full, &st) != 0)
-            ok = rt_errorf(err, errsize, "%s: cannot read: %s", full, strerror(errno));
-        else if (S_ISDIR(st.st_mode))
-            ok = walk(s, full, name, depth + 1, err, errsize);
-        else if (S_ISREG(st.st_mode))
-            ok = add_entry(s, name, 0, err, errsize);
-        free(full);
-        free(name);
-    }
-    if (ok && errno != 0)
-        ok = rt_errorf(err, errsize, "%s: cannot list folder: %s", abs, strerror(errno));
-    closedir(d);
-    return ok;
-}
-
-static void source_close(Source *s)
-{
-    for (size_t i = 0; i < s->n; i++)
-        free(s->entry[i].name);
-    free(s->entry);
-    if (s->zip)
-        zip_discard(s->zip);
-    *s = (Source){0};
-}
-
-/* List the files of path, a folder or a zip. */
-static bool source_open(Source *s, const char *path, char *err, size_t errsize)
-{
-    *s = (Source){.path = path};
-    struct stat st;
-    if (stat(path, &st) != 0)
-        return rt_errorf(err, errsize, "%s: cannot open: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) {
-        if (walk(s, path, "", 0, err, errsize))
-            return true;
-        source_close(s);
-        return false;
-    }
-    int code = 0;
-    s->zip = zip_open(path, ZIP_RDONLY, &code);
-    if (!s->zip) {
-        zip_error_t ze;
-        zip_error_init_with_code(&ze, code);
-        rt_errorf(err, errsize, "%s: cannot open as a zip archive or folder: %s", path,
-             zip_error_strerror(&ze));
-        zip_error_fini(&ze);
-        return false;
-    }
-    zip_int64_t n = zip_get_num_entries(s->zip, 0);
-    for (zip_int64_t i = 0; i < n; i++) {
-        const char *name = zip_get_name(s->zip, (zip_uint64_t)i, 0);
-        if (!name) {
-            rt_errorf(err, errsize, "%s: entry %lld: %s", path, (long long)i,
-                 zip_strerror(s->zip));
-            source_close(s);
-            return false;
-        }
-        size_t len = strlen(name);
-        if (len == 0 || name[len - 1] == '/' || skipped_name(name))
-            continue;
-        if (!add_entry(s, name, (zip_uint64_t)i, err, errsize)) {
-            source_close(s);
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Read the whole of entry e into a new buffer. */
-static bool source_read(const Source *s, const Entry *e, unsigned char **data, size_t *len,
-                        char *err, size_t errsize)
-{
-    *data = NULL;
-    *len = 0;
-    if (s->zip) {
-        zip_stat_t st;
-        if (zip_stat_index(s->zip, e->index, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
-            return rt_errorf(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
-                        zip_strerror(s->zip));
-        if (st.size > MAX_FILE_BYTES)
-            return rt_errorf(err, errsize, "%s: %s: larger than %zu bytes", s->path, e->name,
-                        MAX_FILE_BYTES);
-        size_t size = (size_t)st.size;
-        unsigned char *buf = malloc(size ? size : 1);
-        if (!buf)
-            return rt_errorf(err, errsize, "%s: %s: out of memory", s->path, e->name);
-        zip_file_t *f = zip_fopen_index(s->zip, e->index, 0);
-        if (!f) {
-            free(buf);
-            return rt_errorf(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
-                        zip_strerror(s->zip));
-        }
-        size_t got = 0;
-        zip_int64_t r = 0;
-        while (got < size && (r = zip_fread(f, buf + got, size - got)) > 0)
-            got += (size_t)r;
-        /* A final read past the end is where libzip checks the CRC. */
-        unsigned char extra;
-        if (r >= 0 && got == size)
-            r = zip_fread(f, &extra, 1);
-        if (r != 0 || got != size) {
-            rt_errorf(err, errsize, "%s: %s: cannot read: %s", s->path, e->name,
-                 r < 0 ? zip_file_strerror(f) : "size differs from the directory's");
-            zip_fclose(f);
-            free(buf);
-            return false;
-        }
-        zip_fclose(f);
-        *data = buf;
-        *len = size;
-        return true;
-    }
-    char *full = join(s->path, e->name);
-    if (!full)
-        return rt_errorf(err, errsize, "%s/%s: out of memory", s->path, e->name);
-    FILE *f = fopen(full, "rb");
-    free(full);
-    if (!f)
-        return rt_errorf(err, errsize, "%s/%s: cannot open: %s", s->path, e->name, strerror(errno));
-    struct stat st;
-    unsigned char *buf = NULL;
-    bool ok = false;
-    if (fstat(fileno(f), &st) != 0)
-        rt_errorf(err, errsize, "%s/%s: cannot read: %s", s->path, e->name, strerror(errno));
-    else if (st.st_size < 0 || (uintmax_t)st.st_size > MAX_FILE_BYTES)
-        rt_errorf(err, errsize, "%s/%s: larger than %zu bytes", s->path, e->name, MAX_FILE_BYTES);
-    else if (!(buf = malloc(st.st_size ? (size_t)st.st_size : 1)))
-        rt_errorf(err, errsize, "%s/%s: out of memory", s->path, e->name);
-    else if (fread(buf, 1, (size_t)st.st_size, f) != (size_t)st.st_size)
-        rt_errorf(err, errsize, "%s/%s: read error", s->path, e->name);
-    else
-        ok = true;
-    fclose(f);
-    if (!ok) {
-        free(buf);
-        return false;
-    }
-    *data = buf;
-    *len = (size_t)st.st_size;
-    return true;
-}
-
-/* ------------------------------------------------------------------------
- * Decoding and resizing */
-
-/* Area averaging, exactly.  Along an axis of m input pixels resized to n,
- * measure in units of 1/n input pixels: input pixel x spans [x n, (x+1) n)
- * and output pixel j spans [j m, (j+1) m), so every overlap is an integer
- * and every sum below is exact until one final division. */
-
-/* The overlap of input pixel x and output pixel j, in units of 1/n. */
-static int64_t overlap(int m, int n, int x, int j)
-{
-    int64_t a = (int64_t)j * m, b = a + m, c = (int64_t)x * n, d = c + n;
-    int64_t lo = a > c ? a : c, hi = b < d ? b : d;
-    return hi > lo ? hi - lo : 0;
-}
-
-/* Vertically the rows are walked in order: the merged boundaries of both
- * tilings (which end together at m n) give every overlapping pair (x, j)
- * once, x and j nondecreasing; at most m + n of them. */
-typedef struct {
-    int in, out;                /* input pixel x, output pixel j */
-    int64_t weight;             /* their overlap */
-} Tap;
-
-static int make_taps(int m, int n, Tap *tap)
-{
-    int k = 0;
-    for (int x = 0, j = 0; x < m;) {
-        tap[k++] = (Tap){x, j, overlap(m, n, x, j)};
-        int64_t xend = (int64_t)(x + 1) * n, jend = (int64_t)(j + 1) * m;
-        x += xend <= jend;
-        j += jend <= xend;
-    }
-    return k;
-}
-
-/* Horizontally every output pixel j reads the same number of inputs, `span`
- * from first[j], some with weight 0, so the inner loop never varies.  A
- * footprint of m/n pixels touches at most ceil(m/n) + 1 of them. */
-static int window_span(int m, int n)
-{
-    int span = (m + n - 1) / n + 1;
-    return span < m ? span : m;
-}
-
-static void make_window(int m, int n, int span, int *first, int64_t *weight)
-{
-    for (int j = 0; j < n; j++) {
-        int x0 = (int)((int64_t)j * m / n);
-        first[j] = x0 < m - span ? x0 : m - span;
-        for (int t = 0; t < span; t++)
-            weight[(size_t)j * (size_t)span + (size_t)t] = overlap(m, n, first[j] + t, j);
-    }
-}
+ * Decoding and resizing: exact area averaging (runtime/dataset.h) */
 
 static bool blank(const unsigned char *g, int w)
 {
@@ -325,16 +35,16 @@ static bool blank(const unsigned char *g, int w)
  * drawings, are skipped.  False when memory cannot be had. */
 static bool resize(const unsigned char *g, int w, int h, int n, float *out)
 {
-    int span = window_span(w, n);
+    int span = rt_area_span(w, n);
     size_t taps = (size_t)h + (size_t)n, win = (size_t)n * (size_t)span;
-    Tap *vtap = malloc(taps * sizeof *vtap + (win + 2 * (size_t)n) * sizeof(int64_t) +
+    RtAreaTap *vtap = malloc(taps * sizeof *vtap + (win + 2 * (size_t)n) * sizeof(int64_t) +
                        (size_t)n * sizeof(int));
     if (!vtap)
         return false;
     int64_t *weight = (int64_t *)(vtap + taps), *row = weight + win, *acc = row + n;
     int *first = (int *)(acc + n);
-    int nv = make_taps(h, n, vtap);
-    make_window(w, n, span, first, weight);
+    int nv = rt_area_taps(h, n, vtap);
+    rt_area_window(w, n, span, first, weight);
     double area = 255.0 * (double)w * (double)h;
     memset(acc, 0, (size_t)n * sizeof *acc);
     for (int k = 0; k < nv; k++) {
@@ -401,12 +111,12 @@ static bool decode_png(const unsigned char *data, size_t len, int n, float *out,
 }
 
 /* Read and decode entry e of s into out. */
-static bool load_image(const Source *s, const Entry *e, int n, float *out, char *err,
+static bool load_image(const RtFiles *s, const RtFile *e, int n, float *out, char *err,
                        size_t errsize)
 {
     unsigned char *data;
     size_t len;
-    if (!source_read(s, e, &data, &len, err, errsize))
+    if (!rt_files_read(s, e, &data, &len, err, errsize))
         return false;
     size_t wn = strlen(s->path) + strlen(e->name) + 3;
     char *where = malloc(wn);
@@ -429,39 +139,6 @@ static bool has_png_suffix(const char *name)
         return false;
     const char *s = name + n - 4;
     return s[0] == '.' && (s[1] | 32) == 'p' && (s[2] | 32) == 'n' && (s[3] | 32) == 'g';
-}
-
-/* The length of the folder part of a path ("a/b/c.png" -> 3, "c.png" -> 0). */
-static size_t dir_len(const char *p)
-{
-    const char *slash = strrchr(p, '/');
-    return slash ? (size_t)(slash - p) : 0;
-}
-
-/* Compare a[0..na) and b[0..nb) component by component: '/' sorts before
- * every other byte, so "Ab/x" < "Ab-c/x" as "Ab" < "Ab-c". */
-static int compare_path(const char *a, size_t na, const char *b, size_t nb)
-{
-    for (size_t i = 0;; i++) {
-        if (i == na || i == nb)
-            return (i != na) - (i != nb);
-        unsigned ca = (unsigned char)a[i], cb = (unsigned char)b[i];
-        if (ca != cb)
-            return (ca == '/' ? 0u : ca) < (cb == '/' ? 0u : cb) ? -1 : 1;
-    }
-}
-
-/* Folder, then file name, then position in the zip: a total order. */
-static int compare_entry(const void *pa, const void *pb)
-{
-    const Entry *a = pa, *b = pb;
-    size_t da = dir_len(a->name), db = dir_len(b->name);
-    int c = compare_path(a->name, da, b->name, db);
-    if (c == 0)
-        c = strcmp(a->name + da, b->name + db);
-    if (c == 0)
-        c = (a->index > b->index) - (a->index < b->index);
-    return c;
 }
 
 /* ------------------------------------------------------------------------
@@ -515,14 +192,14 @@ static char *class_name(const char *dir, size_t n, int rot)
     return s;
 }
 
-static bool same_dir(const Entry *a, const Entry *b)
+static bool same_dir(const RtFile *a, const RtFile *b)
 {
-    size_t n = dir_len(a->name);
-    return n == dir_len(b->name) && memcmp(a->name, b->name, n) == 0;
+    size_t n = rt_dir_len(a->name);
+    return n == rt_dir_len(b->name) && memcmp(a->name, b->name, n) == 0;
 }
 
 /* Group the sorted PNG entries png[0..n) by folder into o's characters. */
-static bool group_characters(RtOmniglot *o, const Entry *const *png, size_t n, char *err,
+static bool group_characters(RtOmniglot *o, const RtFile *const *png, size_t n, char *err,
                              size_t errsize)
 {
     int nchar = 0;
@@ -539,7 +216,7 @@ static bool group_characters(RtOmniglot *o, const Entry *const *png, size_t n, c
             continue;
         o->first[c] = (int)i;
         for (int r = 0; r < o->rot; r++) {
-            char *name = class_name(png[i]->name, dir_len(png[i]->name), r);
+            char *name = class_name(png[i]->name, rt_dir_len(png[i]->name), r);
             if (!name)
                 return rt_errorf(err, errsize, "%s: out of memory", o->path);
             o->name[c * o->rot + r] = name;
@@ -566,12 +243,12 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
 {
     if (!check_size(path, size, err, errsize))
         return NULL;
-    Source s;
-    if (!source_open(&s, path, err, errsize))
+    RtFiles s;
+    if (!rt_files_open(&s, path, err, errsize))
         return NULL;
     RtOmniglot *o = calloc(1, sizeof *o);
-    const Entry **png = malloc((s.n ? s.n : 1) * sizeof *png);
-    bool ok = o && png && (o->path = dup_string(path)) != NULL;
+    const RtFile **png = malloc((s.n ? s.n : 1) * sizeof *png);
+    bool ok = o && png && (o->path = rt_dup_string(path)) != NULL;
     if (!ok)
         rt_errorf(err, errsize, "%s: out of memory", path);
     size_t n = 0;
@@ -579,10 +256,10 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
         o->size = size;
         o->rot = rotations ? 4 : 1;
         if (s.n > 1)
-            qsort(s.entry, s.n, sizeof *s.entry, compare_entry);
+            qsort(s.file, s.n, sizeof *s.file, rt_file_compare);
         for (size_t i = 0; i < s.n; i++)
-            if (has_png_suffix(s.entry[i].name))
-                png[n++] = &s.entry[i];
+            if (has_png_suffix(s.file[i].name))
+                png[n++] = &s.file[i];
         if (n == 0)
             ok = rt_errorf(err, errsize, "%s: no PNG images found", path);
         else if (n > INT_MAX / 4)
@@ -597,7 +274,7 @@ RtOmniglot *rt_omniglot_open(const char *path, int size, bool rotations, char *e
     for (size_t i = 0; ok && i < n; i++)
         ok = load_image(&s, png[i], size, o->pix + i * px, err, errsize);
     free(png);
-    source_close(&s);
+    rt_files_close(&s);
     if (!ok) {
         rt_omniglot_close(o);
         return NULL;
@@ -679,32 +356,26 @@ const char *rt_omniglot_class_name(const RtOmniglot *o, int cls)
 }
 
 /* Copy an n x n image rotated counter-clockwise by 90 * rot degrees (as
- * numpy.rot90(src, rot)) to element `at` onwards of out.  The source is
- * read in order (the data set is large and cold; the task is small) and
- * src(a, b) written to out(start + a da + b db): rot 1 puts it at
- * (n-1-b, a), rot 2 at (n-1-a, n-1-b), rot 3 at (b, n-1-a). */
+ * numpy.rot90(src, rot), rt_rot90) to element `at` onwards of out.  The
+ * source is read in order (the data set is large and cold; the task is
+ * small). */
 static void put_image(const float *src, int n, int rot, RtReal real, void *out, size_t at)
 {
-    ptrdiff_t m = n, start = 0, da = m, db = 1;
-    switch (rot) {
-    case 1: start = (m - 1) * m; da = 1; db = -m; break;
-    case 2: start = m * m - 1; da = -m; db = -1; break;
-    case 3: start = m - 1; da = -1; db = m; break;
-    default: break;
-    }
+    ptrdiff_t m = n;
+    RtRot90 q = rt_rot90(m, rot);
     if (rot == 0 && real == RT_F32) {
         memcpy((float *)out + at, src, (size_t)(m * m) * sizeof *src);
         return;
     }
     for (ptrdiff_t a = 0; a < m; a++) {
         const float *s = src + a * m;
-        ptrdiff_t o = (ptrdiff_t)at + start + a * da;
+        ptrdiff_t o = (ptrdiff_t)at + q.start + a * q.da;
         if (real == RT_F32)
             for (ptrdiff_t b = 0; b < m; b++)
-                ((float *)out)[o + b * db] = s[b];
+                ((float *)out)[o + b * q.db] = s[b];
         else
             for (ptrdiff_t b = 0; b < m; b++)
-                ((double *)out)[o + b * db] = s[b];
+                ((double *)out)[o + b * q.db] = s[b];
     }
 }
 
@@ -741,32 +412,15 @@ bool rt_omniglot_check(const RtOmniglot *o, int ways, int shots, int queries, ch
     return true;
 }
 
-static void shuffle(RtRng *r, int k, int32_t *a)
+static int drawings_of(const void *o, int cls)
 {
-    for (int i = k - 1; i > 0; i--) {
-        int j = (int)rt_rng_below(r, (uint32_t)i + 1);
-        int32_t t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-    }
+    return rt_omniglot_drawings(o, cls);
 }
 
-/* k distinct values of [0, n) into out[0..k), in uniformly random order:
- * Floyd's algorithm (exactly k draws, O(k^2) compares, no n-sized array),
- * then a shuffle, as Floyd's order is not uniform. */
-static void choose(RtRng *r, int n, int k, int32_t *out)
+static void put_drawing(const void *data, int cls, int drawing, RtReal real, void *out, size_t at)
 {
-    for (int i = 0; i < k; i++) {
-        int32_t top = n - k + i;
-        int32_t t = (int32_t)rt_rng_below(r, (uint32_t)top + 1);
-        for (int m = 0; m < i; m++)
-            if (out[m] == t) {
-                t = top;        /* top is new: every earlier pick is below it */
-                break;
-            }
-        out[i] = t;
-    }
-    shuffle(r, k, out);
+    const RtOmniglot *o = data;
+    put_image(base_image(o, cls, drawing), o->size, cls % o->rot, real, out, at);
 }
 
 bool rt_omniglot_task(const RtOmniglot *o, uint64_t seed, uint64_t task, int ways, int shots,
@@ -774,33 +428,9 @@ bool rt_omniglot_task(const RtOmniglot *o, uint64_t seed, uint64_t task, int way
 {
     if (!o || !rt_omniglot_check(o, ways, shots, queries, NULL, 0))
         return false;
-    int draws = shots + queries;
-    int32_t stack[STACK_INTS], *cls = stack;
-    size_t need = 2 * (size_t)ways + (size_t)draws;
-    if (need > STACK_INTS && !(cls = malloc(need * sizeof *cls)))
-        return false;
-    int32_t *perm = cls + ways, *pick = perm + ways;
-    RtRng r;
-    rt_rng_stream(&r, seed, task);
-    choose(&r, rt_omniglot_classes(o), ways, cls);
-    for (int i = 0; i < ways; i++)
-        perm[i] = i;
-    shuffle(&r, ways, perm);
-    size_t px = (size_t)o->size * (size_t)o->size;
-    for (int i = 0; i < ways; i++) {
-        int c = cls[i];
-        choose(&r, rt_omniglot_drawings(o, c), draws, pick);
-        for (int k = 0; k < draws; k++) {
-            size_t at = k < shots ? (size_t)i * (size_t)shots + (size_t)k
-                                  : (size_t)i * (size_t)queries + (size_t)(k - shots);
-            put_image(base_image(o, c, pick[k]), o->size, c % o->rot, real,
-                      k < shots ? sx : qx, at * px);
-            (k < shots ? sy : qy)[at] = perm[i];
-        }
-    }
-    if (cls != stack)
-        free(cls);
-    return true;
+    RtTaskData d = {o, rt_omniglot_classes(o), (size_t)o->size * (size_t)o->size, drawings_of,
+                    put_drawing};
+    return rt_draw_task(&d, seed, task, ways, shots, queries, real, sx, sy, qx, qy);
 }
 
 void rt_omniglot_sample(const void *ctx, uint64_t seed, uint64_t task,
@@ -810,19 +440,9 @@ void rt_omniglot_sample(const void *ctx, uint64_t seed, uint64_t task,
     const RtOmniglot *o = (task & RT_EVAL_TASK) && s->eval ? s->eval : s->data;
     if (rt_omniglot_task(o, seed, task, s->ways, s->shots, s->queries, s->real, sx, sy, qx, qy))
         return;
-    if (!o || s->ways < 1 || s->shots < 0 || s->queries < 0)
-        return;
-    size_t px = (size_t)o->size * (size_t)o->size;
-    size_t rb = rt_real_bytes(s->real);
-    size_t ns = (size_t)s->ways * (size_t)s->shots, nq = (size_t)s->ways * (size_t)s->queries;
-    if (ns) {
-        memset(sx, 0, ns * px * rb);
-        memset(sy, 0, ns * sizeof(int32_t));
-    }
-    if (nq) {
-        memset(qx, 0, nq * px * rb);
-        memset(qy, 0, nq * sizeof(int32_t));
-    }
+    if (o && s->ways >= 1 && s->shots >= 0 && s->queries >= 0)
+        rt_zero_task((size_t)o->size * (size_t)o->size, s->ways, s->shots, s->queries, s->real,
+                     sx, sy, qx, qy);
 }
 
 /* ------------------------------------------------------------------------
@@ -918,12 +538,12 @@ static int token_number(const char *tok, size_t len, const char *prefix)
 }
 
 /* Parse class_labels.txt of run `run` (entry e) into label[0..ntest). */
-static bool parse_labels(const Source *s, const Entry *e, const RtOmniglotRuns *r,
+static bool parse_labels(const RtFiles *s, const RtFile *e, const RtOmniglotRuns *r,
                          int32_t *label, char *err, size_t errsize)
 {
     unsigned char *data;
     size_t len;
-    if (!source_read(s, e, &data, &len, err, errsize))
+    if (!rt_files_read(s, e, &data, &len, err, errsize))
         return false;
     const char *sep = s->zip ? ": " : "/";
     for (int i = 0; i < r->ntest; i++)
@@ -988,18 +608,18 @@ void rt_omniglot_runs_close(RtOmniglotRuns *r)
 /* Find the files of every run in s: train[run * nway + c], test[...] and
  * labels[run].  Counts come from the highest numbers seen; every slot must
  * be filled exactly once. */
-static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***train,
-                           const Entry ***test, const Entry ***labels, char *err,
+static bool find_run_files(const RtFiles *s, RtOmniglotRuns *r, const RtFile ***train,
+                           const RtFile ***test, const RtFile ***labels, char *err,
                            size_t errsize)
 {
     for (size_t i = 0; i < s->n; i++) {
         int run, num;
-        RunFile k = run_file(s->entry[i].name, &run, &num);
+        RunFile k = run_file(s->file[i].name, &run, &num);
         if (k == RUN_OTHER)
             continue;
         if (run > MAX_RUN_NUMBER || num > MAX_RUN_NUMBER)
             return rt_errorf(err, errsize, "%s: %s: number out of range", s->path,
-                        s->entry[i].name);
+                        s->file[i].name);
         if (run > r->nrun)
             r->nrun = run;
         if (k == RUN_TRAIN && num > r->nway)
@@ -1019,8 +639,8 @@ static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***tr
         return rt_errorf(err, errsize, "%s: out of memory", s->path);
     for (size_t i = 0; i < s->n; i++) {
         int run, num;
-        RunFile k = run_file(s->entry[i].name, &run, &num);
-        const Entry **slot = k == RUN_TRAIN  ? &(*train)[(size_t)(run - 1) * r->nway + (num - 1)]
+        RunFile k = run_file(s->file[i].name, &run, &num);
+        const RtFile **slot = k == RUN_TRAIN  ? &(*train)[(size_t)(run - 1) * r->nway + (num - 1)]
                              : k == RUN_TEST ? &(*test)[(size_t)(run - 1) * r->ntest + (num - 1)]
                              : k == RUN_LABELS ? &(*labels)[run - 1]
                                                : NULL;
@@ -1028,8 +648,8 @@ static bool find_run_files(const Source *s, RtOmniglotRuns *r, const Entry ***tr
             continue;
         if (*slot)
             return rt_errorf(err, errsize, "%s: %s and %s are the same file of run%02d", s->path,
-                        (*slot)->name, s->entry[i].name, run);
-        *slot = &s->entry[i];
+                        (*slot)->name, s->file[i].name, run);
+        *slot = &s->file[i];
     }
     for (int run = 0; run < r->nrun; run++) {
         if (!(*labels)[run])
@@ -1050,11 +670,11 @@ RtOmniglotRuns *rt_omniglot_runs_open(const char *path, int size, char *err, siz
 {
     if (!check_size(path, size, err, errsize))
         return NULL;
-    Source s;
-    if (!source_open(&s, path, err, errsize))
+    RtFiles s;
+    if (!rt_files_open(&s, path, err, errsize))
         return NULL;
     RtOmniglotRuns *r = calloc(1, sizeof *r);
-    const Entry **train = NULL, **test = NULL, **labels = NULL;
+    const RtFile **train = NULL, **test = NULL, **labels = NULL;
     bool ok = r != NULL;
     if (!ok)
         rt_errorf(err, errsize, "%s: out of memory", path);
@@ -1081,7 +701,7 @@ RtOmniglotRuns *rt_omniglot_runs_open(const char *path, int size, char *err, siz
     free(train);
     free(test);
     free(labels);
-    source_close(&s);
+    rt_files_close(&s);
     if (!ok) {
         rt_omniglot_runs_close(r);
         return NULL;

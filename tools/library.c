@@ -86,7 +86,7 @@ static const char *init_name(InitKind k) {
     return names[k];
 }
 
-/* The task's arguments as an object: numbers, [lo, hi] ranges, strings, booleans. */
+/* The task's arguments as an object: numbers, [lo, hi] ranges, strings, booleans, lists. */
 static void put_task_args(Buf *b, const ModelTask *t) {
     put(b, "{");
     for (int i = 0; i < t->narg; i++) {
@@ -100,6 +100,11 @@ static void put_task_args(Buf *b, const ModelTask *t) {
             put(b, "\"");
         } else if (a->is_bool) {
             put(b, a->lo != 0 ? "true" : "false");
+        } else if (a->is_list) {
+            put(b, "[");
+            for (int k = 0; k < a->nvalue; k++)
+                put(b, k ? ", %.17g" : "%.17g", a->value[k]);
+            put(b, "]");
         } else if (a->is_range) {
             put(b, "[%.17g, %.17g]", a->lo, a->hi);
         } else {

@@ -69,6 +69,8 @@ static const char usage[] =
     "                       docs/language.md), drawn at random from the seed\n"
     "  --eval-tasks-file FILE\n"
     "                       evaluate on each task of this task file instead\n"
+    "  --eval-split CSV     images: evaluate on this split's classes (of --eval-data,\n"
+    "                       or else of the training data)\n"
     "  --save CKPT          write the parameters at the end (safetensors, atomically)\n"
     "  --save-state         with --save: also the optimiser state and iteration\n"
     "  --resume CKPT        continue from a checkpoint saved with --save-state\n"
@@ -77,7 +79,7 @@ static const char usage[] =
     "  --threads N          threads sharing each meta-batch's tasks (default 1);\n"
     "                       every N trains the same bits\n"
     "\n"
-    "Eval options: --load CKPT, --data, --eval-data, --eval-tasks N, --seed S, --report FILE.json,\n"
+    "Eval options: --load CKPT, --data, --eval-data, --eval-split, --eval-tasks N, --seed S, --report FILE.json,\n"
     "  --tasks FILE         evaluate on each task of FILE.safetensors\n"
     "  --omniglot-runs all_runs.zip   the official 20-way one-shot runs (a 20-way 1-shot model)\n"
     "\n"
@@ -213,6 +215,8 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->r.tasks = v;
         } else if (trains && tool_option(argc, argv, &i, "--eval-tasks-file", &v)) {
             o->r.eval_tasks_file = v;
+        } else if (runs && tool_option(argc, argv, &i, "--eval-split", &v)) {
+            o->r.eval_split = v;
         } else if (trains && tool_option(argc, argv, &i, "--iters", &v)) {
             if (!parse_long(v, 1, &o->r.iters))
                 return usage_error("--iters needs a positive integer, not '%s'", v);
@@ -295,6 +299,7 @@ static int check_paths(const Options *o, Diag *d) {
     const RunOptions *r = &o->r;
     const NamedPath in[] = {
         {"the model file", o->file, false}, {"--data", r->data, false}, {"--eval-data", r->eval_data, false},
+        {"--eval-split", r->eval_split, false},
         {"--resume", r->resume, false}, {"--load", r->load, false}, {"--omniglot-runs", r->omniglot_runs, false},
         {"--tasks", r->tasks, false}, {"--eval-tasks-file", r->eval_tasks_file, false}};
     const NamedPath out[] = {

@@ -7,8 +7,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../runtime/checkpoint.h"
+#include "../runtime/images.h"
 #include "../runtime/omniglot.h"
 #include "../runtime/runtime.h"
 #include "../runtime/tasks.h"
@@ -25,6 +27,8 @@ typedef struct {
     long eval_tasks;            /* evaluation over a task file: its tasks; 0: --eval-tasks */
     const BeOptions *be;        /* how the task family is compiled */
     RunFamily family;
+    RtImagesSource images;
+    RtImages *train_images, *eval_images;
 } Run;
 
 static void run_free(Run *r) {
@@ -33,6 +37,8 @@ static void run_free(Run *r) {
     rt_tasks_close(r->train_tasks);
     rt_tasks_close(r->eval_tasks_file);
     run_family_close(&r->family);
+    rt_images_close(r->train_images);
+    rt_images_close(r->eval_images);
     free(r->param);
 }
 
@@ -64,6 +70,17 @@ static bool setup_sinusoid(const Model *md, Run *r) {
     return true;
 }
 
+/* A path written in the model (a task's `path` or `split`): relative to the
+ * model file's folder unless it is absolute.  Returns it, or a new string
+ * in *owned (the caller frees it). */
+static const char *model_path(const Model *md, const char *path, char **owned) {
+    const char *slash = strrchr(md->file, '/');
+    *owned = NULL;
+    if (path[0] != '/' && slash && (*owned = malloc((size_t)(slash - md->file) + strlen(path) + 2)))
+        sprintf(*owned, "%.*s/%s", (int)(slash - md->file), md->file, path);
+    return *owned ? *owned : path;
+}
+
 /* One Omniglot split, loaded and checked against the task's shape. */
 static RtOmniglot *open_omniglot(const char *path, const ModelTask *t, Diag *d) {
     char err[1024];
@@ -89,11 +106,8 @@ static bool lead_process(const RunOptions *o) { return !o->cluster || o->cluster
 static bool setup_omniglot(const Model *md, const RunOptions *o, Run *r, Diag *d) {
     const ModelTask *t = &md->task;
     /* a path in the model is relative to the model file; --data to the caller */
-    const char *path = task_arg(t, "path")->str, *slash = strrchr(md->file, '/');
     char *joined = NULL;
-    if (!o->data && path[0] != '/' && slash && (joined = malloc((size_t)(slash - md->file) + strlen(path) + 2)))
-        sprintf(joined, "%.*s/%s", (int)(slash - md->file), md->file, path);
-    r->train_data = open_omniglot(o->data ? o->data : joined ? joined : path, t, d);
+    r->train_data = open_omniglot(o->data ? o->data : model_path(md, task_arg(t, "path")->str, &joined), t, d);
     free(joined);
     if (!r->train_data)
         return false;
@@ -132,7 +146,68 @@ static bool setup_family(const Model *md, const RunOptions *o, Run *r, Diag *d) 
     return true;
 }
 
-bool run_reads_data(const Model *md) { return strcmp(md->task.kind, "omniglot") == 0; }
+/* One image data set (a split CSV, or class folders when split is NULL),
+ * loaded and checked against the task's counts; the lead process says what
+ * it holds and how long it took. */
+static RtImages *open_images(const char *path, const char *split, const ModelTask *t, const RunOptions *o, Diag *d) {
+    const TaskArg *mean = task_arg(t, "mean"), *std = task_arg(t, "std");
+    RtImagesSpec sp = {.size = (int)task_arg(t, "size")->lo, .channels = (int)task_arg(t, "channels")->lo,
+                       .rotations = task_arg(t, "rotations")->lo != 0, .split = split, .nnorm = mean->nvalue};
+    for (int c = 0; c < sp.nnorm && c < 3; c++) {
+        sp.mean[c] = mean->value[c];
+        sp.std[c] = std->value[c];
+    }
+    char err[1024];
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    RtImages *im = rt_images_open(path, &sp, err, sizeof err);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (im && !rt_images_check(im, (int)task_arg(t, "ways")->lo, (int)task_arg(t, "shots")->lo,
+                               (int)task_arg(t, "queries")->lo, err, sizeof err)) {
+        rt_images_close(im);
+        im = NULL;
+    }
+    if (!im)
+        diag_error(d, (SrcLoc){0}, "%s", err);
+    else if (lead_process(o))
+        fprintf(stderr, "mamlc: %s: %d classes, %d images of %dx%dx%d (%zu bytes) loaded in %.2f s\n",
+                rt_images_name(im), rt_images_classes(im), rt_images_count(im), sp.channels, sp.size, sp.size,
+                rt_images_bytes(im), (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+    return im;
+}
+
+/* Image data sets: meta-train on the task's path (or --data) with its split,
+ * evaluate on --eval-data and/or --eval-split (the training path with the
+ * other CSV), or say loudly that evaluation sees the training classes.
+ * mamlc eval with a held-out set leaves the training set unread. */
+static bool setup_images(const Model *md, const RunOptions *o, Run *r, Diag *d) {
+    const ModelTask *t = &md->task;
+    const char *split = task_arg(t, "split")->str;
+    char *own_path = NULL, *own_split = NULL;
+    const char *path = o->data ? o->data : model_path(md, task_arg(t, "path")->str, &own_path);
+    bool held_out = o->eval_data || o->eval_split, ok = true;
+    if (o->train || !held_out)
+        ok = (r->train_images = open_images(path, split[0] ? model_path(md, split, &own_split) : NULL, t, o, d)) != NULL;
+    if (ok && held_out)
+        ok = (r->eval_images = open_images(o->eval_data ? o->eval_data : path, o->eval_split, t, o, d)) != NULL;
+    free(own_path);
+    free(own_split);
+    if (!ok)
+        return false;
+    if (!held_out && lead_process(o))
+        fprintf(stderr, "mamlc: warning: evaluating on the training classes; give --eval-split or --eval-data "
+                        "for held-out ones\n");
+    r->images = (RtImagesSource){.data = r->train_images ? r->train_images : r->eval_images, .eval = r->eval_images,
+                                 .ways = (int)task_arg(t, "ways")->lo, .shots = (int)task_arg(t, "shots")->lo,
+                                 .queries = (int)task_arg(t, "queries")->lo, .real = r->prog.real};
+    r->prog.sample = rt_images_sample;
+    r->prog.sample_ctx = &r->images;
+    return true;
+}
+
+bool run_reads_data(const Model *md) {
+    return strcmp(md->task.kind, "omniglot") == 0 || strcmp(md->task.kind, "images") == 0;
+}
 
 /* An error message "path: what is wrong" from the runtime, as "path: error: ...". */
 static void file_error(Diag *d, const char *path, const char *err) {
@@ -195,6 +270,11 @@ static bool setup_tasks(const Model *md, const RunOptions *o, Run *r, Diag *d) {
  * has checked the task's shapes against its kind). */
 static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) {
     const char *kind = md->task.kind;
+    if (o->eval_split && (o->tasks || strcmp(kind, "images") != 0)) {
+        diag_error(d, md->task.loc, o->tasks ? "--eval-split goes with a task 'images', not with --tasks"
+                                             : "--eval-split needs a task 'images', not '%s'", kind);
+        return false;
+    }
     if (o->tasks)
         return setup_tasks(md, o, r, d);
     if (strcmp(kind, "sinusoid") == 0)
@@ -203,6 +283,8 @@ static bool setup_source(const Model *md, const RunOptions *o, Run *r, Diag *d) 
         return setup_omniglot(md, o, r, d);
     if (md->task.family)
         return setup_family(md, o, r, d);
+    if (strcmp(kind, "images") == 0)
+        return setup_images(md, o, r, d);
     diag_error(d, md->task.loc, "'mamlc run' has no data source for task '%s': "
                                 "give --tasks FILE.safetensors, or call the model's library", kind);
     return false;

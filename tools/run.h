@@ -26,6 +26,7 @@ typedef struct {
     const char *data, *eval_data;       /* --data, --eval-data */
     const char *tasks;                  /* --tasks: a task file to train on (eval: to evaluate) */
     const char *eval_tasks_file;        /* --eval-tasks-file: one to evaluate on */
+    const char *eval_split;             /* --eval-split: images' held-out split CSV */
     const char *omniglot_runs;          /* eval: the 20-way one-shot runs */
     bool quiet;
     bool expect_improvement;    /* run: fail unless training lowers the held-out loss */
@@ -37,9 +38,9 @@ typedef struct {
     const RunCluster *cluster;  /* NULL: a single process */
 } RunOptions;
 
-/* Whether md's task reads a data set (--data, --eval-data): omniglot does;
- * sinusoid makes its tasks, and external ones come from the caller (or a
- * task file, --tasks, as any kind's may). */
+/* Whether md's task reads a data set (--data, --eval-data): omniglot and
+ * images do; sinusoid and families make their tasks, and external ones come
+ * from the caller (or a task file, --tasks, as any kind's may). */
 bool run_reads_data(const Model *md);
 
 /* JIT-compile m (md's optimised functions) and meta-train, or evaluate a
