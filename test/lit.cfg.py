@@ -19,6 +19,7 @@ config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.mamlc_bin, "test")
 
 config.substitutions.append(("%mamlc-opt", os.path.join(config.mamlc_bin, "mamlc-opt")))
+config.substitutions.append(("%bindir", config.mamlc_bin))
 if getattr(config, "mamlc_mpi", "").upper() in ("1", "ON", "TRUE", "YES") or \
         os.environ.get("MAMLC_REQUIRE_DATA") == "1":
     config.available_features.add("mpi")
