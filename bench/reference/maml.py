@@ -10,7 +10,7 @@ query loss through the adaptation.  Omniglot is read from the release's zip
 files with the same preprocessing as mamlc (area-averaged resize, strokes 1,
 four rotations per character as classes, held-out alphabets only).
 
-  maml.py time --workload sine|omni-mlp|omni-conv [--steps N] [--warmup W]
+  maml.py time --workload sine|omni-mlp|omni-conv|mini-conv [--steps N] [--warmup W]
       median seconds of one meta-step (one JSON line)
   maml.py train --model mlp|conv --data small1.zip --eval-data small2.zip ...
       meta-train and evaluate on held-out tasks (and the 20-way runs)
@@ -120,6 +120,29 @@ class OmniglotConv(Classifier):
         return F.linear(x.flatten(1), p[16], p[17])
 
 
+class MiniConv(Classifier):
+    """Conv-4 of Finn et al. 2017 for mini-ImageNet: four blocks of 3x3
+    convolution with 32 filters (pad 1), batch norm, ReLU and 2x2 max pooling
+    (84 -> 42 -> 21 -> 10 -> 5), then a linear head on the flattened 32x5x5
+    features (examples/images.mdl)."""
+    flat = False
+
+    def __init__(self, ways):
+        self.ways = ways
+
+    def init(self, gen):
+        p = []
+        for cin in (3, 32, 32, 32):
+            p += [he((32, cin, 3, 3), gen), torch.zeros(32), torch.ones(32), torch.zeros(32)]
+        return p + [glorot((self.ways, 32 * 25), gen), torch.zeros(self.ways)]
+
+    def forward(self, p, x):
+        for i in range(4):
+            c, b, g, s = p[4 * i:4 * i + 4]
+            x = F.max_pool2d(F.relu(batch_norm(F.conv2d(x, c, b, padding=1), g, s)), 2)
+        return F.linear(x.flatten(1), p[16], p[17])
+
+
 # ---------------------------------------------------------------------------
 # MAML
 
@@ -226,8 +249,9 @@ def train(a):
 # Timing one meta-step
 
 def workload(name):
-    """(model, tasks, inner lr) of bench/run's workload, on random data of the
-    right shapes (the time of a step does not depend on the values)."""
+    """(model, tasks, inner lr, inner steps) of bench/run's workload, on random
+    data of the right shapes (the time of a step does not depend on the
+    values)."""
     gen = torch.Generator().manual_seed(0)
     if name == "sine":
         tasks = []
@@ -236,23 +260,27 @@ def workload(name):
             x = torch.rand(20, 1, generator=gen) * 10 - 5
             y = amp * torch.sin(x + phase)
             tasks.append((x[:10], y[:10], x[10:], y[10:]))
-        return Sine(), tasks, 0.01
+        return Sine(), tasks, 0.01, 1
+    if name == "mini-conv":     # 5-way 1-shot, 15 queries, meta-batch 4, 5 inner steps
+        tasks = [(torch.rand(5, 3, 84, 84, generator=gen), torch.arange(5),
+                  torch.rand(75, 3, 84, 84, generator=gen), torch.arange(5).repeat(15)) for _ in range(4)]
+        return MiniConv(5), tasks, 0.01, 5
     model = OmniglotMLP(5) if name == "omni-mlp" else OmniglotConv(5)
     shape = (784,) if model.flat else (1, 28, 28)
     tasks = [(torch.rand(5, *shape, generator=gen), torch.arange(5),
               torch.rand(75, *shape, generator=gen), torch.arange(5).repeat(15)) for _ in range(32)]
-    return model, tasks, 0.4
+    return model, tasks, 0.4, 1
 
 
 def time_steps(a):
     torch.set_num_threads(a.threads)
-    model, tasks, lr = workload(a.workload)
+    model, tasks, lr, steps = workload(a.workload)
     params = [p.requires_grad_() for p in model.init(torch.Generator().manual_seed(0))]
     opt = torch.optim.Adam(params, lr=0.001)
     times = []
     for i in range(a.warmup + a.steps):
         start = time.perf_counter()
-        meta_step(model, params, opt, tasks, lr, 1)
+        meta_step(model, params, opt, tasks, lr, steps)
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
     print(json.dumps({"workload": a.workload, "median_seconds": statistics.median(times),
@@ -312,7 +340,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("time", help="median seconds of one meta-step")
-    t.add_argument("--workload", choices=["sine", "omni-mlp", "omni-conv"], required=True)
+    t.add_argument("--workload", choices=["sine", "omni-mlp", "omni-conv", "mini-conv"], required=True)
     t.add_argument("--steps", type=int, default=20)
     t.add_argument("--warmup", type=int, default=3)
     t.add_argument("--threads", type=int, default=1)
