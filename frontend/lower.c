@@ -347,13 +347,13 @@ static ValueId lower_layer_norm(Lower *L, const Ast *call, const ModelBuiltin *b
     IrFunc *f = L->f;
     SrcLoc loc = call->loc;
     int axis = x.rank - 1;
-    double count = x.dim[axis];
+    const double count = x.dim[axis], eps = 1e-5;
     ValueId mean = ir_binary_scalar(f, OP_DIV, ir_reduce(f, OP_REDUCE_SUM, v[0], 1, &axis, loc, L->d), count, false,
                                     loc, L->d);
     ValueId centred = ir_binary_bcast(f, OP_SUB, v[0], keep_dims(L, mean, x, axis, loc), loc, L->d);
     ValueId sq = ir_reduce(f, OP_REDUCE_SUM, ir_binary(f, OP_MUL, centred, centred, loc, L->d), 1, &axis, loc, L->d);
-    ValueId var = ir_binary_scalar(f, OP_DIV, sq, count, false, loc, L->d);
-    ValueId inv = ir_powc(f, ir_binary_scalar(f, OP_ADD, var, 1e-5, false, loc, L->d), -0.5, loc, L->d);
+    ValueId variance = ir_binary_scalar(f, OP_DIV, sq, count, false, loc, L->d);
+    ValueId inv = ir_powc(f, ir_binary_scalar(f, OP_ADD, variance, eps, false, loc, L->d), -0.5, loc, L->d);
     ValueId norm = ir_binary_bcast(f, OP_MUL, centred, keep_dims(L, inv, x, axis, loc), loc, L->d);
     return ir_binary_bcast(f, OP_ADD, ir_binary_bcast(f, OP_MUL, norm, v[1], loc, L->d), v[2], loc, L->d);
 }

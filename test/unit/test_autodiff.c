@@ -339,10 +339,31 @@ static void test_stop_grad_zero(void) {
     ir_module_free(m);
 }
 
+/* The gradient the frontend's leaky_relu and elu take at 0 and -0, as
+ * PyTorch's: the slope, and 1 (docs/language.md, gradients at kinks). */
+static void test_new_kinks(void) {
+    static const struct { const char *expr; double want; } kink[] = {{"leaky_relu(a, 0.1)", 0.1}, {"elu(a)", 1}};
+    for (size_t k = 0; k < sizeof kink / sizeof *kink; k++) {
+        Case c = {kink[k].expr, 1, T(2), S, 0, 0, false, NULL, kink[k].expr};
+        IrModule *m = ir_module_new(DT_F64);
+        IrFunc *f = ir_func_new(m, "f");
+        ValueId a = ir_input(f, "a", T(2), L), g;
+        ValueId s = ir_reduce(f, OP_REDUCE_SUM, lower_expr(f, &c, a, IR_NONE), 1, (int[]){0}, L, NULL);
+        ad_grad(f, s, 1, &a, &g);
+        ir_output(f, g);
+        double x[2] = {0.0, -0.0}, y[2] = {0, 0}, *in[1] = {x}, *out[1] = {y};
+        ir_eval(f, (const double *const *)in, out);
+        CHECK(y[0] == kink[k].want && y[1] == kink[k].want, "%s: gradient %g at 0 and %g at -0, want %g",
+              kink[k].expr, y[0], y[1], kink[k].want);
+        ir_module_free(m);
+    }
+}
+
 int main(void) {
     srand(12345);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_case(&cases[i]);
     test_stop_grad_zero();
+    test_new_kinks();
     return check_summary();
 }
