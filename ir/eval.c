@@ -102,29 +102,17 @@ static void eval_broadcast(IrType tx, IrType ty, const double *x, double *y) {
     }
 }
 
-static void eval_transpose(const IrNode *n, IrType tx, const double *x, double *y) {
+/* y[i] = x[j] with j[perm[k]] = start[k] + i[k] for each axis k of y:
+ * transpose (start all 0) and slice (perm the identity) both read x so. */
+static void gather(IrType ty, IrType tx, const int *perm, const int *start, const double *x, double *y) {
     int64_t sx[IR_MAX_RANK];
     strides(tx, sx);
     int idx[IR_MAX_RANK];
-    for (int64_t k = 0; k < ir_numel(n->type); k++) {
-        unravel(n->type, k, idx);
+    for (int64_t k = 0; k < ir_numel(ty); k++) {
+        unravel(ty, k, idx);
         int64_t src = 0;
-        for (int i = 0; i < n->type.rank; i++)
-            src += idx[i] * sx[n->list[i]];
-        y[k] = x[src];
-    }
-}
-
-/* y = the window of x at offsets n->list, of y's extents. */
-static void eval_slice(const IrNode *n, IrType tx, const double *x, double *y) {
-    int64_t sx[IR_MAX_RANK];
-    strides(tx, sx);
-    int idx[IR_MAX_RANK];
-    for (int64_t k = 0; k < ir_numel(n->type); k++) {
-        unravel(n->type, k, idx);
-        int64_t src = 0;
-        for (int i = 0; i < tx.rank; i++)
-            src += (idx[i] + n->list[i]) * sx[i];
+        for (int i = 0; i < ty.rank; i++)
+            src += (idx[i] + start[i]) * sx[perm[i]];
         y[k] = x[src];
     }
 }
@@ -205,6 +193,7 @@ static void eval_conv(const IrNode *n, IrType tx, IrType tg, IrType tw, const do
 }
 
 bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
+    static const int identity[IR_MAX_RANK] = {0, 1, 2, 3, 4, 5}, zeros[IR_MAX_RANK] = {0};
     double **val = calloc((size_t)f->nnode, sizeof *val);
     if (!val)
         return false;
@@ -240,9 +229,9 @@ bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
             else if (n->op == OP_BROADCAST)
                 eval_broadcast(ta, n->type, a, y);
             else if (n->op == OP_SLICE)
-                eval_slice(n, ta, a, y);
+                gather(n->type, ta, identity, n->list, a, y);
             else
-                eval_transpose(n, ta, a, y);
+                gather(n->type, ta, n->list, zeros, a, y);
             break;
         case KIND_MATMUL: eval_matmul(ta, f->node[n->arg[1]].type, a, b, y); break;
         case KIND_CONV: {
