@@ -11,7 +11,7 @@ static const SrcLoc no_loc = {0};
 
 /* --- elementwise math --- */
 
-/* A C math library function of one argument with no intrinsic (log1p).
+/* A C math library function of one argument with no intrinsic (log1p, erf).
  * Declared as touching no memory: callers only pass arguments in the
  * function's domain, where it sets no errno. */
 static LLVMValueRef libm1(Cg *cg, const char *name64, const char *name32, LLVMTypeRef t, LLVMValueRef x)
@@ -115,6 +115,7 @@ static LLVMValueRef elem_value(Cg *cg, const IrNode *n, const LLVMValueRef *x, L
     case OP_SIN: return cg_call1(cg, "llvm.sin", t, a);
     case OP_COS: return cg_call1(cg, "llvm.cos", t, a);
     case OP_ABS: return cg_call1(cg, "llvm.fabs", t, a);
+    case OP_ERF: return libm1(cg, "erf", "erff", t, a);
     case OP_SIGN:
         return LLVMBuildSelect(cg->b, cg_fcmp(cg, LLVMRealOGT, a, zero), LLVMConstReal(t, 1),
                                LLVMBuildSelect(cg->b, cg_fcmp(cg, LLVMRealOLT, a, zero),

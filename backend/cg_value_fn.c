@@ -42,6 +42,14 @@ static bool emit_node(Cg *cg, const IrNode *n, Opnd *o, int no)
     case KIND_CONV:
         return cg_emit_conv(cg, n, o);
     case KIND_OTHER: {
+        if (n->op == OP_CONCAT) {
+            /* each operand copied into its window of the result */
+            Opnd dst = o[0];
+            cg_emit_copy_to(cg, &dst, o[0].a.stride, &o[1]);
+            dst.a.offset += o[1].t.dim[n->list[0]] * o[0].a.stride[n->list[0]];
+            cg_emit_copy_to(cg, &dst, o[0].a.stride, &o[2]);
+            return true;
+        }
         /* ONEHOT: the label, repeated along the class dim. */
         Opnd lab = o[1];
         lab.a.rank = n->type.rank;

@@ -111,7 +111,7 @@ static bool reserved_name(const char *name)
     static const char *const names[] = {
         "exp", "expf", "log", "logf", "sqrt", "sqrtf", "tanh", "tanhf", "sin", "sinf", "cos",
         "cosf", "fabs", "fabsf", "pow", "powf", "log1p", "log1pf", "fmax", "fmaxf", "exp2",
-        "exp2f", "memset", "memcpy", "memmove", "main",
+        "exp2f", "erf", "erff", "memset", "memcpy", "memmove", "main",
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(name, names[i]))

@@ -73,6 +73,15 @@ static BeAccess access_transpose(const BeAccess *x, const int *perm, int rank)
     return a;
 }
 
+/* SLICE: the same strides from the window's first element on. */
+static BeAccess access_slice(const BeAccess *x, const int *start, int rank)
+{
+    BeAccess a = *x;
+    for (int i = 0; i < rank; i++)
+        a.offset += start[i] * x->stride[i];
+    return a;
+}
+
 /* RESHAPE as a view: the new dims are grouped against the old ones (extent-1
  * dims dropped) so that each group covers the same elements; a group of old
  * dims must step as one dense run for its new dims to be affine.  Returns
@@ -391,6 +400,9 @@ void be_plan(const IrFunc *f, BePlan *p)
             continue;
         case OP_TRANSPOSE:
             *a = splat ? access_splat(x, nd->type) : access_transpose(x, nd->list, nd->type.rank);
+            continue;
+        case OP_SLICE:
+            *a = splat ? access_splat(x, nd->type) : access_slice(x, nd->list, nd->type.rank);
             continue;
         case OP_RESHAPE:
             if (splat || ir_numel(nd->type) == 1) {

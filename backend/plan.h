@@ -13,7 +13,8 @@
  * over the value's own shape.  Layout ops are accesses to their operand's
  * storage and produce no code (BROADCAST: stride 0 along expanded dims;
  * TRANSPOSE: permuted strides; RESHAPE: regrouped strides where that is
- * affine; STOP_GRAD: the same access).  Values the code generator computes
+ * affine; SLICE: the same strides, the offset moved to the window; STOP_GRAD:
+ * the same access).  Values the code generator computes
  * get a fresh row-major buffer: in out[j] when the value is output j, else
  * in the arena at a 64-byte aligned offset, reusing the space of buffers
  * whose values are dead (linear scan in node order); an elementwise value

@@ -106,6 +106,15 @@ void diag_error(Diag *d, SrcLoc loc, const char *fmt, ...) {
     va_end(ap);
 }
 
+void diag_warning(Diag *d, SrcLoc loc, const char *fmt, ...) {
+    if (d->nerrors > d->max_errors)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    report(d, loc, "warning", fmt, ap);
+    va_end(ap);
+}
+
 void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...) {
     if (d->nerrors > d->max_errors)
         return;

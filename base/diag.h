@@ -34,6 +34,11 @@ void diag_add_source(Diag *d, const char *file, const char *text, size_t len);
 void diag_error(Diag *d, SrcLoc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* A warning at `loc` ("warning: ..."), printed like an error with its
+ * source line and caret, but not counted: it never fails a compile. */
+void diag_warning(Diag *d, SrcLoc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Same, but a note attached to the previous error ("note: ..."). */
 void diag_note(Diag *d, SrcLoc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -71,37 +71,113 @@ static ValueId keep_dims(Lower *L, ValueId v, IrType t, int axis, SrcLoc loc) {
     return ir_reshape(L->f, v, t, loc, L->d);
 }
 
+bool model_const_expr(const ModelImpl *mi, const AstMap *scope, const Ast *e, double *out) {
+    double a, b;
+    const int *at;
+    switch (e->kind) {
+    case AST_NUM: *out = e->num.value; break;
+    case AST_NAME:
+        if ((scope && ast_map_get(scope, e->name.id)) || ast_map_get(&mi->params, e->name.id) ||
+            !(at = ast_map_get(&mi->dims, e->name.id)))
+            return false;
+        *out = (double)mi->pub.dim[*at].value;
+        break;
+    case AST_NEG:
+        if (!model_const_expr(mi, scope, e->neg.operand, &a))
+            return false;
+        *out = -a;
+        break;
+    case AST_BINARY:
+        if (!model_const_expr(mi, scope, e->binary.lhs, &a) || !model_const_expr(mi, scope, e->binary.rhs, &b))
+            return false;
+        switch (e->binary.op) {
+        case BIN_ADD: *out = a + b; break;
+        case BIN_SUB: *out = a - b; break;
+        case BIN_MUL: *out = a * b; break;
+        case BIN_DIV: *out = a / b; break;
+        case BIN_POW: *out = pow(a, b); break;
+        default: return false;
+        }
+        break;
+    default: return false;
+    }
+    return isfinite(*out);
+}
+
+/* Axes argument i of call, an axis or a list of them, normalised against
+ * rank and sorted into axes[0..*n); each at most once. */
+static bool axes_arg(Lower *L, const Ast *call, int i, int rank, int *axes, int *n) {
+    const Ast *a = call->call.arg.item[i];
+    const Ast *const *item = &a;
+    int count = 1;
+    bool seen[IR_MAX_RANK] = {0};
+    if (a->kind == AST_LIST) {
+        item = (const Ast *const *)a->list.item.item;
+        count = a->list.item.n;
+    }
+    if (count < 1 || count > rank) {
+        diag_error(L->d, a->loc, "'%s' needs from 1 to %d axes of its rank-%d operand, not %d", call->call.callee,
+                   rank, rank, count);
+        return false;
+    }
+    *n = 0;
+    for (int k = 0; k < count; k++) {
+        int64_t v;
+        if (!model_int_literal(item[k], &v)) {
+            diag_error(L->d, item[k]->loc, "the axis of '%s' must be an integer literal", call->call.callee);
+            return false;
+        }
+        if (v < -rank || v >= rank) {
+            diag_error(L->d, item[k]->loc, "axis %lld is out of range for a value of rank %d", (long long)v, rank);
+            return false;
+        }
+        int ax = (int)(v < 0 ? v + rank : v);
+        if (seen[ax]) {
+            diag_error(L->d, item[k]->loc, "axis %d appears twice in a call of '%s'", ax, call->call.callee);
+            return false;
+        }
+        seen[ax] = true;
+    }
+    for (int ax = 0; ax < rank; ax++)
+        if (seen[ax])
+            axes[(*n)++] = ax;
+    return true;
+}
+
 /* --- builtins --- */
 
 static ValueId lower_unary(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
     return ir_unary(L->f, b->op, v[0], call->loc, L->d);
 }
 
-/* sum, max: over all axes, or over one. */
-static ValueId lower_reduce(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
-    IrType t = type_of(L, v[0]);
-    int axes[IR_MAX_RANK], n = t.rank;
-    for (int i = 0; i < n; i++)
+/* The axes of a reduction: all of x's, or those of argument 1 (an axis or
+ * a list of them); false after an error. */
+static bool reduce_axes(Lower *L, const Ast *call, IrType t, int *axes, int *n) {
+    *n = t.rank;
+    for (int i = 0; i < t.rank; i++)
         axes[i] = i;
-    if (call->call.arg.n == 2) {
-        if (!axis_arg(L, call, 1, t.rank, &axes[0]))
-            return IR_NONE;
-        n = 1;
-    }
+    return call->call.arg.n != 2 || axes_arg(L, call, 1, t.rank, axes, n);
+}
+
+/* sum, max: over all axes, over one, or over a list of them. */
+static ValueId lower_reduce(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int axes[IR_MAX_RANK], n;
+    if (!reduce_axes(L, call, type_of(L, v[0]), axes, &n))
+        return IR_NONE;
     return n ? ir_reduce(L->f, b->op, v[0], n, axes, call->loc, L->d) : v[0];
 }
 
-/* mean(x) = sum(x) / numel(x); mean(x, a) = sum(x, a) / extent a */
+/* mean(x) = sum(x) / numel(x); mean(x, axes) = sum(x, axes) / the product
+ * of their extents */
 static ValueId lower_mean(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
     IrType t = type_of(L, v[0]);
-    double count = (double)ir_numel(t);
-    int axis;
-    if (call->call.arg.n == 2) {
-        if (!axis_arg(L, call, 1, t.rank, &axis))
-            return IR_NONE;
-        count = t.dim[axis];
-    }
-    ValueId s = lower_reduce(L, call, b, v);
+    int axes[IR_MAX_RANK], n;
+    if (!reduce_axes(L, call, t, axes, &n))
+        return IR_NONE;
+    double count = 1;
+    for (int i = 0; i < n; i++)
+        count *= t.dim[axes[i]];
+    ValueId s = n ? ir_reduce(L->f, b->op, v[0], n, axes, call->loc, L->d) : v[0];
     return count == 1 ? s : ir_binary_scalar(L->f, OP_DIV, s, count, false, call->loc, L->d);
 }
 
@@ -207,11 +283,187 @@ static ValueId lower_cross_entropy(Lower *L, const Ast *call, const ModelBuiltin
     return ir_unary(f, OP_NEG, mean, loc, L->d);
 }
 
+/* softmax(x, a) = e / sum(e, a),  e = exp(x - stop_grad(max(x, a))) (the
+ * shift cancels, so stopping its gradient is exact). */
+static ValueId lower_softmax(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType t = type_of(L, v[0]);
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    int axis;
+    if (!axis_arg(L, call, 1, t.rank, &axis))
+        return IR_NONE;
+    ValueId m = ir_unary(f, OP_STOP_GRAD, ir_reduce(f, OP_REDUCE_MAX, v[0], 1, &axis, loc, L->d), loc, L->d);
+    ValueId e = ir_unary(f, OP_EXP, ir_binary_bcast(f, OP_SUB, v[0], keep_dims(L, m, t, axis, loc), loc, L->d), loc,
+                         L->d);
+    ValueId s = ir_reduce(f, OP_REDUCE_SUM, e, 1, &axis, loc, L->d);
+    return ir_binary_bcast(f, OP_DIV, e, keep_dims(L, s, t, axis, loc), loc, L->d);
+}
+
+/* leaky_relu(x, s) = relu(x) + s * (x - relu(x)): x where x > 0, else s*x
+ * (both exact); its gradient is 1 where x > 0, else s (s at 0, as PyTorch). */
+static ValueId lower_leaky_relu(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    double slope = 0.01;
+    if (call->call.arg.n == 2 && !model_const_expr(L->mi, L->scope, call->call.arg.item[1], &slope)) {
+        diag_error(L->d, call->call.arg.item[1]->loc, "the slope of 'leaky_relu' must be a constant (numbers and "
+                   "dims)");
+        return IR_NONE;
+    }
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    ValueId r = ir_unary(f, OP_RELU, v[0], loc, L->d);
+    ValueId neg = ir_binary_scalar(f, OP_MUL, ir_binary(f, OP_SUB, v[0], r, loc, L->d), slope, true, loc, L->d);
+    return ir_binary(f, OP_ADD, r, neg, loc, L->d);
+}
+
+/* elu(x) = relu(x) + (exp(x - relu(x)) - 1): x where x > 0, else
+ * exp(x) - 1 (alpha 1); its gradient is 1 where x >= 0 (as PyTorch's),
+ * else exp(x). */
+static ValueId lower_elu(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    ValueId r = ir_unary(f, OP_RELU, v[0], loc, L->d);
+    ValueId e = ir_unary(f, OP_EXP, ir_binary(f, OP_SUB, v[0], r, loc, L->d), loc, L->d);
+    return ir_binary(f, OP_ADD, r, ir_binary_scalar(f, OP_SUB, e, 1, false, loc, L->d), loc, L->d);
+}
+
+/* gelu(x) = (x * 0.5) * (1 + erf(x * (1/sqrt 2))), the erf form, computed
+ * as PyTorch computes it. */
+static ValueId lower_gelu(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    ValueId half = ir_binary_scalar(f, OP_MUL, v[0], 0.5, false, loc, L->d);
+    ValueId t = ir_unary(f, OP_ERF, ir_binary_scalar(f, OP_MUL, v[0], 0.70710678118654752440, false, loc, L->d), loc,
+                         L->d);
+    return ir_binary(f, OP_MUL, half, ir_binary_scalar(f, OP_ADD, t, 1, true, loc, L->d), loc, L->d);
+}
+
+/* layer_norm(x, g, b) = g * (x - m) / sqrt(s2 + 1e-5) + b, with m and s2
+ * the mean and the (biased) variance of each row of x's last axis, g and
+ * b of that axis's extent [D]. */
+static ValueId lower_layer_norm(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    IrType x = type_of(L, v[0]), g = type_of(L, v[1]), e = type_of(L, v[2]);
+    if (x.rank < 1 || g.rank != 1 || e.rank != 1 || g.dim[0] != x.dim[x.rank - 1] || e.dim[0] != x.dim[x.rank - 1]) {
+        char sx[64], sg[64], se[64];
+        diag_error(L->d, call->loc, "'layer_norm(x, g, b)' needs x [..., D] and g, b of its last extent [D], got x "
+                   "%s, g %s and b %s", type_str(L, v[0], sx), type_str(L, v[1], sg), type_str(L, v[2], se));
+        return IR_NONE;
+    }
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    int axis = x.rank - 1;
+    const double count = x.dim[axis], eps = 1e-5;
+    ValueId mean = ir_binary_scalar(f, OP_DIV, ir_reduce(f, OP_REDUCE_SUM, v[0], 1, &axis, loc, L->d), count, false,
+                                    loc, L->d);
+    ValueId centred = ir_binary_bcast(f, OP_SUB, v[0], keep_dims(L, mean, x, axis, loc), loc, L->d);
+    ValueId sq = ir_reduce(f, OP_REDUCE_SUM, ir_binary(f, OP_MUL, centred, centred, loc, L->d), 1, &axis, loc, L->d);
+    ValueId variance = ir_binary_scalar(f, OP_DIV, sq, count, false, loc, L->d);
+    ValueId inv = ir_powc(f, ir_binary_scalar(f, OP_ADD, variance, eps, false, loc, L->d), -0.5, loc, L->d);
+    ValueId norm = ir_binary_bcast(f, OP_MUL, centred, keep_dims(L, inv, x, axis, loc), loc, L->d);
+    return ir_binary_bcast(f, OP_ADD, ir_binary_bcast(f, OP_MUL, norm, v[1], loc, L->d), v[2], loc, L->d);
+}
+
+/* concat(a, b, axis): a then b along the axis (of a's rank). */
+static ValueId lower_concat(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int axis;
+    if (!axis_arg(L, call, 2, type_of(L, v[0]).rank, &axis))
+        return IR_NONE;
+    return ir_concat(L->f, v[0], v[1], axis, call->loc, L->d);
+}
+
+/* permute(x, [p0, ..., pn-1]): result axis i is x's axis pi. */
+static ValueId lower_permute(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    const Ast *a = call->call.arg.item[1];
+    int rank = type_of(L, v[0]).rank, perm[IR_MAX_RANK], sorted[IR_MAX_RANK], n;
+    if (a->kind != AST_LIST || a->list.item.n != rank) {
+        char sx[64];
+        diag_error(L->d, a->loc, "'permute' of %s needs a list of its %d axes in their new order, such as [%s]",
+                   type_str(L, v[0], sx), rank, rank == 2 ? "1, 0" : rank == 3 ? "0, 2, 1" : "1, 0, ...");
+        return IR_NONE;
+    }
+    if (!axes_arg(L, call, 1, rank, sorted, &n))
+        return IR_NONE;
+    for (int i = 0; i < rank; i++) {
+        int64_t p;
+        model_int_literal(a->list.item.item[i], &p);
+        perm[i] = (int)(p < 0 ? p + rank : p);
+    }
+    return ir_transpose(L->f, v[0], perm, call->loc, L->d);
+}
+
+/* Operands a and b of one shape, for the losses. */
+static bool same_shape(Lower *L, const Ast *call, const char *what, const ValueId *v) {
+    IrType a = type_of(L, v[0]), c = type_of(L, v[1]);
+    if (ir_type_eq(a, c) && a.dtype != DT_I32)
+        return true;
+    char sa[64], sc[64];
+    diag_error(L->d, call->loc, "'%s' needs two real operands of one shape, got %s and %s", what, type_str(L, v[0], sa),
+               type_str(L, v[1], sc));
+    return false;
+}
+
+/* The mean of every element of x. */
+static ValueId mean_all(Lower *L, ValueId x, SrcLoc loc) {
+    IrType t = type_of(L, x);
+    int axes[IR_MAX_RANK];
+    for (int i = 0; i < t.rank; i++)
+        axes[i] = i;
+    ValueId s = t.rank ? ir_reduce(L->f, OP_REDUCE_SUM, x, t.rank, axes, loc, L->d) : x;
+    return ir_numel(t) == 1 ? s : ir_binary_scalar(L->f, OP_DIV, s, (double)ir_numel(t), false, loc, L->d);
+}
+
+/* mse(a, b) = mean((a - b)^2), lowered as that expression is. */
+static ValueId lower_mse(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    if (!same_shape(L, call, "mse(a, b)", v))
+        return IR_NONE;
+    ValueId d = ir_binary(L->f, OP_SUB, v[0], v[1], call->loc, L->d);
+    return mean_all(L, ir_powc(L->f, d, 2, call->loc, L->d), call->loc);
+}
+
+/* binary_cross_entropy(z, y) = mean(softplus(z) - z * y) for logits z and
+ * real targets y of z's shape: softplus(z) = max(z, 0) + log(1 + exp(-|z|)),
+ * so this is PyTorch's binary_cross_entropy_with_logits in its stable form;
+ * its gradient is (sigmoid(z) - y) / numel. */
+static ValueId lower_bce(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    if (!same_shape(L, call, "binary_cross_entropy(logits, y)", v))
+        return IR_NONE;
+    IrFunc *f = L->f;
+    SrcLoc loc = call->loc;
+    ValueId sp = ir_unary(f, OP_SOFTPLUS, v[0], loc, L->d);
+    return mean_all(L, ir_binary(f, OP_SUB, sp, ir_binary(f, OP_MUL, v[0], v[1], loc, L->d), loc, L->d), loc);
+}
+
 static ValueId lower_argmax(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
     int axis;
     if (!axis_arg(L, call, 1, type_of(L, v[0]).rank, &axis))
         return IR_NONE;
     return ir_argmax(L->f, v[0], axis, call->loc, L->d);
+}
+
+/* x with zeros before (`lo`) and after (`hi`) it along `axis`. */
+static ValueId zero_pad(Lower *L, ValueId x, int axis, int lo, int hi, SrcLoc loc) {
+    IrType t = type_of(L, x);
+    if (lo) {
+        t.dim[axis] = lo;
+        x = ir_concat(L->f, ir_const(L->f, 0, t, loc), x, axis, loc, L->d);
+    }
+    if (hi) {
+        t = type_of(L, x);
+        t.dim[axis] = hi;
+        x = ir_concat(L->f, x, ir_const(L->f, 0, t, loc), axis, loc, L->d);
+    }
+    return x;
+}
+
+/* pad = same for a KH x KW kernel (stride 1), as PyTorch pads: KH - 1 rows
+ * in all, (KH - 1) / 2 (rounded down) above and the rest below, likewise
+ * columns.  The convolution pads every side by *pad, the least of the
+ * four; x gets the rest as explicit zeros (none for a square odd kernel). */
+static ValueId pad_same(Lower *L, ValueId x, IrType w, int *pad, SrcLoc loc) {
+    int top = (w.dim[2] - 1) / 2, bottom = w.dim[2] - 1 - top;
+    int left = (w.dim[3] - 1) / 2, right = w.dim[3] - 1 - left;
+    *pad = top < left ? top : left;
+    x = zero_pad(L, x, 2, top - *pad, bottom - *pad, loc);
+    return zero_pad(L, x, 3, left - *pad, right - *pad, loc);
 }
 
 /* conv2d(x, W, b, stride = s, pad = p) = conv2d(x, W) + b, broadcast over
@@ -224,6 +476,11 @@ static ValueId lower_conv2d(Lower *L, const Ast *call, const ModelBuiltin *b, co
     if (!model_builtin_kwargs(L->mi, call, b, kw, L->d))
         return IR_NONE;
     int stride = (int)kw[0], pad = (int)kw[1];
+    if (pad == BUILTIN_SAME && stride != 1) {
+        diag_error(L->d, call->loc, "'conv2d' with pad = same needs stride 1 (as in PyTorch), not stride %d",
+                   stride);
+        return IR_NONE;
+    }
     if (x.rank != 4 || w.rank != 4 || bias.rank != 1) {
         diag_error(L->d, call->loc, "'conv2d(x, W, b)' needs x [N, C, H, W], W [O, C, KH, KW] and b [O], got x %s, "
                    "W %s and b %s", type_str(L, v[0], sx), type_str(L, v[1], sw), type_str(L, v[2], sb));
@@ -239,38 +496,67 @@ static ValueId lower_conv2d(Lower *L, const Ast *call, const ModelBuiltin *b, co
                    type_str(L, v[2], sb), type_str(L, v[1], sw), w.dim[0]);
         return IR_NONE;
     }
+    ValueId in = v[0];
+    if (pad == BUILTIN_SAME) {
+        in = pad_same(L, v[0], w, &pad, call->loc);
+        x = type_of(L, in);
+    }
     if ((int64_t)x.dim[2] + 2 * (int64_t)pad < w.dim[2] || (int64_t)x.dim[3] + 2 * (int64_t)pad < w.dim[3]) {
         diag_error(L->d, call->loc, "'conv2d': the %dx%d kernel of W %s does not fit the %dx%d image of x %s padded "
                    "by %d", w.dim[2], w.dim[3], type_str(L, v[1], sw), x.dim[2], x.dim[3], type_str(L, v[0], sx),
                    pad);
         return IR_NONE;
     }
-    ValueId y = ir_conv(L->f, OP_CONV2D, v[0], v[1], stride, pad, x, call->loc, L->d);
+    ValueId y = ir_conv(L->f, OP_CONV2D, in, v[1], stride, pad, x, call->loc, L->d);
     IrType column = {.dtype = bias.dtype, .rank = 3, .dim = {bias.dim[0], 1, 1}};
     return ir_binary_bcast(L->f, OP_ADD, y, ir_reshape(L->f, v[2], column, call->loc, L->d), call->loc, L->d);
 }
 
-/* max_pool2d(x, k) = the max of each k x k window, stride k: x [N, C, H, W]
- * with H and W multiples of k, as reduce_max over axes 3 and 5 of x
- * reshaped to [N, C, H/k, k, W/k, k]. */
-static ValueId lower_max_pool2d(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
-    IrType x = type_of(L, v[0]);
+/* The k x k windows of x [N, C, H, W], stride k, as axes 3 and 5 of
+ * [N, C, H/k, k, W/k, k] (H/k and W/k rounded down: the rows and columns
+ * past the last whole window are sliced off first, as PyTorch drops them). */
+static ValueId pool_windows(Lower *L, const Ast *call, ValueId v, int *k) {
+    IrType x = type_of(L, v);
     char sx[64];
-    int k;
-    if (!model_extent(L->mi, call->call.arg.item[1], &k, L->d))
+    const char *fn = call->call.callee;
+    if (!model_extent(L->mi, call->call.arg.item[1], k, L->d))
         return IR_NONE;
     if (x.rank != 4) {
-        diag_error(L->d, call->loc, "'max_pool2d(x, k)' needs x [N, C, H, W], got %s", type_str(L, v[0], sx));
+        diag_error(L->d, call->loc, "'%s(x, k)' needs x [N, C, H, W], got %s", fn, type_str(L, v, sx));
         return IR_NONE;
     }
-    if (x.dim[2] % k || x.dim[3] % k) {
-        diag_error(L->d, call->loc, "'max_pool2d': the %dx%d image of x %s does not divide into %dx%d windows",
-                   x.dim[2], x.dim[3], type_str(L, v[0], sx), k, k);
+    if (*k > x.dim[2] || *k > x.dim[3]) {
+        diag_error(L->d, call->loc, "'%s': the %dx%d window does not fit the %dx%d image of x %s", fn, *k, *k,
+                   x.dim[2], x.dim[3], type_str(L, v, sx));
         return IR_NONE;
     }
-    IrType windows = {.dtype = x.dtype, .rank = 6, .dim = {x.dim[0], x.dim[1], x.dim[2] / k, k, x.dim[3] / k, k}};
-    static const int axes[2] = {3, 5};
-    return ir_reduce(L->f, OP_REDUCE_MAX, ir_reshape(L->f, v[0], windows, call->loc, L->d), 2, axes, call->loc, L->d);
+    int ho = x.dim[2] / *k, wo = x.dim[3] / *k;
+    IrType whole = {.dtype = x.dtype, .rank = 4, .dim = {x.dim[0], x.dim[1], ho * *k, wo * *k}};
+    static const int origin[4] = {0, 0, 0, 0};
+    ValueId cut = ir_slice(L->f, v, origin, whole, call->loc, L->d);
+    IrType windows = {.dtype = x.dtype, .rank = 6, .dim = {x.dim[0], x.dim[1], ho, *k, wo, *k}};
+    return ir_reshape(L->f, cut, windows, call->loc, L->d);
+}
+
+static const int pool_axes[2] = {3, 5};
+
+/* max_pool2d(x, k) = the max of each k x k window, stride k: reduce_max
+ * over the window axes of pool_windows. */
+static ValueId lower_max_pool2d(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int k;
+    ValueId w = pool_windows(L, call, v[0], &k);
+    return w == IR_NONE ? IR_NONE : ir_reduce(L->f, OP_REDUCE_MAX, w, 2, pool_axes, call->loc, L->d);
+}
+
+/* avg_pool2d(x, k) = the mean of each k x k window, stride k: the sum over
+ * the window axes of pool_windows, divided by k*k. */
+static ValueId lower_avg_pool2d(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
+    int k;
+    ValueId w = pool_windows(L, call, v[0], &k);
+    if (w == IR_NONE)
+        return IR_NONE;
+    ValueId s = ir_reduce(L->f, OP_REDUCE_SUM, w, 2, pool_axes, call->loc, L->d);
+    return k == 1 ? s : ir_binary_scalar(L->f, OP_DIV, s, (double)k * k, false, call->loc, L->d);
 }
 
 /* batch_norm(x, gamma, beta) = gamma * (x - m) / sqrt(s2 + 1e-5) + beta,
@@ -322,24 +608,34 @@ static ValueId lower_flatten(Lower *L, const Ast *call, const ModelBuiltin *b, c
 }
 
 #define V BARG_VALUE
-#define NO_KW {{NULL, 0, 0}, {NULL, 0, 0}}
+#define NO_KW {{NULL, 0, 0, false}, {NULL, 0, 0, false}}
 #define UNARY(name, op) {name, 1, 1, {V}, false, op, lower_unary, NO_KW}
 static const ModelBuiltin builtins[] = {
     UNARY("relu", OP_RELU), UNARY("tanh", OP_TANH), UNARY("sigmoid", OP_SIGMOID),
     UNARY("exp", OP_EXP), UNARY("log", OP_LOG), UNARY("sqrt", OP_SQRT),
     UNARY("softplus", OP_SOFTPLUS), UNARY("sin", OP_SIN), UNARY("cos", OP_COS),
     UNARY("abs", OP_ABS),
-    {"sum", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_reduce, NO_KW},
-    {"mean", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_SUM, lower_mean, NO_KW},
-    {"max", 1, 2, {V, BARG_AXIS}, false, OP_REDUCE_MAX, lower_reduce, NO_KW},
+    {"elu", 1, 1, {V}, false, OP_EXP, lower_elu, NO_KW},
+    {"gelu", 1, 1, {V}, false, OP_ERF, lower_gelu, NO_KW},
+    {"sum", 1, 2, {V, BARG_AXES}, false, OP_REDUCE_SUM, lower_reduce, NO_KW},
+    {"mean", 1, 2, {V, BARG_AXES}, false, OP_REDUCE_SUM, lower_mean, NO_KW},
+    {"max", 1, 2, {V, BARG_AXES}, false, OP_REDUCE_MAX, lower_reduce, NO_KW},
     {"transpose", 1, 1, {V}, false, OP_TRANSPOSE, lower_transpose, NO_KW},
     {"reshape", 2, 2, {V, BARG_SHAPE}, false, OP_RESHAPE, lower_reshape, NO_KW},
     {"linear", 3, 3, {V, V, V}, false, OP_MATMUL, lower_linear, NO_KW},
     {"log_softmax", 2, 2, {V, BARG_AXIS}, false, OP_EXP, lower_log_softmax, NO_KW},
     {"cross_entropy", 2, 2, {V, V}, false, OP_ONEHOT, lower_cross_entropy, NO_KW},
     {"argmax", 2, 2, {V, BARG_AXIS}, true, OP_ARGMAX, lower_argmax, NO_KW},
-    {"conv2d", 3, 3, {V, V, V}, false, OP_CONV2D, lower_conv2d, {{"stride", 1, 1}, {"pad", 0, 0}}},
+    {"conv2d", 3, 3, {V, V, V}, false, OP_CONV2D, lower_conv2d, {{"stride", 1, 1, false}, {"pad", 0, 0, true}}},
     {"max_pool2d", 2, 2, {V, BARG_SIZE}, false, OP_REDUCE_MAX, lower_max_pool2d, NO_KW},
+    {"avg_pool2d", 2, 2, {V, BARG_SIZE}, false, OP_REDUCE_SUM, lower_avg_pool2d, NO_KW},
+    {"softmax", 2, 2, {V, BARG_AXIS}, false, OP_EXP, lower_softmax, NO_KW},
+    {"leaky_relu", 1, 2, {V, BARG_NUMBER}, false, OP_RELU, lower_leaky_relu, NO_KW},
+    {"layer_norm", 3, 3, {V, V, V}, false, OP_REDUCE_SUM, lower_layer_norm, NO_KW},
+    {"concat", 3, 3, {V, V, BARG_AXIS}, false, OP_CONCAT, lower_concat, NO_KW},
+    {"permute", 2, 2, {V, BARG_AXES}, false, OP_TRANSPOSE, lower_permute, NO_KW},
+    {"mse", 2, 2, {V, V}, false, OP_SUB, lower_mse, NO_KW},
+    {"binary_cross_entropy", 2, 2, {V, V}, false, OP_SOFTPLUS, lower_bce, NO_KW},
     {"batch_norm", 3, 3, {V, V, V}, false, OP_REDUCE_SUM, lower_batch_norm, NO_KW},
     {"flatten", 1, 1, {V}, false, OP_RESHAPE, lower_flatten, NO_KW},
 };
@@ -397,6 +693,10 @@ bool model_builtin_kwargs(const ModelImpl *mi, const Ast *call, const ModelBuilt
         }
         given[k] = a;
         int64_t value;
+        if (b->kw[k].same && a->kwarg.value->kind == AST_NAME && strcmp(a->kwarg.value->name.id, "same") == 0) {
+            out[k] = BUILTIN_SAME;
+            continue;
+        }
         if (!model_dim_expr(mi, a->kwarg.value, &value, d)) {
             ok = false;
             continue;
@@ -515,8 +815,8 @@ static ValueId lower_binary(Lower *L, const Ast *e) {
     if (e->binary.op == BIN_EQ && L->differentiable)
         return nondiff_error(L, e, "==");
     if (e->binary.op == BIN_POW) {
-        if (!model_number_literal(rhs, &k)) {
-            diag_error(L->d, rhs->loc, "the exponent of '^' must be a number literal");
+        if (!model_const_expr(L->mi, L->scope, rhs, &k)) {
+            diag_error(L->d, rhs->loc, "the exponent of '^' must be a constant (numbers and dims)");
             return IR_NONE;
         }
         return ir_powc(L->f, lower_expr(L, lhs), k, e->loc, L->d);
@@ -571,7 +871,7 @@ static ValueId lower_expr(Lower *L, const Ast *e) {
     case AST_BINARY: v = lower_binary(L, e); break;
     case AST_CALL: v = lower_call(L, e); break;
     case AST_STR: diag_error(L->d, e->loc, "a string cannot be used in an expression"); break;
-    case AST_LIST: diag_error(L->d, e->loc, "a list [...] can only be the shape argument of 'reshape'"); break;
+    case AST_LIST: diag_error(L->d, e->loc, "a list [...] can only be the shape of 'reshape' or the axes of a builtin"); break;
     default: diag_error(L->d, e->loc, "expected an expression"); break;
     }
     L->depth--;

@@ -19,6 +19,7 @@ typedef struct {
     AstMap names;               /* dim/param/def name -> index in decl */
     const Ast **decl;           /* the program's declarations */
     const Ast *task, *meta;     /* the first of each, or NULL */
+    const Ast *adapt;           /* the `adapt = [..]` entry in force, or NULL */
 } Check;
 
 static void *xcalloc(size_t n, size_t size) {
@@ -869,6 +870,7 @@ static bool meta_adapt(Check *c, const Ast *kw, MetaConfig *mc) {
         return false;
     }
     bool ok = true;
+    c->adapt = kw;
     for (int i = 0; i < c->m->nparam; i++)
         mc->adapt[i] = false;
     for (int i = 0; i < v->list.item.n; i++) {
@@ -1113,10 +1115,36 @@ static int label_classes(const IrFunc *f, ValueId x) {
     return classes;
 }
 
+/* Warn about each param that the loss r of f (params[i] standing for
+ * param i) never reads: it gets no gradient, so it never trains; and about
+ * each entry of `adapt` naming one, which the inner steps leave as it is. */
+static void warn_unread(Check *c, const IrFunc *f, ValueId r, const ValueId *params) {
+    bool *reads = xcalloc((size_t)f->nnode, sizeof *reads);
+    reads[r] = true;
+    for (ValueId v = r; v >= 0; v--)
+        for (int i = 0; reads[v] && i < ir_op_info[f->node[v].op].arity; i++)
+            reads[f->node[v].arg[i]] = true;
+    const Model *m = c->m;
+    for (int i = 0; i < m->nparam; i++)
+        if (!reads[params[i]])
+            diag_warning(c->d, m->param[i].loc, "param '%s' is never read by 'loss': it gets no gradient and "
+                         "never trains", m->param[i].name);
+    const AstList *adapt = c->adapt ? &c->adapt->kwarg.value->list.item : NULL;
+    for (int i = 0; adapt && i < adapt->n; i++) {
+        const int *at = ast_map_get(&c->mi->params, adapt->item[i]->name.id);
+        if (!reads[params[*at]])
+            diag_warning(c->d, adapt->item[i]->loc, "'adapt' lists '%s', which 'loss' never reads: the inner "
+                         "steps leave it as it is", m->param[*at].name);
+    }
+    free(reads);
+}
+
 /* Lower fn(x, y) with x, y of the given types into a scratch function and
  * check it returns a real scalar; classes (if not NULL) gets the class
- * counts of x and y (label_classes). */
-static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool differentiable, int *classes) {
+ * counts of x and y (label_classes); with `warn`, the params it never reads
+ * are warned about (warn_unread). */
+static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool differentiable, int *classes,
+                        bool warn) {
     Model *m = c->m;
     IrModule *mod = ir_module_new(m->real);
     IrFunc *f = ir_func_new(mod, def->def.name);
@@ -1137,6 +1165,8 @@ static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool dif
     }
     for (int i = 0; ok && classes && i < 2; i++)
         classes[i] = label_classes(f, args[i]);
+    if (ok && warn)
+        warn_unread(c, f, r, params);
     free(params);
     ir_module_free(mod);
     return ok;
@@ -1156,9 +1186,9 @@ static bool check_objective(Check *c, const char *fn, bool differentiable) {
     }
     ModelTask *t = &c->m->task;
     bool loss = strcmp(fn, "loss") == 0;
-    if (!trial_lower(c, def, t->support_x, t->support_y, differentiable, loss ? t->classes[0] : NULL))
+    if (!trial_lower(c, def, t->support_x, t->support_y, differentiable, loss ? t->classes[0] : NULL, loss))
         return false;
-    if (trial_lower(c, def, t->query_x, t->query_y, differentiable, loss ? t->classes[1] : NULL))
+    if (trial_lower(c, def, t->query_x, t->query_y, differentiable, loss ? t->classes[1] : NULL, false))
         return true;
     char bx[64], by[64];
     diag_note(c->d, def->loc, "while checking '%s' with the query shapes x: %s, y: %s", fn,

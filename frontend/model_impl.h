@@ -27,6 +27,8 @@ typedef enum {
     BARG_AXIS,                  /* an integer literal, negative from the end */
     BARG_SHAPE,                 /* a list of dim expressions; one may be -1 */
     BARG_SIZE,                  /* a dim expression from 1 to IR_MAX_DIM */
+    BARG_AXES,                  /* an axis, or a list of axes [a, b, ...] */
+    BARG_NUMBER,                /* a constant: numbers and dims (model_const_expr) */
 } BuiltinArg;
 
 /* A keyword argument of a builtin: a dim expression (integers, dims, + - *),
@@ -35,7 +37,10 @@ typedef struct {
     const char *name;           /* NULL past the last */
     int64_t def;                /* the value when it is not given */
     int64_t min;                /* the smallest value; the largest is IR_MAX_DIM */
+    bool same;                  /* also takes the word `same`, bound as BUILTIN_SAME */
 } BuiltinKwarg;
+
+#define BUILTIN_SAME (-1)
 
 #define BUILTIN_MAX_KWARGS 2
 
@@ -55,6 +60,12 @@ struct ModelBuiltin {
 
 /* The builtin called `name`, or NULL. */
 const ModelBuiltin *model_builtin(const char *name);
+
+/* The value of constant expression e: number literals and dims combined
+ * by + - * / ^, negation and parentheses; a name bound in `scope` (a local
+ * or argument) or a param is not a constant.  False (nothing reported) if e
+ * is not one or its value is not finite. */
+bool model_const_expr(const ModelImpl *mi, const AstMap *scope, const Ast *e, double *out);
 
 /* The number of positional arguments of `call`: those before its first
  * keyword argument. */

@@ -91,6 +91,21 @@ static void resolve_shape(Resolve *r, const Ast *call, const Ast *a) {
     }
 }
 
+/* An axis or a list of axes: integer literals. */
+static void resolve_axes(Resolve *r, const ModelBuiltin *b, const Ast *a) {
+    int64_t axis;
+    if (a->kind != AST_LIST) {
+        if (!model_int_literal(a, &axis))
+            diag_error(r->d, a->loc, "the axis of '%s' must be an integer literal or a list of them", b->name);
+        return;
+    }
+    for (int i = 0; i < a->list.item.n; i++)
+        if (!model_int_literal(a->list.item.item[i], &axis)) {
+            diag_error(r->d, a->list.item.item[i]->loc, "the axes of '%s' must be integer literals", b->name);
+            return;
+        }
+}
+
 /* A builtin's positional arguments (by their kinds), then its keyword
  * arguments. */
 static void resolve_builtin(Resolve *r, const Ast *call, const ModelBuiltin *b) {
@@ -110,6 +125,7 @@ static void resolve_builtin(Resolve *r, const Ast *call, const ModelBuiltin *b) 
         const Ast *a = args->item[i];
         int64_t axis;
         int size;
+        double number;
         if (b->arg[i] == BARG_VALUE)
             resolve_expr(r, a);
         else if (b->arg[i] == BARG_AXIS && !model_int_literal(a, &axis))
@@ -118,6 +134,10 @@ static void resolve_builtin(Resolve *r, const Ast *call, const ModelBuiltin *b) 
             resolve_shape(r, call, a);
         else if (b->arg[i] == BARG_SIZE)
             model_extent(r->mi, a, &size, r->d);
+        else if (b->arg[i] == BARG_AXES)
+            resolve_axes(r, b, a);
+        else if (b->arg[i] == BARG_NUMBER && !model_const_expr(r->mi, &r->scope, a, &number))
+            diag_error(r->d, a->loc, "argument %d of '%s' must be a constant (numbers and dims)", i + 1, b->name);
     }
 }
 
@@ -161,11 +181,11 @@ static void resolve_expr(Resolve *r, const Ast *e) {
         resolve_expr(r, e->binary.lhs);
         if (e->binary.op != BIN_POW)
             resolve_expr(r, e->binary.rhs);
-        else if (!model_number_literal(e->binary.rhs, &v))
-            diag_error(r->d, e->binary.rhs->loc, "the exponent of '^' must be a number literal");
+        else if (!model_const_expr(r->mi, &r->scope, e->binary.rhs, &v))
+            diag_error(r->d, e->binary.rhs->loc, "the exponent of '^' must be a constant (numbers and dims)");
         break;
     case AST_STR: diag_error(r->d, e->loc, "a string cannot be used in an expression"); break;
-    case AST_LIST: diag_error(r->d, e->loc, "a list [...] can only be the shape argument of 'reshape'"); break;
+    case AST_LIST: diag_error(r->d, e->loc, "a list [...] can only be the shape of 'reshape' or the axes of a builtin"); break;
     default: diag_error(r->d, e->loc, "expected an expression"); break;
     }
 }

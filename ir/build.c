@@ -306,6 +306,24 @@ ValueId ir_transpose(IrFunc *f, ValueId x, const int *perm, SrcLoc loc, Diag *d)
     return identity ? x : ir_emit(f, &n, d);
 }
 
+ValueId ir_slice(IrFunc *f, ValueId x, const int *start, IrType t, SrcLoc loc, Diag *d) {
+    if (x == IR_NONE)
+        return IR_NONE;
+    IrNode n = node(OP_SLICE, x, IR_NONE, loc);
+    n.type = t;
+    n.type.dtype = ir_value_type(f, x).dtype;
+    n.nlist = t.rank;
+    memcpy(n.list, start, (size_t)t.rank * sizeof *start);
+    return ir_type_eq(n.type, ir_value_type(f, x)) ? x : ir_emit(f, &n, d);
+}
+
+ValueId ir_concat(IrFunc *f, ValueId a, ValueId b, int axis, SrcLoc loc, Diag *d) {
+    IrNode n = node(OP_CONCAT, a, b, loc);
+    n.nlist = 1;
+    n.list[0] = axis;
+    return ir_emit(f, &n, d);
+}
+
 ValueId ir_matmul(IrFunc *f, ValueId a, ValueId b, SrcLoc loc, Diag *d) {
     IrNode n = node(OP_MATMUL, a, b, loc);
     return ir_emit(f, &n, d);

@@ -37,6 +37,7 @@ static double unary(IrOp op, double x, double c) {
     case OP_SIN: return sin(x);
     case OP_COS: return cos(x);
     case OP_ABS: return fabs(x);
+    case OP_ERF: return erf(x);
     case OP_SIGN: return x > 0 ? 1 : x < 0 ? -1 : 0;
     case OP_STEP: return x > 0 ? 1 : 0;
     case OP_POWC: return pow(x, c);
@@ -101,16 +102,36 @@ static void eval_broadcast(IrType tx, IrType ty, const double *x, double *y) {
     }
 }
 
-static void eval_transpose(const IrNode *n, IrType tx, const double *x, double *y) {
+/* y[i] = x[j] with j[perm[k]] = start[k] + i[k] for each axis k of y:
+ * transpose (start all 0) and slice (perm the identity) both read x so. */
+static void gather(IrType ty, IrType tx, const int *perm, const int *start, const double *x, double *y) {
     int64_t sx[IR_MAX_RANK];
     strides(tx, sx);
     int idx[IR_MAX_RANK];
+    for (int64_t k = 0; k < ir_numel(ty); k++) {
+        unravel(ty, k, idx);
+        int64_t src = 0;
+        for (int i = 0; i < ty.rank; i++)
+            src += (idx[i] + start[i]) * sx[perm[i]];
+        y[k] = x[src];
+    }
+}
+
+/* y = a then b along axis n->list[0]. */
+static void eval_concat(const IrNode *n, IrType ta, IrType tb, const double *a, const double *b, double *y) {
+    int axis = n->list[0], idx[IR_MAX_RANK];
+    int64_t sa[IR_MAX_RANK], sb[IR_MAX_RANK];
+    strides(ta, sa);
+    strides(tb, sb);
     for (int64_t k = 0; k < ir_numel(n->type); k++) {
         unravel(n->type, k, idx);
+        bool first = idx[axis] < ta.dim[axis];
+        if (!first)
+            idx[axis] -= ta.dim[axis];
         int64_t src = 0;
-        for (int i = 0; i < n->type.rank; i++)
-            src += idx[i] * sx[n->list[i]];
-        y[k] = x[src];
+        for (int i = 0; i < ta.rank; i++)
+            src += idx[i] * (first ? sa[i] : sb[i]);
+        y[k] = first ? a[src] : b[src];
     }
 }
 
@@ -172,6 +193,7 @@ static void eval_conv(const IrNode *n, IrType tx, IrType tg, IrType tw, const do
 }
 
 bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
+    static const int identity[IR_MAX_RANK] = {0, 1, 2, 3, 4, 5}, zeros[IR_MAX_RANK] = {0};
     double **val = calloc((size_t)f->nnode, sizeof *val);
     if (!val)
         return false;
@@ -206,8 +228,10 @@ bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
                 memcpy(y, a, (size_t)ny * sizeof *y);
             else if (n->op == OP_BROADCAST)
                 eval_broadcast(ta, n->type, a, y);
+            else if (n->op == OP_SLICE)
+                gather(n->type, ta, identity, n->list, a, y);
             else
-                eval_transpose(n, ta, a, y);
+                gather(n->type, ta, n->list, zeros, a, y);
             break;
         case KIND_MATMUL: eval_matmul(ta, f->node[n->arg[1]].type, a, b, y); break;
         case KIND_CONV: {
@@ -220,7 +244,12 @@ bool ir_eval(const IrFunc *f, const double *const *in, double *const *out) {
                 eval_conv(n, ta, tb, n->type, a, b, NULL, y);
             break;
         }
-        case KIND_OTHER: eval_onehot(n, ir_numel(ta), a, y); break;
+        case KIND_OTHER:
+            if (n->op == OP_CONCAT)
+                eval_concat(n, ta, f->node[n->arg[1]].type, a, b, y);
+            else
+                eval_onehot(n, ir_numel(ta), a, y);
+            break;
         }
     }
     for (int i = 0; ok && i < f->noutput; i++)

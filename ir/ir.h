@@ -73,7 +73,8 @@ typedef struct {
     double value;               /* CONST: the splat value; POWC: the exponent */
     int ival;                   /* INPUT: argument index; ONEHOT: class count */
     int nlist;                  /* REDUCE_*, ARGMAX: axes; TRANSPOSE: perm;
-                                 * CONV2D*: {stride, pad} (IR_CONV_STRIDE, IR_CONV_PAD) */
+                                 * CONV2D*: {stride, pad} (IR_CONV_STRIDE, IR_CONV_PAD);
+                                 * SLICE: offsets; CONCAT: {axis} */
     int list[IR_MAX_RANK];
     const char *name;           /* INPUT: the argument's name; else the value's
                                    name from the source, or NULL: a def's
@@ -174,7 +175,7 @@ static inline IrType ir_value_type(const IrFunc *f, ValueId v) { return f->node[
  * ir_emit is the one constructor: it computes the result type with the op's
  * shape rule (ir/shape.c), returns an existing equal node if there is one,
  * and else appends `n`.  The caller fills op, operands, attributes and loc;
- * for RESHAPE/BROADCAST/CONST/CONV2D_GRAD_X/CONV2D_GRAD_W it also fills
+ * for RESHAPE/BROADCAST/SLICE/CONST/CONV2D_GRAD_X/CONV2D_GRAD_W it also fills
  * n->type with the target type.
  * On a shape error it reports at n->loc through d (or, with d NULL, prints
  * an internal error) and returns IR_NONE.  An IR_NONE operand yields IR_NONE
@@ -208,6 +209,11 @@ ValueId ir_broadcast(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d);
 /* Inverse of broadcast: sum x down to type t (NumPy rules). */
 ValueId ir_sum_to(IrFunc *f, ValueId x, IrType t, SrcLoc loc, Diag *d);
 ValueId ir_transpose(IrFunc *f, ValueId x, const int *perm, SrcLoc loc, Diag *d);
+/* The window of x at offsets start[0..t.rank) with t's extents (its dtype
+ * is ignored); x itself when t is x's shape. */
+ValueId ir_slice(IrFunc *f, ValueId x, const int *start, IrType t, SrcLoc loc, Diag *d);
+/* a then b along `axis`. */
+ValueId ir_concat(IrFunc *f, ValueId a, ValueId b, int axis, SrcLoc loc, Diag *d);
 ValueId ir_matmul(IrFunc *f, ValueId a, ValueId b, SrcLoc loc, Diag *d);
 ValueId ir_onehot(IrFunc *f, ValueId labels, int classes, SrcLoc loc, Diag *d);
 /* A convolution op (OP_CONV2D, OP_CONV2D_GRAD_X or OP_CONV2D_GRAD_W) of a

@@ -9,9 +9,9 @@
  *   ret    = "return" [VALUE ("," VALUE)*]
  *   type   = ("f32" | "f64" | "i32") "[" [INT ("," INT)*] "]"
  *
- * Attribute keys: value (powc), axes (reductions), axis (argmax), perm
- * (transpose), classes (onehot), stride and pad (convolutions; 1 and 0
- * when left out).
+ * Attribute keys: value (powc), axes (reductions), axis (argmax, concat),
+ * perm (transpose), start (slice), classes (onehot), stride and pad
+ * (convolutions; 1 and 0 when left out).
  *
  * The meta block (ir/meta.h) has one entry per key, each optional:
  *   meta   = "meta" "{" (KEY "=" mvalue)* "}"
@@ -256,7 +256,7 @@ static bool parse_attr(Parser *ps, IrNode *n) {
     SrcLoc loc = here(ps);
     if (!word(ps, key, sizeof key, "an attribute name") || !expect(ps, '=', "'='"))
         return false;
-    if (strcmp(key, "axes") == 0 || strcmp(key, "perm") == 0)
+    if (strcmp(key, "axes") == 0 || strcmp(key, "perm") == 0 || strcmp(key, "start") == 0)
         return parse_list(ps, n);
     if (strcmp(key, "value") == 0)
         return number(ps, &n->value);

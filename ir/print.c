@@ -47,6 +47,8 @@ static void print_attrs(FILE *out, const IrNode *n) {
     case OP_REDUCE_MAX: print_list(out, "axes", n); break;
     case OP_ARGMAX: fprintf(out, " {axis=%d}", n->list[0]); break;
     case OP_TRANSPOSE: print_list(out, "perm", n); break;
+    case OP_SLICE: print_list(out, "start", n); break;
+    case OP_CONCAT: fprintf(out, " {axis=%d}", n->list[0]); break;
     case OP_ONEHOT: fprintf(out, " {classes=%d}", n->ival); break;
     case OP_CONV2D:
     case OP_CONV2D_GRAD_X:

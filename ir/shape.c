@@ -64,7 +64,7 @@ static bool unary(const IrFunc *f, IrNode *n, char *msg, size_t size) {
     static bool shape_##id(const IrFunc *f, IrNode *n, char *m, size_t s) { return unary(f, n, m, s); }
 UNARY_RULE(NEG) UNARY_RULE(EXP) UNARY_RULE(LOG) UNARY_RULE(SQRT) UNARY_RULE(TANH)
 UNARY_RULE(SIGMOID) UNARY_RULE(RELU) UNARY_RULE(SOFTPLUS) UNARY_RULE(SIN) UNARY_RULE(COS)
-UNARY_RULE(ABS) UNARY_RULE(SIGN) UNARY_RULE(STEP) UNARY_RULE(POWC)
+UNARY_RULE(ABS) UNARY_RULE(ERF) UNARY_RULE(SIGN) UNARY_RULE(STEP) UNARY_RULE(POWC)
 
 /* stop_grad is the identity on any type. */
 static bool shape_STOP_GRAD(const IrFunc *f, IrNode *n, char *msg, size_t size) {
@@ -186,6 +186,42 @@ static bool shape_TRANSPOSE(const IrFunc *f, IrNode *n, char *msg, size_t size) 
     }
     n->type = t;
     return true;
+}
+
+/* slice: the result type gives the window's extents, list its offsets in
+ * x; the window lies inside x. */
+static bool shape_SLICE(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType x = arg_type(f, n, 0);
+    char sx[64], st[64];
+    n->type.dtype = x.dtype;
+    if (!ir_valid_type(n->type, msg, size))
+        return false;
+    if (n->type.rank != x.rank || n->nlist != x.rank)
+        return failf(msg, size, "'slice' of %s needs %d offsets and a result of rank %d",
+                     ir_type_str(x, sx, sizeof sx), x.rank, x.rank);
+    for (int i = 0; i < x.rank; i++)
+        if (n->list[i] < 0 || n->list[i] > x.dim[i] - n->type.dim[i])
+            return failf(msg, size, "'slice' of %s to %s at offset %d of axis %d is outside the operand",
+                         ir_type_str(x, sx, sizeof sx), ir_type_str(n->type, st, sizeof st), n->list[i], i);
+    return true;
+}
+
+/* concat: a and b of one dtype and rank, equal extents but along the axis. */
+static bool shape_CONCAT(const IrFunc *f, IrNode *n, char *msg, size_t size) {
+    IrType a = arg_type(f, n, 0), b = arg_type(f, n, 1);
+    char sa[64], sb[64];
+    if (n->nlist != 1 || n->list[0] < 0 || n->list[0] >= a.rank)
+        return failf(msg, size, "'concat' needs an axis of its rank-%d operands", a.rank);
+    int axis = n->list[0];
+    bool ok = a.dtype == b.dtype && a.rank == b.rank;
+    for (int i = 0; ok && i < a.rank; i++)
+        ok = i == axis || a.dim[i] == b.dim[i];
+    if (!ok)
+        return failf(msg, size, "'concat' along axis %d needs operands that agree on every other axis, got %s and %s",
+                     axis, ir_type_str(a, sa, sizeof sa), ir_type_str(b, sb, sizeof sb));
+    n->type = a;
+    n->type.dim[axis] = a.dim[axis] + b.dim[axis];     /* each at most 2^24 */
+    return ir_valid_type(n->type, msg, size);
 }
 
 static bool shape_MATMUL(const IrFunc *f, IrNode *n, char *msg, size_t size) {

@@ -78,6 +78,11 @@ static void grad_COS(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *
 static void grad_ABS(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
     dx[0] = mul(f, g, unop(f, OP_SIGN, X(0), LOC), LOC);
 }
+/* d erf(x) = g * (2/sqrt(pi)) * exp(-(x*x)) */
+static void grad_ERF(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    ValueId e = unop(f, OP_EXP, neg(f, mul(f, X(0), X(0), LOC), LOC), LOC);
+    dx[0] = mul(f, scaled(f, g, 1.1283791670955126, LOC), e, LOC);
+}
 /* d x^c = g * c * x^(c-1) */
 static void grad_POWC(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
     ValueId p = ir_powc(f, X(0), n->value - 1, LOC, NULL);
@@ -144,6 +149,32 @@ static void grad_TRANSPOSE(IrFunc *f, ValueId v, const IrNode *n, ValueId g, Val
     for (int i = 0; i < n->nlist; i++)
         inv[n->list[i]] = i;
     dx[0] = ir_transpose(f, g, inv, LOC, NULL);
+}
+/* d slice(x) = g padded with zeros back to x's shape: a concat with a
+ * zero constant on each side of each axis where the window leaves some */
+static void grad_SLICE(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    IrType x = ir_value_type(f, X(0));
+    for (int k = 0; k < x.rank; k++) {
+        IrType t = ir_value_type(f, g);
+        int before = n->list[k], after = x.dim[k] - n->list[k] - t.dim[k];
+        if (before) {
+            t.dim[k] = before;
+            g = ir_concat(f, ir_const(f, 0, t, LOC), g, k, LOC, NULL);
+        }
+        if (after) {
+            t = ir_value_type(f, g);
+            t.dim[k] = after;
+            g = ir_concat(f, g, ir_const(f, 0, t, LOC), k, LOC, NULL);
+        }
+    }
+    dx[0] = g;
+}
+/* d concat(a, b, axis) = (slice of g where a is, slice of g where b is) */
+static void grad_CONCAT(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {
+    int start[IR_MAX_RANK] = {0};
+    dx[0] = ir_slice(f, g, start, ir_value_type(f, X(0)), LOC, NULL);
+    start[n->list[0]] = ir_value_type(f, X(0)).dim[n->list[0]];
+    dx[1] = ir_slice(f, g, start, ir_value_type(f, X(1)), LOC, NULL);
 }
 /* d(a@b) = (g @ b^T, a^T @ g) */
 static void grad_MATMUL(IrFunc *f, ValueId v, const IrNode *n, ValueId g, ValueId *dx) {

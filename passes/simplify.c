@@ -28,6 +28,7 @@ static double fold_unary(IrOp op, double x, double c) {
     case OP_SIN: return sin(x);
     case OP_COS: return cos(x);
     case OP_ABS: return fabs(x);
+    case OP_ERF: return erf(x);
     case OP_SIGN: return x > 0 ? 1 : x < 0 ? -1 : 0;
     case OP_STEP: return x > 0 ? 1 : 0;
     case OP_POWC: return pow(x, c);
@@ -114,6 +115,7 @@ static ValueId identity(IrFunc *g, const IrNode *n) {
     ValueId x = n->arg[0], y = n->arg[1];
     const IrNode *nx = x != IR_NONE ? &g->node[x] : NULL;
     const IrNode *ny = y != IR_NONE ? &g->node[y] : NULL;
+    double c;
     switch (n->op) {
     case OP_ADD:                                    /* x+0 = 0+x = x */
         if (is(g, y, 0)) return x;
@@ -161,6 +163,26 @@ static ValueId identity(IrFunc *g, const IrNode *n) {
     case OP_CONV2D_GRAD_X:
     case OP_CONV2D_GRAD_W:
         if (is(g, x, 0) || is(g, y, 0)) return splat(g, n, 0);
+        break;
+    case OP_SLICE:                                  /* slices compose; a slice of a concat that */
+        if (nx->op == OP_SLICE) {                   /* is one of its operands is that operand */
+            int start[IR_MAX_RANK];
+            for (int i = 0; i < n->nlist; i++)
+                start[i] = n->list[i] + nx->list[i];
+            return ir_slice(g, nx->arg[0], start, n->type, n->loc, NULL);
+        }
+        if (nx->op == OP_CONCAT) {
+            int axis = nx->list[0], split = ir_value_type(g, nx->arg[0]).dim[axis];
+            bool at0 = true;
+            for (int i = 0; i < n->nlist; i++)
+                at0 &= n->list[i] == 0 || (i == axis && n->list[i] == split);
+            ValueId part = n->list[axis] == 0 ? nx->arg[0] : nx->arg[1];
+            if (at0 && ir_type_eq(ir_value_type(g, part), n->type))
+                return part;
+        }
+        break;
+    case OP_CONCAT:                                 /* concat(c, c) = c */
+        if (pass_constant(g, x, &c) && is(g, y, c)) return splat(g, n, c);
         break;
     case OP_RESHAPE:                                /* reshape(reshape(x)) = reshape(x) */
         if (nx->op == OP_RESHAPE) return ir_reshape(g, nx->arg[0], n->type, n->loc, NULL);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../frontend/model.h"
 #include "../../passes/passes.h"
 #include "check.h"
 
@@ -18,6 +19,7 @@ typedef struct {
     double lo, hi;              /* |operand| range */
     bool signed_;               /* random sign on top of [lo, hi] */
     Body *body;
+    const char *expr;           /* or, with body NULL: a builtin call of a and b, lowered by the frontend */
 } Case;
 
 static const SrcLoc L = {0};
@@ -95,47 +97,105 @@ static ValueId b_conv_net(IrFunc *f, ValueId a, ValueId b) {
     return ir_conv(f, OP_CONV2D, h, b, 2, 1, S, L, NULL);
 }
 
+static ValueId b_ERF(IrFunc *f, ValueId a, ValueId b) { return ir_unary(f, OP_ERF, a, L, NULL); }
+/* a window of a [4,5] times b [2,3] */
+static ValueId b_slice(IrFunc *f, ValueId a, ValueId b) {
+    return ir_binary(f, OP_MUL, ir_slice(f, a, (int[]){1, 2}, T(2, 3), L, NULL), b, L, NULL);
+}
+/* a [2,3] then b [2,2] along axis 1, squared */
+static ValueId b_concat(IrFunc *f, ValueId a, ValueId b) {
+    ValueId c = ir_concat(f, a, b, 1, L, NULL);
+    return ir_binary(f, OP_MUL, c, ir_unary(f, OP_SIN, c, L, NULL), L, NULL);
+}
+
 static const Case cases[] = {
-    {"neg", 1, T(3, 4), S, 0.1, 2, true, b_NEG},
-    {"exp", 1, T(3, 4), S, 0.1, 2, true, b_EXP},
-    {"log", 1, T(3, 4), S, 0.5, 2, false, b_LOG},
-    {"sqrt", 1, T(3, 4), S, 0.5, 2, false, b_SQRT},
-    {"tanh", 1, T(3, 4), S, 0.1, 2, true, b_TANH},
-    {"sigmoid", 1, T(3, 4), S, 0.1, 3, true, b_SIGMOID},
-    {"relu", 1, T(3, 4), S, 0.1, 2, true, b_RELU},
-    {"softplus", 1, T(3, 4), S, 0.1, 3, true, b_SOFTPLUS},
-    {"sin", 1, T(3, 4), S, 0.1, 3, true, b_SIN},
-    {"cos", 1, T(3, 4), S, 0.1, 3, true, b_COS},
-    {"abs", 1, T(3, 4), S, 0.1, 2, true, b_ABS},
-    {"powc 3", 1, T(3, 4), S, 0.1, 2, true, b_pow3},
-    {"powc -1.5", 1, T(3, 4), S, 0.5, 2, false, b_pow_frac},
-    {"powc 2", 1, T(3, 4), S, 0.1, 2, true, b_pow2},
-    {"add", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_ADD},
-    {"sub", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_SUB},
-    {"mul", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_MUL},
-    {"div", 2, T(3, 4), T(3, 4), 0.5, 2, true, b_DIV},
-    {"broadcast row", 2, T(4), T(3, 4), 0.1, 2, true, b_bcast_row},
-    {"broadcast col", 2, T(3, 1), T(3, 4), 0.1, 2, true, b_bcast_col},
-    {"reduce_sum axis 1", 1, T(3, 4), S, 0.1, 2, true, b_sum1},
-    {"reduce_sum axes 0,2", 1, T(2, 3, 4), S, 0.1, 2, true, b_sum02},
-    {"reduce_max", 1, T(3, 4), S, 0.1, 2, true, b_max1},
-    {"reshape", 2, T(3, 4), T(2, 6), 0.1, 2, true, b_reshape},
-    {"transpose", 2, T(3, 4), T(4, 3), 0.1, 2, true, b_transpose},
-    {"transpose rank 3", 1, T(2, 3, 4), S, 0.1, 2, true, b_transpose3},
-    {"matmul", 2, T(3, 4), T(4, 5), 0.1, 2, true, b_matmul},
-    {"matmul transposed", 2, T(3, 4), T(5, 4), 0.1, 2, true, b_matmul_t},
-    {"log_softmax", 1, T(3, 5), S, 0.1, 3, true, b_log_softmax},
-    {"mlp", 2, T(3, 4), T(4, 4), 0.1, 1, true, b_mlp},
-    {"conv2d stride 1 pad 1", 2, T(2, 3, 5, 5), T(4, 3, 3, 3), 0.1, 2, true, b_conv_s1p1},
-    {"conv2d stride 2 pad 1", 2, T(2, 2, 6, 6), T(3, 2, 3, 3), 0.1, 2, true, b_conv_s2p1},
-    {"conv2d stride 2 pad 0, odd sizes", 2, T(1, 2, 7, 5), T(3, 2, 2, 3), 0.1, 2, true, b_conv_s2p0},
-    {"conv2d_grad_x", 2, T(2, 3, 3, 3), T(3, 2, 3, 3), 0.1, 2, true, b_conv_grad_x},
-    {"conv2d_grad_w", 2, T(2, 2, 6, 6), T(2, 3, 3, 3), 0.1, 2, true, b_conv_grad_w},
-    {"conv net: conv, relu, conv", 2, T(2, 3, 6, 6), T(3, 3, 3, 3), 0.1, 1, true, b_conv_net},
+    {"neg", 1, T(3, 4), S, 0.1, 2, true, b_NEG, NULL},
+    {"exp", 1, T(3, 4), S, 0.1, 2, true, b_EXP, NULL},
+    {"log", 1, T(3, 4), S, 0.5, 2, false, b_LOG, NULL},
+    {"sqrt", 1, T(3, 4), S, 0.5, 2, false, b_SQRT, NULL},
+    {"tanh", 1, T(3, 4), S, 0.1, 2, true, b_TANH, NULL},
+    {"sigmoid", 1, T(3, 4), S, 0.1, 3, true, b_SIGMOID, NULL},
+    {"relu", 1, T(3, 4), S, 0.1, 2, true, b_RELU, NULL},
+    {"softplus", 1, T(3, 4), S, 0.1, 3, true, b_SOFTPLUS, NULL},
+    {"sin", 1, T(3, 4), S, 0.1, 3, true, b_SIN, NULL},
+    {"cos", 1, T(3, 4), S, 0.1, 3, true, b_COS, NULL},
+    {"abs", 1, T(3, 4), S, 0.1, 2, true, b_ABS, NULL},
+    {"powc 3", 1, T(3, 4), S, 0.1, 2, true, b_pow3, NULL},
+    {"powc -1.5", 1, T(3, 4), S, 0.5, 2, false, b_pow_frac, NULL},
+    {"powc 2", 1, T(3, 4), S, 0.1, 2, true, b_pow2, NULL},
+    {"add", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_ADD, NULL},
+    {"sub", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_SUB, NULL},
+    {"mul", 2, T(3, 4), T(3, 4), 0.1, 2, true, b_MUL, NULL},
+    {"div", 2, T(3, 4), T(3, 4), 0.5, 2, true, b_DIV, NULL},
+    {"broadcast row", 2, T(4), T(3, 4), 0.1, 2, true, b_bcast_row, NULL},
+    {"broadcast col", 2, T(3, 1), T(3, 4), 0.1, 2, true, b_bcast_col, NULL},
+    {"reduce_sum axis 1", 1, T(3, 4), S, 0.1, 2, true, b_sum1, NULL},
+    {"reduce_sum axes 0,2", 1, T(2, 3, 4), S, 0.1, 2, true, b_sum02, NULL},
+    {"reduce_max", 1, T(3, 4), S, 0.1, 2, true, b_max1, NULL},
+    {"reshape", 2, T(3, 4), T(2, 6), 0.1, 2, true, b_reshape, NULL},
+    {"transpose", 2, T(3, 4), T(4, 3), 0.1, 2, true, b_transpose, NULL},
+    {"transpose rank 3", 1, T(2, 3, 4), S, 0.1, 2, true, b_transpose3, NULL},
+    {"matmul", 2, T(3, 4), T(4, 5), 0.1, 2, true, b_matmul, NULL},
+    {"matmul transposed", 2, T(3, 4), T(5, 4), 0.1, 2, true, b_matmul_t, NULL},
+    {"log_softmax", 1, T(3, 5), S, 0.1, 3, true, b_log_softmax, NULL},
+    {"mlp", 2, T(3, 4), T(4, 4), 0.1, 1, true, b_mlp, NULL},
+    {"conv2d stride 1 pad 1", 2, T(2, 3, 5, 5), T(4, 3, 3, 3), 0.1, 2, true, b_conv_s1p1, NULL},
+    {"conv2d stride 2 pad 1", 2, T(2, 2, 6, 6), T(3, 2, 3, 3), 0.1, 2, true, b_conv_s2p1, NULL},
+    {"conv2d stride 2 pad 0, odd sizes", 2, T(1, 2, 7, 5), T(3, 2, 2, 3), 0.1, 2, true, b_conv_s2p0, NULL},
+    {"conv2d_grad_x", 2, T(2, 3, 3, 3), T(3, 2, 3, 3), 0.1, 2, true, b_conv_grad_x, NULL},
+    {"conv2d_grad_w", 2, T(2, 2, 6, 6), T(2, 3, 3, 3), 0.1, 2, true, b_conv_grad_w, NULL},
+    {"conv net: conv, relu, conv", 2, T(2, 3, 6, 6), T(3, 3, 3, 3), 0.1, 1, true, b_conv_net, NULL},
+    {"erf", 1, T(3, 4), S, 0.05, 2.5, true, b_ERF, NULL},
+    {"slice", 2, T(4, 5), T(2, 3), 0.1, 2, true, b_slice, NULL},
+    {"concat", 2, T(2, 3), T(2, 2), 0.1, 2, true, b_concat, NULL},
+    /* the builtins the frontend composes from ops, as it lowers them */
+    {"softmax axis 1", 1, T(3, 5), S, 0.1, 3, true, NULL, "softmax(a, 1)"},
+    {"softmax axis 0", 1, T(3, 5), S, 0.1, 3, true, NULL, "softmax(a, 0)"},
+    {"leaky_relu", 1, T(3, 4), S, 0.1, 2, true, NULL, "leaky_relu(a, 0.1) ^ 2"},
+    {"elu", 1, T(3, 4), S, 0.1, 2, true, NULL, "elu(a)"},
+    {"gelu", 1, T(3, 4), S, 0.05, 3, true, NULL, "gelu(a)"},
+    {"layer_norm", 2, T(3, 5), T(5), 0.1, 2, true, NULL, "layer_norm(a, b, sin(b))"},
+    {"layer_norm rank 3", 2, T(2, 3, 4), T(4), 0.1, 2, true, NULL, "layer_norm(a, b, b * b)"},
+    {"avg_pool2d, odd sizes (floor)", 1, T(2, 3, 5, 7), S, 0.1, 2, true, NULL, "avg_pool2d(a, 2) ^ 2"},
+    {"max_pool2d, odd sizes (floor)", 1, T(2, 2, 5, 7), S, 0.1, 2, true, NULL, "max_pool2d(a, 2) ^ 2"},
+    {"global average pool", 1, T(2, 3, 4, 5), S, 0.1, 2, true, NULL, "mean(a, [2, 3]) ^ 2"},
+    {"sum over axes 0, 1", 1, T(2, 3, 4), S, 0.1, 2, true, NULL, "sin(sum(a, [0, 1]))"},
+    {"max over axes 2, 0", 1, T(2, 3, 4), S, 0.1, 2, true, NULL, "max(a, [2, 0]) ^ 2"},
+    {"concat builtin", 2, T(2, 3), T(2, 4), 0.1, 2, true, NULL, "tanh(concat(a, b, -1)) * concat(b, a, 1)"},
+    {"permute", 1, T(2, 3, 4), S, 0.1, 2, true, NULL, "permute(a, [2, 0, 1]) * permute(sin(a), [-1, 0, 1])"},
+    {"power of a dim expression", 1, T(3, 4), S, 0.5, 2, false, NULL, "a ^ (K - 1) + a ^ (K / 8)"},
+    {"mse", 2, T(3, 4), T(3, 4), 0.1, 2, true, NULL, "mse(a, b)"},
+    {"binary_cross_entropy", 2, T(3, 4), T(3, 4), 0.1, 3, true, NULL, "binary_cross_entropy(a, b)"},
+    {"conv2d pad = same, 3x3", 2, T(2, 2, 5, 5), T(3, 2, 3, 3), 0.1, 2, true, NULL,
+     "conv2d(a, b, mean(b, [1, 2, 3]), pad = same)"},
+    {"conv2d pad = same, 2x2", 2, T(1, 2, 4, 5), T(3, 2, 2, 2), 0.1, 2, true, NULL,
+     "conv2d(a, b, mean(b, [1, 2, 3]), pad = same)"},
+    {"conv2d pad = same, 2x5", 2, T(1, 2, 4, 6), T(2, 2, 2, 5), 0.1, 2, true, NULL,
+     "conv2d(a, b, mean(b, [1, 2, 3]), pad = same)"},
     /* points closer to the kink than the first step of the differences */
-    {"relu within a step of its kink", 1, T(3, 4), S, 2e-6, 9e-6, true, b_RELU},
-    {"abs within a step of its kink", 1, T(3, 4), S, 2e-6, 9e-6, true, b_ABS},
+    {"relu within a step of its kink", 1, T(3, 4), S, 2e-6, 9e-6, true, b_RELU, NULL},
+    {"abs within a step of its kink", 1, T(3, 4), S, 2e-6, 9e-6, true, b_ABS, NULL},
 };
+
+/* The case's expression of a (and b) lowered by the frontend into f, from
+ * a model that holds it as a def (and dim K = 4). */
+static ValueId lower_expr(IrFunc *f, const Case *c, ValueId a, ValueId b) {
+    char text[512];
+    snprintf(text, sizeof text,
+             "dim K = 4;\ndef body(%s) = %s;\ndef loss(x, y) = sum(x);\n"
+             "task external { support x : [1], y : [1]; query x : [1], y : [1]; }\n",
+             c->nargs == 2 ? "a, b" : "a", c->expr);
+    Diag d;
+    diag_init(&d, stderr);
+    ModelOptions mo = {.real = DT_F64};
+    Model *m = model_load_text("body.mdl", text, strlen(text), &mo, &d);
+    ValueId args[2] = {a, b};
+    ValueId y = m ? model_lower_call(m, f, "body", NULL, args, c->nargs, true, &d) : IR_NONE;
+    CHECK(y != IR_NONE, "%s: the frontend lowers %s", c->name, c->expr);
+    model_free(m);
+    diag_free(&d);
+    return y;
+}
 
 static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
 
@@ -154,7 +214,7 @@ static IrFunc *build(IrModule *m, const Case *c, IrType *tw) {
     ValueId x[2], v[2], g[2], h[2];
     x[0] = ir_input(f, "a", c->ta, L);
     x[1] = c->nargs == 2 ? ir_input(f, "b", c->tb, L) : IR_NONE;
-    ValueId y = c->body(f, x[0], x[1]);
+    ValueId y = c->body ? c->body(f, x[0], x[1]) : lower_expr(f, c, x[0], x[1]);
     *tw = ir_value_type(f, y);
     ValueId w = ir_input(f, "w", *tw, L);
     for (int i = 0; i < c->nargs; i++)
@@ -279,10 +339,31 @@ static void test_stop_grad_zero(void) {
     ir_module_free(m);
 }
 
+/* The gradient the frontend's leaky_relu and elu take at 0 and -0, as
+ * PyTorch's: the slope, and 1 (docs/language.md, gradients at kinks). */
+static void test_new_kinks(void) {
+    static const struct { const char *expr; double want; } kink[] = {{"leaky_relu(a, 0.1)", 0.1}, {"elu(a)", 1}};
+    for (size_t k = 0; k < sizeof kink / sizeof *kink; k++) {
+        Case c = {kink[k].expr, 1, T(2), S, 0, 0, false, NULL, kink[k].expr};
+        IrModule *m = ir_module_new(DT_F64);
+        IrFunc *f = ir_func_new(m, "f");
+        ValueId a = ir_input(f, "a", T(2), L), g;
+        ValueId s = ir_reduce(f, OP_REDUCE_SUM, lower_expr(f, &c, a, IR_NONE), 1, (int[]){0}, L, NULL);
+        ad_grad(f, s, 1, &a, &g);
+        ir_output(f, g);
+        double x[2] = {0.0, -0.0}, y[2] = {0, 0}, *in[1] = {x}, *out[1] = {y};
+        ir_eval(f, (const double *const *)in, out);
+        CHECK(y[0] == kink[k].want && y[1] == kink[k].want, "%s: gradient %g at 0 and %g at -0, want %g",
+              kink[k].expr, y[0], y[1], kink[k].want);
+        ir_module_free(m);
+    }
+}
+
 int main(void) {
     srand(12345);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         run_case(&cases[i]);
     test_stop_grad_zero();
+    test_new_kinks();
     return check_summary();
 }

@@ -510,6 +510,53 @@ static void b_conv(IrFunc *f, DType dt, const Case *c)
     ret(f, conv(f, OP_CONV2D_GRAD_W, x, dh, 2, 1, tw));
 }
 
+static ValueId slice(IrFunc *f, ValueId x, const int *start, IrType t) { return ir_slice(f, x, start, t, L, NULL); }
+static ValueId cat(IrFunc *f, ValueId a, ValueId b, int axis) { return ir_concat(f, a, b, axis, L, NULL); }
+
+/* Slices (views at an offset) of inputs, computed buffers, transposed and
+ * broadcast values and constants, read by maps, sums, products and
+ * convolutions, and as outputs; a slice of a slice. */
+static void b_slice(IrFunc *f, DType dt, const Case *c)
+{
+    ValueId x = arg(f, "x", TY(dt, 7, 9)), m = arg(f, "m", TY(dt, 6, 5)), w = arg(f, "w", TY(dt, 9));
+    ValueId e = un(f, OP_EXP, x), t = tr(f, x, (int[]){1, 0});
+    ret(f, slice(f, x, (int[]){2, 3}, TY(dt, 4, 5)));                                  /* output: a copy */
+    ret(f, un(f, OP_SIN, slice(f, e, (int[]){1, 0}, TY(dt, 6, 9))));
+    ret(f, bin(f, OP_ADD, slice(f, t, (int[]){4, 1}, TY(dt, 5, 6)), tr(f, m, (int[]){1, 0})));
+    ret(f, red(f, OP_REDUCE_SUM, slice(f, x, (int[]){0, 1}, TY(dt, 7, 8)), AXES(1)));
+    ret(f, red(f, OP_REDUCE_MAX, slice(f, e, (int[]){3, 2}, TY(dt, 4, 7)), AXES(0)));
+    ret(f, mm(f, slice(f, x, (int[]){1, 2}, TY(dt, 6, 5)), slice(f, tr(f, m, (int[]){1, 0}), (int[]){0, 1},
+                                                                 TY(dt, 5, 5))));
+    ret(f, slice(f, slice(f, e, (int[]){1, 1}, TY(dt, 5, 7)), (int[]){2, 3}, TY(dt, 2, 3)));
+    ret(f, bin(f, OP_MUL, slice(f, bcast(f, w, TY(dt, 4, 9)), (int[]){1, 4}, TY(dt, 2, 5)), arg(f, "z", TY(dt, 2, 5))));
+    ret(f, un(f, OP_TANH, slice(f, cst(f, 1.5, TY(dt, 3, 3)), (int[]){1, 0}, TY(dt, 2, 3))));
+    ValueId img = arg(f, "img", TY(dt, 2, 3, 7, 7)), k = arg(f, "k", TY(dt, 4, 3, 3, 3));
+    ValueId crop = slice(f, un(f, OP_RELU, img), (int[]){0, 0, 1, 0}, TY(dt, 2, 3, 6, 6));
+    ret(f, conv(f, OP_CONV2D, crop, k, 1, 1, TY(dt, 2, 3, 6, 6)));
+    ret(f, conv(f, OP_CONV2D, slice(f, img, (int[]){1, 0, 0, 1}, TY(dt, 1, 3, 7, 6)), k, 2, 0, TY(dt, 1, 3, 7, 6)));
+    ret(f, red(f, OP_REDUCE_MAX, reshape(f, crop, TY(dt, 2, 3, 3, 2, 3, 2)), AXES(3, 5)));
+}
+
+/* Concatenations along each axis of inputs, views, computed values,
+ * constants (zero padding) and one-element registers, read by maps and
+ * products and as outputs. */
+static void b_concat(IrFunc *f, DType dt, const Case *c)
+{
+    ValueId x = arg(f, "x", TY(dt, 4, 3)), y = arg(f, "y", TY(dt, 4, 5)), z = arg(f, "z", TY(dt, 2, 3));
+    ValueId s = red(f, OP_REDUCE_SUM, x, AXES(0, 1));
+    ret(f, cat(f, x, y, 1));
+    ret(f, cat(f, x, z, 0));
+    ret(f, un(f, OP_SIN, cat(f, un(f, OP_EXP, x), tr(f, arg(f, "t", TY(dt, 5, 4)), (int[]){1, 0}), 1)));
+    ret(f, mm(f, cat(f, y, x, 1), arg(f, "w", TY(dt, 8, 6))));
+    ret(f, cat(f, cst(f, 0, TY(dt, 1, 3)), cat(f, x, cst(f, 0, TY(dt, 2, 3)), 0), 0));
+    ret(f, cat(f, reshape(f, s, TY(dt, 1)), reshape(f, red(f, OP_REDUCE_MAX, y, AXES(0, 1)), TY(dt, 1)), 0));
+    ValueId img = arg(f, "img", TY(dt, 2, 3, 4, 5));
+    ValueId padded = cat(f, cst(f, 0, TY(dt, 2, 3, 1, 5)), un(f, OP_TANH, img), 2);
+    ret(f, cat(f, padded, cst(f, 0, TY(dt, 2, 3, 5, 2)), 3));
+    ret(f, cat(f, img, bcast(f, arg(f, "b", TY(dt, 5)), TY(dt, 2, 2, 4, 5)), 1));
+    ret(f, bin(f, OP_ADD, cat(f, x, x, 0), bcast(f, s, TY(dt, 8, 3))));
+}
+
 #define U(op, lo, hi, pos) {#op, b_unary, OP_##op, 0, lo, hi, pos, 0}
 #define P(v, lo, pos) {"powc " #v, b_unary, OP_POWC, v, lo, 2, pos, 0}
 #define B(op, lo, hi) {#op, b_binary, OP_##op, 0, lo, hi, false, 0}
@@ -518,7 +565,7 @@ static const Case cases[] = {
     U(NEG, 0.1, 3, false), U(EXP, 0.1, 3, false), U(LOG, 0.1, 5, true), U(SQRT, 0.1, 5, true),
     U(TANH, 0.001, 4, false), U(SIGMOID, 0.01, 30, false), U(RELU, 0.1, 3, false),
     U(SOFTPLUS, 0.01, 40, false), U(SIN, 0.1, 6, false), U(COS, 0.1, 6, false), U(ABS, 0.1, 3, false),
-    U(SIGN, 0, 3, false), U(STEP, 0, 3, false), U(STOP_GRAD, 0.1, 3, false),
+    U(SIGN, 0, 3, false), U(STEP, 0, 3, false), U(STOP_GRAD, 0.1, 3, false), U(ERF, 0.001, 4, false),
     P(0, 0.1, false), P(1, 0.1, false), P(2, 0.1, false), P(3, 0.1, false), P(7, 0.1, false),
     P(-1, 0.1, false), P(-2, 0.1, false), P(0.5, 0.1, true), P(-0.5, 0.1, true), P(1.5, 0.1, true),
     P(-1.5, 0.1, true), P(2.25, 0.1, true), P(17, 0.5, false),
@@ -547,6 +594,8 @@ static const Case cases[] = {
     {"fused sums", b_fused_sum, OP_REDUCE_SUM, 0, 0.1, 3, false, 0},
     {"summed products", b_summed_products, OP_MATMUL, 0, 0.1, 2, false, 0},
     {"in place", b_in_place, OP_ADD, 0, 0.1, 1, false, 0},
+    {"slice", b_slice, OP_SLICE, 0, 0.1, 2, false, 0},
+    {"concat", b_concat, OP_CONCAT, 0, 0.1, 2, false, 0},
 };
 
 /* --- running --- */

@@ -91,6 +91,30 @@ static const char *const pool_model =
     "task external { support x : [N, 1, 8, 8], y : i32[N]; query x : [N, 1, 8, 8], y : i32[N]; }\n"
     "meta { %s }\n";
 
+/* The ops few-shot models reach for, together: pad = same convolutions (an
+ * odd and an even kernel), gelu, elu, floor max and average pooling (6 ->
+ * 1 by 4), a global average pool, concat, layer_norm, leaky_relu, softmax,
+ * permute, mse and binary_cross_entropy against real targets, and a power
+ * of a dim. */
+static const char *const newops_model =
+    "dim N = 4; dim C = 3; dim P = 3;\n"
+    "param W1 : [3, 2, 3, 3] = he;  param b1 : [3] = normal(0.1);\n"
+    "param W2 : [2, 3, 2, 2] = he;  param b2 : [2] = normal(0.1);\n"
+    "param g : [5] = normal(1);     param e : [5] = normal(0.1);\n"
+    "param Wo : [C, 5] = glorot;    param bo : [C] = normal(0.1);\n"
+    "def net(x) {\n"
+    "  h1 = gelu(conv2d(x, W1, b1, pad = same));\n"
+    "  h2 = elu(conv2d(h1, W2, b2, pad = same));\n"
+    "  f = concat(flatten(max_pool2d(h1, 4)), mean(h2, [2, 3]) + flatten(avg_pool2d(h2, 4)), 1);\n"
+    "  return linear(leaky_relu(layer_norm(f, g, e), 0.1), Wo, bo);\n"
+    "}\n"
+    "def loss(x, y) {\n"
+    "  z = net(x);\n"
+    "  return mse(softmax(z, 1), y) + binary_cross_entropy(permute(z, [1, 0]), permute(y, [1, 0]))\n"
+    "         + 0.01 * sum(b1 ^ (P - 1));\n"
+    "}\n"
+    "task external { support x : [N, 2, 6, 6], y : [N, C]; query x : [N, 2, 6, 6], y : [N, C]; }\n"
+    "meta { %s }\n";
 
 typedef enum { SECOND, FIRST, REPTILE } Mode;
 typedef enum { RATE_FIXED, RATE_ELEMENT, RATE_TENSOR } Rates;
@@ -534,6 +558,8 @@ static const Case cases[] = {
     {"conv net + batch norm, 1 inner step", conv_model, SECOND, RATE_FIXED, 0.2, 1, NULL, NULL, 3},
     {"conv net + batch norm, 2 inner steps", conv_model, SECOND, RATE_FIXED, 0.2, 2, NULL, NULL, 3},
     {"conv net + max pooling, 1 inner step", pool_model, SECOND, RATE_FIXED, 0.2, 1, NULL, NULL, 3},
+    {"new ops, 1 inner step", newops_model, SECOND, RATE_FIXED, 0.2, 1, NULL, NULL, 1},
+    {"new ops, 2 inner steps", newops_model, SECOND, RATE_FIXED, 0.2, 2, NULL, NULL, 1},
     /* Meta-SGD: learned rates per element and per tensor */
     {"Meta-SGD, smooth MLP, 2 steps", tanh_model, SECOND, RATE_ELEMENT, 0.1, 2, NULL, NULL, 1},
     {"Meta-SGD scalar, classifier, 1 step", softmax_model, SECOND, RATE_TENSOR, 0.2, 1, NULL, NULL, 3},
@@ -545,6 +571,7 @@ static const Case cases[] = {
     {"first order, smooth MLP, 3 steps", tanh_model, FIRST, RATE_FIXED, 0.1, 3, NULL, NULL, 1},
     {"first order, classifier, 2 steps", softmax_model, FIRST, RATE_FIXED, 0.3, 2, NULL, NULL, 3},
     {"first order, conv net, 2 steps", conv_model, FIRST, RATE_FIXED, 0.2, 2, NULL, NULL, 3},
+    {"first order, new ops, 2 steps", newops_model, FIRST, RATE_FIXED, 0.2, 2, NULL, NULL, 1},
     {"first order + Meta-SGD, smooth MLP, 2 steps", tanh_model, FIRST, RATE_ELEMENT, 0.1, 2, NULL, NULL, 1},
     {"first order + Meta-SGD scalar, classifier", softmax_model, FIRST, RATE_TENSOR, 0.2, 2, NULL, NULL, 3},
     {"first order + ANIL, relu MLP, 2 steps", relu_model, FIRST, RATE_FIXED, 0.05, 2, "W3, b3", NULL, 1},
