@@ -1,4 +1,4 @@
-/* The stable C ABI of a generated library (version 1; docs/abi.md), over
+/* The stable C ABI of a generated library (MAMLC_ABI; docs/abi.md), over
  * the runtime and the compiled functions that the generated model file
  * describes in `mamlc__model`.  Compiled once per real type: MAMLC_F64
  * selects double.  Every call works only on its arguments and memory it
@@ -103,7 +103,7 @@ static bool tasks_ok(size_t n, const void *sx, const void *sy, const void *qx, c
     return field_ok(SX, sx, n) && field_ok(SY, sy, n) && field_ok(QX, qx, n) && field_ok(QY, qy, n);
 }
 
-EXPORT int mamlc_abi_version(void) { return 1; }
+EXPORT int mamlc_abi_version(void) { return MAMLC_ABI; }
 
 EXPORT const char *mamlc_model_json(void) { return mamlc__model.json; }
 
@@ -304,23 +304,35 @@ EXPORT void mamlc_adapt(const mamlc_real *params, int steps, const mamlc_real *s
     free(work);
 }
 
-EXPORT mamlc_real mamlc_loss(const mamlc_real *params, const mamlc_real *qx, const void *qy) {
+/* Entry e (loss or metric) at params on one query set; NaN if an argument
+ * is refused or memory cannot be had. */
+static mamlc_real query_value(MamlcEntry e, const mamlc_real *params, const mamlc_real *qx, const void *qy) {
     const MamlcModel *m = &mamlc__model;
     int n = m->ntensor;
-    mamlc_real loss = NAN;
-    if (!params || !field_ok(QX, qx, 1) || !field_ok(QY, qy, 1))
+    mamlc_real value = NAN;
+    if (!e.fn || !params || !field_ok(QX, qx, 1) || !field_ok(QY, qy, 1))
         return NAN;
     const void **in = calloc((size_t)n + 2, sizeof *in);
-    void *work = arena(m->loss.arena_bytes), *out[1] = {&loss};
+    void *work = arena(e.arena_bytes), *out[1] = {&value};
     if (in && work) {
         point_in(m, params, in);
         in[n] = qx;
         in[n + 1] = qy;
-        m->loss.fn(in, out, work);
+        e.fn(in, out, work);
     }
     free(in);
     free(work);
-    return loss;
+    return value;
+}
+
+EXPORT mamlc_real mamlc_loss(const mamlc_real *params, const mamlc_real *qx, const void *qy) {
+    return query_value(mamlc__model.loss, params, qx, qy);
+}
+
+/* The metric as `mamlc run` evaluates it (runtime/train.c): the same
+ * compiled function on the same reals, so the same bits. */
+EXPORT mamlc_real mamlc_metric(const mamlc_real *params, const mamlc_real *qx, const void *qy) {
+    return query_value(mamlc__model.metric, params, qx, qy);
 }
 
 EXPORT void mamlc_predict(const mamlc_real *params, const mamlc_real *qx, mamlc_real *prediction) {
@@ -343,4 +355,78 @@ EXPORT void mamlc_predict(const mamlc_real *params, const mamlc_real *qx, mamlc_
     }
     free(in);
     free(work);
+}
+
+/* net(x) for n points laid out point after point: the compiled predict,
+ * which takes query_points points, on each chunk of that many (the last one
+ * padded with zeros).  Where points are coupled (!any_points) only
+ * n = query_points is taken.  0, or -1 with out filled with NaN. */
+EXPORT int mamlc_predict_points(const mamlc_real *params, size_t n, const mamlc_real *x, mamlc_real *out) {
+    const MamlcModel *m = &mamlc__model;
+    size_t q = (size_t)m->query_points, in_point = m->qx_bytes / sizeof(mamlc_real) / q,
+           out_point = m->predict_count / q;
+    if (!out || !m->predict.fn)
+        return -1;
+    if (!params || (n > 0 && !x) || (!m->any_points && n != q) || n > SIZE_MAX / sizeof(mamlc_real) / in_point ||
+        n > SIZE_MAX / sizeof(mamlc_real) / (out_point ? out_point : 1)) {
+        fill_nan(out, n * out_point);
+        return -1;
+    }
+    mamlc_real *pad_in = calloc(q * in_point, sizeof *pad_in), *pad_out = malloc(m->predict_count * sizeof *pad_out);
+    bool ok = pad_in && pad_out;
+    for (size_t at = 0; ok && at < n; at += q) {
+        size_t k = n - at < q ? n - at : q;
+        const mamlc_real *chunk = x + at * in_point;
+        if (k < q)
+            chunk = memcpy(pad_in, chunk, k * in_point * sizeof *pad_in);
+        mamlc_predict(params, chunk, k < q ? pad_out : out + at * out_point);
+        if (k < q)
+            memcpy(out + at * out_point, pad_out, k * out_point * sizeof *out);
+    }
+    if (!ok)
+        fill_nan(out, n * out_point);
+    free(pad_in);
+    free(pad_out);
+    return ok ? 0 : -1;
+}
+
+/* Tasks first, ..., first + n - 1 of the model's own source for seed, as
+ * `mamlc run --seed` draws them (its training tasks are numbered from 0,
+ * its held-out ones from RT_EVAL_TASK).  n, or -1 (nothing written) where
+ * the library has no source or an argument is refused. */
+EXPORT int mamlc_sample_tasks(uint64_t seed, uint64_t first, int n, mamlc_real *sx, void *sy, mamlc_real *qx,
+                              void *qy) {
+    const MamlcModel *m = &mamlc__model;
+    if (m->sampler == MAMLC_SAMPLE_NONE || n < 0 || n > RT_MAX_BATCH || (n > 0 && (!sx || !sy || !qx || !qy)))
+        return -1;
+    RtReal real = m->f64 ? RT_F64 : RT_F32;
+    const double *r = m->sinusoid;
+    RtSinusoidSource sin = {{r[0], r[1], r[2], r[3], r[4], r[5], (int)(m->sx_bytes / sizeof(mamlc_real)),
+                             (int)(m->qx_bytes / sizeof(mamlc_real))}, real};
+    RtDraw *draw = NULL;
+    RtFamilySource *fam = NULL;
+    const void *ctx = &sin;
+    RtSampleFn sample = rt_sinusoid_sample;
+    if (m->sampler == MAMLC_SAMPLE_FAMILY) {
+        int total = m->nvar + m->ndraw[0] + m->ndraw[1];
+        draw = calloc((size_t)total + 1, sizeof *draw);
+        for (int i = 0; draw && i < total; i++)
+            draw[i] = (RtDraw){(RtDrawKind)m->draw[i].kind, m->draw[i].a, m->draw[i].b, m->draw[i].n};
+        RtFamily f = {.real = real, .var = draw, .nvar = m->nvar};
+        for (int s = 0; draw && s < 2; s++)
+            f.set[s] = (RtFamilySet){entry(m->family[s]), draw + m->nvar + (s ? m->ndraw[0] : 0), m->ndraw[s]};
+        fam = draw ? rt_family_new(&f, 1) : NULL;
+        if (!fam) {
+            free(draw);
+            return -1;
+        }
+        ctx = fam;
+        sample = rt_family_sample;
+    }
+    for (size_t t = 0; t < (size_t)n; t++)
+        sample(ctx, seed, first + t, (char *)sx + t * m->sx_bytes, (char *)sy + t * m->sy_bytes,
+               (char *)qx + t * m->qx_bytes, (char *)qy + t * m->qy_bytes);
+    rt_family_free(fam);
+    free(draw);
+    return n;
 }

@@ -8,6 +8,10 @@
 
 #include <stddef.h>
 
+/* mamlc_abi_version(): every change of the ABI raises it, and keeps every
+ * earlier function with its meaning (docs/abi.md lists what each added). */
+#define MAMLC_ABI 2
+
 /* backend/backend.h's calling convention */
 typedef void (*MamlcFn)(const void *const *in, void *const *out, void *arena);
 
@@ -26,6 +30,16 @@ typedef struct {
     const int *dim;
 } MamlcTensor;
 
+/* Where mamlc_sample_tasks draws a model's tasks from. */
+enum { MAMLC_SAMPLE_NONE, MAMLC_SAMPLE_SINUSOID, MAMLC_SAMPLE_FAMILY };
+
+/* A task family's draw: n reals, uniform on [a, b) or normal (mean a, std b). */
+typedef struct {
+    int kind;                   /* RtDrawKind */
+    double a, b;
+    size_t n;
+} MamlcDraw;
+
 typedef struct {
     int f64;                    /* reals are double (else float) */
     size_t nreal;               /* the flat parameter vector */
@@ -43,6 +57,16 @@ typedef struct {
     int optimizer;              /* RtOptKind */
     double lr, beta1, beta2, eps;
     const char *json;           /* mamlc_model_json() */
+    /* version 2 */
+    MamlcEntry metric;          /* tensors..., qx, qy -> metric */
+    int query_points;           /* qx's first extent: the points predict takes */
+    int any_points;             /* row i of net(qx) comes from point i alone
+                                   (tools/predict.c): predict runs on chunks */
+    int sampler;                /* MAMLC_SAMPLE_* */
+    double sinusoid[6];         /* amplitude, phase and x: [lo, hi) each */
+    const MamlcDraw *draw;      /* a family's variables', then its support's and query's draws */
+    int nvar, ndraw[2];
+    MamlcEntry family[2];       /* support, query: variables..., draws... -> x, y */
 } MamlcModel;
 
 #endif

@@ -10,6 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../passes/passes.h"
+#include "../runtime/abi.h"
+#include "predict.h"
+
 extern char **environ;
 
 #define PREFIX "mamlc__"
@@ -138,9 +142,24 @@ static void put_meta(Buf *b, const Model *md) {
         put(b, ", \"optimizer\": {\"kind\": \"sgd\", \"lr\": %.17g}}", oc->lr);
 }
 
+/* What the library says about md's net (its errors reported on stderr,
+ * where --emit=json has not lowered the model before). */
+static LibPredict predict_info(const Model *md) {
+    LibPredict pr;
+    Diag d;
+    diag_init(&d, stderr);
+    lib_predict_info(md, &pr, &d);
+    diag_free(&d);
+    return pr;
+}
+
+/* The task kinds whose tasks the library draws itself (mamlc_sample_tasks). */
+static bool samples(const Model *md) { return strcmp(md->task.kind, "sinusoid") == 0 || md->task.family; }
+
 char *lib_model_json(const Model *md) {
     Buf b = {0};
-    put(&b, "{\"abi\": 1, \"dtype\": \"%s\", \"dims\": {", ir_dtype_name(md->real));
+    LibPredict pr = predict_info(md);
+    put(&b, "{\"abi\": %d, \"dtype\": \"%s\", \"dims\": {", MAMLC_ABI, ir_dtype_name(md->real));
     for (int i = 0; i < md->ndim; i++) {
         put(&b, i ? ", \"" : "\"");
         put_escaped(&b, md->dim[i].name);
@@ -170,7 +189,14 @@ char *lib_model_json(const Model *md) {
     put_tensor_type(&b, t->query_x, t->classes[1][0]);
     put(&b, ", \"y\": ");
     put_tensor_type(&b, t->query_y, t->classes[1][1]);
-    put(&b, "}, \"predict\": %s, \"meta\": ", model_has_func(md, "net") ? "true" : "false");
+    put(&b, "}, \"predict\": %s", pr.present ? "true" : "false");
+    if (pr.present) {
+        put(&b, ", \"predict_shape\": ");
+        put_shape(&b, pr.out);
+        put(&b, ", \"predict_any_points\": %s", pr.any_points ? "true" : "false");
+    }
+    put(&b, ", \"metric\": %s, \"sample_tasks\": %s, \"meta\": ", md->has_metric ? "true" : "false",
+        samples(md) ? "true" : "false");
     put_meta(&b, md);
     put(&b, "}");
     return b.s;
@@ -184,7 +210,7 @@ void lib_write_header(FILE *out, const Model *md) {
     for (int i = 0; i < md->ntensor; i++)
         count += (size_t)ir_numel(md->param[i].type);
     fprintf(out,
-            "/* The C ABI (version 1) of a meta-training step compiled by mamlc from %s.\n"
+            "/* The C ABI (version %d) of a meta-training step compiled by mamlc from %s.\n"
             " * See docs/abi.md.  Arrays are row-major; a meta-batch of B tasks is laid\n"
             " * out task after task.  Labels declared i32 are int32_t. */\n"
             "#ifndef MAMLC_TRAIN_H\n"
@@ -195,9 +221,9 @@ void lib_write_header(FILE *out, const Model *md) {
             "extern \"C\" {\n"
             "#endif\n\n"
             "typedef %s mamlc_real;\n\n"
-            "#define MAMLC_ABI_VERSION 1\n"
+            "#define MAMLC_ABI_VERSION %d\n"
             "#define MAMLC_PARAM_COUNT %zu\n",
-            md->file, real, count);
+            MAMLC_ABI, md->file, real, MAMLC_ABI, count);
     const ModelTask *t = &md->task;
     const IrType types[4] = {t->support_x, t->support_y, t->query_x, t->query_y};
     const char *names[4] = {"SUPPORT_X", "SUPPORT_Y", "QUERY_X", "QUERY_Y"};
@@ -236,6 +262,12 @@ void lib_write_header(FILE *out, const Model *md) {
             "mamlc_real  mamlc_meta_grad_reduce(mamlc_workspace *ws, int B, int nparts, const int *bound,\n"
             "                                   const double *partials, mamlc_real *grad);\n"
             "\n"
+            "/* Version 2: the metric, predictions for any number of points, the model's own tasks. */\n"
+            "mamlc_real  mamlc_metric(const mamlc_real *params, const mamlc_real *qx, const void *qy);\n"
+            "int         mamlc_predict_points(const mamlc_real *params, size_t n, const mamlc_real *x, mamlc_real *out);\n"
+            "int         mamlc_sample_tasks(uint64_t seed, uint64_t first, int n, mamlc_real *sx, void *sy,\n"
+            "                               mamlc_real *qx, void *qy);\n"
+            "\n"
             "#ifdef __cplusplus\n"
             "}\n"
             "#endif\n\n"
@@ -244,20 +276,75 @@ void lib_write_header(FILE *out, const Model *md) {
 
 /* --- the generated model file --- */
 
-static void put_entry(Buf *b, const IrModule *m, const char *name) {
-    IrFunc *f = ir_module_find(m, name);
-    if (f)
-        put(b, "{" PREFIX "%s, %zu}", name, be_arena_bytes(f));
-    else
-        put(b, "{0, 0}");
+/* Function `name` as model.c calls it: PREFIX + name, dots as underscores
+ * (the symbol itself, PREFIX + name, is given by an asm label). */
+static void put_symbol(Buf *b, const char *name) {
+    put(b, PREFIX);
+    for (; *name; name++)
+        put(b, "%c", *name == '.' ? '_' : *name);
 }
 
-/* C source that describes md to runtime/abi.c as `mamlc__model`. */
-static char *model_source(const Model *md, const IrModule *m) {
+static void put_declarations(Buf *b, const IrModule *m) {
+    for (int i = 0; m && i < m->nfunc; i++) {
+        put(b, "void ");
+        put_symbol(b, m->func[i]->name);
+        put(b, "(const void *const *, void *const *, void *) __asm__(\"" PREFIX "%s\");\n", m->func[i]->name);
+    }
+}
+
+static void put_entry(Buf *b, const IrModule *m, const char *name) {
+    IrFunc *f = m ? ir_module_find(m, name) : NULL;
+    if (f) {
+        put(b, "{");
+        put_symbol(b, name);
+        put(b, ", %zu}", be_arena_bytes(f));
+    } else {
+        put(b, "{0, 0}");
+    }
+}
+
+/* The sinusoid's [lo, hi) ranges of amplitude, phase and x: the task's
+ * arguments, else the defaults of `mamlc run` (tools/run.c). */
+static void put_sinusoid(Buf *b, const ModelTask *t) {
+    static const char *const names[3] = {"amplitude", "phase", "x"};
+    double range[6] = {0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0};
+    for (int i = 0; i < t->narg; i++)
+        for (int k = 0; k < 3; k++)
+            if (strcmp(t->arg[i].name, names[k]) == 0) {
+                range[2 * k] = t->arg[i].lo;
+                range[2 * k + 1] = t->arg[i].hi;
+            }
+    put(b, "    .sinusoid = {%.17g, %.17g, %.17g, %.17g, %.17g, %.17g},\n", range[0], range[1], range[2], range[3],
+        range[4], range[5]);
+}
+
+/* A task family's draws (the variables', the support's, the query's) and
+ * its functions, from fam (model_lower_family's). */
+static void put_family(Buf *b, const ModelFamily *f, const IrModule *fam) {
+    put(b, "    .draw = (const MamlcDraw[]){\n");
+    const ModelDraw *lists[3] = {f->var, f->draw[0], f->draw[1]};
+    const int counts[3] = {f->nvar, f->ndraw[0], f->ndraw[1]};
+    for (int l = 0; l < 3; l++)
+        for (int i = 0; i < counts[l]; i++) {
+            const ModelDraw *d = &lists[l][i];     /* kind: RtDrawKind, uniform 0 and normal 1 */
+            put(b, "        {%d, %.17g, %.17g, %lld},\n", d->kind == DRAW_UNIFORM ? 0 : 1, d->a, d->b,
+                (long long)ir_numel(d->type));
+        }
+    put(b, "        {0, 0, 0, 0}},\n    .nvar = %d, .ndraw = {%d, %d},\n    .family = {", f->nvar, f->ndraw[0],
+        f->ndraw[1]);
+    put_entry(b, fam, "family.support");
+    put(b, ", ");
+    put_entry(b, fam, "family.query");
+    put(b, "},\n");
+}
+
+/* C source that describes md to runtime/abi.c as `mamlc__model`: its
+ * step functions m and, for a task family, the family's functions fam. */
+static char *model_source(const Model *md, const IrModule *m, const IrModule *fam) {
     Buf b = {0};
     put(&b, "/* Generated by mamlc from %s. */\n#include \"mamlc_abi.h\"\n\n", md->file);
-    for (int i = 0; i < m->nfunc; i++)
-        put(&b, "void " PREFIX "%s(const void *const *, void *const *, void *);\n", m->func[i]->name);
+    put_declarations(&b, m);
+    put_declarations(&b, fam);
     for (int i = 0; i < md->ntensor; i++) {
         put(&b, "static const int dim%d[] = {", i);
         for (int k = 0; k < md->param[i].type.rank; k++)
@@ -288,9 +375,9 @@ static char *model_source(const Model *md, const IrModule *m) {
     put(&b, "    .classes = {%d, %d, %d, %d},\n", t->classes[0][0], t->classes[0][1], t->classes[1][0],
         t->classes[1][1]);
     put(&b, "    .predict_count = %lld,\n", predict ? (long long)ir_numel(predict->node[predict->output[0]].type) : 0LL);
-    const char *entries[4][2] = {{"meta_step", "meta_step"}, {"adapt_step", "adapt_step"}, {"loss", "eval_loss"},
-                                 {"predict", "predict"}};
-    for (int i = 0; i < 4; i++) {
+    const char *entries[5][2] = {{"meta_step", "meta_step"}, {"adapt_step", "adapt_step"}, {"loss", "eval_loss"},
+                                 {"predict", "predict"}, {"metric", "metric"}};
+    for (int i = 0; i < 5; i++) {
         put(&b, "    .%s = ", entries[i][0]);
         put_entry(&b, m, entries[i][1]);
         put(&b, ",\n");
@@ -298,6 +385,16 @@ static char *model_source(const Model *md, const IrModule *m) {
     const OptimizerConfig *oc = &md->meta.optimizer;
     put(&b, "    .optimizer = %d, .lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,\n",
         oc->kind == OPT_ADAM ? 0 : 1, oc->lr, oc->beta1, oc->beta2, oc->eps);
+    LibPredict pr = predict_info(md);
+    put(&b, "    .query_points = %d,\n    .any_points = %d,\n", t->query_x.rank ? t->query_x.dim[0] : 1,
+        pr.any_points);
+    if (fam) {
+        put(&b, "    .sampler = MAMLC_SAMPLE_FAMILY,\n");
+        put_family(&b, t->family, fam);
+    } else if (strcmp(t->kind, "sinusoid") == 0) {
+        put(&b, "    .sampler = MAMLC_SAMPLE_SINUSOID,\n");
+        put_sinusoid(&b, t);
+    }
     char *json = lib_model_json(md);
     put(&b, "    .json = \"");
     put_escaped(&b, json);
@@ -357,26 +454,28 @@ static bool run_command(char *const *argv, Diag *d) {
     return false;
 }
 
-/* The library at path from tmp's model.c and the nobj object files
- * be_emit_objects wrote from base, with the ABI layer's archive from dir.
+/* The library at path from tmp's model.c and the object files
+ * be_emit_objects wrote from each base (nobj[k] from base[k], k < nbase),
+ * with the ABI layer's archive from dir.
  * Its soname is the last component of path, exactly: passed by -Xlinker,
  * which the compiler driver hands on whole, where -Wl,-soname,NAME would
  * split NAME at its commas into more linker options. */
-static bool link_library(const char *dir, const char *tmp, const char *base, int nobj, const char *real,
-                         const char *path, Diag *d) {
-    char src[PATH_MAX], obj[BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32];
+static bool link_library(const char *dir, const char *tmp, const char *const *base, const int *nobj, int nbase,
+                         const char *real, const char *path, Diag *d) {
+    char src[PATH_MAX], obj[2 * BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32];
     snprintf(src, sizeof src, "%s/model.c", tmp);
     snprintf(inc, sizeof inc, "-I%s", dir);
     snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
     const char *slash = strrchr(path, '/');
     char *soname = (char *)(slash ? slash + 1 : path);
     const char *cc = getenv("CC");
-    char *argv[32] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
-    int argc = 8;
-    for (int k = 0; k < nobj; k++) {
-        be_object_path(obj[k], sizeof obj[k], base, k);
-        argv[argc++] = obj[k];
-    }
+    char *argv[40] = {(char *)(cc && *cc ? cc : "cc"), "-shared", "-fPIC", "-O1", "-o", (char *)path, inc, src};
+    int argc = 8, n = 0;
+    for (int b = 0; b < nbase && b < 2; b++)
+        for (int k = 0; k < nobj[b]; k++, n++) {
+            be_object_path(obj[n], sizeof obj[n], base[b], k);
+            argv[argc++] = obj[n];
+        }
     char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", "-Xlinker", "-soname",
                     "-Xlinker", soname, "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
     memcpy(argv + argc, rest, sizeof rest);
@@ -396,27 +495,49 @@ char *lib_header_path(const char *path) {
     return h;
 }
 
+/* md's task family lowered and optimised as `mamlc run` compiles it
+ * (tools/family.c), or NULL after reporting through d. */
+static IrModule *family_module(const Model *md, Diag *d) {
+    PassOptions po = {.out = stdout};
+    IrModule *fam = model_lower_family(md, d);
+    for (int i = 0; fam && i < fam->nfunc; i++)
+        if (!pass_optimize(fam->func[i], &po, d)) {
+            ir_module_free(fam);
+            return NULL;
+        }
+    return fam;
+}
+
 bool lib_build(const Model *md, const IrModule *m, const char *path, const char *header, const BeOptions *o,
                Diag *d) {
     const char *real = md->real == DT_F64 ? "f64" : "f32";
-    char dir[PATH_MAX], tmp[] = "/tmp/mamlc-XXXXXX", obj[PATH_MAX], src[PATH_MAX];
+    char dir[PATH_MAX], tmp[] = "/tmp/mamlc-XXXXXX", obj[2][PATH_MAX], src[PATH_MAX];
     if (!abi_dir(dir, sizeof dir, real, d))
+        return false;
+    IrModule *fam = md->task.family ? family_module(md, d) : NULL;
+    if (md->task.family && !fam)
         return false;
     if (!mkdtemp(tmp)) {
         diag_error(d, (SrcLoc){0}, "cannot make a temporary folder: %s", strerror(errno));
+        ir_module_free(fam);
         return false;
     }
-    snprintf(obj, sizeof obj, "%s/model", tmp);
+    snprintf(obj[0], sizeof obj[0], "%s/model", tmp);
+    snprintf(obj[1], sizeof obj[1], "%s/family", tmp);
     snprintf(src, sizeof src, "%s/model.c", tmp);
-    char *source = model_source(md, m);
-    int nobj = be_emit_objects(m, obj, PREFIX, o, d);
-    bool ok = nobj > 0 && write_text(src, source, d) && link_library(dir, tmp, obj, nobj, real, path, d);
+    char *source = model_source(md, m, fam);
+    const char *base[2] = {obj[0], obj[1]};
+    int nobj[2] = {be_emit_objects(m, obj[0], PREFIX, o, d), 0};
+    bool ok = nobj[0] > 0 && (!fam || (nobj[1] = be_emit_objects(fam, obj[1], PREFIX, o, d)) > 0) &&
+              write_text(src, source, d) && link_library(dir, tmp, base, nobj, fam ? 2 : 1, real, path, d);
     free(source);
-    for (int k = 0; k < BE_MAX_PARTS; k++) {
-        char part[PATH_MAX + 16];
-        be_object_path(part, sizeof part, obj, k);
-        unlink(part);
-    }
+    ir_module_free(fam);
+    for (int b = 0; b < 2; b++)
+        for (int k = 0; k < BE_MAX_PARTS; k++) {
+            char part[PATH_MAX + 16];
+            be_object_path(part, sizeof part, obj[b], k);
+            unlink(part);
+        }
     unlink(src);
     rmdir(tmp);
     if (ok) {

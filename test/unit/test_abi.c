@@ -483,10 +483,10 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
     }
     RtProgram *p = &jit.prog;
     size_t rb = f64 ? 8 : 4, n = p->nreal;
-    CHECK(lib.abi_version() == 1, "%s: ABI version", label);
+    CHECK(lib.abi_version() == 2, "%s: ABI version", label);
     CHECK(lib.param_count() == n, "%s: param count %zu vs %zu", label, lib.param_count(), n);
     CHECK(lib.state_count() == 2 * n + 1, "%s: Adam state is m, v and the step count", label);
-    CHECK(strstr(lib.model_json(), "\"abi\": 1") != NULL, "%s: model JSON", label);
+    CHECK(strstr(lib.model_json(), "\"abi\": 2") != NULL, "%s: model JSON", label);
 
     /* mamlc_init is the driver's initialisation */
     char *params = malloc(n * rb), *mine = malloc(n * rb), *state = malloc(lib.state_count() * rb);
