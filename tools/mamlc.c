@@ -226,14 +226,15 @@ static const OptionSpec *find_option(const char *a) {
 static int option_error(Mode mode, const char *a, const OptionSpec *spec) {
     size_t n = strcspn(a, "=");
     if (spec) {
-        const char *modes[4];
-        int nmodes = 0;
+        char whose[96] = "";
+        int nmodes = 0, total = 0;
+        for (int m = 0; m < 4; m++)
+            total += (spec->modes >> m) & 1;
         for (int m = 0; m < 4; m++)
             if (spec->modes & 1u << m)
-                modes[nmodes++] = mode_name[m];
-        return usage_error(mode, "%s is an option of %s%s%s, not of %s", spec->name, modes[0],
-                           nmodes > 1 ? (nmodes > 2 ? ", ..." : " and ") : "", nmodes == 2 ? modes[1] : "",
-                           mode_name[mode]);
+                snprintf(whose + strlen(whose), sizeof whose - strlen(whose), "%s%s",
+                         nmodes++ == 0 ? "" : nmodes == total ? " and " : ", ", mode_name[m]);
+        return usage_error(mode, "%s is an option of %s, not of %s", spec->name, whose, mode_name[mode]);
     }
     const char *names[NOPTIONS];
     int nnames = 0;
@@ -299,7 +300,7 @@ static int parse_args(int argc, char **argv, Options *o) {
             o->mode = (Mode)m;
             i = 2;
         }
-    if (i == 1 && argc > 2 && looks_like_command(argv[1]))
+    if (i == 1 && argc > 1 && looks_like_command(argv[1]))
         return command_error(argv[1]);
     o->run = o->mode == MODE_RUN;
     o->eval = o->mode == MODE_EVAL;

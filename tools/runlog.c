@@ -54,21 +54,41 @@ static void write_line(RunLog *l, const char *text, size_t n) {
     }
 }
 
+/* Text composed in memory: a stream to print to, and what it holds. */
+typedef struct {
+    FILE *f;
+    char *text;
+    size_t len;
+} Text;
+
+/* Opens t; false (and the log's error ENOMEM) when memory is short. */
+static bool text_open(RunLog *l, Text *t) {
+    *t = (Text){0};
+    if ((t->f = open_memstream(&t->text, &t->len)))
+        return true;
+    l->error = l->error ? l->error : ENOMEM;
+    return false;
+}
+
+/* Closes t: its text (the caller frees it), or NULL when memory was short. */
+static char *text_close(RunLog *l, Text *t) {
+    if (fclose(t->f) == 0)
+        return t->text;
+    free(t->text);
+    l->error = l->error ? l->error : ENOMEM;
+    return NULL;
+}
+
 /* A line: "{\"event\": \"EVENT\", " + body + "}\n". */
 static void put_line(RunLog *l, const char *event, const char *body) {
-    char *text = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&text, &n);
-    if (!f) {
-        l->error = l->error ? l->error : ENOMEM;
+    Text t;
+    if (!text_open(l, &t))
         return;
-    }
-    fprintf(f, "{\"event\": \"%s\", %s}\n", event, body);
-    if (fclose(f) == 0)
-        write_line(l, text, n);
-    else
-        l->error = l->error ? l->error : ENOMEM;
-    free(text);
+    fprintf(t.f, "{\"event\": \"%s\", %s}\n", event, body);
+    char *line = text_close(l, &t);
+    if (line)
+        write_line(l, line, strlen(line));
+    free(line);
 }
 
 static void put_opt_string(FILE *f, const char *key, const char *value) {
@@ -80,11 +100,11 @@ static void put_opt_string(FILE *f, const char *key, const char *value) {
 
 void runlog_config(RunLog *l, const Model *md, const BeOptions *be, const RunOptions *o, long iterations,
                    long start, long tasks) {
-    size_t n = 0;
-    FILE *f = open_memstream(&l->config, &n);
-    if (!f)
-        return;
+    Text t;
     l->tasks = tasks;
+    if (!text_open(l, &t))
+        return;
+    FILE *f = t.f;
     char *cpu = be->target_cpu ? NULL : LLVMGetHostCPUName();
     fprintf(f, "\"mamlc\": \"%s\", \"llvm\": \"19\", \"command\": [", MAMLC_VERSION);
     for (int i = 0; i < o->argc; i++) {
@@ -114,44 +134,38 @@ void runlog_config(RunLog *l, const Model *md, const BeOptions *be, const RunOpt
     fprintf(f, ", \"model\": %s", model ? model : "null");
     free(model);
     LLVMDisposeMessage(cpu);
-    if (fclose(f) != 0) {
-        free(l->config);
-        l->config = NULL;
-        return;
-    }
-    put_line(l, "config", l->config);
+    if ((l->config = text_close(l, &t)))
+        put_line(l, "config", l->config);
 }
 
 void runlog_train(void *ctx, long done, double mean_loss, double steps_per_second) {
     RunLog *l = ctx;
-    char body[256];
-    snprintf(body, sizeof body, "\"iteration\": %ld, \"loss\": %.9g, \"steps_per_second\": %.6g, \"seconds\": %.3f",
-             done, mean_loss, steps_per_second, now() - l->opened);
-    if (!isfinite(mean_loss))
-        snprintf(body, sizeof body, "\"iteration\": %ld, \"loss\": null, \"steps_per_second\": %.6g, "
-                 "\"seconds\": %.3f", done, steps_per_second, now() - l->opened);
-    put_line(l, "train", body);
+    Text t;
+    if (!text_open(l, &t))
+        return;
+    fprintf(t.f, "\"iteration\": %ld, \"loss\": ", done);
+    json_put_number(t.f, mean_loss);
+    fprintf(t.f, ", \"steps_per_second\": %.6g, \"seconds\": %.3f", steps_per_second, now() - l->opened);
+    char *body = text_close(l, &t);
+    if (body)
+        put_line(l, "train", body);
+    free(body);
 }
 
 void runlog_eval(void *ctx, long done, const RtEvalPoint *points, int npoints) {
     RunLog *l = ctx;
-    char *text = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&text, &n);
-    if (!f) {
-        l->error = l->error ? l->error : ENOMEM;
+    Text t;
+    if (!text_open(l, &t))
         return;
-    }
-    fprintf(f, "\"iteration\": %ld, \"seconds\": %.3f, \"tasks\": %ld, \"eval\": ", done, now() - l->opened, l->tasks);
-    rt_put_eval_json(f, points, npoints);
-    if (fclose(f) != 0) {
-        l->error = l->error ? l->error : ENOMEM;
-        free(text);
+    fprintf(t.f, "\"iteration\": %ld, \"seconds\": %.3f, \"tasks\": %ld, \"eval\": ", done, now() - l->opened,
+            l->tasks);
+    rt_put_eval_json(t.f, points, npoints);
+    char *body = text_close(l, &t);
+    if (!body)
         return;
-    }
-    put_line(l, "eval", text);
-    fprintf(l->history, "%s{%s}", ftell(l->history) ? ", " : "", text);
-    free(text);
+    put_line(l, "eval", body);
+    fprintf(l->history, "%s{%s}", ftell(l->history) ? ", " : "", body);
+    free(body);
 }
 
 char *runlog_report_members(RunLog *l, bool with_history) {
