@@ -93,6 +93,8 @@ typedef struct {
 } RtSinusoid;
 void rt_sinusoid_task(const RtSinusoid *s, uint64_t seed, uint64_t task, RtReal real,
                       void *sx, void *sy, void *qx, void *qy);
+/* The amplitude A and phase phi of that task: y = A sin(x - phi). */
+void rt_sinusoid_params(const RtSinusoid *s, uint64_t seed, uint64_t task, double *amp, double *phase);
 
 typedef void (*RtSampleFn)(const void *ctx, uint64_t seed, uint64_t task,
                            void *sx, void *sy, void *qx, void *qy);
@@ -160,6 +162,23 @@ typedef bool (*RtGatherFn)(void *ctx, const double *send, int nsend, double *rec
 typedef bool (*RtCheckpointFn)(void *ctx, long done, const void *params, const void *opt_state);
 
 typedef struct {
+    int steps;
+    double loss, metric;        /* means over the evaluation tasks */
+    double loss_ci, metric_ci;  /* half-widths of their 95% confidence intervals
+                                   (1.96 standard errors; NAN for one task) */
+    bool has_metric;
+} RtEvalPoint;
+
+/* Called by rt_train every progress_every iterations and after the last
+ * one, with the iterations done, the mean meta-loss of the iterations since
+ * the previous call and their rate in iterations per second of training
+ * (evaluation and checkpoints excluded). */
+typedef void (*RtProgressFn)(void *ctx, long done, double mean_loss, double steps_per_second);
+/* Called by rt_train after each held-out evaluation it runs, with the
+ * iterations done and the evaluation's npoints points. */
+typedef void (*RtEvalFn)(void *ctx, long done, const RtEvalPoint *points, int npoints);
+
+typedef struct {
     long iterations;            /* train until this many are done in all */
     long start;                 /* iterations already done (a resumed run) */
     void *opt_state;            /* the optimiser's state (rt_opt_state_count reals) to
@@ -179,15 +198,11 @@ typedef struct {
     long checkpoint_every;      /* 0: never */
     RtCheckpointFn checkpoint;
     void *checkpoint_ctx;
+    long progress_every;        /* 0: on_progress is never called */
+    RtProgressFn on_progress;   /* NULL: none */
+    RtEvalFn on_eval;           /* NULL: none */
+    void *hook_ctx;             /* on_progress's and on_eval's */
 } RtTrainOptions;
-
-typedef struct {
-    int steps;
-    double loss, metric;        /* means over the evaluation tasks */
-    double loss_ci, metric_ci;  /* half-widths of their 95% confidence intervals
-                                   (1.96 standard errors; NAN for one task) */
-    bool has_metric;
-} RtEvalPoint;
 
 /* What made meta-training stop as diverged: the first value found NaN or
  * infinite in an iteration (checked in this order, the first two before
@@ -338,9 +353,14 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
 bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params,
                  RtEvalPoint *points);
 /* Write rep as JSON (the `--report` format), through a temporary file
- * renamed over path, so path is either complete or untouched.  On failure
- * errno says why. */
-bool rt_write_report(const char *path, const RtReport *rep);
+ * renamed over path, so path is either complete or untouched; `more`, if
+ * not NULL, is JSON text of further members of its object ("\"k\": v, ...").
+ * On failure errno says why. */
+bool rt_write_report(const char *path, const RtReport *rep, const char *more);
+/* points[0..n) as the JSON array of the report's "eval": objects with
+ * "steps", "loss", "loss_ci95" and, where there is a metric, "metric" and
+ * "metric_ci95" (null for a value that is not finite). */
+void rt_put_eval_json(FILE *f, const RtEvalPoint *points, int n);
 
 /* --- task families (runtime/family.c) ---
  * A task distribution written in the model (`task family`) and compiled:

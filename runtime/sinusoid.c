@@ -22,13 +22,26 @@ static void fill(RtRng *r, const RtSinusoid *s, double amp, double phase, RtReal
     }
 }
 
+/* A and phi: the first two draws of the task's stream r. */
+static void draw_params(RtRng *r, const RtSinusoid *s, uint64_t seed, uint64_t task, double *amp, double *phase)
+{
+    rt_rng_stream(r, seed, task);
+    *amp = rt_rng_uniform(r, s->amp_lo, s->amp_hi);
+    *phase = rt_rng_uniform(r, s->phase_lo, s->phase_hi);
+}
+
+void rt_sinusoid_params(const RtSinusoid *s, uint64_t seed, uint64_t task, double *amp, double *phase)
+{
+    RtRng r;
+    draw_params(&r, s, seed, task, amp, phase);
+}
+
 void rt_sinusoid_task(const RtSinusoid *s, uint64_t seed, uint64_t task, RtReal real,
                       void *sx, void *sy, void *qx, void *qy)
 {
     RtRng r;
-    rt_rng_stream(&r, seed, task);
-    double amp = rt_rng_uniform(&r, s->amp_lo, s->amp_hi);
-    double phase = rt_rng_uniform(&r, s->phase_lo, s->phase_hi);
+    double amp, phase;
+    draw_params(&r, s, seed, task, &amp, &phase);
     fill(&r, s, amp, phase, real, s->k, sx, sy);
     fill(&r, s, amp, phase, real, s->q, qx, qy);
 }

@@ -459,18 +459,39 @@ static double median_step(double *t, long n)
     return 0.5 * (lower + upper);
 }
 
+/* The iterations since the last on_progress call: their count, the sum of
+ * their meta-losses, and the training seconds when it was made. */
+typedef struct {
+    long n;
+    double loss, seconds;
+} Window;
+
+/* Calls o->on_progress with w's iterations, up to `done` at `seconds`, and
+ * starts a new window. */
+static void report_progress(const RtTrainOptions *o, Window *w, long done, double seconds)
+{
+    if (!o->on_progress || w->n == 0)
+        return;
+    double span = seconds - w->seconds;
+    o->on_progress(o->hook_ctx, done, w->loss / (double)w->n, span > 0.0 ? (double)w->n / span : 0.0);
+    *w = (Window){.seconds = seconds};
+}
+
 /* Evaluates params and prints one line to o->log; false when out of memory. */
 static bool evaluate_and_log(const RtProgram *p, const RtTrainOptions *o, const void *params,
                              long done, RtEvalPoint *points, Progress *g)
 {
     if (!rt_evaluate(p, o, params, points))
         return false;
+    if (o->on_eval)
+        o->on_eval(o->hook_ctx, done, points, o->nsteps);
     if (!o->log)
         return true;
     progress_clear(g);
     fprintf(o->log, "eval @ %ld:", done);
     for (int k = 0; k < o->nsteps; k++) {
-        fprintf(o->log, "%s steps %d loss %.4g", k ? " |" : "", points[k].steps, points[k].loss);
+        fprintf(o->log, "%s steps %d loss %.4g +- %.2g", k ? " |" : "", points[k].steps, points[k].loss,
+                points[k].loss_ci);
         if (points[k].has_metric)
             fprintf(o->log, " metric %.4g +- %.2g", points[k].metric, points[k].metric_ci);
     }
@@ -501,6 +522,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
     bool ok = true;
     long done = o->start > 0 ? o->start : 0, timed = 0;
     double trained = 0.0;       /* seconds spent in meta-iterations */
+    Window window = {0};
     double start = now();
     while (ok && done < o->iterations) {
         double loss, began = now();
@@ -527,6 +549,10 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
         done++;
         rep->final_meta_loss = loss;
         progress_update(&g, done, loss, trained + (now() - start));
+        window.n++;
+        window.loss += loss;
+        if (o->progress_every > 0 && done % o->progress_every == 0)
+            report_progress(o, &window, done, trained + (now() - start));
         if (done >= o->iterations)
             break;
         bool eval_now = evaluating && o->eval_every > 0 && done % o->eval_every == 0;
@@ -543,6 +569,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
         }
     }
     trained += now() - start;
+    report_progress(o, &window, done, trained);
     progress_finish(&g, done, trained);
     if (ok && evaluating && !rep->diverged)
         ok = evaluate_and_log(p, o, params, done, b.points, &g);
@@ -581,9 +608,15 @@ static void put_report(FILE *f, const RtReport *rep)
     put_number(f, rep->median_step_seconds);
     fputs(", \"final_meta_loss\": ", f);
     put_number(f, rep->final_meta_loss);
-    fputs(", \"eval\": [", f);
-    for (int k = 0; k < rep->neval; k++) {
-        const RtEvalPoint *e = &rep->eval[k];
+    fputs(", \"eval\": ", f);
+    rt_put_eval_json(f, rep->eval, rep->neval);
+}
+
+void rt_put_eval_json(FILE *f, const RtEvalPoint *points, int n)
+{
+    fputc('[', f);
+    for (int k = 0; k < n; k++) {
+        const RtEvalPoint *e = &points[k];
         fprintf(f, "%s{\"steps\": %d, \"loss\": ", k ? ", " : "", e->steps);
         put_number(f, e->loss);
         fputs(", \"loss_ci95\": ", f);
@@ -596,14 +629,17 @@ static void put_report(FILE *f, const RtReport *rep)
         }
         fputc('}', f);
     }
-    fputs("]}\n", f);
+    fputc(']', f);
 }
 
-bool rt_write_report(const char *path, const RtReport *rep)
+bool rt_write_report(const char *path, const RtReport *rep, const char *more)
 {
     RtReplace r;
     if (!rt_replace_begin(&r, path))
         return false;
     put_report(r.f, rep);
+    if (more)
+        fprintf(r.f, ", %s", more);
+    fputs("}\n", r.f);
     return rt_replace_end(&r, true);
 }

@@ -53,3 +53,8 @@ if require_all or importlib.util.find_spec("numpy"):
 data = os.path.join(os.path.dirname(config.mamlc_src), "shared", "data")
 if require_all or os.path.isdir(os.path.join(data, "omniglot")):
     config.available_features.add("omniglot-data")
+# mamlc plot's pictures are checked by rendering them with rsvg-convert
+# (Debian's librsvg2-bin).
+import shutil
+if require_all or shutil.which("rsvg-convert"):
+    config.available_features.add("rsvg")

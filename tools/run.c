@@ -15,6 +15,8 @@
 #include "../runtime/runtime.h"
 #include "../runtime/tasks.h"
 #include "family.h"
+#include "plot.h"
+#include "runlog.h"
 
 typedef struct {
     RtProgram prog;
@@ -393,12 +395,26 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
 }
 
 
+/* plot --fit: the trained model's fit to a few held-out tasks, before and
+ * after adaptation (the caller has checked that the task is a sinusoid and
+ * the model has `def net`). */
+static bool run_fit(const Model *md, BeJit *j, IrModule *m, const Run *r, const void *params, const RunOptions *o,
+                    Diag *d) {
+    PlotFit f = {.prog = &r->prog, .q = md->task.query_x.dim[0], .sinusoid = &r->sinusoid.sinusoid,
+                 .params = params, .seed = o->seed, .tasks = o->eval_tasks_given ? (int)o->eval_tasks : 3,
+                 .steps = md->meta.eval_steps, .nsteps = md->meta.neval_steps, .title = md->file};
+    if (!entry(j, m, "predict", &f.predict, d))
+        return false;
+    return plot_fit(&f, o->fit, d);
+}
+
 /* The final evaluation over `tasks` held-out tasks; +- is the half-width of
  * a 95% confidence interval. */
 static void print_eval(const RtEvalPoint *pt, int n, long tasks) {
     printf("held-out evaluation over %ld tasks (+- 95%% confidence):\n", tasks);
     for (int i = 0; i < n; i++) {
-        printf("  after %2d inner step%s: loss %.6g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss);
+        printf("  after %2d inner step%s: loss %.6g +- %.2g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss,
+               pt[i].loss_ci);
         if (pt[i].has_metric)
             printf("  metric %.6g +- %.2g", pt[i].metric, pt[i].metric_ci);
         printf("\n");
@@ -507,6 +523,15 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
     }
     const RunCluster *cl = o->cluster;
     bool lead = lead_process(o);
+    if (ok && lead && o->train && o->resume && !o->save)
+        fprintf(stderr, "mamlc: warning: --resume without --save: the training goes on but nothing is saved "
+                        "(give --save %s to continue it in place)\n", o->resume);
+    RunLog log = {.fd = -1};
+    bool logs = ok && lead && (o->log || o->report);     /* the log, or the report's config and history */
+    if (logs && !runlog_open(&log, o->log, o->train && o->resume)) {
+        diag_error(d, (SrcLoc){o->log, 0, 0}, "cannot write the log: %s", strerror(errno));
+        ok = logs = false;
+    }
     Periodic periodic = {&c, o->save, d, false};
     RtTrainOptions to = {
         .iterations = iterations,
@@ -527,10 +552,18 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         .checkpoint_every = o->checkpoint_every,
         .checkpoint = lead && o->save ? save_periodic : NULL,
         .checkpoint_ctx = &periodic,
+        .progress_every = o->log_every,
+        .on_progress = logs && o->log ? runlog_train : NULL,
+        .on_eval = logs ? runlog_eval : NULL,
+        .hook_ctx = &log,
     };
+    if (logs)
+        runlog_config(&log, md, be, o, o->train ? iterations : 0, to.start, to.eval_tasks);
     RtReport rep = {.iterations = to.start};
     bool improved = true;       /* --expect-improvement held (the outputs are kept either way) */
-    if (ok && !o->train && lead && o->omniglot_runs) {   /* evaluation is rank 0's alone */
+    if (ok && !o->train && lead && o->fit) {
+        ok = run_fit(md, j, m, &r, params, o, d);
+    } else if (ok && !o->train && lead && o->omniglot_runs) {   /* evaluation is rank 0's alone */
         ok = omniglot_runs(md, o, &r, params, d);
     } else if (ok && !o->train && lead) {
         rep.neval = to.nsteps;
@@ -539,10 +572,14 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
             print_eval(rep.eval, rep.neval, to.eval_tasks);
     } else if (ok && o->train) {
         RtEvalPoint before[16];
-        bool expect = o->expect_improvement && lead && to.eval_tasks > 0 && to.nsteps > 0;
+        bool evaluates = lead && to.eval_tasks > 0 && to.nsteps > 0, expect = o->expect_improvement && evaluates;
         if (lead)
             print_plan(md, &r.prog, &to);
-        ok = (!expect || rt_evaluate(&r.prog, &to, params, before)) && rt_train(&r.prog, &to, params, &rep);
+        /* the log's held-out curves start where training does */
+        ok = (!(expect || (evaluates && o->log)) || rt_evaluate(&r.prog, &to, params, before));
+        if (ok && evaluates && o->log)
+            runlog_eval(&log, to.start, before, to.nsteps);
+        ok = ok && rt_train(&r.prog, &to, params, &rep);
         if (!ok && !rep.stopped)
             diag_error(d, (SrcLoc){0}, "meta-training failed: out of memory or threads");
         else if (!ok && !periodic.failed)
@@ -570,8 +607,15 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         }
         improved = !ok || !expect || check_improvement(md, before, &rep, d);
     }
-    if (ok && lead && o->report && !rt_write_report(o->report, &rep)) {
-        diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(errno));
+    char *members = ok && logs && o->report ? runlog_report_members(&log, o->train) : NULL;
+    if (ok && lead && o->report && (!members || !rt_write_report(o->report, &rep, members))) {
+        diag_error(d, (SrcLoc){o->report, 0, 0}, "cannot write the report: %s", strerror(members ? errno : ENOMEM));
+        ok = false;
+    }
+    free(members);
+    if (logs && !runlog_close(&log)) {
+        diag_error(d, (SrcLoc){o->log, 0, 0}, "the log is incomplete: a line could not be written: %s",
+                   strerror(log.error));
         ok = false;
     }
     free(c.shape);

@@ -21,6 +21,12 @@ typedef struct {
 typedef struct {
     bool train;                 /* mamlc run; else mamlc eval */
     const char *report;         /* --report */
+    const char *log;            /* run --log: the experiment log (JSON lines) */
+    long log_every;             /* its "train" lines' interval in iterations */
+    const char *fit;            /* plot --fit: the SVG to draw (the checkpoint is load) */
+    int argc;                   /* the command line, for the log's config */
+    char **argv;
+    char model_sha256[65];      /* of the model file's text, in hex */
     const char *save, *resume, *load;   /* checkpoints */
     bool save_state;
     const char *data, *eval_data;       /* --data, --eval-data */

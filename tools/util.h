@@ -7,6 +7,8 @@
 
 #include "../base/diag.h"
 
+#define MAMLC_VERSION "0.1.0"
+
 enum { TOOL_MAX_TEXT = 16 << 20 };     /* bytes of the largest text file read */
 
 /* The whole of `path` ("-" for standard input) into a malloc'd buffer with a
@@ -28,5 +30,12 @@ bool tool_writable_path(const char *path, bool replaced, char *why, size_t size)
 /* If arg is "--NAME=VALUE" (or "--NAME" with VALUE as the next argument),
  * store VALUE and return true; *i advances past what was used. */
 bool tool_option(int argc, char **argv, int *i, const char *name, const char **value);
+
+/* The SHA-256 digest of data[0..n) as 64 lowercase hex digits and a NUL. */
+void tool_sha256_hex(const void *data, size_t n, char hex[65]);
+
+/* The edit distance (Levenshtein: insertions, deletions, substitutions)
+ * between a and b, counted up to `cap` (a larger distance gives cap). */
+int tool_edit_distance(const char *a, const char *b, int cap);
 
 #endif

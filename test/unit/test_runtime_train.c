@@ -724,7 +724,7 @@ static void test_report(void)
         .eval = {{0, 4.0, 0.5, 1.0, 0.125, true}, {1, NAN, 0.0, 0.0, 0.0, false},
                  {10, 0.25, INFINITY, 1.0, NAN, true}},
     };
-    EXPECT(rt_write_report(path, &rep));
+    EXPECT(rt_write_report(path, &rep, NULL));
     const char *want =
         "{\"iterations\": 70000, \"seconds\": 12.5, \"steps_per_second\": 5600, "
         "\"median_step_seconds\": 0.000125, \"final_meta_loss\": 0.10000000000000001, "
@@ -738,19 +738,21 @@ static void test_report(void)
         fprintf(stderr, "got:  %swant: %s", got, want);
     EXPECT(count_entries(dir) == 1);
 
-    /* Rewriting replaces the file whole; an empty evaluation is []. */
+    /* Rewriting replaces the file whole; an empty evaluation is []; the
+     * caller's members follow. */
     rep = (RtReport){.iterations = 0, .final_meta_loss = NAN, .median_step_seconds = NAN};
-    EXPECT(rt_write_report(path, &rep));
+    EXPECT(rt_write_report(path, &rep, "\"history\": []"));
     got = read_all(path);
     EXPECT(got && strcmp(got, "{\"iterations\": 0, \"seconds\": 0, \"steps_per_second\": 0, "
-                             "\"median_step_seconds\": null, \"final_meta_loss\": null, \"eval\": []}\n") == 0);
+                             "\"median_step_seconds\": null, \"final_meta_loss\": null, \"eval\": [], "
+                             "\"history\": []}\n") == 0);
     EXPECT(count_entries(dir) == 1);
 
     /* A directory that does not exist: failure, and nothing left behind. */
     char bad[160];
     snprintf(bad, sizeof bad, "%s/missing/report.json", dir);
     errno = 0;
-    EXPECT(!rt_write_report(bad, &rep) && errno == ENOENT);
+    EXPECT(!rt_write_report(bad, &rep, NULL) && errno == ENOENT);
     EXPECT(count_entries(dir) == 1);
 
     /* The target is a directory: rename fails and the temporary goes. */
@@ -758,7 +760,7 @@ static void test_report(void)
     snprintf(sub, sizeof sub, "%s/sub", dir);
     EXPECT(mkdir(sub, 0700) == 0);
     errno = 0;
-    EXPECT(!rt_write_report(sub, &rep) && errno == EISDIR);
+    EXPECT(!rt_write_report(sub, &rep, NULL) && errno == EISDIR);
     EXPECT(count_entries(dir) == 2);
 
     rmdir(sub);
