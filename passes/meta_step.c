@@ -340,11 +340,13 @@ static bool build_imaml_step(Builder *b) {
         r[j] = p[j] = out[idx[j]];
         v[j] = IR_NONE;
     }
-    ValueId rr = ok ? dot(b, f, k, r, r) : IR_NONE;
+    ValueId rr = IR_NONE;
     for (int it = 1; ok && it <= b->mc->cg_steps; it++) {
         char name[64];
         snprintf(name, sizeof name, "conjugate gradient step %d", it);
         f->cur_phase = ir_phase(b->m, name);
+        if (it == 1)
+            rr = dot(b, f, k, r, r);
         for (int j = 0; j < k; j++)
             held[j] = ir_unary(f, OP_STOP_GRAD, p[j], loc, NULL);
         ok = ad_grad(f, dot(b, f, k, gs, held), k, wrt, hp);
