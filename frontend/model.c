@@ -891,7 +891,27 @@ static bool meta_adapt(Check *c, const Ast *kw, MetaConfig *mc) {
     return ok;
 }
 
-/* algorithm = maml | reptile(epsilon = 1.0) */
+/* imaml(lambda = 2.0, cg_steps = 5) */
+static bool meta_imaml(Check *c, const Ast *v, MetaConfig *mc) {
+    static const ArgSpec imaml_args[] = {{"lambda", 2.0, false}, {"cg_steps", 5, false}};
+    double a[2];
+    mc->algorithm = ALGO_IMAML;
+    if (!bind_numbers(c, v, imaml_args, 2, a))
+        return false;
+    if (!(a[0] > 0)) {
+        diag_error(c->d, v->loc, "imaml's lambda must be positive");
+        return false;
+    }
+    if (!(a[1] >= 1 && a[1] <= META_MAX_CG_STEPS && a[1] == (int)a[1])) {
+        diag_error(c->d, v->loc, "imaml's cg_steps must be an integer from 1 to %d", META_MAX_CG_STEPS);
+        return false;
+    }
+    mc->lambda = a[0];
+    mc->cg_steps = (int)a[1];
+    return true;
+}
+
+/* algorithm = maml | reptile(epsilon = 1.0) | imaml(lambda = 2.0, cg_steps = 5) */
 static bool meta_algorithm(Check *c, const Ast *kw, MetaConfig *mc) {
     const Ast *v = kw->kwarg.value;
     const char *name = v->kind == AST_NAME ? v->name.id : v->kind == AST_CALL ? v->call.callee : "";
@@ -900,8 +920,10 @@ static bool meta_algorithm(Check *c, const Ast *kw, MetaConfig *mc) {
         mc->algorithm = ALGO_MAML;
         return true;
     }
+    if (strcmp(name, "imaml") == 0)
+        return meta_imaml(c, v, mc);
     if (strcmp(name, "reptile") != 0) {
-        diag_error(c->d, v->loc, "'algorithm' must be maml or reptile(epsilon)");
+        diag_error(c->d, v->loc, "'algorithm' must be maml, reptile(epsilon) or imaml(lambda, cg_steps)");
         return false;
     }
     mc->algorithm = ALGO_REPTILE;
@@ -1032,6 +1054,9 @@ static const Ast *parse_meta_overrides(Check *c) {
 /* Rules that tie several keys together, checked once all are known. */
 static void check_meta_combination(Check *c, const Ast **seen, MetaConfig *mc) {
     const Ast *order = seen[meta_key_index("order")], *lr = seen[meta_key_index("inner_lr")];
+    if (mc->algorithm == ALGO_IMAML && mc->inner_lr_kind != INNER_LR_FIXED)
+        diag_error(c->d, lr->kwarg.value->loc, "iMAML's meta-gradient is implicit and has no part for inner "
+                                                "learning rates; give a number");
     if (mc->algorithm != ALGO_REPTILE)
         return;
     if (order && mc->order == ORDER_SECOND)

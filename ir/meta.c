@@ -4,7 +4,8 @@
 #include <string.h>
 
 MetaConfig ir_meta_defaults(void) {
-    return (MetaConfig){.algorithm = ALGO_MAML, .epsilon = 1.0, .inner_steps = 1, .inner_lr = 0.01,
+    return (MetaConfig){.algorithm = ALGO_MAML, .epsilon = 1.0, .lambda = 2.0, .cg_steps = 5,
+                        .inner_steps = 1, .inner_lr = 0.01,
                         .inner_lr_kind = INNER_LR_FIXED, .order = ORDER_SECOND,
                         .eval_steps = {0, 1, 10}, .neval_steps = 3, .meta_batch = 25,
                         .optimizer = {OPT_ADAM, 0.001, 0.9, 0.999, 1e-8}, .iterations = 70000};

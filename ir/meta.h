@@ -7,7 +7,8 @@
  * ir_meta_defaults); the params named by `adapt` are those of @loss:
  *
  *   meta {
- *     algorithm = maml                  // or reptile(epsilon = 1)
+ *     algorithm = maml                  // or reptile(epsilon = 1),
+ *                                       //   imaml(lambda = 2, cg_steps = 5)
  *     inner_steps = 1
  *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01)
  *     order = second                    // or first
@@ -33,7 +34,7 @@ typedef struct {
 } OptimizerConfig;
 
 typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
-typedef enum { ALGO_MAML, ALGO_REPTILE } MetaAlgorithm;
+typedef enum { ALGO_MAML, ALGO_REPTILE, ALGO_IMAML } MetaAlgorithm;
 typedef enum {
     INNER_LR_FIXED,             /* inner_lr = 0.01 */
     INNER_LR_LEARNED,           /* inner_lr = learned(0.01): one rate per element (Meta-SGD) */
@@ -48,10 +49,15 @@ typedef enum {
  * time and memory grow in proportion (evaluation's eval_steps run the adapt
  * step in a loop instead, and need no such bound). */
 #define META_MAX_INNER_STEPS 1000
+/* The most conjugate-gradient iterations of imaml(cg_steps): each is one
+ * Hessian-vector product unrolled into the meta-step. */
+#define META_MAX_CG_STEPS 1000
 
 typedef struct {
     MetaAlgorithm algorithm;    /* default maml */
     double epsilon;             /* reptile(epsilon): its outer step size */
+    double lambda;              /* imaml(lambda): the proximal term's weight, > 0 */
+    int cg_steps;               /* imaml(cg_steps): CG iterations, 1..META_MAX_CG_STEPS */
     int inner_steps;            /* default 1; at most META_MAX_INNER_STEPS */
     double inner_lr;            /* the fixed rate, or the learned rates' initial value (0.01) */
     InnerLrKind inner_lr_kind;  /* default fixed */

@@ -469,15 +469,35 @@ static bool meta_kwargs(Parser *ps, const char *const *key, double *value, int n
     return expect(ps, ')', "')'");
 }
 
-/* algorithm = maml | reptile(epsilon = E) */
+/* imaml(lambda = L, cg_steps = K): L > 0, K an integer in 1..META_MAX_CG_STEPS */
+static bool meta_imaml(Parser *ps, MetaConfig *mc) {
+    static const char *const key[] = {"lambda", "cg_steps"};
+    double v[2] = {mc->lambda, mc->cg_steps};
+    mc->algorithm = ALGO_IMAML;
+    skip_space(ps);
+    SrcLoc loc = here(ps);
+    if (!meta_kwargs(ps, key, v, 2))
+        return false;
+    if (!(v[0] > 0) || !(v[1] >= 1 && v[1] <= META_MAX_CG_STEPS && v[1] == (int)v[1])) {
+        diag_error(ps->d, loc, "imaml needs lambda > 0 and cg_steps an integer from 1 to %d", META_MAX_CG_STEPS);
+        return false;
+    }
+    mc->lambda = v[0];
+    mc->cg_steps = (int)v[1];
+    return true;
+}
+
+/* algorithm = maml | reptile(epsilon = E) | imaml(lambda = L, cg_steps = K) */
 static bool meta_algorithm(Parser *ps, MetaConfig *mc) {
     static const char *const key[] = {"epsilon"};
     if (keyword(ps, "maml")) {
         mc->algorithm = ALGO_MAML;
         return true;
     }
+    if (keyword(ps, "imaml"))
+        return meta_imaml(ps, mc);
     if (!keyword(ps, "reptile"))
-        return fail(ps, "maml or reptile(epsilon = E)");
+        return fail(ps, "maml, reptile(epsilon = E) or imaml(lambda = L, cg_steps = K)");
     mc->algorithm = ALGO_REPTILE;
     skip_space(ps);
     SrcLoc loc = here(ps);

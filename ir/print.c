@@ -236,6 +236,10 @@ static void print_meta(FILE *out, const IrModule *m) {
         fputs("reptile(epsilon = ", out);
         print_number(out, mc->epsilon, DT_F64);
         fputc(')', out);
+    } else if (mc->algorithm == ALGO_IMAML) {
+        fputs("imaml(lambda = ", out);
+        print_number(out, mc->lambda, DT_F64);
+        fprintf(out, ", cg_steps = %d)", mc->cg_steps);
     } else
         fputs("maml", out);
     fprintf(out, "\n  inner_steps = %d\n  inner_lr = ", mc->inner_steps);

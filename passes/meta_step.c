@@ -99,9 +99,10 @@ static int step_phase(Builder *b, int step, const char *what) {
 /* One inner step (number `step`, or 0 in a function of one): next = theta
  * with each adapted param moved by −α ⊙ ∇L(theta; x, y) (learned rates and
  * frozen params carried over), in phases forward, gradient and update.
- * Returns L. */
-static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta, ValueId x, ValueId y,
-                          ValueId *next) {
+ * With an anchor θ (iMAML) the step descends L + λ/2‖theta − θ‖² instead,
+ * its gradient held constant.  Returns L. */
+static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta, const ValueId *anchor, ValueId x,
+                          ValueId y, ValueId *next) {
     int forward = step_phase(b, step, "forward"), gradient = step_phase(b, step, "gradient");
     b->m->adjoint[forward] = gradient;
     f->cur_phase = forward;
@@ -124,7 +125,14 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
     SrcLoc loc = b->mc->loc;
     f->cur_phase = step_phase(b, step, "update");
     for (int j = 0; j < k; j++) {
-        ValueId gj = b->mc->order == ORDER_FIRST ? ir_unary(f, OP_STOP_GRAD, g[j], loc, NULL) : g[j];
+        ValueId gj = g[j];
+        if (anchor) {   /* + λ (theta − θ), the proximal term's gradient */
+            ValueId away = ir_binary(f, OP_SUB, theta[idx[j]], anchor[idx[j]], loc, NULL);
+            gj = ir_binary(f, OP_ADD, gj, ir_binary_scalar(f, OP_MUL, away, b->mc->lambda, true, loc, NULL), loc,
+                           NULL);
+        }
+        if (anchor || b->mc->order == ORDER_FIRST)
+            gj = ir_unary(f, OP_STOP_GRAD, gj, loc, NULL);
         ValueId delta = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j]), gj, loc, NULL);
         const char *name = f->node[theta[idx[j]]].name;     /* next may be theta */
         next[idx[j]] = ir_binary(f, OP_SUB, theta[idx[j]], delta, loc, NULL);
@@ -177,7 +185,7 @@ static bool build_adapt_step(Builder *b) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta), *next = malloc((size_t)b->n * sizeof *next);
     IrFunc *f = begin(b, "adapt_step", theta);
     ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
-    ValueId l = inner_step(b, f, 0, theta, x, y, next);
+    ValueId l = inner_step(b, f, 0, theta, NULL, x, y, next);
     if (l != IR_NONE) {
         for (int i = 0; i < b->n; i++)
             ir_output(f, next[i]);
@@ -198,7 +206,7 @@ static bool build_meta_step(Builder *b) {
     memcpy(cur, theta, (size_t)n * sizeof *cur);
     bool ok = true;
     for (int s = 0; ok && s < b->mc->inner_steps; s++)
-        ok = inner_step(b, f, s + 1, cur, sx, sy, cur) != IR_NONE;
+        ok = inner_step(b, f, s + 1, cur, NULL, sx, sy, cur) != IR_NONE;
     f->cur_phase = ir_phase(b->m, "query loss");
     ValueId l = ok ? call(b, f, b->query_loss, cur, qx, qy) : IR_NONE;
     /* the meta-gradient's ops, by the phase of the ops they differentiate */
@@ -233,6 +241,154 @@ static bool build_meta_step(Builder *b) {
     free(theta);
     free(cur);
     free(g);
+    return ok;
+}
+
+/* --- implicit MAML --- */
+
+/* Σ_j sum(a_j * b_j) over the k tensors: the dot product of the params
+ * taken as one vector, a real scalar. */
+static ValueId dot(Builder *b, IrFunc *f, int k, const ValueId *a, const ValueId *c) {
+    SrcLoc loc = b->mc->loc;
+    ValueId s = IR_NONE;
+    for (int j = 0; j < k; j++) {
+        ValueId t = ir_sum_to(f, ir_binary(f, OP_MUL, a[j], c[j], loc, NULL), ir_scalar(b->m->real), loc, NULL);
+        s = s == IR_NONE ? t : ir_binary(f, OP_ADD, s, t, loc, NULL);
+    }
+    return s;
+}
+
+/* num / den, or 0 where den is exactly 0 (CG has converged exactly: the
+ * residual is zero, and so is num): num / (den + (den == 0)). */
+static ValueId ratio(Builder *b, IrFunc *f, ValueId num, ValueId den) {
+    SrcLoc loc = b->mc->loc;
+    ValueId zero = ir_binary(f, OP_EQ, den, ir_const(f, 0, ir_value_type(f, den), loc), loc, NULL);
+    return ir_binary(f, OP_DIV, num, ir_binary(f, OP_ADD, den, zero, loc, NULL), loc, NULL);
+}
+
+/* a + c * x for a scalar c (a = IR_NONE: c * x), named `name` if given. */
+static ValueId axpy(Builder *b, IrFunc *f, ValueId a, ValueId c, ValueId x, IrOp op) {
+    SrcLoc loc = b->mc->loc;
+    ValueId cx = ir_binary(f, OP_MUL, ir_broadcast(f, c, ir_value_type(f, x), loc, NULL), x, loc, NULL);
+    return a == IR_NONE ? cx : ir_binary(f, op, a, cx, loc, NULL);
+}
+
+/* Give each of the k values v[j] the name prefix + the j-th adapted param's. */
+static void name_all(Builder *b, IrFunc *f, int k, const int *idx, ValueId *v, const char *prefix) {
+    for (int j = 0; j < k; j++) {
+        char name[256];
+        snprintf(name, sizeof name, "%s%s", prefix, arg(b->loss, idx[j])->name);
+        ir_rename(f, v[j], name);
+    }
+}
+
+/* iMAML's meta_step (Rajeswaran et al. 2019), for one task:
+ *   φ₀ = θ,  φₛ₊₁ = φₛ − α (∇L_S(φₛ) + λ (φₛ − θ))     (s < N, held constant)
+ *   g = ∇φ L_Q(φ_N),  H = ∇²φ L_S(φ_N),  solve (I + H/λ) v = g
+ * by conjugate gradient from v = 0 for exactly cg_steps iterations; v is
+ * the meta-gradient of the adapted params.  Each H p is reverse over
+ * reverse: ad_grad of ∇φ L_S(φ) · p with p held constant.  φ_N enters the
+ * solve through stop_grad, so nothing is differentiated through the inner
+ * loop and its values die step by step: the arena does not grow with N.
+ * With `adapt` the solve covers the adapted params only, and a frozen
+ * param's meta-gradient is its direct query gradient ∇w L_Q. */
+static bool build_imaml_step(Builder *b) {
+    if (b->n != b->nparam) {
+        diag_error(b->d, b->mc->loc, "iMAML does not meta-learn inner learning rates; give a fixed inner_lr");
+        return false;
+    }
+    int n = b->n, np = b->nparam;
+    SrcLoc loc = b->mc->loc;
+    ValueId *theta = malloc((size_t)n * sizeof *theta), *cur = malloc((size_t)n * sizeof *cur);
+    ValueId *out = malloc((size_t)n * sizeof *out), *phi = malloc((size_t)n * sizeof *phi);
+    int *idx = malloc(((size_t)np + 1) * sizeof *idx), k = adapted(b, idx);
+    ValueId *wrt = malloc(((size_t)k + 1) * sizeof *wrt), *gs = malloc(((size_t)k + 1) * sizeof *gs);
+    ValueId *r = malloc(((size_t)k + 1) * sizeof *r), *p = malloc(((size_t)k + 1) * sizeof *p);
+    ValueId *v = malloc(((size_t)k + 1) * sizeof *v), *hp = malloc(((size_t)k + 1) * sizeof *hp);
+    ValueId *ap = malloc(((size_t)k + 1) * sizeof *ap), *held = malloc(((size_t)k + 1) * sizeof *held);
+    IrFunc *f = begin(b, "meta_step", theta);
+    ValueId sx = data(f, "sx", b->loss, np), sy = data(f, "sy", b->loss, np + 1);
+    ValueId qx = data(f, "qx", b->query_loss, np), qy = data(f, "qy", b->query_loss, np + 1);
+    memcpy(cur, theta, (size_t)n * sizeof *cur);
+    bool ok = true;
+    for (int s = 0; ok && s < b->mc->inner_steps; s++)
+        ok = inner_step(b, f, s + 1, cur, theta, sx, sy, cur) != IR_NONE;
+    /* φ: the adapted params held constant; the frozen ones are θ's */
+    f->cur_phase = ir_phase(b->m, "query loss");
+    memcpy(phi, theta, (size_t)n * sizeof *phi);
+    for (int j = 0; ok && j < k; j++) {
+        phi[idx[j]] = wrt[j] = ir_unary(f, OP_STOP_GRAD, cur[idx[j]], loc, NULL);
+        ir_name(f, phi[idx[j]], arg(b->loss, idx[j])->name);
+    }
+    ValueId l = ok ? call(b, f, b->query_loss, phi, qx, qy) : IR_NONE;
+    int query = f->cur_phase;
+    b->m->adjoint[query] = ir_phase(b->m, "query gradient");
+    ok = l != IR_NONE && ad_grad(f, l, np, phi, out);
+    name_all(b, f, k, idx, out, "gq.");
+    /* ∇φ L_S(φ), built once; every Hessian-vector product differentiates it */
+    int forward = ir_phase(b->m, "support loss at the adapted params");
+    int gradient = ir_phase(b->m, "support gradient at the adapted params");
+    f->cur_phase = forward;
+    b->m->adjoint[forward] = gradient;
+    ValueId ls = ok ? call(b, f, b->loss, phi, sx, sy) : IR_NONE;
+    f->cur_phase = gradient;
+    ok = ls != IR_NONE && ad_grad(f, ls, k, wrt, gs);
+    name_all(b, f, k, idx, gs, "gs.");
+    b->m->adjoint[forward] = 0;     /* from here on, adjoints go to the CG step's phase */
+    /* CG on (I + H/λ) v = g from v = 0: r = p = g */
+    for (int j = 0; j < k; j++) {
+        r[j] = p[j] = out[idx[j]];
+        v[j] = IR_NONE;
+    }
+    ValueId rr = IR_NONE;
+    for (int it = 1; ok && it <= b->mc->cg_steps; it++) {
+        char name[64];
+        snprintf(name, sizeof name, "conjugate gradient step %d", it);
+        f->cur_phase = ir_phase(b->m, name);
+        if (it == 1)
+            rr = dot(b, f, k, r, r);
+        for (int j = 0; j < k; j++)
+            held[j] = ir_unary(f, OP_STOP_GRAD, p[j], loc, NULL);
+        ok = ad_grad(f, dot(b, f, k, gs, held), k, wrt, hp);
+        name_all(b, f, k, idx, hp, "Hp.");
+        for (int j = 0; j < k; j++)   /* A p = p + H p / λ */
+            ap[j] = ir_binary(f, OP_ADD, p[j], ir_binary_scalar(f, OP_MUL, hp[j], 1 / b->mc->lambda, false, loc,
+                                                                NULL), loc, NULL);
+        ValueId alpha = ratio(b, f, rr, dot(b, f, k, p, ap));
+        for (int j = 0; j < k; j++) {
+            v[j] = axpy(b, f, v[j], alpha, p[j], OP_ADD);
+            r[j] = axpy(b, f, r[j], alpha, ap[j], OP_SUB);
+        }
+        ValueId rr_next = dot(b, f, k, r, r), beta = ratio(b, f, rr_next, rr);
+        for (int j = 0; j < k; j++)
+            p[j] = axpy(b, f, r[j], beta, p[j], OP_ADD);
+        rr = rr_next;
+    }
+    for (int j = 0; ok && j < k; j++)
+        out[idx[j]] = v[j];
+    for (int i = 0; ok && i < np; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "d.%s", f->node[theta[i]].name);
+        ir_rename(f, out[i], name);
+    }
+    if (ok) {
+        ir_output(f, l);
+        for (int i = 0; i < np; i++)
+            ir_output(f, out[i]);
+    }
+    free(theta);
+    free(cur);
+    free(out);
+    free(phi);
+    free(idx);
+    free(wrt);
+    free(gs);
+    free(r);
+    free(p);
+    free(v);
+    free(hp);
+    free(ap);
+    free(held);
     return ok;
 }
 
@@ -310,7 +466,7 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (ok && wanted(only, "adapt_step"))
         ok = build_adapt_step(&b);
     if (ok && wanted(only, "meta_step"))
-        ok = build_meta_step(&b);
+        ok = b.mc->algorithm == ALGO_IMAML ? build_imaml_step(&b) : build_meta_step(&b);
     if (ok && wanted(only, "eval_loss"))
         ok = build_loss(&b, "eval_loss", b.query_loss);
     if (ok && b.metric && wanted(only, "metric"))

@@ -121,9 +121,12 @@ static void put_task_args(Buf *b, const ModelTask *t) {
 static void put_meta(Buf *b, const Model *md) {
     const MetaConfig *mc = &md->meta;
     static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar"};
-    put(b, "{\"algorithm\": \"%s\"", mc->algorithm == ALGO_REPTILE ? "reptile" : "maml");
+    static const char *const algorithm[] = {"maml", "reptile", "imaml"};
+    put(b, "{\"algorithm\": \"%s\"", algorithm[mc->algorithm]);
     if (mc->algorithm == ALGO_REPTILE)
         put(b, ", \"epsilon\": %.17g", mc->epsilon);
+    if (mc->algorithm == ALGO_IMAML)
+        put(b, ", \"lambda\": %.17g, \"cg_steps\": %d", mc->lambda, mc->cg_steps);
     put(b, ", \"inner_steps\": %d, \"inner_lr\": %.17g, \"inner_lr_kind\": \"%s\", \"order\": \"%s\"",
         mc->inner_steps, mc->inner_lr, lr_kind[mc->inner_lr_kind], mc->order == ORDER_FIRST ? "first" : "second");
     put(b, ", \"adapt\": [");
