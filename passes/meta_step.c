@@ -196,17 +196,30 @@ static bool build_adapt_step(Builder *b) {
     return l != IR_NONE;
 }
 
+/* The meta-step's data inputs sx, sy, qx, qy, then its inner steps from
+ * theta into cur (anchor: iMAML's proximal anchor, or NULL); false if an
+ * inner gradient could not be built. */
+static bool inner_loop(Builder *b, IrFunc *f, const ValueId *theta, const ValueId *anchor, ValueId *cur,
+                       ValueId *sx, ValueId *sy, ValueId *qx, ValueId *qy) {
+    int np = b->nparam;
+    *sx = data(f, "sx", b->loss, np);
+    *sy = data(f, "sy", b->loss, np + 1);
+    *qx = data(f, "qx", b->query_loss, np);
+    *qy = data(f, "qy", b->query_loss, np + 1);
+    memcpy(cur, theta, (size_t)b->n * sizeof *cur);
+    bool ok = true;
+    for (int s = 0; ok && s < b->mc->inner_steps; s++)
+        ok = inner_step(b, f, s + 1, cur, anchor, *sx, *sy, cur) != IR_NONE;
+    return ok;
+}
+
 static bool build_meta_step(Builder *b) {
-    int n = b->n, np = b->nparam;
+    int n = b->n;
     ValueId *theta = malloc((size_t)n * sizeof *theta), *cur = malloc((size_t)n * sizeof *cur);
     ValueId *g = malloc((size_t)n * sizeof *g);
     IrFunc *f = begin(b, "meta_step", theta);
-    ValueId sx = data(f, "sx", b->loss, np), sy = data(f, "sy", b->loss, np + 1);
-    ValueId qx = data(f, "qx", b->query_loss, np), qy = data(f, "qy", b->query_loss, np + 1);
-    memcpy(cur, theta, (size_t)n * sizeof *cur);
-    bool ok = true;
-    for (int s = 0; ok && s < b->mc->inner_steps; s++)
-        ok = inner_step(b, f, s + 1, cur, NULL, sx, sy, cur) != IR_NONE;
+    ValueId sx, sy, qx, qy;
+    bool ok = inner_loop(b, f, theta, NULL, cur, &sx, &sy, &qx, &qy);
     f->cur_phase = ir_phase(b->m, "query loss");
     ValueId l = ok ? call(b, f, b->query_loss, cur, qx, qy) : IR_NONE;
     /* the meta-gradient's ops, by the phase of the ops they differentiate */
@@ -307,12 +320,8 @@ static bool build_imaml_step(Builder *b) {
     ValueId *v = malloc(((size_t)k + 1) * sizeof *v), *hp = malloc(((size_t)k + 1) * sizeof *hp);
     ValueId *ap = malloc(((size_t)k + 1) * sizeof *ap), *held = malloc(((size_t)k + 1) * sizeof *held);
     IrFunc *f = begin(b, "meta_step", theta);
-    ValueId sx = data(f, "sx", b->loss, np), sy = data(f, "sy", b->loss, np + 1);
-    ValueId qx = data(f, "qx", b->query_loss, np), qy = data(f, "qy", b->query_loss, np + 1);
-    memcpy(cur, theta, (size_t)n * sizeof *cur);
-    bool ok = true;
-    for (int s = 0; ok && s < b->mc->inner_steps; s++)
-        ok = inner_step(b, f, s + 1, cur, theta, sx, sy, cur) != IR_NONE;
+    ValueId sx, sy, qx, qy;
+    bool ok = inner_loop(b, f, theta, theta, cur, &sx, &sy, &qx, &qy);
     /* φ: the adapted params held constant; the frozen ones are θ's */
     f->cur_phase = ir_phase(b->m, "query loss");
     memcpy(phi, theta, (size_t)n * sizeof *phi);
