@@ -16,7 +16,7 @@ site = lit_config.params.get("site")
 if site:
     lit_config.load_config(config, site)
 config.test_source_root = os.path.dirname(__file__)
-config.test_exec_root = os.path.join(config.mamlc_bin, "test")
+config.test_exec_root = os.path.join(config.mamlc_bin, lit_config.params.get("exec_root", "test"))
 
 config.substitutions.append(("%mamlc-opt", os.path.join(config.mamlc_bin, "mamlc-opt")))
 config.substitutions.append(("%bindir", config.mamlc_bin))
