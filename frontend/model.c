@@ -819,19 +819,23 @@ static bool meta_iterations(Check *c, const Ast *kw, MetaConfig *mc) {
     return true;
 }
 
-/* inner_lr = 0.01 | learned(0.01) | learned_scalar(0.01) */
+/* inner_lr = 0.01 | learned(0.01) | learned_scalar(0.01) | learned_per_step(0.1) */
 static bool meta_inner_lr(Check *c, const Ast *kw, MetaConfig *mc) {
     const Ast *v = kw->kwarg.value;
     static const ArgSpec init_arg[] = {{"init", 0, true}};
-    if (v->kind == AST_CALL && (strcmp(v->call.callee, "learned") == 0 ||
-                                strcmp(v->call.callee, "learned_scalar") == 0)) {
-        mc->inner_lr_kind = v->call.callee[7] ? INNER_LR_LEARNED_SCALAR : INNER_LR_LEARNED;
+    static const char *const learned[] = {"learned", "learned_scalar", "learned_per_step"};
+    int k = 0;
+    while (k < 3 && !(v->kind == AST_CALL && strcmp(v->call.callee, learned[k]) == 0))
+        k++;
+    if (k < 3) {
+        mc->inner_lr_kind = (InnerLrKind)(INNER_LR_LEARNED + k);
         if (!bind_numbers(c, v, init_arg, 1, &mc->inner_lr))
             return false;
     } else if (model_number_literal(v, &mc->inner_lr)) {
         mc->inner_lr_kind = INNER_LR_FIXED;
     } else {
-        diag_error(c->d, v->loc, "'inner_lr' must be a number, learned(init) or learned_scalar(init)");
+        diag_error(c->d, v->loc,
+                   "'inner_lr' must be a number, learned(init), learned_scalar(init) or learned_per_step(init)");
         return false;
     }
     if (!(mc->inner_lr > 0)) {
@@ -1070,24 +1074,31 @@ static void check_meta_combination(Check *c, const Ast **seen, MetaConfig *mc) {
 }
 
 /* Meta-SGD: one learned inner learning rate tensor per adapted param,
- * after the params in the flat vector. */
+ * after the params in the flat vector; LSLR: one per adapted param and
+ * inner step, lr.NAME.0, lr.NAME.1, ... */
 static void add_learned_rates(Check *c) {
     Model *m = c->m;
     const MetaConfig *mc = &m->meta;
+    int per = ir_meta_rates_per_param(mc);
     m->ntensor = m->nparam;
     if (mc->inner_lr_kind == INNER_LR_FIXED)
         return;
-    ModelParam *all = arena_alloc(&m->arena, (size_t)(2 * m->nparam + 1) * sizeof *all);
+    ModelParam *all = arena_alloc(&m->arena, (size_t)((per + 1) * m->nparam + 1) * sizeof *all);
     memcpy(all, m->param, (size_t)m->nparam * sizeof *all);
     for (int i = 0; i < m->nparam; i++) {
         if (!ir_meta_has_rate(mc, i))
             continue;
-        ModelParam *lr = &all[m->ntensor++];
-        *lr = (ModelParam){.name = arena_printf(&m->arena, "lr.%s", m->param[i].name),
-                           .type = ir_meta_rate_type(mc, m->param[i].type),
-                           .init = {INIT_CONST, mc->inner_lr, 0},
-                           .loc = m->param[i].loc,
-                           .lr_for = i};
+        for (int s = 0; s < per; s++) {
+            ModelParam *lr = &all[m->ntensor++];
+            const char *name = mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP
+                                   ? arena_printf(&m->arena, "lr.%s.%d", m->param[i].name, s)
+                                   : arena_printf(&m->arena, "lr.%s", m->param[i].name);
+            *lr = (ModelParam){.name = name,
+                               .type = ir_meta_rate_type(mc, m->param[i].type),
+                               .init = {INIT_CONST, mc->inner_lr, 0},
+                               .loc = m->param[i].loc,
+                               .lr_for = i};
+        }
     }
     m->param = all;
 }

@@ -10,7 +10,8 @@
  *     algorithm = maml                  // or reptile(epsilon = 1),
  *                                       //   imaml(lambda = 2, cg_steps = 5)
  *     inner_steps = 1
- *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01)
+ *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01),
+ *                                       //   learned_per_step(0.1)
  *     order = second                    // or first
  *     adapt = [W3, b3]                  // left out: every param
  *     eval_steps = [0, 1, 10]
@@ -38,7 +39,9 @@ typedef enum { ALGO_MAML, ALGO_REPTILE, ALGO_IMAML } MetaAlgorithm;
 typedef enum {
     INNER_LR_FIXED,             /* inner_lr = 0.01 */
     INNER_LR_LEARNED,           /* inner_lr = learned(0.01): one rate per element (Meta-SGD) */
-    INNER_LR_LEARNED_SCALAR     /* inner_lr = learned_scalar(0.01): one rate per param */
+    INNER_LR_LEARNED_SCALAR,    /* inner_lr = learned_scalar(0.01): one rate per param */
+    INNER_LR_LEARNED_PER_STEP   /* inner_lr = learned_per_step(0.1): one rate per param per
+                                   inner step (MAML++'s LSLR) */
 } InnerLrKind;
 
 #define META_MAX_EVAL_STEPS 16
@@ -81,9 +84,16 @@ static inline bool ir_meta_adapts(const MetaConfig *mc, int i) { return !mc->ada
 
 /* Whether param i (adapted, and with its rate learned) has a learned inner
  * learning rate.  Those rates are meta-learned tensors after the params, in
- * param order, each named "lr." + the param's name. */
+ * param order, each named "lr." + the param's name; with learned_per_step,
+ * ir_meta_rates_per_param of them per param, "lr.NAME.s" for step s. */
 static inline bool ir_meta_has_rate(const MetaConfig *mc, int i) {
     return mc->inner_lr_kind != INNER_LR_FIXED && ir_meta_adapts(mc, i);
+}
+
+/* The learned rate tensors of each param that has them: one per inner step
+ * with learned_per_step, else one. */
+static inline int ir_meta_rates_per_param(const MetaConfig *mc) {
+    return mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP ? mc->inner_steps : 1;
 }
 
 #endif

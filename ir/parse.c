@@ -518,10 +518,12 @@ static bool meta_inner_steps(Parser *ps, MetaConfig *mc) {
     return true;
 }
 
-/* inner_lr = R | learned(R) | learned_scalar(R) */
+/* inner_lr = R | learned(R) | learned_scalar(R) | learned_per_step(R) */
 static bool meta_inner_lr(Parser *ps, MetaConfig *mc) {
-    mc->inner_lr_kind = keyword(ps, "learned") ? INNER_LR_LEARNED
-                        : keyword(ps, "learned_scalar") ? INNER_LR_LEARNED_SCALAR : INNER_LR_FIXED;
+    mc->inner_lr_kind = keyword(ps, "learned")              ? INNER_LR_LEARNED
+                        : keyword(ps, "learned_scalar")     ? INNER_LR_LEARNED_SCALAR
+                        : keyword(ps, "learned_per_step")   ? INNER_LR_LEARNED_PER_STEP
+                                                            : INNER_LR_FIXED;
     bool call = mc->inner_lr_kind != INNER_LR_FIXED;
     return (!call || expect(ps, '(', "'('")) && meta_positive(ps, "the inner learning rate", &mc->inner_lr) &&
            (!call || expect(ps, ')', "')'"));

@@ -243,7 +243,7 @@ static void print_meta(FILE *out, const IrModule *m) {
     } else
         fputs("maml", out);
     fprintf(out, "\n  inner_steps = %d\n  inner_lr = ", mc->inner_steps);
-    static const char *const lr_kind[] = {"", "learned", "learned_scalar"};
+    static const char *const lr_kind[] = {"", "learned", "learned_scalar", "learned_per_step"};
     fprintf(out, "%s%s", lr_kind[mc->inner_lr_kind], mc->inner_lr_kind == INNER_LR_FIXED ? "" : "(");
     print_number(out, mc->inner_lr, DT_F64);
     fprintf(out, "%s\n  order = %s\n", mc->inner_lr_kind == INNER_LR_FIXED ? "" : ")",

@@ -10,7 +10,8 @@
  *   meta_step returns L(θ_N; query) and its gradient with respect to θ (and
  *   to α, when α is learned: Meta-SGD).
  * That gradient runs back through every inner gradient, so it is exact
- * second order.  With `order = first` each inner gradient is wrapped in
+ * second order.  With per-step rates (LSLR, MAML++) step s takes α_s.
+ * With `order = first` each inner gradient is wrapped in
  * stop_grad, which gives first-order MAML: ∇θ_N L(θ_N; query).  With
  * `adapt = [..]` only the listed params take inner steps (ANIL), so only
  * their gradients are built in the inner loop.  Reptile takes the same
@@ -29,7 +30,7 @@ typedef struct {
     const IrFunc *metric, *net; /* at the query shapes; NULL if absent */
     int nparam;                 /* @loss's params: its arguments but x and y */
     int n;                      /* meta-learned tensors: params, then rates */
-    int *rate;                  /* per param: the tensor of its learned rate, or -1 */
+    int *rate;                  /* per param: the tensor of its (first) learned rate, or -1 */
 } Builder;
 
 /* The i-th argument of f. */
@@ -42,12 +43,16 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
         const IrNode *p = arg(b->loss, i);
         theta[i] = ir_input(f, p->name, p->type, p->loc);
     }
+    bool per_step = b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP;
     for (int i = 0; i < b->nparam; i++)
-        if (b->rate[i] >= 0) {
+        for (int s = 0; b->rate[i] >= 0 && s < ir_meta_rates_per_param(b->mc); s++) {
             const IrNode *p = arg(b->loss, i);
             char lr[256];
-            snprintf(lr, sizeof lr, "lr.%s", p->name);
-            theta[b->rate[i]] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
+            if (per_step)
+                snprintf(lr, sizeof lr, "lr.%s.%d", p->name, s);
+            else
+                snprintf(lr, sizeof lr, "lr.%s", p->name);
+            theta[b->rate[i] + s] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
         }
     return f;
 }
@@ -78,13 +83,15 @@ static int adapted(const Builder *b, int *idx) {
     return k;
 }
 
-/* The inner learning rate of param i, as a value of its shape: the fixed
+/* The inner learning rate of param i at inner step `step` (1-based; 0 in
+ * adapt_step, which takes step 0's), as a value of its shape: the fixed
  * rate, or its learned tensor (broadcast if it is a scalar). */
-static ValueId inner_rate(Builder *b, IrFunc *f, const ValueId *theta, int i) {
+static ValueId inner_rate(Builder *b, IrFunc *f, const ValueId *theta, int i, int step) {
     IrType t = arg(b->loss, i)->type;
     SrcLoc loc = b->mc->loc;
+    int s = b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP && step > 0 ? step - 1 : 0;
     if (b->rate[i] >= 0)
-        return ir_broadcast(f, theta[b->rate[i]], t, loc, NULL);
+        return ir_broadcast(f, theta[b->rate[i] + s], t, loc, NULL);
     return ir_const(f, b->mc->inner_lr, t, loc);
 }
 
@@ -94,6 +101,16 @@ static int step_phase(Builder *b, int step, const char *what) {
     if (step)
         snprintf(name, sizeof name, "inner step %d: %s", step, what);
     return ir_phase(b->m, step ? name : what);
+}
+
+/* adapt_step with per-step rates (LSLR) moves each param's rates one step
+ * on: next lr.NAME.s = lr.NAME.(s+1), the last kept, so that calling it
+ * again takes the next step's rate, and steps past inner_steps the last. */
+static void shift_rates(Builder *b, const ValueId *theta, ValueId *next) {
+    int per = ir_meta_rates_per_param(b->mc);
+    for (int i = 0; b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP && i < b->nparam; i++)
+        for (int s = 0; b->rate[i] >= 0 && s < per; s++)
+            next[b->rate[i] + s] = theta[b->rate[i] + (s + 1 < per ? s + 1 : s)];
 }
 
 /* One inner step (number `step`, or 0 in a function of one): next = theta
@@ -133,11 +150,13 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
         }
         if (anchor || b->mc->order == ORDER_FIRST)
             gj = ir_unary(f, OP_STOP_GRAD, gj, loc, NULL);
-        ValueId delta = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j]), gj, loc, NULL);
+        ValueId delta = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j], step), gj, loc, NULL);
         const char *name = f->node[theta[idx[j]]].name;     /* next may be theta */
         next[idx[j]] = ir_binary(f, OP_SUB, theta[idx[j]], delta, loc, NULL);
         ir_name(f, next[idx[j]], name);
     }
+    if (step == 0)
+        shift_rates(b, theta, next);
     free(idx);
     free(wrt);
     free(g);
@@ -454,8 +473,10 @@ static bool find_functions(Builder *b, const IrModule *model) {
         return false;
     b->rate = malloc(((size_t)b->nparam + 1) * sizeof *b->rate);
     b->n = b->nparam;
-    for (int i = 0; i < b->nparam; i++)
-        b->rate[i] = ir_meta_has_rate(mc, i) ? b->n++ : -1;
+    for (int i = 0; i < b->nparam; i++) {
+        b->rate[i] = ir_meta_has_rate(mc, i) ? b->n : -1;
+        b->n += b->rate[i] >= 0 ? ir_meta_rates_per_param(mc) : 0;
+    }
     return true;
 }
 

@@ -120,7 +120,7 @@ static void put_task_args(Buf *b, const ModelTask *t) {
 
 static void put_meta(Buf *b, const Model *md) {
     const MetaConfig *mc = &md->meta;
-    static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar"};
+    static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar", "learned_per_step"};
     static const char *const algorithm[] = {"maml", "reptile", "imaml"};
     put(b, "{\"algorithm\": \"%s\"", algorithm[mc->algorithm]);
     if (mc->algorithm == ALGO_REPTILE)

@@ -117,7 +117,7 @@ static const char *const newops_model =
     "meta { %s }\n";
 
 typedef enum { SECOND, FIRST, REPTILE } Mode;
-typedef enum { RATE_FIXED, RATE_ELEMENT, RATE_TENSOR } Rates;
+typedef enum { RATE_FIXED, RATE_ELEMENT, RATE_TENSOR, RATE_STEP } Rates;
 
 /* One meta configuration of one model; its meta block is written from
  * these fields, and the reference reads the same fields. */
@@ -134,7 +134,7 @@ typedef struct {
 
 #define EPSILON 0.7             /* Reptile's epsilon in every case */
 #define MAXP 16                 /* params of a model */
-#define MAXT (2 * MAXP)         /* meta-learned tensors: params and learned rates */
+#define MAXT (3 * MAXP)         /* meta-learned tensors: params and learned rates */
 
 typedef struct {
     IrModule *m;
@@ -242,7 +242,8 @@ static double norm(const double *a, int64_t n) {
 
 /* The reference inner loop.  theta is the meta_step's inputs: np params,
  * the learned rate tensors (one per adapted param, in declaration order:
- * docs/algorithms.md), then sx, sy, qx, qy. */
+ * docs/algorithms.md; with per-step rates one per adapted param and step,
+ * lr.NAME.0, lr.NAME.1, ...), then sx, sy, qx, qy. */
 typedef struct {
     const Case *c;
     Compiled plain;             /* the model with no meta entries */
@@ -273,7 +274,8 @@ static void ref_adapt(Ref *r, int steps) {
         for (int p = 0, j = 0; p < r->np; p++) {
             if (!r->adapt[p])
                 continue;
-            const double *rate = c->rates == RATE_FIXED ? NULL : r->theta[r->np + j++];
+            int per = c->rates == RATE_STEP ? c->steps : 1, at = s < per ? s : per - 1;
+            const double *rate = c->rates == RATE_FIXED ? NULL : r->theta[r->np + per * j++ + at];
             for (int64_t k = 0; k < r->numel[p]; k++) {
                 double a = !rate ? c->alpha : c->rates == RATE_ELEMENT ? rate[k] : rate[0];
                 r->cur[p][k] -= a * r->out[1 + p][k];
@@ -336,16 +338,18 @@ static bool ref_init(Ref *r, const Case *c, const Model *md, double **theta) {
         nadapt += r->adapt[p];
     }
     r->out[0] = malloc(sizeof(double));
-    /* learned rates: one tensor per adapted param, of its shape or a scalar */
-    ok = ok && r->nt == r->np + (c->rates == RATE_FIXED ? 0 : nadapt);
+    /* learned rates: one tensor per adapted param (per step: one per adapted
+     * param and inner step), of its shape or a scalar */
+    int per = c->rates == RATE_STEP ? c->steps : 1;
+    ok = ok && r->nt == r->np + (c->rates == RATE_FIXED ? 0 : per * nadapt);
     for (int p = 0, j = r->np; ok && p < r->np; p++) {
-        if (!r->adapt[p] || c->rates == RATE_FIXED)
-            continue;
-        int64_t n = ir_numel(md->param[j].type);
-        ok = n == (c->rates == RATE_ELEMENT ? r->numel[p] : 1);
-        for (int64_t k = 0; ok && k < n; k++)
-            theta[j][k] = c->alpha * (0.5 + urand());  /* rates about their initial value */
-        j++;
+        for (int s = 0; r->adapt[p] && c->rates != RATE_FIXED && ok && s < per; s++) {
+            int64_t n = ir_numel(md->param[j].type);
+            ok = n == (c->rates == RATE_ELEMENT ? r->numel[p] : 1);
+            for (int64_t k = 0; ok && k < n; k++)
+                theta[j][k] = c->alpha * (0.5 + urand());  /* rates about their initial value */
+            j++;
+        }
     }
     CHECK(ok, "%s: the meta-learned tensors are laid out as documented", c->label);
     return ok;
@@ -363,7 +367,8 @@ static void ref_free(Ref *r) {
 
 /* The meta block of case c. */
 static void meta_text(const Case *c, char *text, size_t size) {
-    static const char *const rate[] = {"%.17g", "learned(%.17g)", "learned_scalar(%.17g)"};
+    static const char *const rate[] = {"%.17g", "learned(%.17g)", "learned_scalar(%.17g)",
+                                       "learned_per_step(%.17g)"};
     char lr[64];
     snprintf(lr, sizeof lr, rate[c->rates], c->alpha);
     int n = snprintf(text, size, "inner_lr = %s; inner_steps = %d;", lr, c->steps);
@@ -500,7 +505,8 @@ static void run_case(const Case *c) {
           c->label, b.out[0][0], lq);
 
     /* one adapt_step (evaluation's inner step): the adapted params, the
-     * rates carried over, and the support loss before the step */
+     * rates carried over (per-step rates moved one step on: lr.NAME.s gets
+     * lr.NAME.(s+1), the last its own), and the support loss before the step */
     double *ain[MAXT + 2], *aout[MAXT + 1];
     for (int p = 0; p < r.nt; p++) {
         ain[p] = b.in[p];
@@ -513,7 +519,8 @@ static void run_case(const Case *c) {
     ref_adapt(&r, 1);
     for (int p = 0; p < r.nt; p++) {
         int64_t n = ir_numel(m.md->param[p].type);
-        double err = rel_err_floor(aout[p], p < r.np ? r.cur[p] : b.in[p], n, 0);
+        int shift = c->rates == RATE_STEP && p >= r.np && (p - r.np + 1) % c->steps != 0;
+        double err = rel_err_floor(aout[p], p < r.np ? r.cur[p] : b.in[p + shift], n, 0);
         CHECK(err <= 1e-12, "%s: adapt_step on %s: relative error %.3g", c->label, m.md->param[p].name, err);
     }
     CHECK(fabs(aout[r.nt][0] - r.out[0][0]) <= 1e-12 * fmax(1, fabs(r.out[0][0])), "%s: adapt_step's loss",
@@ -563,6 +570,10 @@ static const Case cases[] = {
     /* Meta-SGD: learned rates per element and per tensor */
     {"Meta-SGD, smooth MLP, 2 steps", tanh_model, SECOND, RATE_ELEMENT, 0.1, 2, NULL, NULL, 1},
     {"Meta-SGD scalar, classifier, 1 step", softmax_model, SECOND, RATE_TENSOR, 0.2, 1, NULL, NULL, 3},
+    /* LSLR: a learned rate per param and inner step, alone and with ANIL */
+    {"LSLR, smooth MLP, 3 steps", tanh_model, SECOND, RATE_STEP, 0.1, 3, NULL, NULL, 1},
+    {"LSLR, classifier, 1 step", softmax_model, SECOND, RATE_STEP, 0.2, 1, NULL, NULL, 3},
+    {"LSLR + ANIL, relu MLP, 2 steps", relu_model, SECOND, RATE_STEP, 0.05, 2, "W2, b3", NULL, 1},
     /* ANIL, alone and with Meta-SGD */
     {"ANIL, relu MLP, 2 steps", relu_model, SECOND, RATE_FIXED, 0.05, 2, "W3, b3", NULL, 1},
     {"ANIL + Meta-SGD, smooth MLP, 2 steps", tanh_model, SECOND, RATE_ELEMENT, 0.05, 2, "W2, b3", NULL, 1},
