@@ -12,12 +12,17 @@
  *     inner_steps = 1
  *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01),
  *                                       //   learned_per_step(0.1)
- *     order = second                    // or first
+ *     order = second                    // or first, anneal(first_until = N)
+ *     multi_step_loss = anneal(N)       // left out: the last step's loss alone
  *     adapt = [W3, b3]                  // left out: every param
  *     eval_steps = [0, 1, 10]
  *     meta_batch = 25
  *     optimizer = adam(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-08)
- *     iterations = 70000                //   or sgd(lr = 0.001)
+ *                                       //   or sgd(lr = 0.001), adamw(...); adam and
+ *                                       //   adamw may add weight_decay = W, each may
+ *                                       //   add schedule = cosine(min_lr = M)
+ *     clip_norm = C                     // left out: no clipping
+ *     iterations = 70000
  *   }
  */
 #ifndef MAMLC_IR_META_H
@@ -27,14 +32,22 @@
 
 #include "../base/diag.h"
 
-typedef enum { OPT_ADAM, OPT_SGD } OptimizerKind;
+typedef enum { OPT_ADAM, OPT_SGD, OPT_ADAMW } OptimizerKind;
 
 typedef struct {
     OptimizerKind kind;
-    double lr, beta1, beta2, eps;   /* beta/eps: Adam only */
+    double lr, beta1, beta2, eps;   /* beta/eps: Adam and AdamW only */
+    double weight_decay;        /* Adam: added to the gradient as w θ; AdamW: decoupled */
+    bool cosine;                /* schedule = cosine(min_lr): the lr anneals over `iterations` */
+    double min_lr;
 } OptimizerConfig;
 
-typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
+typedef enum {
+    ORDER_SECOND,
+    ORDER_FIRST,
+    ORDER_ANNEAL                /* order = anneal(first_until = N): first order while the
+                                   iteration is below N, then second (MAML++) */
+} MetaOrder;
 typedef enum { ALGO_MAML, ALGO_REPTILE, ALGO_IMAML } MetaAlgorithm;
 typedef enum {
     INNER_LR_FIXED,             /* inner_lr = 0.01 */
@@ -65,6 +78,9 @@ typedef struct {
     double inner_lr;            /* the fixed rate, or the learned rates' initial value (0.01) */
     InnerLrKind inner_lr_kind;  /* default fixed */
     MetaOrder order;            /* default second */
+    long first_until;           /* ORDER_ANNEAL's N */
+    long msl_iterations;        /* multi_step_loss = anneal(N): N; 0 when off */
+    double clip_norm;           /* clip_norm = C: the meta-gradient's largest L2 norm; 0: no clipping */
     bool *adapt;                /* adapt[i]: the inner loop updates the i-th
                                    param (@loss's i-th argument); NULL: all */
     int nparam;                 /* entries of adapt */

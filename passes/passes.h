@@ -92,7 +92,12 @@ bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
  *   adapt_step(tensors..., x, y)          -> tensors after one inner step..., loss
  *   meta_step(tensors..., sx, sy, qx, qy) -> query loss after adaptation, the
  *                                            meta-gradient for each tensor
- *                                            (Reptile: θ − θ_adapted)
+ *                                            (Reptile: θ − θ_adapted); with
+ *                                            multi_step_loss it takes
+ *                                            loss_weights[inner_steps] after qy
+ *                                            and returns Σ_s w_s L_Q(θ_s)
+ *   meta_step_first(the same)             -> meta_step at first order (order =
+ *                                            anneal(..) only)
  *   eval_loss(tensors..., x, y)           -> loss            (query shapes)
  *   metric(tensors..., x, y)              -> metric          (if @metric)
  *   predict(tensors..., x)                -> net(x)          (if @net)

@@ -116,7 +116,10 @@ static const char *const newops_model =
     "task external { support x : [N, 2, 6, 6], y : [N, C]; query x : [N, 2, 6, 6], y : [N, C]; }\n"
     "meta { %s }\n";
 
-typedef enum { SECOND, FIRST, REPTILE } Mode;
+/* MSL: second order with MAML++'s multi-step loss, at the random weights
+ * the meta-step takes as its input; ANNEAL: order = anneal(..), whose
+ * meta_step is checked as SECOND and meta_step_first as FIRST. */
+typedef enum { SECOND, FIRST, REPTILE, MSL, ANNEAL } Mode;
 typedef enum { RATE_FIXED, RATE_ELEMENT, RATE_TENSOR, RATE_STEP } Rates;
 
 /* One meta configuration of one model; its meta block is written from
@@ -175,7 +178,7 @@ static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
 /* Buffers for every input and output of f, inputs filled at random
  * (integer inputs with labels below `classes`). */
 typedef struct {
-    double *in[MAXT + 4], *out[MAXT + 1];
+    double *in[MAXT + 5], *out[MAXT + 1];
     int nin, nout;
 } Buffers;
 
@@ -203,8 +206,8 @@ static void free_buffers(Buffers *b) {
  * doubles, converted to int32). */
 static void run_jit(BeJit *jit, const IrFunc *f, double *const *in, double *const *out) {
     BeFn fn = be_jit_lookup(jit, f->name);
-    const void *args[MAXT + 4];
-    int32_t *ints[MAXT + 4] = {0};
+    const void *args[MAXT + 5];
+    int32_t *ints[MAXT + 5] = {0};
     for (int i = 0; i < f->ninput; i++) {
         IrType t = f->node[f->input[i]].type;
         args[i] = in[i];
@@ -296,11 +299,20 @@ static double ref_query(Ref *r, bool grad) {
     return grad ? r->out[0][0] : loss;
 }
 
-/* The meta-loss L_Q(θ_N) as a function of theta, for finite differences. */
+/* The meta-loss L_Q(θ_N) as a function of theta, for finite differences;
+ * with the multi-step loss Σ_s w_s L_Q(θ_s), w the meta-step's last input. */
 static double ref_meta_loss(void *ctx) {
     Ref *r = ctx;
-    ref_adapt(r, r->c->steps);
-    return ref_query(r, false);
+    if (r->c->mode != MSL) {
+        ref_adapt(r, r->c->steps);
+        return ref_query(r, false);
+    }
+    double sum = 0;
+    for (int s = 1; s <= r->c->steps; s++) {
+        ref_adapt(r, s);
+        sum += r->theta[r->nt + 4][s - 1] * ref_query(r, false);
+    }
+    return sum;
 }
 
 /* Whether `name` is an entry of the list "a, b, c". */
@@ -374,6 +386,10 @@ static void meta_text(const Case *c, char *text, size_t size) {
     int n = snprintf(text, size, "inner_lr = %s; inner_steps = %d;", lr, c->steps);
     if (c->mode == FIRST)
         n += snprintf(text + n, size - (size_t)n, " order = first;");
+    if (c->mode == MSL)
+        n += snprintf(text + n, size - (size_t)n, " multi_step_loss = anneal(100);");
+    if (c->mode == ANNEAL)
+        n += snprintf(text + n, size - (size_t)n, " order = anneal(first_until = 50);");
     if (c->mode == REPTILE)
         n += snprintf(text + n, size - (size_t)n, " algorithm = reptile(epsilon = %.17g);", EPSILON);
     if (c->outer && c->outer->kind == OPT_ADAM)
@@ -441,11 +457,12 @@ static void check_reptile(Ref *r, const Model *md, double *const *got) {
     const Case *c = r->c;
     ref_adapt(r, c->steps);
     const OptimizerConfig *o = &md->meta.optimizer;
-    const OptimizerConfig want_o = c->outer ? *c->outer : (OptimizerConfig){OPT_SGD, EPSILON, 0, 0, 0};
+    const OptimizerConfig want_o = c->outer ? *c->outer : (OptimizerConfig){.kind = OPT_SGD, .lr = EPSILON};
     CHECK(o->kind == want_o.kind && o->lr == want_o.lr && o->beta1 == want_o.beta1 && o->beta2 == want_o.beta2 &&
               o->eps == want_o.eps,
           "%s: the outer optimiser is the one given, or sgd(lr = epsilon)", c->label);
-    RtOptimizer rt = {o->kind == OPT_ADAM ? RT_ADAM : RT_SGD, o->lr, o->beta1, o->beta2, o->eps};
+    RtOptimizer rt = {.kind = o->kind == OPT_ADAM ? RT_ADAM : RT_SGD, .lr = o->lr, .beta1 = o->beta1,
+                      .beta2 = o->beta2, .eps = o->eps};
     for (int p = 0; p < r->np; p++) {
         int64_t n = r->numel[p];
         double *want = malloc((size_t)n * sizeof *want), *next = malloc((size_t)n * sizeof *next);
@@ -474,19 +491,19 @@ static void check_reptile(Ref *r, const Model *md, double *const *got) {
 static void run_case(const Case *c) {
     char meta[512];
     meta_text(c, meta, sizeof meta);
-    static const char *const fns[] = {"meta_step", "adapt_step", NULL};
+    static const char *const fns[] = {"meta_step", "adapt_step", "meta_step_first", NULL};
     Compiled m;
     /* LLVM at -O2 for the second-order steps, the largest graphs; at -O0,
      * about five times quicker to compile, for first order and Reptile, so
      * that the test takes seconds.  (test_codegen covers the opt levels.) */
-    if (!compile(&m, c->tmpl, meta, fns, c->mode == SECOND ? 2 : 0)) {
+    if (!compile(&m, c->tmpl, meta, fns, c->mode == FIRST || c->mode == REPTILE ? 0 : 2)) {
         CHECK(false, "%s: compiles (%s)", c->label, meta);
         return;
     }
     IrFunc *f = ir_module_find(m.m, "meta_step"), *adapt = ir_module_find(m.m, "adapt_step");
     Buffers b, probe;
-    if (f->ninput > MAXT + 4) {
-        CHECK(false, "%s: at most %d inputs", c->label, MAXT + 4);
+    if (f->ninput > MAXT + 5) {
+        CHECK(false, "%s: at most %d inputs", c->label, MAXT + 5);
         release(&m);
         return;
     }
@@ -498,9 +515,12 @@ static void run_case(const Case *c) {
     run_jit(m.jit, f, b.in, b.out);
     double *const *got = b.out + 1;
 
-    /* the query loss after the inner loop */
-    ref_adapt(&r, c->steps);
-    double lq = ref_query(&r, false);
+    /* the query loss after the inner loop (the multi-step loss) */
+    CHECK((c->mode == MSL) == (f->ninput == r.nt + 5), "%s: the loss weights are an input just when MSL is on",
+          c->label);
+    CHECK((c->mode == ANNEAL) == (ir_module_find(m.m, "meta_step_first") != NULL),
+          "%s: the first-order step is built just when the order anneals", c->label);
+    double lq = ref_meta_loss(&r);
     CHECK(fabs(b.out[0][0] - lq) <= 1e-12 * fmax(1, fabs(lq)), "%s: query loss %.17g, reference %.17g",
           c->label, b.out[0][0], lq);
 
@@ -532,13 +552,19 @@ static void run_case(const Case *c) {
     double total = 0;
     for (int p = 0; p < r.nt; p++)
         total = hypot(total, norm(got[p], ir_numel(m.md->param[p].type)));
-    if (c->mode == SECOND)
+    if (c->mode == SECOND || c->mode == MSL || c->mode == ANNEAL)
         printf("%-44s worst relative error vs finite differences %.2e\n", c->label,
                check_second_order(&r, m.md, got, 1e-3 * total));
     else if (c->mode == FIRST)
         check_first_order(&r, m.md, got);
     else
         check_reptile(&r, m.md, got);
+    if (c->mode == ANNEAL) {    /* the other side of the switch: the first-order step */
+        IrFunc *first = ir_module_find(m.m, "meta_step_first");
+        run_jit(m.jit, first, b.in, probe.out);
+        CHECK(probe.out[0][0] == b.out[0][0], "%s: both orders' steps give the same query loss", c->label);
+        check_first_order(&r, m.md, probe.out + 1);
+    }
 
     /* compiled code and reference evaluator agree */
     ir_eval(f, (const double *const *)b.in, probe.out);
@@ -574,6 +600,13 @@ static const Case cases[] = {
     {"LSLR, smooth MLP, 3 steps", tanh_model, SECOND, RATE_STEP, 0.1, 3, NULL, NULL, 1},
     {"LSLR, classifier, 1 step", softmax_model, SECOND, RATE_STEP, 0.2, 1, NULL, NULL, 3},
     {"LSLR + ANIL, relu MLP, 2 steps", relu_model, SECOND, RATE_STEP, 0.05, 2, "W2, b3", NULL, 1},
+    /* MAML++'s multi-step loss at a fixed (random) weight vector, alone and with LSLR */
+    {"MSL, smooth MLP, 3 steps", tanh_model, MSL, RATE_FIXED, 0.1, 3, NULL, NULL, 1},
+    {"MSL, conv net + batch norm, 2 steps", conv_model, MSL, RATE_FIXED, 0.2, 2, NULL, NULL, 3},
+    {"MSL + LSLR, classifier, 2 steps", softmax_model, MSL, RATE_STEP, 0.3, 2, NULL, NULL, 3},
+    /* derivative-order annealing: both steps, each against its own reference */
+    {"order anneal, smooth MLP, 2 steps", tanh_model, ANNEAL, RATE_FIXED, 0.1, 2, NULL, NULL, 1},
+    {"order anneal + ANIL, relu MLP, 2 steps", relu_model, ANNEAL, RATE_FIXED, 0.05, 2, "W3, b3", NULL, 1},
     /* ANIL, alone and with Meta-SGD */
     {"ANIL, relu MLP, 2 steps", relu_model, SECOND, RATE_FIXED, 0.05, 2, "W3, b3", NULL, 1},
     {"ANIL + Meta-SGD, smooth MLP, 2 steps", tanh_model, SECOND, RATE_ELEMENT, 0.05, 2, "W2, b3", NULL, 1},
@@ -593,9 +626,9 @@ static const Case cases[] = {
     {"Reptile, relu MLP, 4 steps", relu_model, REPTILE, RATE_FIXED, 0.05, 4, NULL, NULL, 1},
     {"Reptile + ANIL, relu MLP, 3 steps", relu_model, REPTILE, RATE_FIXED, 0.05, 3, "W3, b3", NULL, 1},
     {"Reptile + adam, classifier, 2 steps", softmax_model, REPTILE, RATE_FIXED, 0.3, 2, NULL,
-     &(OptimizerConfig){OPT_ADAM, 0.05, 0.8, 0.99, 1e-6}, 3},
+     &(OptimizerConfig){.kind = OPT_ADAM, .lr = 0.05, .beta1 = 0.8, .beta2 = 0.99, .eps = 1e-6}, 3},
     {"Reptile + ANIL + sgd, smooth MLP, 2 steps", tanh_model, REPTILE, RATE_FIXED, 0.1, 2, "W2, b3",
-     &(OptimizerConfig){OPT_SGD, 0.25, 0, 0, 0}, 1},
+     &(OptimizerConfig){.kind = OPT_SGD, .lr = 0.25}, 1},
 };
 
 int main(void) {
