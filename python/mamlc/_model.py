@@ -82,6 +82,9 @@ class Model:
         self._c = _C(self.path, ctypes.c_float if self.dtype == np.float32 else ctypes.c_double)
         self.param_count = int(self._c.param_count())
         self.state_count = int(self._c.state_count())
+        # the multi-step loss weights the meta-step takes (version 3; 0 without multi_step_loss)
+        self._weighted = self._c.meta_grad_weighted is not None
+        self.loss_weight_count = int(self._c.loss_weight_count()) if self._weighted else 0
         self.fields = {}
         for part, prefix in (("support", "s"), ("query", "q")):
             for axis in ("x", "y"):
@@ -123,18 +126,12 @@ class Model:
         self._c.init(_ptr(params), _ptr(state), int(seed))
         return params, state
 
-    @property
-    def loss_weight_count(self):
-        """The multi-step loss weights the meta-step takes (`multi_step_loss`:
-        one per inner step; 0 without it)."""
-        return int(self._c.loss_weight_count()) if self._c.loss_weight_count else 0
-
     def _loss_weights(self, loss_weights):
         """loss_weights checked: loss_weight_count finite reals of the model's
         dtype, for the library's *_weighted calls (ABI version 3)."""
-        if self._c.meta_grad_weighted is None:
-            raise ValueError(f"loss_weights: {self.path} has ABI version {self._c.abi_version()}; "
-                             f"rebuild it with this mamlc (version 3) to give the weights")
+        if not self._weighted:
+            raise ValueError(f"loss_weights: {self.path} has no mamlc_meta_grad_weighted (ABI version 3); "
+                             f"rebuild it with this mamlc to give the weights")
         n = self.loss_weight_count
         w = _check.array("loss_weights", loss_weights, self.dtype, (n,))
         if not np.all(np.isfinite(w)):
