@@ -819,19 +819,23 @@ static bool meta_iterations(Check *c, const Ast *kw, MetaConfig *mc) {
     return true;
 }
 
-/* inner_lr = 0.01 | learned(0.01) | learned_scalar(0.01) */
+/* inner_lr = 0.01 | learned(0.01) | learned_scalar(0.01) | learned_per_step(0.1) */
 static bool meta_inner_lr(Check *c, const Ast *kw, MetaConfig *mc) {
     const Ast *v = kw->kwarg.value;
     static const ArgSpec init_arg[] = {{"init", 0, true}};
-    if (v->kind == AST_CALL && (strcmp(v->call.callee, "learned") == 0 ||
-                                strcmp(v->call.callee, "learned_scalar") == 0)) {
-        mc->inner_lr_kind = v->call.callee[7] ? INNER_LR_LEARNED_SCALAR : INNER_LR_LEARNED;
+    static const char *const learned[] = {"learned", "learned_scalar", "learned_per_step"};
+    int k = 0;
+    while (k < 3 && !(v->kind == AST_CALL && strcmp(v->call.callee, learned[k]) == 0))
+        k++;
+    if (k < 3) {
+        mc->inner_lr_kind = (InnerLrKind)(INNER_LR_LEARNED + k);
         if (!bind_numbers(c, v, init_arg, 1, &mc->inner_lr))
             return false;
     } else if (model_number_literal(v, &mc->inner_lr)) {
         mc->inner_lr_kind = INNER_LR_FIXED;
     } else {
-        diag_error(c->d, v->loc, "'inner_lr' must be a number, learned(init) or learned_scalar(init)");
+        diag_error(c->d, v->loc,
+                   "'inner_lr' must be a number, learned(init), learned_scalar(init) or learned_per_step(init)");
         return false;
     }
     if (!(mc->inner_lr > 0)) {
@@ -936,43 +940,127 @@ static bool meta_algorithm(Check *c, const Ast *kw, MetaConfig *mc) {
     return true;
 }
 
+/* An integer argument of a call that bind_numbers bound to x: from 1 to max. */
+static bool count_arg(Check *c, const Ast *call, const char *what, double x, long *out) {
+    if (!(x >= 1 && x <= (double)IR_MAX_NUMEL && x == floor(x))) {
+        diag_error(c->d, call->loc, "%s must be an integer from 1 to %lld", what, (long long)IR_MAX_NUMEL);
+        return false;
+    }
+    *out = (long)x;
+    return true;
+}
+
+/* order = second | first | anneal(first_until = N) */
 static bool meta_order(Check *c, const Ast *kw, MetaConfig *mc) {
     const Ast *v = kw->kwarg.value;
+    static const ArgSpec anneal_args[] = {{"first_until", 0, true}};
+    double n;
     if (v->kind == AST_NAME && strcmp(v->name.id, "second") == 0)
         mc->order = ORDER_SECOND;
     else if (v->kind == AST_NAME && strcmp(v->name.id, "first") == 0)
         mc->order = ORDER_FIRST;
-    else {
-        diag_error(c->d, v->loc, "'order' must be 'second' or 'first'");
+    else if (v->kind == AST_CALL && strcmp(v->call.callee, "anneal") == 0) {
+        if (!bind_numbers(c, v, anneal_args, 1, &n) || !count_arg(c, v, "anneal's first_until", n, &mc->first_until))
+            return false;
+        mc->order = ORDER_ANNEAL;
+    } else {
+        diag_error(c->d, v->loc, "'order' must be 'second', 'first' or anneal(first_until = N)");
+        return false;
+    }
+    return true;
+}
+
+/* multi_step_loss = anneal(N): MAML++'s weighted per-step query losses */
+static bool meta_multi_step_loss(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    static const ArgSpec anneal_args[] = {{"iterations", 0, true}};
+    double n;
+    if (v->kind != AST_CALL || strcmp(v->call.callee, "anneal") != 0) {
+        diag_error(c->d, v->loc, "'multi_step_loss' must be anneal(N), N the iterations the weights anneal over");
+        return false;
+    }
+    return bind_numbers(c, v, anneal_args, 1, &n) && count_arg(c, v, "anneal's iterations", n, &mc->msl_iterations);
+}
+
+/* clip_norm = C: the meta-gradient's global L2 norm is clipped to C */
+static bool meta_clip_norm(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (!model_number_literal(v, &mc->clip_norm) || !(mc->clip_norm > 0)) {
+        diag_error(c->d, v->loc, "'clip_norm' must be a positive number");
         return false;
     }
     return true;
 }
 
 static const ArgSpec adam_args[] = {{"lr", 0.001, false}, {"beta1", 0.9, false}, {"beta2", 0.999, false},
-                                    {"eps", 1e-8, false}};
+                                    {"eps", 1e-8, false}, {"weight_decay", 0, false}};
 static const ArgSpec sgd_args[] = {{"lr", 0.001, false}};
+
+/* The optimiser call v without its `schedule = cosine(min_lr = M)` argument,
+ * whose M goes to o (schedule left out: no schedule); NULL after reporting
+ * a bad schedule. */
+static const Ast *take_schedule(Check *c, const Ast *v, OptimizerConfig *o) {
+    static const ArgSpec cosine_args[] = {{"min_lr", 0, false}};
+    if (v->kind != AST_CALL)
+        return v;
+    Ast *rest = arena_alloc(&c->m->arena, sizeof *rest);
+    *rest = *v;
+    rest->call.arg.item = arena_alloc(&c->m->arena, ((size_t)v->call.arg.n + 1) * sizeof *rest->call.arg.item);
+    rest->call.arg.n = 0;
+    for (int i = 0; i < v->call.arg.n; i++) {
+        Ast *a = v->call.arg.item[i];
+        if (a->kind != AST_KWARG || strcmp(a->kwarg.key, "schedule") != 0) {
+            rest->call.arg.item[rest->call.arg.n++] = a;
+            continue;
+        }
+        const Ast *s = a->kwarg.value;
+        if (s->kind != AST_CALL || strcmp(s->call.callee, "cosine") != 0) {
+            diag_error(c->d, s->loc, "'schedule' must be cosine(min_lr = M)");
+            return NULL;
+        }
+        if (!bind_numbers(c, s, cosine_args, 1, &o->min_lr))
+            return NULL;
+        if (!(o->min_lr >= 0)) {
+            diag_error(c->d, s->loc, "cosine's min_lr must be 0 or more");
+            return NULL;
+        }
+        o->cosine = true;
+    }
+    return rest;
+}
 
 static bool meta_optimizer(Check *c, const Ast *kw, MetaConfig *mc) {
     const Ast *v = kw->kwarg.value;
     const char *name = v->kind == AST_NAME ? v->name.id : v->kind == AST_CALL ? v->call.callee : "";
-    double a[4];
-    OptimizerConfig *o = &mc->optimizer;
-    if (strcmp(name, "adam") == 0) {
-        if (!bind_numbers(c, v, adam_args, 4, a))
+    double a[5];
+    OptimizerConfig *o = &mc->optimizer, sched = {0};
+    bool adamw = strcmp(name, "adamw") == 0;
+    const Ast *args = take_schedule(c, v, &sched);
+    if (!args)
+        return false;
+    if (adamw || strcmp(name, "adam") == 0) {
+        if (!bind_numbers(c, args, adam_args, 5, a))
             return false;
-        *o = (OptimizerConfig){OPT_ADAM, a[0], a[1], a[2], a[3]};
+        *o = (OptimizerConfig){.kind = adamw ? OPT_ADAMW : OPT_ADAM, .lr = a[0], .beta1 = a[1], .beta2 = a[2],
+                               .eps = a[3], .weight_decay = a[4]};
     } else if (strcmp(name, "sgd") == 0) {
-        if (!bind_numbers(c, v, sgd_args, 1, a))
+        if (!bind_numbers(c, args, sgd_args, 1, a))
             return false;
-        *o = (OptimizerConfig){OPT_SGD, a[0], 0, 0, 0};
+        *o = (OptimizerConfig){.kind = OPT_SGD, .lr = a[0]};
     } else {
-        diag_error(c->d, v->loc, "'optimizer' must be adam(lr, beta1, beta2, eps) or sgd(lr)");
+        diag_error(c->d, v->loc, "'optimizer' must be adam(lr, beta1, beta2, eps, weight_decay), "
+                                 "adamw(the same) or sgd(lr)");
         return false;
     }
-    if (!(o->lr > 0) || (o->kind == OPT_ADAM && (!(o->beta1 >= 0 && o->beta1 < 1) ||
+    o->cosine = sched.cosine;
+    o->min_lr = sched.min_lr;
+    if (!(o->lr > 0) || (o->kind != OPT_SGD && (!(o->beta1 >= 0 && o->beta1 < 1) ||
                                                  !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0)))) {
         diag_error(c->d, v->loc, "optimizer needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0");
+        return false;
+    }
+    if (!(o->weight_decay >= 0)) {
+        diag_error(c->d, v->loc, "the optimizer's weight_decay must be 0 or more");
         return false;
     }
     return true;
@@ -992,6 +1080,8 @@ static const struct {
     {"meta_batch", meta_meta_batch},
     {"optimizer", meta_optimizer},
     {"iterations", meta_iterations},
+    {"multi_step_loss", meta_multi_step_loss},
+    {"clip_norm", meta_clip_norm},
 };
 #define NMETA_KEYS (int)(sizeof meta_keys / sizeof meta_keys[0])
 
@@ -1054,40 +1144,53 @@ static const Ast *parse_meta_overrides(Check *c) {
 /* Rules that tie several keys together, checked once all are known. */
 static void check_meta_combination(Check *c, const Ast **seen, MetaConfig *mc) {
     const Ast *order = seen[meta_key_index("order")], *lr = seen[meta_key_index("inner_lr")];
+    const Ast *msl = seen[meta_key_index("multi_step_loss")];
     if (mc->algorithm == ALGO_IMAML && mc->inner_lr_kind != INNER_LR_FIXED)
         diag_error(c->d, lr->kwarg.value->loc, "iMAML's meta-gradient is implicit and has no part for inner "
                                                 "learning rates; give a number");
+    if (mc->algorithm != ALGO_MAML && msl)
+        diag_error(c->d, msl->kwarg.value->loc, "the multi-step loss weighs MAML's query losses; %s has none "
+                   "after each inner step", mc->algorithm == ALGO_REPTILE ? "Reptile" : "iMAML");
+    if (mc->algorithm == ALGO_IMAML && mc->order == ORDER_ANNEAL)
+        mc->order = ORDER_SECOND;   /* iMAML ignores the order */
     if (mc->algorithm != ALGO_REPTILE)
         return;
-    if (order && mc->order == ORDER_SECOND)
+    if (order && mc->order != ORDER_FIRST)
         diag_error(c->d, order->kwarg.value->loc, "Reptile does not differentiate through the inner loop; "
-                                     "'order = second' does not apply to it");
+                                     "'order = %s' does not apply to it", mc->order == ORDER_SECOND ? "second" : "anneal");
     if (mc->inner_lr_kind != INNER_LR_FIXED)
         diag_error(c->d, lr->kwarg.value->loc, "Reptile does not meta-learn inner learning rates; give a number");
     if (!seen[meta_key_index("optimizer")])
-        mc->optimizer = (OptimizerConfig){OPT_SGD, mc->epsilon, 0, 0, 0};
+        mc->optimizer = (OptimizerConfig){.kind = OPT_SGD, .lr = mc->epsilon};
     mc->order = ORDER_FIRST;
 }
 
 /* Meta-SGD: one learned inner learning rate tensor per adapted param,
- * after the params in the flat vector. */
+ * after the params in the flat vector; LSLR: one per adapted param and
+ * inner step, lr.NAME.0, lr.NAME.1, ... */
 static void add_learned_rates(Check *c) {
     Model *m = c->m;
     const MetaConfig *mc = &m->meta;
+    int per = ir_meta_rates_per_param(mc);
     m->ntensor = m->nparam;
     if (mc->inner_lr_kind == INNER_LR_FIXED)
         return;
-    ModelParam *all = arena_alloc(&m->arena, (size_t)(2 * m->nparam + 1) * sizeof *all);
+    ModelParam *all = arena_alloc(&m->arena, (size_t)((per + 1) * m->nparam + 1) * sizeof *all);
     memcpy(all, m->param, (size_t)m->nparam * sizeof *all);
     for (int i = 0; i < m->nparam; i++) {
         if (!ir_meta_has_rate(mc, i))
             continue;
-        ModelParam *lr = &all[m->ntensor++];
-        *lr = (ModelParam){.name = arena_printf(&m->arena, "lr.%s", m->param[i].name),
-                           .type = ir_meta_rate_type(mc, m->param[i].type),
-                           .init = {INIT_CONST, mc->inner_lr, 0},
-                           .loc = m->param[i].loc,
-                           .lr_for = i};
+        for (int s = 0; s < per; s++) {
+            ModelParam *lr = &all[m->ntensor++];
+            const char *name = mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP
+                                   ? arena_printf(&m->arena, "lr.%s.%d", m->param[i].name, s)
+                                   : arena_printf(&m->arena, "lr.%s", m->param[i].name);
+            *lr = (ModelParam){.name = name,
+                               .type = ir_meta_rate_type(mc, m->param[i].type),
+                               .init = {INIT_CONST, mc->inner_lr, 0},
+                               .loc = m->param[i].loc,
+                               .lr_for = i};
+        }
     }
     m->param = all;
 }

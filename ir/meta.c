@@ -8,7 +8,7 @@ MetaConfig ir_meta_defaults(void) {
                         .inner_steps = 1, .inner_lr = 0.01,
                         .inner_lr_kind = INNER_LR_FIXED, .order = ORDER_SECOND,
                         .eval_steps = {0, 1, 10}, .neval_steps = 3, .meta_batch = 25,
-                        .optimizer = {OPT_ADAM, 0.001, 0.9, 0.999, 1e-8}, .iterations = 70000};
+                        .optimizer = {.kind = OPT_ADAM, .lr = 0.001, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8}, .iterations = 70000};
 }
 
 void ir_module_set_meta(IrModule *m, const MetaConfig *mc) {

@@ -10,13 +10,19 @@
  *     algorithm = maml                  // or reptile(epsilon = 1),
  *                                       //   imaml(lambda = 2, cg_steps = 5)
  *     inner_steps = 1
- *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01)
- *     order = second                    // or first
+ *     inner_lr = 0.01                   // or learned(0.01), learned_scalar(0.01),
+ *                                       //   learned_per_step(0.1)
+ *     order = second                    // or first, anneal(first_until = N)
+ *     multi_step_loss = anneal(N)       // left out: the last step's loss alone
  *     adapt = [W3, b3]                  // left out: every param
  *     eval_steps = [0, 1, 10]
  *     meta_batch = 25
  *     optimizer = adam(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-08)
- *     iterations = 70000                //   or sgd(lr = 0.001)
+ *                                       //   or sgd(lr = 0.001), adamw(...); adam and
+ *                                       //   adamw may add weight_decay = W, each may
+ *                                       //   add schedule = cosine(min_lr = M)
+ *     clip_norm = C                     // left out: no clipping
+ *     iterations = 70000
  *   }
  */
 #ifndef MAMLC_IR_META_H
@@ -26,19 +32,29 @@
 
 #include "../base/diag.h"
 
-typedef enum { OPT_ADAM, OPT_SGD } OptimizerKind;
+typedef enum { OPT_ADAM, OPT_SGD, OPT_ADAMW } OptimizerKind;
 
 typedef struct {
     OptimizerKind kind;
-    double lr, beta1, beta2, eps;   /* beta/eps: Adam only */
+    double lr, beta1, beta2, eps;   /* beta/eps: Adam and AdamW only */
+    double weight_decay;        /* Adam: added to the gradient as w θ; AdamW: decoupled */
+    bool cosine;                /* schedule = cosine(min_lr): the lr anneals over `iterations` */
+    double min_lr;
 } OptimizerConfig;
 
-typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
+typedef enum {
+    ORDER_SECOND,
+    ORDER_FIRST,
+    ORDER_ANNEAL                /* order = anneal(first_until = N): first order while the
+                                   iteration is below N, then second (MAML++) */
+} MetaOrder;
 typedef enum { ALGO_MAML, ALGO_REPTILE, ALGO_IMAML } MetaAlgorithm;
 typedef enum {
     INNER_LR_FIXED,             /* inner_lr = 0.01 */
     INNER_LR_LEARNED,           /* inner_lr = learned(0.01): one rate per element (Meta-SGD) */
-    INNER_LR_LEARNED_SCALAR     /* inner_lr = learned_scalar(0.01): one rate per param */
+    INNER_LR_LEARNED_SCALAR,    /* inner_lr = learned_scalar(0.01): one rate per param */
+    INNER_LR_LEARNED_PER_STEP   /* inner_lr = learned_per_step(0.1): one rate per param per
+                                   inner step (MAML++'s LSLR) */
 } InnerLrKind;
 
 #define META_MAX_EVAL_STEPS 16
@@ -62,6 +78,9 @@ typedef struct {
     double inner_lr;            /* the fixed rate, or the learned rates' initial value (0.01) */
     InnerLrKind inner_lr_kind;  /* default fixed */
     MetaOrder order;            /* default second */
+    long first_until;           /* ORDER_ANNEAL's N */
+    long msl_iterations;        /* multi_step_loss = anneal(N): N; 0 when off */
+    double clip_norm;           /* clip_norm = C: the meta-gradient's largest L2 norm; 0: no clipping */
     bool *adapt;                /* adapt[i]: the inner loop updates the i-th
                                    param (@loss's i-th argument); NULL: all */
     int nparam;                 /* entries of adapt */
@@ -81,9 +100,16 @@ static inline bool ir_meta_adapts(const MetaConfig *mc, int i) { return !mc->ada
 
 /* Whether param i (adapted, and with its rate learned) has a learned inner
  * learning rate.  Those rates are meta-learned tensors after the params, in
- * param order, each named "lr." + the param's name. */
+ * param order, each named "lr." + the param's name; with learned_per_step,
+ * ir_meta_rates_per_param of them per param, "lr.NAME.s" for step s. */
 static inline bool ir_meta_has_rate(const MetaConfig *mc, int i) {
     return mc->inner_lr_kind != INNER_LR_FIXED && ir_meta_adapts(mc, i);
+}
+
+/* The learned rate tensors of each param that has them: one per inner step
+ * with learned_per_step, else one. */
+static inline int ir_meta_rates_per_param(const MetaConfig *mc) {
+    return mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP ? mc->inner_steps : 1;
 }
 
 #endif

@@ -442,15 +442,17 @@ static bool meta_positive(Parser *ps, const char *what, double *v) {
 }
 
 /* "(" KEY "=" NUMBER ("," KEY "=" NUMBER)* ")" with the keys key[0..n) in
- * any order, each at most once; those left out keep their value. */
+ * any order, each at most once; those left out keep their value.  The key
+ * "schedule" takes cosine(min_lr = NUMBER) instead, its value min_lr. */
 static bool meta_kwargs(Parser *ps, const char *const *key, double *value, int n) {
     if (!expect(ps, '(', "'('"))
         return false;
-    bool seen[4] = {0};
+    bool seen[8] = {0}, any = false;
     while (!at(ps, ')')) {
         char k[32];
-        if (seen[0] + seen[1] + seen[2] + seen[3] && !expect(ps, ',', "',' or ')'"))
+        if (any && !expect(ps, ',', "',' or ')'"))
             return false;
+        any = true;
         skip_space(ps);
         SrcLoc loc = here(ps);
         if (!word(ps, k, sizeof k, "an argument name") || !expect(ps, '=', "'='"))
@@ -463,7 +465,14 @@ static bool meta_kwargs(Parser *ps, const char *const *key, double *value, int n
             return false;
         }
         seen[i] = true;
-        if (!number(ps, &value[i]))
+        if (strcmp(k, "schedule") == 0) {
+            static const char *const min_lr[] = {"min_lr"};
+            if (!keyword(ps, "cosine"))
+                return fail(ps, "cosine(min_lr = M)");
+            value[i] = 0;
+            if (!meta_kwargs(ps, min_lr, &value[i], 1))
+                return false;
+        } else if (!number(ps, &value[i]))
             return false;
     }
     return expect(ps, ')', "')'");
@@ -518,24 +527,50 @@ static bool meta_inner_steps(Parser *ps, MetaConfig *mc) {
     return true;
 }
 
-/* inner_lr = R | learned(R) | learned_scalar(R) */
+/* inner_lr = R | learned(R) | learned_scalar(R) | learned_per_step(R) */
 static bool meta_inner_lr(Parser *ps, MetaConfig *mc) {
-    mc->inner_lr_kind = keyword(ps, "learned") ? INNER_LR_LEARNED
-                        : keyword(ps, "learned_scalar") ? INNER_LR_LEARNED_SCALAR : INNER_LR_FIXED;
+    mc->inner_lr_kind = keyword(ps, "learned")              ? INNER_LR_LEARNED
+                        : keyword(ps, "learned_scalar")     ? INNER_LR_LEARNED_SCALAR
+                        : keyword(ps, "learned_per_step")   ? INNER_LR_LEARNED_PER_STEP
+                                                            : INNER_LR_FIXED;
     bool call = mc->inner_lr_kind != INNER_LR_FIXED;
     return (!call || expect(ps, '(', "'('")) && meta_positive(ps, "the inner learning rate", &mc->inner_lr) &&
            (!call || expect(ps, ')', "')'"));
 }
 
+/* order = second | first | anneal(first_until = N) */
 static bool meta_order(Parser *ps, MetaConfig *mc) {
+    static const char *const key[] = {"first_until"};
     if (keyword(ps, "second"))
         mc->order = ORDER_SECOND;
     else if (keyword(ps, "first"))
         mc->order = ORDER_FIRST;
-    else
-        return fail(ps, "second or first");
+    else if (keyword(ps, "anneal")) {
+        double n = 0;
+        skip_space(ps);
+        SrcLoc loc = here(ps);
+        if (!meta_kwargs(ps, key, &n, 1))
+            return false;
+        if (!(n >= 1 && n <= (double)IR_MAX_NUMEL && n == floor(n))) {
+            diag_error(ps->d, loc, "anneal needs first_until, an integer from 1 to %ld", (long)IR_MAX_NUMEL);
+            return false;
+        }
+        mc->order = ORDER_ANNEAL;
+        mc->first_until = (long)n;
+    } else
+        return fail(ps, "second, first or anneal(first_until = N)");
     return true;
 }
+
+/* multi_step_loss = anneal(N) */
+static bool meta_multi_step_loss(Parser *ps, MetaConfig *mc) {
+    if (!keyword(ps, "anneal"))
+        return fail(ps, "anneal(N)");
+    return expect(ps, '(', "'('") && meta_int(ps, 1, (long)IR_MAX_NUMEL, "multi_step_loss's N", &mc->msl_iterations) &&
+           expect(ps, ')', "')'");
+}
+
+static bool meta_clip_norm(Parser *ps, MetaConfig *mc) { return meta_positive(ps, "clip_norm", &mc->clip_norm); }
 
 /* adapt = [NAME, ...]: params of @loss, resolved once it is read */
 static bool meta_adapt(Parser *ps, MetaConfig *mc) {
@@ -578,26 +613,34 @@ static bool meta_meta_batch(Parser *ps, MetaConfig *mc) {
     return true;
 }
 
-/* optimizer = adam(lr = .., beta1 = .., beta2 = .., eps = ..) | sgd(lr = ..) */
+/* optimizer = adam(lr = .., beta1 = .., beta2 = .., eps = .., weight_decay = ..,
+ *                   schedule = cosine(min_lr = ..)) | adamw(the same) | sgd(lr = .., schedule = ..) */
 static bool meta_optimizer(Parser *ps, MetaConfig *mc) {
-    static const char *const key[] = {"lr", "beta1", "beta2", "eps"};
+    static const char *const key[] = {"lr", "beta1", "beta2", "eps", "weight_decay", "schedule"};
+    static const char *const sgd_key[] = {"lr", "schedule"};
     OptimizerConfig *o = &mc->optimizer;
-    double a[4] = {0.001, 0.9, 0.999, 1e-8};
+    double a[6] = {0.001, 0.9, 0.999, 1e-8, 0, NAN}, sgd[2] = {0.001, NAN};
     skip_space(ps);
     SrcLoc loc = here(ps);
-    if (keyword(ps, "adam")) {
-        if (!meta_kwargs(ps, key, a, 4))
+    bool adamw = keyword(ps, "adamw");
+    if (adamw || keyword(ps, "adam")) {
+        if (!meta_kwargs(ps, key, a, 6))
             return false;
-        *o = (OptimizerConfig){OPT_ADAM, a[0], a[1], a[2], a[3]};
+        *o = (OptimizerConfig){adamw ? OPT_ADAMW : OPT_ADAM, a[0], a[1], a[2], a[3], a[4], !isnan(a[5]),
+                               isnan(a[5]) ? 0 : a[5]};
     } else if (keyword(ps, "sgd")) {
-        if (!meta_kwargs(ps, key, a, 1))
+        if (!meta_kwargs(ps, sgd_key, sgd, 2))
             return false;
-        *o = (OptimizerConfig){OPT_SGD, a[0], 0, 0, 0};
+        *o = (OptimizerConfig){OPT_SGD, sgd[0], 0, 0, 0, 0, !isnan(sgd[1]), isnan(sgd[1]) ? 0 : sgd[1]};
     } else
-        return fail(ps, "adam(...) or sgd(lr = L)");
-    if (!(o->lr > 0) || (o->kind == OPT_ADAM && (!(o->beta1 >= 0 && o->beta1 < 1) ||
+        return fail(ps, "adam(...), adamw(...) or sgd(lr = L)");
+    if (!(o->lr > 0) || (o->kind != OPT_SGD && (!(o->beta1 >= 0 && o->beta1 < 1) ||
                                                  !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0)))) {
         diag_error(ps->d, loc, "optimizer needs lr > 0, 0 <= beta1, beta2 < 1 and eps > 0");
+        return false;
+    }
+    if (!(o->weight_decay >= 0) || !(o->min_lr >= 0)) {
+        diag_error(ps->d, loc, "optimizer needs weight_decay >= 0 and min_lr >= 0");
         return false;
     }
     return true;
@@ -614,6 +657,7 @@ static const struct {
     {"algorithm", meta_algorithm},   {"inner_steps", meta_inner_steps}, {"inner_lr", meta_inner_lr},
     {"order", meta_order},           {"adapt", meta_adapt},             {"eval_steps", meta_eval_steps},
     {"meta_batch", meta_meta_batch}, {"optimizer", meta_optimizer},     {"iterations", meta_iterations},
+    {"multi_step_loss", meta_multi_step_loss}, {"clip_norm", meta_clip_norm},
 };
 enum { NMETA_KEYS = sizeof meta_keys / sizeof meta_keys[0] };
 

@@ -243,11 +243,16 @@ static void print_meta(FILE *out, const IrModule *m) {
     } else
         fputs("maml", out);
     fprintf(out, "\n  inner_steps = %d\n  inner_lr = ", mc->inner_steps);
-    static const char *const lr_kind[] = {"", "learned", "learned_scalar"};
+    static const char *const lr_kind[] = {"", "learned", "learned_scalar", "learned_per_step"};
     fprintf(out, "%s%s", lr_kind[mc->inner_lr_kind], mc->inner_lr_kind == INNER_LR_FIXED ? "" : "(");
     print_number(out, mc->inner_lr, DT_F64);
-    fprintf(out, "%s\n  order = %s\n", mc->inner_lr_kind == INNER_LR_FIXED ? "" : ")",
-            mc->order == ORDER_FIRST ? "first" : "second");
+    fprintf(out, "%s\n  order = %s", mc->inner_lr_kind == INNER_LR_FIXED ? "" : ")",
+            mc->order == ORDER_FIRST ? "first" : mc->order == ORDER_ANNEAL ? "anneal(first_until = " : "second");
+    if (mc->order == ORDER_ANNEAL)
+        fprintf(out, "%ld)", mc->first_until);
+    fputc('\n', out);
+    if (mc->msl_iterations)
+        fprintf(out, "  multi_step_loss = anneal(%ld)\n", mc->msl_iterations);
     const IrFunc *loss = ir_module_find(m, "loss");
     bool all = true;
     for (int i = 0; i < mc->nparam; i++)
@@ -267,9 +272,9 @@ static void print_meta(FILE *out, const IrModule *m) {
         fprintf(out, i ? ", %d" : "%d", mc->eval_steps[i]);
     fprintf(out, "]\n  meta_batch = %d\n  optimizer = ", mc->meta_batch);
     const OptimizerConfig *o = &mc->optimizer;
-    fputs(o->kind == OPT_ADAM ? "adam(lr = " : "sgd(lr = ", out);
+    fputs(o->kind == OPT_ADAM ? "adam(lr = " : o->kind == OPT_ADAMW ? "adamw(lr = " : "sgd(lr = ", out);
     print_number(out, o->lr, DT_F64);
-    if (o->kind == OPT_ADAM) {
+    if (o->kind != OPT_SGD) {
         fputs(", beta1 = ", out);
         print_number(out, o->beta1, DT_F64);
         fputs(", beta2 = ", out);
@@ -277,7 +282,22 @@ static void print_meta(FILE *out, const IrModule *m) {
         fputs(", eps = ", out);
         print_number(out, o->eps, DT_F64);
     }
-    fprintf(out, ")\n  iterations = %ld\n}\n", mc->iterations);
+    if (o->weight_decay) {
+        fputs(", weight_decay = ", out);
+        print_number(out, o->weight_decay, DT_F64);
+    }
+    if (o->cosine) {
+        fputs(", schedule = cosine(min_lr = ", out);
+        print_number(out, o->min_lr, DT_F64);
+        fputc(')', out);
+    }
+    fputs(")\n", out);
+    if (mc->clip_norm) {
+        fputs("  clip_norm = ", out);
+        print_number(out, mc->clip_norm, DT_F64);
+        fputc('\n', out);
+    }
+    fprintf(out, "  iterations = %ld\n}\n", mc->iterations);
 }
 
 void ir_print_module_with(FILE *out, const IrModule *m, const IrPrintOptions *o) {

@@ -10,11 +10,16 @@
  *   meta_step returns L(θ_N; query) and its gradient with respect to θ (and
  *   to α, when α is learned: Meta-SGD).
  * That gradient runs back through every inner gradient, so it is exact
- * second order.  With `order = first` each inner gradient is wrapped in
+ * second order.  With per-step rates (LSLR, MAML++) step s takes α_s.
+ * With `order = first` each inner gradient is wrapped in
  * stop_grad, which gives first-order MAML: ∇θ_N L(θ_N; query).  With
  * `adapt = [..]` only the listed params take inner steps (ANIL), so only
  * their gradients are built in the inner loop.  Reptile takes the same
- * inner steps (first order) and returns θ − θ_N as the meta-gradient. */
+ * inner steps (first order) and returns θ − θ_N as the meta-gradient.
+ * MAML++ (Antoniou et al. 2019): `multi_step_loss` makes the meta-loss
+ * Σ_s w_s L(θ_s; query) with the weights an input of the step, and
+ * `order = anneal(..)` builds meta_step_first beside meta_step, the driver
+ * choosing one per iteration. */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -29,7 +34,8 @@ typedef struct {
     const IrFunc *metric, *net; /* at the query shapes; NULL if absent */
     int nparam;                 /* @loss's params: its arguments but x and y */
     int n;                      /* meta-learned tensors: params, then rates */
-    int *rate;                  /* per param: the tensor of its learned rate, or -1 */
+    int *rate;                  /* per param: the tensor of its (first) learned rate, or -1 */
+    bool first;                 /* the inner gradients held constant: the step being built is first order */
 } Builder;
 
 /* The i-th argument of f. */
@@ -42,12 +48,16 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
         const IrNode *p = arg(b->loss, i);
         theta[i] = ir_input(f, p->name, p->type, p->loc);
     }
+    bool per_step = b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP;
     for (int i = 0; i < b->nparam; i++)
-        if (b->rate[i] >= 0) {
+        for (int s = 0; b->rate[i] >= 0 && s < ir_meta_rates_per_param(b->mc); s++) {
             const IrNode *p = arg(b->loss, i);
             char lr[256];
-            snprintf(lr, sizeof lr, "lr.%s", p->name);
-            theta[b->rate[i]] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
+            if (per_step)
+                snprintf(lr, sizeof lr, "lr.%s.%d", p->name, s);
+            else
+                snprintf(lr, sizeof lr, "lr.%s", p->name);
+            theta[b->rate[i] + s] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
         }
     return f;
 }
@@ -78,13 +88,15 @@ static int adapted(const Builder *b, int *idx) {
     return k;
 }
 
-/* The inner learning rate of param i, as a value of its shape: the fixed
+/* The inner learning rate of param i at inner step `step` (1-based; 0 in
+ * adapt_step, which takes step 0's), as a value of its shape: the fixed
  * rate, or its learned tensor (broadcast if it is a scalar). */
-static ValueId inner_rate(Builder *b, IrFunc *f, const ValueId *theta, int i) {
+static ValueId inner_rate(Builder *b, IrFunc *f, const ValueId *theta, int i, int step) {
     IrType t = arg(b->loss, i)->type;
     SrcLoc loc = b->mc->loc;
+    int s = b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP && step > 0 ? step - 1 : 0;
     if (b->rate[i] >= 0)
-        return ir_broadcast(f, theta[b->rate[i]], t, loc, NULL);
+        return ir_broadcast(f, theta[b->rate[i] + s], t, loc, NULL);
     return ir_const(f, b->mc->inner_lr, t, loc);
 }
 
@@ -94,6 +106,16 @@ static int step_phase(Builder *b, int step, const char *what) {
     if (step)
         snprintf(name, sizeof name, "inner step %d: %s", step, what);
     return ir_phase(b->m, step ? name : what);
+}
+
+/* adapt_step with per-step rates (LSLR) moves each param's rates one step
+ * on: next lr.NAME.s = lr.NAME.(s+1), the last kept, so that calling it
+ * again takes the next step's rate, and steps past inner_steps the last. */
+static void shift_rates(Builder *b, const ValueId *theta, ValueId *next) {
+    int per = ir_meta_rates_per_param(b->mc);
+    for (int i = 0; b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP && i < b->nparam; i++)
+        for (int s = 0; b->rate[i] >= 0 && s < per; s++)
+            next[b->rate[i] + s] = theta[b->rate[i] + (s + 1 < per ? s + 1 : s)];
 }
 
 /* One inner step (number `step`, or 0 in a function of one): next = theta
@@ -131,13 +153,15 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
             gj = ir_binary(f, OP_ADD, gj, ir_binary_scalar(f, OP_MUL, away, b->mc->lambda, true, loc, NULL), loc,
                            NULL);
         }
-        if (anchor || b->mc->order == ORDER_FIRST)
+        if (anchor || b->first)
             gj = ir_unary(f, OP_STOP_GRAD, gj, loc, NULL);
-        ValueId delta = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j]), gj, loc, NULL);
+        ValueId delta = ir_binary(f, OP_MUL, inner_rate(b, f, theta, idx[j], step), gj, loc, NULL);
         const char *name = f->node[theta[idx[j]]].name;     /* next may be theta */
         next[idx[j]] = ir_binary(f, OP_SUB, theta[idx[j]], delta, loc, NULL);
         ir_name(f, next[idx[j]], name);
     }
+    if (step == 0)
+        shift_rates(b, theta, next);
     free(idx);
     free(wrt);
     free(g);
@@ -197,10 +221,11 @@ static bool build_adapt_step(Builder *b) {
 }
 
 /* The meta-step's data inputs sx, sy, qx, qy, then its inner steps from
- * theta into cur (anchor: iMAML's proximal anchor, or NULL); false if an
- * inner gradient could not be built. */
+ * theta into cur (anchor: iMAML's proximal anchor, or NULL), and the
+ * tensors after step s + 1 into each[s n ..] unless each is NULL; false if
+ * an inner gradient could not be built. */
 static bool inner_loop(Builder *b, IrFunc *f, const ValueId *theta, const ValueId *anchor, ValueId *cur,
-                       ValueId *sx, ValueId *sy, ValueId *qx, ValueId *qy) {
+                       ValueId *each, ValueId *sx, ValueId *sy, ValueId *qx, ValueId *qy) {
     int np = b->nparam;
     *sx = data(f, "sx", b->loss, np);
     *sy = data(f, "sy", b->loss, np + 1);
@@ -208,20 +233,41 @@ static bool inner_loop(Builder *b, IrFunc *f, const ValueId *theta, const ValueI
     *qy = data(f, "qy", b->query_loss, np + 1);
     memcpy(cur, theta, (size_t)b->n * sizeof *cur);
     bool ok = true;
-    for (int s = 0; ok && s < b->mc->inner_steps; s++)
+    for (int s = 0; ok && s < b->mc->inner_steps; s++) {
         ok = inner_step(b, f, s + 1, cur, anchor, *sx, *sy, cur) != IR_NONE;
+        if (each)
+            memcpy(each + (size_t)s * (size_t)b->n, cur, (size_t)b->n * sizeof *cur);
+    }
     return ok;
 }
 
-static bool build_meta_step(Builder *b) {
+/* MAML++'s multi-step loss: Σ_s w_s L_Q(θ_s) over the inner steps s = 1..N,
+ * w the meta-step's input `loss_weights` (each[(s - 1) n ..]: θ_s). */
+static ValueId multi_step_loss(Builder *b, IrFunc *f, const ValueId *each, ValueId qx, ValueId qy) {
+    int steps = b->mc->inner_steps;
+    SrcLoc loc = b->mc->loc;
+    IrType real = ir_scalar(b->m->real);
+    ValueId w = ir_input(f, "loss_weights", ir_type(b->m->real, 1, (int[]){steps}), loc), l = IR_NONE;
+    for (int s = 0; s < steps; s++) {
+        ValueId ws = ir_reshape(f, ir_slice(f, w, (int[]){s}, ir_type(b->m->real, 1, (int[]){1}), loc, NULL),
+                                real, loc, NULL);
+        ValueId term = ir_binary(f, OP_MUL, ws, call(b, f, b->query_loss, each + (size_t)s * (size_t)b->n, qx, qy),
+                                 loc, NULL);
+        l = l == IR_NONE ? term : ir_binary(f, OP_ADD, l, term, loc, NULL);
+    }
+    return l;
+}
+
+static bool build_meta_step(Builder *b, const char *name) {
     int n = b->n;
     ValueId *theta = malloc((size_t)n * sizeof *theta), *cur = malloc((size_t)n * sizeof *cur);
     ValueId *g = malloc((size_t)n * sizeof *g);
-    IrFunc *f = begin(b, "meta_step", theta);
+    ValueId *each = b->mc->msl_iterations ? malloc((size_t)n * (size_t)b->mc->inner_steps * sizeof *each) : NULL;
+    IrFunc *f = begin(b, name, theta);
     ValueId sx, sy, qx, qy;
-    bool ok = inner_loop(b, f, theta, NULL, cur, &sx, &sy, &qx, &qy);
+    bool ok = inner_loop(b, f, theta, NULL, cur, each, &sx, &sy, &qx, &qy);
     f->cur_phase = ir_phase(b->m, "query loss");
-    ValueId l = ok ? call(b, f, b->query_loss, cur, qx, qy) : IR_NONE;
+    ValueId l = !ok ? IR_NONE : each ? multi_step_loss(b, f, each, qx, qy) : call(b, f, b->query_loss, cur, qx, qy);
     /* the meta-gradient's ops, by the phase of the ops they differentiate */
     int query = f->cur_phase, back = ir_phase(b->m, "meta-gradient: query loss");
     b->m->adjoint[query] = back;
@@ -254,6 +300,7 @@ static bool build_meta_step(Builder *b) {
     free(theta);
     free(cur);
     free(g);
+    free(each);
     return ok;
 }
 
@@ -321,7 +368,7 @@ static bool build_imaml_step(Builder *b) {
     ValueId *ap = malloc(((size_t)k + 1) * sizeof *ap), *held = malloc(((size_t)k + 1) * sizeof *held);
     IrFunc *f = begin(b, "meta_step", theta);
     ValueId sx, sy, qx, qy;
-    bool ok = inner_loop(b, f, theta, theta, cur, &sx, &sy, &qx, &qy);
+    bool ok = inner_loop(b, f, theta, theta, cur, NULL, &sx, &sy, &qx, &qy);
     /* φ: the adapted params held constant; the frozen ones are θ's */
     f->cur_phase = ir_phase(b->m, "query loss");
     memcpy(phi, theta, (size_t)n * sizeof *phi);
@@ -433,6 +480,11 @@ static bool check_signature(Builder *b, const IrFunc *f, int ndata, const IrFunc
 /* Find and check the model's functions; count the meta-learned tensors. */
 static bool find_functions(Builder *b, const IrModule *model) {
     const MetaConfig *mc = b->mc;
+    if (mc->msl_iterations && mc->algorithm != ALGO_MAML) {
+        diag_error(b->d, mc->loc, "the multi-step loss is MAML's; it does not apply to %s",
+                   mc->algorithm == ALGO_REPTILE ? "Reptile" : "iMAML");
+        return false;
+    }
     b->loss = ir_module_find(model, "loss");
     if (!b->loss || b->loss->ninput < 2) {
         diag_error(b->d, mc->loc, "the model needs '@loss(params..., x, y)', the task loss");
@@ -454,8 +506,10 @@ static bool find_functions(Builder *b, const IrModule *model) {
         return false;
     b->rate = malloc(((size_t)b->nparam + 1) * sizeof *b->rate);
     b->n = b->nparam;
-    for (int i = 0; i < b->nparam; i++)
-        b->rate[i] = ir_meta_has_rate(mc, i) ? b->n++ : -1;
+    for (int i = 0; i < b->nparam; i++) {
+        b->rate[i] = ir_meta_has_rate(mc, i) ? b->n : -1;
+        b->n += b->rate[i] >= 0 ? ir_meta_rates_per_param(mc) : 0;
+    }
     return true;
 }
 
@@ -466,7 +520,7 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
         diag_error(d, (SrcLoc){0}, "the module has no meta block to build the meta-step from");
         return false;
     }
-    Builder b = {.mc = model->meta, .m = m, .d = d};
+    Builder b = {.mc = model->meta, .m = m, .d = d, .first = model->meta->order == ORDER_FIRST};
     bool ok = find_functions(&b, model);
     if (ok && wanted(only, "loss"))
         ok = build_loss(&b, "loss", b.loss);
@@ -475,7 +529,12 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (ok && wanted(only, "adapt_step"))
         ok = build_adapt_step(&b);
     if (ok && wanted(only, "meta_step"))
-        ok = b.mc->algorithm == ALGO_IMAML ? build_imaml_step(&b) : build_meta_step(&b);
+        ok = b.mc->algorithm == ALGO_IMAML ? build_imaml_step(&b) : build_meta_step(&b, "meta_step");
+    if (ok && b.mc->order == ORDER_ANNEAL && b.mc->algorithm == ALGO_MAML && wanted(only, "meta_step_first")) {
+        b.first = true;     /* derivative-order annealing's first-order step */
+        ok = build_meta_step(&b, "meta_step_first");
+        b.first = false;
+    }
     if (ok && wanted(only, "eval_loss"))
         ok = build_loss(&b, "eval_loss", b.query_loss);
     if (ok && b.metric && wanted(only, "metric"))

@@ -84,13 +84,20 @@ bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
  *   @metric(params..., x, y)      -> a metric at the query shapes (optional)
  *   @net(params..., x)            -> the prediction for query inputs (optional)
  * The meta-learned tensors are the params, then a learned inner learning
- * rate "lr.NAME" for each param that has one (ir_meta_has_rate).  Built:
+ * rate "lr.NAME" for each param that has one (ir_meta_has_rate; per-step
+ * rates: "lr.NAME.0" ... one per inner step, and adapt_step, which takes
+ * step 0's, hands them on moved one step).  Built:
  *   loss(tensors..., x, y)                -> loss            (support shapes)
  *   grad(tensors..., x, y)                -> loss, d loss / d adapted param...
  *   adapt_step(tensors..., x, y)          -> tensors after one inner step..., loss
  *   meta_step(tensors..., sx, sy, qx, qy) -> query loss after adaptation, the
  *                                            meta-gradient for each tensor
- *                                            (Reptile: θ − θ_adapted)
+ *                                            (Reptile: θ − θ_adapted); with
+ *                                            multi_step_loss it takes
+ *                                            loss_weights[inner_steps] after qy
+ *                                            and returns Σ_s w_s L_Q(θ_s)
+ *   meta_step_first(the same)             -> meta_step at first order (order =
+ *                                            anneal(..) only)
  *   eval_loss(tensors..., x, y)           -> loss            (query shapes)
  *   metric(tensors..., x, y)              -> metric          (if @metric)
  *   predict(tensors..., x)                -> net(x)          (if @net)

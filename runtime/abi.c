@@ -32,6 +32,13 @@ extern const MamlcModel mamlc__model;
 
 static RtEntry entry(MamlcEntry e) { return (RtEntry){(RtFn)e.fn, e.arena_bytes}; }
 
+static RtOptimizer model_optimizer(void) {
+    const MamlcModel *m = &mamlc__model;
+    return (RtOptimizer){.kind = (RtOptKind)m->optimizer, .lr = m->lr, .beta1 = m->beta1, .beta2 = m->beta2,
+                         .eps = m->eps, .weight_decay = m->weight_decay, .clip_norm = m->clip_norm,
+                         .cosine = m->cosine != 0, .min_lr = m->min_lr, .t_max = m->t_max};
+}
+
 /* The runtime's view of the model; p->param is malloc'd (free it). */
 static bool program(RtProgram *p) {
     const MamlcModel *m = &mamlc__model;
@@ -52,8 +59,12 @@ static bool program(RtProgram *p) {
         .meta_step = entry(m->meta_step),
         .adapt_step = entry(m->adapt_step),
         .loss = entry(m->loss),
+        .meta_step_first = entry(m->meta_step_first),
+        .first_until = m->first_until,
+        .loss_weights = m->loss_weights,
+        .msl_iterations = m->msl_iterations,
         .meta_batch = 1,
-        .optimizer = {(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps},
+        .optimizer = model_optimizer(),
     };
     return true;
 }
@@ -111,7 +122,7 @@ EXPORT size_t mamlc_param_count(void) { return mamlc__model.nreal; }
 
 /* The optimiser's state, then the step count t as the last real. */
 EXPORT size_t mamlc_state_count(void) {
-    RtOptimizer o = {(RtOptKind)mamlc__model.optimizer, 0, 0, 0, 0};
+    RtOptimizer o = model_optimizer();
     return rt_opt_state_count(&o, mamlc__model.nreal) + 1;
 }
 
@@ -133,6 +144,7 @@ typedef struct mamlc_workspace {
     RtTask *task;               /* max_batch tasks */
     double *root;               /* one node vector */
     mamlc_real *grad;
+    mamlc_real *weights;        /* the multi-step loss weights of the call under way */
 } mamlc_workspace;
 
 EXPORT void mamlc_workspace_free(mamlc_workspace *ws) {
@@ -143,6 +155,7 @@ EXPORT void mamlc_workspace_free(mamlc_workspace *ws) {
     free(ws->task);
     free(ws->root);
     free(ws->grad);
+    free(ws->weights);
     free(ws);
 }
 
@@ -159,7 +172,8 @@ EXPORT mamlc_workspace *mamlc_workspace_new(int max_batch, int threads) {
     ws->task = calloc((size_t)max_batch, sizeof *ws->task);
     ws->root = calloc(rt_node_reals(&ws->p), sizeof(double));
     ws->grad = calloc(mamlc__model.nreal + 1, sizeof *ws->grad);
-    if (!ws->batch || !ws->task || !ws->root || !ws->grad) {
+    ws->weights = calloc((size_t)mamlc__model.loss_weights + 1, sizeof *ws->weights);
+    if (!ws->batch || !ws->task || !ws->root || !ws->grad || !ws->weights) {
         mamlc_workspace_free(ws);
         return NULL;
     }
@@ -181,17 +195,38 @@ EXPORT int mamlc_partial_count(int B, int first, int n) {
     return rt_tree_count(B, first, first + n);
 }
 
-EXPORT int mamlc_meta_grad_tasks(mamlc_workspace *ws, const mamlc_real *params, int B, int first, int n,
-                                 const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy,
-                                 double *partial) {
+/* The iteration the schedules of MAML++ (multi-step loss weights, the
+ * derivative order) take for a call: `it` (0-based), or it < 0 for a
+ * gradient alone, which takes where they end: the last step's loss alone,
+ * second order. */
+static void schedule(mamlc_workspace *ws, long it) {
+    const MamlcModel *m = &mamlc__model;
+    rt_msl_weights(m->loss_weights, m->msl_iterations, it < 0 ? m->msl_iterations : it,
+                   m->f64 ? RT_F64 : RT_F32, ws->weights);
+}
+
+/* mamlc_meta_grad_tasks with the multi-step loss weights in ws->weights,
+ * at first order where first_order says so (the order-annealing step). */
+static int grad_tasks(mamlc_workspace *ws, const mamlc_real *params, int B, int first, int n, const void *sx,
+                      const void *sy, const void *qx, const void *qy, bool first_order, double *partial) {
     int count = mamlc_partial_count(B, first, n);
     if (!ws || count < 0 || B > ws->max_batch || (n > 0 && (!params || !partial)) ||
         !tasks_ok((size_t)n, sx, sy, qx, qy))
         return -1;
     point_tasks(ws, n, sx, sy, qx, qy);
-    RtSlice s = {.B = B, .first = first, .count = n, .task = ws->task};
+    RtSlice s = {.B = B, .first = first, .count = n, .task = ws->task,
+                 .loss_weights = mamlc__model.loss_weights ? ws->weights : NULL,
+                 .first_order = first_order && mamlc__model.meta_step_first.fn};
     rt_batch_nodes(ws->batch, params, &s, partial);
     return count;
+}
+
+EXPORT int mamlc_meta_grad_tasks(mamlc_workspace *ws, const mamlc_real *params, int B, int first, int n,
+                                 const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy,
+                                 double *partial) {
+    if (ws)
+        schedule(ws, -1);
+    return grad_tasks(ws, params, B, first, n, sx, sy, qx, qy, false, partial);
 }
 
 EXPORT mamlc_real mamlc_meta_grad_reduce(mamlc_workspace *ws, int B, int nparts, const int *bound,
@@ -203,13 +238,14 @@ EXPORT mamlc_real mamlc_meta_grad_reduce(mamlc_workspace *ws, int B, int nparts,
     return ok ? (mamlc_real)rt_batch_mean(ws->batch, B, nparts, bound, partials, grad) : NAN;
 }
 
-/* The mean loss and meta-gradient of B tasks laid out task after task;
- * false (grad untouched) when ws is NULL, B is out of its range, or
+/* The mean loss and meta-gradient of B tasks laid out task after task,
+ * with ws->weights and at first order where first_order says so; false
+ * (grad untouched) when ws is NULL, B is out of its range, or
  * mamlc_meta_grad_tasks refuses the tasks. */
 static bool meta_grad(mamlc_workspace *ws, const mamlc_real *params, int B, const void *sx, const void *sy,
-                      const void *qx, const void *qy, mamlc_real *grad, mamlc_real *loss) {
+                      const void *qx, const void *qy, bool first_order, mamlc_real *grad, mamlc_real *loss) {
     int bound[2] = {0, B};
-    if (!grad || mamlc_meta_grad_tasks(ws, params, B, 0, B, sx, sy, qx, qy, ws ? ws->root : NULL) < 0)
+    if (!grad || grad_tasks(ws, params, B, 0, B, sx, sy, qx, qy, first_order, ws ? ws->root : NULL) < 0)
         return false;
     *loss = mamlc_meta_grad_reduce(ws, B, 1, bound, ws->root, grad);
     return true;
@@ -218,12 +254,9 @@ static bool meta_grad(mamlc_workspace *ws, const mamlc_real *params, int B, cons
 EXPORT mamlc_real mamlc_meta_grad_ws(mamlc_workspace *ws, const mamlc_real *params, int B, const mamlc_real *sx,
                                      const void *sy, const mamlc_real *qx, const void *qy, mamlc_real *grad) {
     mamlc_real loss;
-    return meta_grad(ws, params, B, sx, sy, qx, qy, grad, &loss) ? loss : NAN;
-}
-
-static RtOptimizer model_optimizer(void) {
-    const MamlcModel *m = &mamlc__model;
-    return (RtOptimizer){(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps};
+    if (ws)
+        schedule(ws, -1);
+    return meta_grad(ws, params, B, sx, sy, qx, qy, false, grad, &loss) ? loss : NAN;
 }
 
 /* The step count kept after the optimiser's state, counted up: this step's. */
@@ -241,13 +274,65 @@ EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_
     rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, next_step(state));
 }
 
-EXPORT mamlc_real mamlc_meta_step_ws(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B,
-                                     const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy) {
+/* The iterations done, as the step count after the optimiser's state says. */
+static long steps_done(const mamlc_real *state) { return (long)state[mamlc_state_count() - 1]; }
+
+/* mamlc_meta_step_ws with the weights in ws->weights (own_weights) or
+ * those of the iteration state counts. */
+static mamlc_real meta_step(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B, const void *sx,
+                            const void *sy, const void *qx, const void *qy, bool own_weights) {
     mamlc_real loss = NAN;
-    if (state && meta_grad(ws, params, B, sx, sy, qx, qy, ws ? ws->grad : NULL, &loss)) {
+    if (!state)
+        return NAN;
+    long it = steps_done(state);
+    if (ws && !own_weights)
+        schedule(ws, it);
+    if (meta_grad(ws, params, B, sx, sy, qx, qy, it < mamlc__model.first_until, ws ? ws->grad : NULL, &loss)) {
         RtOptimizer o = model_optimizer();
         rt_batch_opt_step(ws->batch, &o, params, ws->grad, state, next_step(state));
     }
+    return loss;
+}
+
+EXPORT mamlc_real mamlc_meta_step_ws(mamlc_workspace *ws, mamlc_real *params, mamlc_real *state, int B,
+                                     const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy) {
+    return meta_step(ws, params, state, B, sx, sy, qx, qy, false);
+}
+
+EXPORT int mamlc_loss_weight_count(void) { return mamlc__model.loss_weights; }
+
+/* Whether weights[0..n) may be the meta-step's multi-step loss weights:
+ * n is the model's count, each finite (NULL only for n = 0); if so, copied
+ * into ws->weights. */
+static bool take_weights(mamlc_workspace *ws, const mamlc_real *weights, int n) {
+    if (!ws || n != mamlc__model.loss_weights || (n > 0 && !weights))
+        return false;
+    for (int s = 0; s < n; s++)
+        if (!isfinite(weights[s]))
+            return false;
+    if (n > 0)
+        memcpy(ws->weights, weights, (size_t)n * sizeof *weights);
+    return true;
+}
+
+EXPORT mamlc_real mamlc_meta_grad_weighted(const mamlc_real *params, int B, const mamlc_real *sx, const void *sy,
+                                           const mamlc_real *qx, const void *qy, const mamlc_real *weights,
+                                           int nweights, mamlc_real *grad) {
+    mamlc_workspace *ws = mamlc_workspace_new(B, 1);
+    mamlc_real loss = NAN;
+    if (take_weights(ws, weights, nweights) && !meta_grad(ws, params, B, sx, sy, qx, qy, false, grad, &loss))
+        loss = NAN;
+    mamlc_workspace_free(ws);
+    return loss;
+}
+
+EXPORT mamlc_real mamlc_meta_step_weighted(mamlc_real *params, mamlc_real *state, int B, const mamlc_real *sx,
+                                           const void *sy, const mamlc_real *qx, const void *qy,
+                                           const mamlc_real *weights, int nweights) {
+    mamlc_workspace *ws = mamlc_workspace_new(B, 1);
+    mamlc_real loss = take_weights(ws, weights, nweights) ? meta_step(ws, params, state, B, sx, sy, qx, qy, true)
+                                                          : NAN;
+    mamlc_workspace_free(ws);
     return loss;
 }
 

@@ -10,7 +10,7 @@
 
 /* mamlc_abi_version(): every change of the ABI raises it, and keeps every
  * earlier function with its meaning (docs/abi.md lists what each added). */
-#define MAMLC_ABI 2
+#define MAMLC_ABI 3
 
 /* backend/backend.h's calling convention */
 typedef void (*MamlcFn)(const void *const *in, void *const *out, void *arena);
@@ -67,6 +67,14 @@ typedef struct {
     const MamlcDraw *draw;      /* a family's variables', then its support's and query's draws */
     int nvar, ndraw[2];
     MamlcEntry family[2];       /* support, query: variables..., draws... -> x, y */
+    /* version 3: MAML++ */
+    double weight_decay, clip_norm, min_lr;     /* the outer optimiser's options (RtOptimizer) */
+    int cosine;
+    long t_max;
+    MamlcEntry meta_step_first; /* order = anneal: the first-order meta-step; fn NULL otherwise */
+    long first_until;           /* ... which iterations below this take */
+    int loss_weights;           /* multi_step_loss: the weights meta_step takes after qy; 0: none */
+    long msl_iterations;        /* ... annealed over this many iterations */
 } MamlcModel;
 
 #endif

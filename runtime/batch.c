@@ -136,10 +136,11 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
     size_t v = rt_node_reals(p);
     size_t lv = leaf_stride(p);
     *w = (RtStepWork){
-        .arena = rt_alloc_zeroed(p->meta_step.arena_bytes, 1),
+        .arena = rt_alloc_zeroed(p->meta_step.arena_bytes > p->meta_step_first.arena_bytes
+                                     ? p->meta_step.arena_bytes : p->meta_step_first.arena_bytes, 1),
         .task_grad = lv <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * lv, rt_real_bytes(p->real)) : NULL,
         .stack = v <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * v, sizeof(double)) : NULL,
-        .in = calloc((size_t)p->nparam + 4, sizeof(void *)),
+        .in = calloc((size_t)p->nparam + 5, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
     };
     if (p->sample)
@@ -206,8 +207,9 @@ static void run_task(const Leaves *l, RtStepWork *w, int t, void *buf)
     w->in[np + 1] = d->sy;
     w->in[np + 2] = d->qx;
     w->in[np + 3] = d->qy;
+    w->in[np + 4] = s->loss_weights;
     w->out[0] = (char *)buf + p->nreal * rb;
-    p->meta_step.fn(w->in, w->out, w->arena);
+    (s->first_order ? p->meta_step_first : p->meta_step).fn(w->in, w->out, w->arena);
 }
 
 /* Member m comes to task t, its own: NULL when m is to compute it, or the
@@ -457,6 +459,7 @@ struct RtBatch {
     void *opt_params, *opt_state;
     const void *opt_grad;
     long opt_t;
+    double opt_scale;           /* rt_opt_grad_scale of the step's gradient */
 };
 
 void rt_batch_free(RtBatch *b)
@@ -585,7 +588,7 @@ static void opt_job(void *ctx, int i)
     size_t from, to;
     member_share(b, i, b->p.nreal, rt_real_bytes(b->p.real), &from, &to);
     rt_opt_step_range(b->opt, b->p.real, b->p.nreal, from, to, b->opt_params, b->opt_grad, b->opt_state,
-                      b->opt_t);
+                      b->opt_t, b->opt_scale);
 }
 
 void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *out)
@@ -634,5 +637,6 @@ void rt_batch_opt_step(RtBatch *b, const RtOptimizer *o, void *params, const voi
     b->opt_grad = grad;
     b->opt_state = state;
     b->opt_t = t;
+    b->opt_scale = rt_opt_grad_scale(o, b->p.real, b->p.nreal, grad);
     rt_team_run(b->team, opt_job, b);
 }

@@ -67,21 +67,47 @@ typedef struct {
 void rt_init(const RtInit *init, RtRng *r, RtReal real, void *out);
 
 /* --- outer optimisers (runtime/optim.c) --- */
-typedef enum { RT_ADAM, RT_SGD } RtOptKind;
+typedef enum { RT_ADAM, RT_SGD, RT_ADAMW } RtOptKind;
 typedef struct {
     RtOptKind kind;
     double lr, beta1, beta2, eps;
+    double weight_decay;        /* Adam: w p added to the gradient; AdamW: p scaled by 1 - lr w */
+    double clip_norm;           /* > 0: the gradient's L2 norm clipped to it first */
+    bool cosine;                /* the lr anneals from lr to min_lr over t_max steps */
+    double min_lr;
+    long t_max;
 } RtOptimizer;
-/* Reals of optimiser state for n parameters (Adam: 2n, SGD: 0). */
+/* Reals of optimiser state for n parameters (Adam, AdamW: 2n, SGD: 0). */
 size_t rt_opt_state_count(const RtOptimizer *o, size_t n);
+/* The learning rate of step t (1-based): lr, or with the cosine schedule
+ * torch's CosineAnnealingLR (T_max = t_max, eta_min = min_lr) in its closed
+ * form, min_lr + (lr - min_lr) (1 + cos(pi (t - 1) / t_max)) / 2, which
+ * depends on t alone, so a resumed run needs no state for it. */
+double rt_opt_lr(const RtOptimizer *o, long t);
+/* What the gradient is multiplied by before a step, as
+ * torch.nn.utils.clip_grad_norm_(max_norm = clip_norm): min(1, clip_norm /
+ * (||grad||_2 + 1e-6)), the norm summed in double over the whole vector;
+ * 1 without clipping. */
+double rt_opt_grad_scale(const RtOptimizer *o, RtReal real, size_t n, const void *grad);
 /* One update of params[0..n) with grad; `t` is the 1-based step number.
  * state holds rt_opt_state_count reals, zero before the first step. */
 void rt_opt_step(const RtOptimizer *o, RtReal real, size_t n, void *params,
                  const void *grad, void *state, long t);
-/* The same update of elements [from, to) of the n alone: disjoint ranges
+/* The same update of elements [from, to) of the n alone, the gradient
+ * scaled by `scale` (rt_opt_grad_scale of the whole): disjoint ranges
  * together make rt_opt_step, bit for bit, whoever computes them. */
 void rt_opt_step_range(const RtOptimizer *o, RtReal real, size_t n, size_t from, size_t to,
-                       void *params, const void *grad, void *state, long t);
+                       void *params, const void *grad, void *state, long t, double scale);
+
+/* MAML++'s multi-step loss weights (Antoniou et al. 2019,
+ * get_per_step_loss_importance_vector) of iteration `it` (0-based) of a run
+ * whose weights anneal over `anneal` iterations, for `steps` inner steps,
+ * into out[0..steps) as reals of type real: while it < anneal, each of the
+ * first steps - 1 is max(1/steps - it / (steps anneal), 0.03 / steps) and
+ * the last min(1/steps + it (steps - 1) / (steps anneal), 1 - (steps - 1)
+ * 0.03 / steps), computed in double; from `anneal` on, as in MAML++, the
+ * last step's loss alone (0, ..., 0, 1). */
+void rt_msl_weights(int steps, long anneal, long it, RtReal real, void *out);
 
 /* --- task sources (runtime/sinusoid.c, ...) ---
  * A source fills one task's support and query sets.  `task` is the global
@@ -137,6 +163,14 @@ typedef struct {
     size_t sx_bytes, sy_bytes, qx_bytes, qy_bytes;
     /* in: params..., sx, sy, qx, qy   out: query loss, d loss / d param... */
     RtEntry meta_step;
+    /* the same at first order, for order = anneal(first_until): the
+       iterations below first_until take it (fn NULL: none) */
+    RtEntry meta_step_first;
+    long first_until;
+    /* multi_step_loss = anneal(msl_iterations): meta_step takes loss_weights
+       reals (rt_msl_weights) after qy; 0: none */
+    int loss_weights;
+    long msl_iterations;
     /* in: params..., x, y   out: params'..., support loss (one inner step) */
     RtEntry adapt_step;
     /* in: params..., x, y   out: loss */
@@ -319,6 +353,8 @@ typedef struct {
     bool sample;                /* draw task first + i with p->sample(seed, task_base + first + i)
                                    into the drawn task of the thread computing it, just before */
     uint64_t seed, task_base;
+    const void *loss_weights;   /* the meta-step's weights (p->loss_weights reals), or NULL */
+    bool first_order;           /* run p->meta_step_first instead of p->meta_step */
 } RtSlice;
 
 /* The node sums of s's tasks at params: rt_tree_count(B, first, first +

@@ -308,6 +308,7 @@ typedef struct {
     double *mine, *all;         /* this process's node sums, and every process's */
     void *grad;                 /* the meta-batch's mean gradient, in the element type */
     void *opt_state;
+    void *loss_weights;         /* the meta-step's multi-step loss weights (p->loss_weights reals) */
     RtEvalPoint *points;
     double *step_seconds;       /* the wall time of each iteration of this run */
 } TrainBuffers;
@@ -323,6 +324,7 @@ static void train_free(TrainBuffers *b)
     free(b->mine);
     free(b->grad);
     free(b->opt_state);
+    free(b->loss_weights);
     free(b->points);
     free(b->step_seconds);
 }
@@ -356,10 +358,12 @@ static bool train_alloc(const RtProgram *p, const RtTrainOptions *o, TrainBuffer
         .displ = calloc((size_t)nranks, sizeof(int)),
         .grad = rt_alloc_zeroed(p->nreal, rb),
         .opt_state = rt_alloc_zeroed(rt_opt_state_count(&p->optimizer, p->nreal), rb),
+        .loss_weights = rt_alloc_zeroed((size_t)p->loss_weights, rb),
         .points = calloc(o->nsteps > 0 ? (size_t)o->nsteps : 1, sizeof(RtEvalPoint)),
         .step_seconds = calloc(timed > 0 ? (size_t)timed : 1, sizeof(double)),
     };
-    if (!(b->bound && b->count && b->displ && b->grad && b->opt_state && b->points && b->step_seconds) ||
+    if (!(b->bound && b->count && b->displ && b->grad && b->opt_state && b->loss_weights && b->points &&
+          b->step_seconds) ||
         b->rank < 0 || b->rank >= nranks || !split_ranks(p->meta_batch, b)) {
         train_free(b);
         return false;
@@ -386,7 +390,11 @@ static bool meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuf
     RtSlice s = {
         .B = B, .first = first, .count = b->bound[b->rank + 1] - first,
         .sample = true, .seed = o->seed, .task_base = (uint64_t)it * (uint64_t)B,
+        .loss_weights = p->loss_weights ? b->loss_weights : NULL,
+        .first_order = p->meta_step_first.fn && it < p->first_until,
     };
+    if (p->loss_weights)    /* MAML++'s multi-step loss: this iteration's weights */
+        rt_msl_weights(p->loss_weights, p->msl_iterations, it, p->real, b->loss_weights);
     rt_batch_nodes(b->batch, params, &s, b->mine);
     if (b->nranks > 1 &&
         !o->gather(o->gather_ctx, b->mine, b->count[b->rank], b->all, b->count, b->displ, rt_node_reals(p)))

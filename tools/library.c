@@ -12,6 +12,7 @@
 
 #include "../passes/passes.h"
 #include "../runtime/abi.h"
+#include "run.h"
 #include "predict.h"
 
 extern char **environ;
@@ -120,15 +121,22 @@ static void put_task_args(Buf *b, const ModelTask *t) {
 
 static void put_meta(Buf *b, const Model *md) {
     const MetaConfig *mc = &md->meta;
-    static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar"};
+    static const char *const lr_kind[] = {"fixed", "learned", "learned_scalar", "learned_per_step"};
     static const char *const algorithm[] = {"maml", "reptile", "imaml"};
     put(b, "{\"algorithm\": \"%s\"", algorithm[mc->algorithm]);
     if (mc->algorithm == ALGO_REPTILE)
         put(b, ", \"epsilon\": %.17g", mc->epsilon);
     if (mc->algorithm == ALGO_IMAML)
         put(b, ", \"lambda\": %.17g, \"cg_steps\": %d", mc->lambda, mc->cg_steps);
+    static const char *const order[] = {"second", "first", "anneal"};
     put(b, ", \"inner_steps\": %d, \"inner_lr\": %.17g, \"inner_lr_kind\": \"%s\", \"order\": \"%s\"",
-        mc->inner_steps, mc->inner_lr, lr_kind[mc->inner_lr_kind], mc->order == ORDER_FIRST ? "first" : "second");
+        mc->inner_steps, mc->inner_lr, lr_kind[mc->inner_lr_kind], order[mc->order]);
+    if (mc->order == ORDER_ANNEAL)
+        put(b, ", \"first_until\": %ld", mc->first_until);
+    if (mc->msl_iterations)
+        put(b, ", \"multi_step_loss\": %ld", mc->msl_iterations);
+    if (mc->clip_norm)
+        put(b, ", \"clip_norm\": %.17g", mc->clip_norm);
     put(b, ", \"adapt\": [");
     for (int i = 0, k = 0; i < md->nparam; i++)
         if (mc->adapt[i]) {
@@ -138,11 +146,16 @@ static void put_meta(Buf *b, const Model *md) {
         }
     put(b, "], \"meta_batch\": %d, \"iterations\": %ld", mc->meta_batch, mc->iterations);
     const OptimizerConfig *oc = &mc->optimizer;
-    if (oc->kind == OPT_ADAM)
-        put(b, ", \"optimizer\": {\"kind\": \"adam\", \"lr\": %.17g, \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g}}",
-            oc->lr, oc->beta1, oc->beta2, oc->eps);
+    if (oc->kind != OPT_SGD)
+        put(b, ", \"optimizer\": {\"kind\": \"%s\", \"lr\": %.17g, \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g",
+            oc->kind == OPT_ADAMW ? "adamw" : "adam", oc->lr, oc->beta1, oc->beta2, oc->eps);
     else
-        put(b, ", \"optimizer\": {\"kind\": \"sgd\", \"lr\": %.17g}}", oc->lr);
+        put(b, ", \"optimizer\": {\"kind\": \"sgd\", \"lr\": %.17g", oc->lr);
+    if (oc->weight_decay)
+        put(b, ", \"weight_decay\": %.17g", oc->weight_decay);
+    if (oc->cosine)
+        put(b, ", \"schedule\": {\"kind\": \"cosine\", \"min_lr\": %.17g}", oc->min_lr);
+    put(b, "}}");
 }
 
 /* What the library says about md's net (its errors reported on stderr,
@@ -271,6 +284,15 @@ void lib_write_header(FILE *out, const Model *md) {
             "int         mamlc_sample_tasks(uint64_t seed, uint64_t first, int n, mamlc_real *sx, void *sy,\n"
             "                               mamlc_real *qx, void *qy);\n"
             "\n"
+            "/* Version 3: MAML++'s multi-step loss weights given by the caller. */\n"
+            "int         mamlc_loss_weight_count(void);\n"
+            "mamlc_real  mamlc_meta_grad_weighted(const mamlc_real *params, int B, const mamlc_real *sx, const void *sy,\n"
+            "                                     const mamlc_real *qx, const void *qy, const mamlc_real *weights,\n"
+            "                                     int nweights, mamlc_real *grad);\n"
+            "mamlc_real  mamlc_meta_step_weighted(mamlc_real *params, mamlc_real *state, int B, const mamlc_real *sx,\n"
+            "                                     const void *sy, const mamlc_real *qx, const void *qy,\n"
+            "                                     const mamlc_real *weights, int nweights);\n"
+            "\n"
             "#ifdef __cplusplus\n"
             "}\n"
             "#endif\n\n"
@@ -385,9 +407,15 @@ static char *model_source(const Model *md, const IrModule *m, const IrModule *fa
         put_entry(&b, m, entries[i][1]);
         put(&b, ",\n");
     }
-    const OptimizerConfig *oc = &md->meta.optimizer;
-    put(&b, "    .optimizer = %d, .lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,\n",
-        oc->kind == OPT_ADAM ? 0 : 1, oc->lr, oc->beta1, oc->beta2, oc->eps);
+    RtOptimizer o = run_optimizer(&md->meta);
+    put(&b, "    .optimizer = %d, .lr = %.17g, .beta1 = %.17g, .beta2 = %.17g, .eps = %.17g,\n", (int)o.kind, o.lr,
+        o.beta1, o.beta2, o.eps);
+    put(&b, "    .weight_decay = %.17g, .clip_norm = %.17g, .min_lr = %.17g, .cosine = %d, .t_max = %ld,\n",
+        o.weight_decay, o.clip_norm, o.min_lr, o.cosine, o.t_max);
+    put(&b, "    .meta_step_first = ");
+    put_entry(&b, m, "meta_step_first");
+    put(&b, ",\n    .first_until = %ld, .loss_weights = %d, .msl_iterations = %ld,\n", md->meta.first_until,
+        md->meta.msl_iterations ? md->meta.inner_steps : 0, md->meta.msl_iterations);
     LibPredict pr = predict_info(md);
     put(&b, "    .query_points = %d,\n    .any_points = %d,\n", t->query_x.rank ? t->query_x.dim[0] : 1,
         pr.any_points);

@@ -606,6 +606,10 @@ static void print_stats(const Model *md, IrModule *m, const BeJit *j, const Stag
             printf(", %zu (%s)", be_arena_bytes(m->func[i]), m->func[i]->name);
     printf("\nlive peak      %zu bytes (meta_step): its arena is %.2fx the most its buffers hold at once",
            live, live ? (double)arena / (double)live : 1.0);
+    IrFunc *first = ir_module_find(m, "meta_step_first");
+    if (first)      /* order = anneal: the step of the iterations below first_until */
+        printf("\nfirst order    %.6g MFLOP per task, arena %zu bytes (meta_step_first, iterations below %ld)",
+               ir_flops(first) / 1e6, be_arena_bytes(first), md->meta.first_until);
     printf("\ncompile time   frontend %.1f ms, build %.1f ms, IR passes %.1f ms, LLVM codegen %.1f ms,\n"
            "               LLVM optimise %.1f ms, machine code %.1f ms\n",
            1e3 * t->frontend, 1e3 * t->build, 1e3 * t->passes, 1e3 * bt->codegen_s, 1e3 * bt->optimize_s,

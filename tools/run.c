@@ -371,6 +371,14 @@ static RtInitKind init_kind(InitKind k) {
 
 static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
 
+RtOptimizer run_optimizer(const MetaConfig *mc) {
+    const OptimizerConfig *oc = &mc->optimizer;
+    static const RtOptKind kind[] = {[OPT_ADAM] = RT_ADAM, [OPT_SGD] = RT_SGD, [OPT_ADAMW] = RT_ADAMW};
+    return (RtOptimizer){.kind = kind[oc->kind], .lr = oc->lr, .beta1 = oc->beta1, .beta2 = oc->beta2,
+                         .eps = oc->eps, .weight_decay = oc->weight_decay, .clip_norm = mc->clip_norm,
+                         .cosine = oc->cosine, .min_lr = oc->min_lr, .t_max = mc->iterations};
+}
+
 static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
     RtProgram *p = &r->prog;
     p->nparam = md->ntensor;
@@ -388,9 +396,12 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
     p->qx_bytes = bytes(t->query_x);
     p->qy_bytes = bytes(t->query_y);
     p->meta_batch = md->meta.meta_batch;
-    const OptimizerConfig *oc = &md->meta.optimizer;
-    p->optimizer = (RtOptimizer){oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
+    p->optimizer = run_optimizer(&md->meta);
+    p->first_until = md->meta.first_until;
+    p->loss_weights = md->meta.msl_iterations ? md->meta.inner_steps : 0;
+    p->msl_iterations = md->meta.msl_iterations;
     return entry(j, m, "meta_step", &p->meta_step, d) && entry(j, m, "adapt_step", &p->adapt_step, d) &&
+           entry(j, m, "meta_step_first", &p->meta_step_first, d) &&
            entry(j, m, "eval_loss", &p->loss, d) && entry(j, m, "metric", &p->metric, d);
 }
 

@@ -44,6 +44,10 @@ typedef struct {
     const RunCluster *cluster;  /* NULL: a single process */
 } RunOptions;
 
+/* The runtime's outer optimiser for a meta configuration: its optimizer,
+ * clip_norm, and the cosine schedule over `iterations`. */
+RtOptimizer run_optimizer(const MetaConfig *mc);
+
 /* Whether md's task reads a data set (--data, --eval-data): omniglot and
  * images do; sinusoid and families make their tasks, and external ones come
  * from the caller (or a task file, --tasks, as any kind's may). */

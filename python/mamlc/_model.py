@@ -36,6 +36,14 @@ class _C:
             "mamlc_sample_tasks": (_I, [_U64, _U64, _I, _V, _V, _V, _V]),
         }
         self.lib = lib
+        # version 3, looked up only where the library has them
+        for name, restype, argtypes in (("mamlc_loss_weight_count", _I, []),
+                                        ("mamlc_meta_grad_weighted", real, [_V, _I, _V, _V, _V, _V, _V, _I, _V]),
+                                        ("mamlc_meta_step_weighted", real, [_V, _V, _I, _V, _V, _V, _V, _V, _I])):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype, fn.argtypes = restype, argtypes
+            setattr(self, name[len("mamlc_"):], fn)
         for name, (restype, argtypes) in sig.items():
             fn = getattr(lib, name, None)
             if fn is None:
@@ -74,6 +82,9 @@ class Model:
         self._c = _C(self.path, ctypes.c_float if self.dtype == np.float32 else ctypes.c_double)
         self.param_count = int(self._c.param_count())
         self.state_count = int(self._c.state_count())
+        # the multi-step loss weights the meta-step takes (version 3; 0 without multi_step_loss)
+        self._weighted = self._c.meta_grad_weighted is not None
+        self.loss_weight_count = int(self._c.loss_weight_count()) if self._weighted else 0
         self.fields = {}
         for part, prefix in (("support", "s"), ("query", "q")):
             for axis in ("x", "y"):
@@ -115,24 +126,48 @@ class Model:
         self._c.init(_ptr(params), _ptr(state), int(seed))
         return params, state
 
-    def meta_grad(self, params, sx, sy, qx, qy):
+    def _loss_weights(self, loss_weights):
+        """loss_weights checked: loss_weight_count finite reals of the model's
+        dtype, for the library's *_weighted calls (ABI version 3)."""
+        if not self._weighted:
+            raise ValueError(f"loss_weights: {self.path} has no mamlc_meta_grad_weighted (ABI version 3); "
+                             f"rebuild it with this mamlc to give the weights")
+        n = self.loss_weight_count
+        w = _check.array("loss_weights", loss_weights, self.dtype, (n,))
+        if not np.all(np.isfinite(w)):
+            raise ValueError("loss_weights: every weight must be finite")
+        return w, n
+
+    def meta_grad(self, params, sx, sy, qx, qy, loss_weights=None):
         """(grad, loss): the mean query loss of the meta-batch after the inner
-        loop, and its gradient with respect to params."""
+        loop, and its gradient with respect to params.  loss_weights: the
+        multi-step loss weights (loss_weight_count of them) instead of where
+        their schedule ends."""
         params = self._params(params)
         B, (sx, sy, qx, qy) = self._tasks(sx, sy, qx, qy)
         grad = np.empty(self.param_count, self.dtype)
-        loss = self._c.meta_grad(_ptr(params), B, _ptr(sx), _ptr(sy), _ptr(qx), _ptr(qy), _ptr(grad))
+        if loss_weights is not None:
+            w, n = self._loss_weights(loss_weights)
+            loss = self._c.meta_grad_weighted(_ptr(params), B, _ptr(sx), _ptr(sy), _ptr(qx), _ptr(qy), _ptr(w), n,
+                                              _ptr(grad))
+        else:
+            loss = self._c.meta_grad(_ptr(params), B, _ptr(sx), _ptr(sy), _ptr(qx), _ptr(qy), _ptr(grad))
         return grad, float(loss)
 
-    def meta_step(self, params, state, sx, sy, qx, qy):
+    def meta_step(self, params, state, sx, sy, qx, qy, loss_weights=None):
         """One meta-training step on the meta-batch: params and state updated
         in place (the outer optimiser, the step count as state's last real);
-        returns the mean query loss."""
+        returns the mean query loss.  loss_weights: the multi-step loss
+        weights instead of those `mamlc run` takes at this step."""
         params = self._params(params, writable=True)
         state = _check.array("state", state, self.dtype, (self.state_count,), writable=True)
         if np.shares_memory(params, state):
             raise ValueError("state: shares memory with params")
         B, (sx, sy, qx, qy) = self._tasks(sx, sy, qx, qy)
+        if loss_weights is not None:
+            w, n = self._loss_weights(loss_weights)
+            return float(self._c.meta_step_weighted(_ptr(params), _ptr(state), B, _ptr(sx), _ptr(sy), _ptr(qx),
+                                                    _ptr(qy), _ptr(w), n))
         return float(self._c.meta_step(_ptr(params), _ptr(state), B, _ptr(sx), _ptr(sy), _ptr(qx), _ptr(qy)))
 
     def adapt(self, params, sx, sy, steps=None):

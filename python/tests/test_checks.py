@@ -136,6 +136,25 @@ def test_other_arguments(ways5, sine, batch):
     refused(sine, ValueError, r"^seed: ", sine.init, seed=-1)
 
 
+def test_loss_weights(build, sine):
+    """MAML++'s multi-step loss weights: loss_weight_count finite reals of
+    the model's dtype, or a ValueError naming loss_weights before C; the
+    weights where the schedule ends give the plain meta-gradient."""
+    m = build("examples/sine.mdl", meta={"inner_steps": 2, "multi_step_loss": "anneal(10)"})
+    assert m.loss_weight_count == 2 and sine.loss_weight_count == 0
+    params, state = m.init(seed=1)
+    tasks = m.sample_tasks(4)
+    g, loss = m.meta_grad(params, *tasks)
+    gw, lw = m.meta_grad(params, *tasks, loss_weights=np.array([0, 1], np.float32))
+    assert loss == lw and np.array_equal(g, gw)
+    refused(m, ValueError, r"^loss_weights: expected shape \(2,\)", m.meta_grad, params, *tasks,
+            loss_weights=np.ones(3, np.float32))
+    refused(m, ValueError, r"^loss_weights: every weight must be finite", m.meta_step, params, state, *tasks,
+            loss_weights=np.array([np.nan, 1], np.float32))
+    refused(m, TypeError, r"^loss_weights: ", m.meta_step, params, state, *tasks,
+            loss_weights=np.array([0, 1], np.float64))
+
+
 def test_coupled_points(build):
     """A net that centres x on its batch mean couples the points: predicting
     another number of points would change every prediction, so it is an

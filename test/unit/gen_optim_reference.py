@@ -74,7 +74,7 @@ def main():
     for kind, lr, b1, b2, eps in CONFIGS:
         p1, pt, m, v = run(kind, lr, b1, b2, eps, torch.float64)
         _, pt32, _, _ = run(kind, lr, b1, b2, eps, torch.float32)
-        print("    {{%s, %r, %r, %r, %r}," % (kind, lr, b1, b2, eps))
+        print("    {{.kind = %s, .lr = %r, .beta1 = %r, .beta2 = %r, .eps = %r}," % (kind, lr, b1, b2, eps))
         print("     %s," % row(p1))
         print("     %s," % row(pt))
         print("     %s," % row(m))

@@ -483,10 +483,10 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
     }
     RtProgram *p = &jit.prog;
     size_t rb = f64 ? 8 : 4, n = p->nreal;
-    CHECK(lib.abi_version() == 2, "%s: ABI version", label);
+    CHECK(lib.abi_version() == 3, "%s: ABI version", label);
     CHECK(lib.param_count() == n, "%s: param count %zu vs %zu", label, lib.param_count(), n);
     CHECK(lib.state_count() == 2 * n + 1, "%s: Adam state is m, v and the step count", label);
-    CHECK(strstr(lib.model_json(), "\"abi\": 2") != NULL, "%s: model JSON", label);
+    CHECK(strstr(lib.model_json(), "\"abi\": 3") != NULL, "%s: model JSON", label);
 
     /* mamlc_init is the driver's initialisation */
     char *params = malloc(n * rb), *mine = malloc(n * rb), *state = malloc(lib.state_count() * rb);
@@ -516,7 +516,8 @@ static void check_model(const char *label, const char *text, bool f64, bool labe
      * optimiser as `mamlc run` takes it; twice, so that the optimiser's
      * state and step count carry over */
     const OptimizerConfig *oc = &jit.md->meta.optimizer;
-    RtOptimizer opt = {oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
+    RtOptimizer opt = {.kind = oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, .lr = oc->lr, .beta1 = oc->beta1,
+                      .beta2 = oc->beta2, .eps = oc->eps};
     size_t ns = lib.state_count();
     char *p_lib = malloc(n * rb), *p_jit = malloc(n * rb), *g_step = malloc(n * rb);
     char *s_lib = calloc(ns, rb), *s_jit = calloc(ns, rb);

@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
+
+#include "build_library.h"
 
 static int failures, checks;
 
@@ -60,27 +60,7 @@ typedef struct {
 
 /* mamlc TEXT -o a temporary library, then dlopen it. */
 static bool build(const char *text, Lib *lib) {
-    char dir[] = "/tmp/mamlc-abi2-XXXXXX", mdl[64], so[64], h[64];
-    if (!mkdtemp(dir))
-        return false;
-    snprintf(mdl, sizeof mdl, "%s/model.mdl", dir);
-    snprintf(so, sizeof so, "%s/model.so", dir);
-    snprintf(h, sizeof h, "%s/model.h", dir);
-    FILE *f = fopen(mdl, "w");
-    fputs(text, f);
-    fclose(f);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(MAMLC_BINARY_DIR "/mamlc", "mamlc", mdl, "-o", so, (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    lib->so = WIFEXITED(status) && WEXITSTATUS(status) == 0 ? dlopen(so, RTLD_NOW | RTLD_LOCAL) : NULL;
-    unlink(mdl);
-    unlink(so);
-    unlink(h);
-    rmdir(dir);
+    lib->so = build_library_so(text, NULL);
     if (!lib->so)
         return false;
     *(void **)&lib->init = dlsym(lib->so, "mamlc_init");

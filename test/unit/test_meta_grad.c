@@ -116,8 +116,11 @@ static const char *const newops_model =
     "task external { support x : [N, 2, 6, 6], y : [N, C]; query x : [N, 2, 6, 6], y : [N, C]; }\n"
     "meta { %s }\n";
 
-typedef enum { SECOND, FIRST, REPTILE } Mode;
-typedef enum { RATE_FIXED, RATE_ELEMENT, RATE_TENSOR } Rates;
+/* MSL: second order with MAML++'s multi-step loss, at the random weights
+ * the meta-step takes as its input; ANNEAL: order = anneal(..), whose
+ * meta_step is checked as SECOND and meta_step_first as FIRST. */
+typedef enum { SECOND, FIRST, REPTILE, MSL, ANNEAL } Mode;
+typedef enum { RATE_FIXED, RATE_ELEMENT, RATE_TENSOR, RATE_STEP } Rates;
 
 /* One meta configuration of one model; its meta block is written from
  * these fields, and the reference reads the same fields. */
@@ -134,7 +137,7 @@ typedef struct {
 
 #define EPSILON 0.7             /* Reptile's epsilon in every case */
 #define MAXP 16                 /* params of a model */
-#define MAXT (2 * MAXP)         /* meta-learned tensors: params and learned rates */
+#define MAXT (3 * MAXP)         /* meta-learned tensors: params and learned rates */
 
 typedef struct {
     IrModule *m;
@@ -175,7 +178,7 @@ static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
 /* Buffers for every input and output of f, inputs filled at random
  * (integer inputs with labels below `classes`). */
 typedef struct {
-    double *in[MAXT + 4], *out[MAXT + 1];
+    double *in[MAXT + 5], *out[MAXT + 1];
     int nin, nout;
 } Buffers;
 
@@ -203,8 +206,8 @@ static void free_buffers(Buffers *b) {
  * doubles, converted to int32). */
 static void run_jit(BeJit *jit, const IrFunc *f, double *const *in, double *const *out) {
     BeFn fn = be_jit_lookup(jit, f->name);
-    const void *args[MAXT + 4];
-    int32_t *ints[MAXT + 4] = {0};
+    const void *args[MAXT + 5];
+    int32_t *ints[MAXT + 5] = {0};
     for (int i = 0; i < f->ninput; i++) {
         IrType t = f->node[f->input[i]].type;
         args[i] = in[i];
@@ -242,7 +245,8 @@ static double norm(const double *a, int64_t n) {
 
 /* The reference inner loop.  theta is the meta_step's inputs: np params,
  * the learned rate tensors (one per adapted param, in declaration order:
- * docs/algorithms.md), then sx, sy, qx, qy. */
+ * docs/algorithms.md; with per-step rates one per adapted param and step,
+ * lr.NAME.0, lr.NAME.1, ...), then sx, sy, qx, qy. */
 typedef struct {
     const Case *c;
     Compiled plain;             /* the model with no meta entries */
@@ -273,7 +277,8 @@ static void ref_adapt(Ref *r, int steps) {
         for (int p = 0, j = 0; p < r->np; p++) {
             if (!r->adapt[p])
                 continue;
-            const double *rate = c->rates == RATE_FIXED ? NULL : r->theta[r->np + j++];
+            int per = c->rates == RATE_STEP ? c->steps : 1, at = s < per ? s : per - 1;
+            const double *rate = c->rates == RATE_FIXED ? NULL : r->theta[r->np + per * j++ + at];
             for (int64_t k = 0; k < r->numel[p]; k++) {
                 double a = !rate ? c->alpha : c->rates == RATE_ELEMENT ? rate[k] : rate[0];
                 r->cur[p][k] -= a * r->out[1 + p][k];
@@ -294,11 +299,20 @@ static double ref_query(Ref *r, bool grad) {
     return grad ? r->out[0][0] : loss;
 }
 
-/* The meta-loss L_Q(θ_N) as a function of theta, for finite differences. */
+/* The meta-loss L_Q(θ_N) as a function of theta, for finite differences;
+ * with the multi-step loss Σ_s w_s L_Q(θ_s), w the meta-step's last input. */
 static double ref_meta_loss(void *ctx) {
     Ref *r = ctx;
-    ref_adapt(r, r->c->steps);
-    return ref_query(r, false);
+    if (r->c->mode != MSL) {
+        ref_adapt(r, r->c->steps);
+        return ref_query(r, false);
+    }
+    double sum = 0;
+    for (int s = 1; s <= r->c->steps; s++) {
+        ref_adapt(r, s);
+        sum += r->theta[r->nt + 4][s - 1] * ref_query(r, false);
+    }
+    return sum;
 }
 
 /* Whether `name` is an entry of the list "a, b, c". */
@@ -336,16 +350,18 @@ static bool ref_init(Ref *r, const Case *c, const Model *md, double **theta) {
         nadapt += r->adapt[p];
     }
     r->out[0] = malloc(sizeof(double));
-    /* learned rates: one tensor per adapted param, of its shape or a scalar */
-    ok = ok && r->nt == r->np + (c->rates == RATE_FIXED ? 0 : nadapt);
+    /* learned rates: one tensor per adapted param (per step: one per adapted
+     * param and inner step), of its shape or a scalar */
+    int per = c->rates == RATE_STEP ? c->steps : 1;
+    ok = ok && r->nt == r->np + (c->rates == RATE_FIXED ? 0 : per * nadapt);
     for (int p = 0, j = r->np; ok && p < r->np; p++) {
-        if (!r->adapt[p] || c->rates == RATE_FIXED)
-            continue;
-        int64_t n = ir_numel(md->param[j].type);
-        ok = n == (c->rates == RATE_ELEMENT ? r->numel[p] : 1);
-        for (int64_t k = 0; ok && k < n; k++)
-            theta[j][k] = c->alpha * (0.5 + urand());  /* rates about their initial value */
-        j++;
+        for (int s = 0; r->adapt[p] && c->rates != RATE_FIXED && ok && s < per; s++) {
+            int64_t n = ir_numel(md->param[j].type);
+            ok = n == (c->rates == RATE_ELEMENT ? r->numel[p] : 1);
+            for (int64_t k = 0; ok && k < n; k++)
+                theta[j][k] = c->alpha * (0.5 + urand());  /* rates about their initial value */
+            j++;
+        }
     }
     CHECK(ok, "%s: the meta-learned tensors are laid out as documented", c->label);
     return ok;
@@ -363,12 +379,17 @@ static void ref_free(Ref *r) {
 
 /* The meta block of case c. */
 static void meta_text(const Case *c, char *text, size_t size) {
-    static const char *const rate[] = {"%.17g", "learned(%.17g)", "learned_scalar(%.17g)"};
+    static const char *const rate[] = {"%.17g", "learned(%.17g)", "learned_scalar(%.17g)",
+                                       "learned_per_step(%.17g)"};
     char lr[64];
     snprintf(lr, sizeof lr, rate[c->rates], c->alpha);
     int n = snprintf(text, size, "inner_lr = %s; inner_steps = %d;", lr, c->steps);
     if (c->mode == FIRST)
         n += snprintf(text + n, size - (size_t)n, " order = first;");
+    if (c->mode == MSL)
+        n += snprintf(text + n, size - (size_t)n, " multi_step_loss = anneal(100);");
+    if (c->mode == ANNEAL)
+        n += snprintf(text + n, size - (size_t)n, " order = anneal(first_until = 50);");
     if (c->mode == REPTILE)
         n += snprintf(text + n, size - (size_t)n, " algorithm = reptile(epsilon = %.17g);", EPSILON);
     if (c->outer && c->outer->kind == OPT_ADAM)
@@ -436,11 +457,12 @@ static void check_reptile(Ref *r, const Model *md, double *const *got) {
     const Case *c = r->c;
     ref_adapt(r, c->steps);
     const OptimizerConfig *o = &md->meta.optimizer;
-    const OptimizerConfig want_o = c->outer ? *c->outer : (OptimizerConfig){OPT_SGD, EPSILON, 0, 0, 0};
+    const OptimizerConfig want_o = c->outer ? *c->outer : (OptimizerConfig){.kind = OPT_SGD, .lr = EPSILON};
     CHECK(o->kind == want_o.kind && o->lr == want_o.lr && o->beta1 == want_o.beta1 && o->beta2 == want_o.beta2 &&
               o->eps == want_o.eps,
           "%s: the outer optimiser is the one given, or sgd(lr = epsilon)", c->label);
-    RtOptimizer rt = {o->kind == OPT_ADAM ? RT_ADAM : RT_SGD, o->lr, o->beta1, o->beta2, o->eps};
+    RtOptimizer rt = {.kind = o->kind == OPT_ADAM ? RT_ADAM : RT_SGD, .lr = o->lr, .beta1 = o->beta1,
+                      .beta2 = o->beta2, .eps = o->eps};
     for (int p = 0; p < r->np; p++) {
         int64_t n = r->numel[p];
         double *want = malloc((size_t)n * sizeof *want), *next = malloc((size_t)n * sizeof *next);
@@ -469,19 +491,19 @@ static void check_reptile(Ref *r, const Model *md, double *const *got) {
 static void run_case(const Case *c) {
     char meta[512];
     meta_text(c, meta, sizeof meta);
-    static const char *const fns[] = {"meta_step", "adapt_step", NULL};
+    static const char *const fns[] = {"meta_step", "adapt_step", "meta_step_first", NULL};
     Compiled m;
     /* LLVM at -O2 for the second-order steps, the largest graphs; at -O0,
      * about five times quicker to compile, for first order and Reptile, so
      * that the test takes seconds.  (test_codegen covers the opt levels.) */
-    if (!compile(&m, c->tmpl, meta, fns, c->mode == SECOND ? 2 : 0)) {
+    if (!compile(&m, c->tmpl, meta, fns, c->mode == FIRST || c->mode == REPTILE ? 0 : 2)) {
         CHECK(false, "%s: compiles (%s)", c->label, meta);
         return;
     }
     IrFunc *f = ir_module_find(m.m, "meta_step"), *adapt = ir_module_find(m.m, "adapt_step");
     Buffers b, probe;
-    if (f->ninput > MAXT + 4) {
-        CHECK(false, "%s: at most %d inputs", c->label, MAXT + 4);
+    if (f->ninput > MAXT + 5) {
+        CHECK(false, "%s: at most %d inputs", c->label, MAXT + 5);
         release(&m);
         return;
     }
@@ -493,14 +515,18 @@ static void run_case(const Case *c) {
     run_jit(m.jit, f, b.in, b.out);
     double *const *got = b.out + 1;
 
-    /* the query loss after the inner loop */
-    ref_adapt(&r, c->steps);
-    double lq = ref_query(&r, false);
+    /* the query loss after the inner loop (the multi-step loss) */
+    CHECK((c->mode == MSL) == (f->ninput == r.nt + 5), "%s: the loss weights are an input just when MSL is on",
+          c->label);
+    CHECK((c->mode == ANNEAL) == (ir_module_find(m.m, "meta_step_first") != NULL),
+          "%s: the first-order step is built just when the order anneals", c->label);
+    double lq = ref_meta_loss(&r);
     CHECK(fabs(b.out[0][0] - lq) <= 1e-12 * fmax(1, fabs(lq)), "%s: query loss %.17g, reference %.17g",
           c->label, b.out[0][0], lq);
 
     /* one adapt_step (evaluation's inner step): the adapted params, the
-     * rates carried over, and the support loss before the step */
+     * rates carried over (per-step rates moved one step on: lr.NAME.s gets
+     * lr.NAME.(s+1), the last its own), and the support loss before the step */
     double *ain[MAXT + 2], *aout[MAXT + 1];
     for (int p = 0; p < r.nt; p++) {
         ain[p] = b.in[p];
@@ -513,7 +539,8 @@ static void run_case(const Case *c) {
     ref_adapt(&r, 1);
     for (int p = 0; p < r.nt; p++) {
         int64_t n = ir_numel(m.md->param[p].type);
-        double err = rel_err_floor(aout[p], p < r.np ? r.cur[p] : b.in[p], n, 0);
+        int shift = c->rates == RATE_STEP && p >= r.np && (p - r.np + 1) % c->steps != 0;
+        double err = rel_err_floor(aout[p], p < r.np ? r.cur[p] : b.in[p + shift], n, 0);
         CHECK(err <= 1e-12, "%s: adapt_step on %s: relative error %.3g", c->label, m.md->param[p].name, err);
     }
     CHECK(fabs(aout[r.nt][0] - r.out[0][0]) <= 1e-12 * fmax(1, fabs(r.out[0][0])), "%s: adapt_step's loss",
@@ -525,13 +552,19 @@ static void run_case(const Case *c) {
     double total = 0;
     for (int p = 0; p < r.nt; p++)
         total = hypot(total, norm(got[p], ir_numel(m.md->param[p].type)));
-    if (c->mode == SECOND)
+    if (c->mode == SECOND || c->mode == MSL || c->mode == ANNEAL)
         printf("%-44s worst relative error vs finite differences %.2e\n", c->label,
                check_second_order(&r, m.md, got, 1e-3 * total));
     else if (c->mode == FIRST)
         check_first_order(&r, m.md, got);
     else
         check_reptile(&r, m.md, got);
+    if (c->mode == ANNEAL) {    /* the other side of the switch: the first-order step */
+        IrFunc *first = ir_module_find(m.m, "meta_step_first");
+        run_jit(m.jit, first, b.in, probe.out);
+        CHECK(probe.out[0][0] == b.out[0][0], "%s: both orders' steps give the same query loss", c->label);
+        check_first_order(&r, m.md, probe.out + 1);
+    }
 
     /* compiled code and reference evaluator agree */
     ir_eval(f, (const double *const *)b.in, probe.out);
@@ -563,6 +596,17 @@ static const Case cases[] = {
     /* Meta-SGD: learned rates per element and per tensor */
     {"Meta-SGD, smooth MLP, 2 steps", tanh_model, SECOND, RATE_ELEMENT, 0.1, 2, NULL, NULL, 1},
     {"Meta-SGD scalar, classifier, 1 step", softmax_model, SECOND, RATE_TENSOR, 0.2, 1, NULL, NULL, 3},
+    /* LSLR: a learned rate per param and inner step, alone and with ANIL */
+    {"LSLR, smooth MLP, 3 steps", tanh_model, SECOND, RATE_STEP, 0.1, 3, NULL, NULL, 1},
+    {"LSLR, classifier, 1 step", softmax_model, SECOND, RATE_STEP, 0.2, 1, NULL, NULL, 3},
+    {"LSLR + ANIL, relu MLP, 2 steps", relu_model, SECOND, RATE_STEP, 0.05, 2, "W2, b3", NULL, 1},
+    /* MAML++'s multi-step loss at a fixed (random) weight vector, alone and with LSLR */
+    {"MSL, smooth MLP, 3 steps", tanh_model, MSL, RATE_FIXED, 0.1, 3, NULL, NULL, 1},
+    {"MSL, conv net + batch norm, 2 steps", conv_model, MSL, RATE_FIXED, 0.2, 2, NULL, NULL, 3},
+    {"MSL + LSLR, classifier, 2 steps", softmax_model, MSL, RATE_STEP, 0.3, 2, NULL, NULL, 3},
+    /* derivative-order annealing: both steps, each against its own reference */
+    {"order anneal, smooth MLP, 2 steps", tanh_model, ANNEAL, RATE_FIXED, 0.1, 2, NULL, NULL, 1},
+    {"order anneal + ANIL, relu MLP, 2 steps", relu_model, ANNEAL, RATE_FIXED, 0.05, 2, "W3, b3", NULL, 1},
     /* ANIL, alone and with Meta-SGD */
     {"ANIL, relu MLP, 2 steps", relu_model, SECOND, RATE_FIXED, 0.05, 2, "W3, b3", NULL, 1},
     {"ANIL + Meta-SGD, smooth MLP, 2 steps", tanh_model, SECOND, RATE_ELEMENT, 0.05, 2, "W2, b3", NULL, 1},
@@ -582,9 +626,9 @@ static const Case cases[] = {
     {"Reptile, relu MLP, 4 steps", relu_model, REPTILE, RATE_FIXED, 0.05, 4, NULL, NULL, 1},
     {"Reptile + ANIL, relu MLP, 3 steps", relu_model, REPTILE, RATE_FIXED, 0.05, 3, "W3, b3", NULL, 1},
     {"Reptile + adam, classifier, 2 steps", softmax_model, REPTILE, RATE_FIXED, 0.3, 2, NULL,
-     &(OptimizerConfig){OPT_ADAM, 0.05, 0.8, 0.99, 1e-6}, 3},
+     &(OptimizerConfig){.kind = OPT_ADAM, .lr = 0.05, .beta1 = 0.8, .beta2 = 0.99, .eps = 1e-6}, 3},
     {"Reptile + ANIL + sgd, smooth MLP, 2 steps", tanh_model, REPTILE, RATE_FIXED, 0.1, 2, "W2, b3",
-     &(OptimizerConfig){OPT_SGD, 0.25, 0, 0, 0}, 1},
+     &(OptimizerConfig){.kind = OPT_SGD, .lr = 0.25}, 1},
 };
 
 int main(void) {

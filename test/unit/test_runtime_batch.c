@@ -277,7 +277,8 @@ static void test_batch_opt_step(void)
         p0[i] = rt_rng_uniform(&r, -1.0, 1.0);
         g[i] = ldexp(rt_rng_uniform(&r, -1.0, 1.0), (int)rt_rng_below(&r, 21) - 10);
     }
-    const RtOptimizer opts[] = {{RT_ADAM, 1e-3, 0.9, 0.999, 1e-8}, {RT_SGD, 0.1, 0, 0, 0}};
+    const RtOptimizer opts[] = {{.kind = RT_ADAM, .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8},
+                                {.kind = RT_SGD, .lr = 0.1}};
     bool same = true;
     for (int f32 = 0; f32 < 2; f32++) {
         RtProgram p = program(f32 ? RT_F32 : RT_F64);
