@@ -1,0 +1,76 @@
+/* The GPU code generator's shared context (internal to backend/):
+ * gpu_codegen.c builds a kernel per IR function from its stages,
+ * gpu_elem.c the code of one element of a value (every kind of op, fused
+ * operands computed in place), gpu_math.c the functions that neither the
+ * GPU nor LLVM's NVPTX target provides (exp, log, ...), gpu_target.c the
+ * NVPTX target machine, the PTX, and the host build of the same kernels. */
+#ifndef MAMLC_BACKEND_GPU_IMPL_H
+#define MAMLC_BACKEND_GPU_IMPL_H
+
+#include <llvm-c/Core.h>
+
+#include "gpu.h"
+#include "plan.h"
+
+typedef struct {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    LLVMBuilderRef b;           /* the code being built */
+    LLVMBuilderRef eb;          /* the entry block of the function being built: allocas */
+    LLVMValueRef fn;            /* the function being built */
+    LLVMTypeRef i1, i8, i32, i64, f32, f64, ptr, void_;
+    bool device;                /* kernels for the GPU, else host entries that run the grid serially */
+    const IrFunc *f;
+    const BePlan *plan;
+    int *reg_slot;              /* per value: its 8-byte slot after the arena (BE_REG values), or -1 */
+    int64_t reg_off;            /* bytes from a task's working memory to its slots */
+    /* In a stage's loop body, for the task it computes: */
+    LLVMValueRef *in, *out;     /* each input's and output's address */
+    LLVMValueRef work;          /* the task's working memory */
+    Diag *d;
+    bool ok;
+} Gpu;
+
+/* A counted loop: for (iv = start; iv < end; iv += step), i64. */
+typedef struct {
+    LLVMBasicBlockRef head, body, exit;
+    LLVMValueRef iv, step;
+} GpuLoop;
+
+/* --- gpu_codegen.c --- */
+
+/* An LLVM module in ctx with a kernel (device) or a host entry per
+ * function of m, no triple yet, or NULL after reporting through d. */
+LLVMModuleRef be_gpu_module(const IrModule *m, LLVMContextRef ctx, bool device, Diag *d);
+
+LLVMValueRef gpu_c64(const Gpu *g, int64_t v);
+LLVMTypeRef gpu_elem_type(const Gpu *g, DType dt);
+LLVMValueRef gpu_alloca(Gpu *g, LLVMTypeRef t, const char *name);
+LLVMValueRef gpu_intrinsic(Gpu *g, const char *name, LLVMTypeRef t, LLVMValueRef *args, unsigned n);
+LLVMValueRef gpu_loop_open(Gpu *g, GpuLoop *l, LLVMValueRef start, LLVMValueRef end, LLVMValueRef step);
+void gpu_loop_close(Gpu *g, GpuLoop *l);
+/* The address of element idx (i64, one per dim of a's rank) of access a
+ * in the current task; a in memory or a register's slot. */
+LLVMValueRef gpu_addr(Gpu *g, const BeAccess *a, const LLVMValueRef *idx);
+/* The i64 index of a multi-index of type t, row-major, and back. */
+LLVMValueRef gpu_ravel(Gpu *g, IrType t, const LLVMValueRef *idx);
+void gpu_unravel(Gpu *g, IrType t, LLVMValueRef lin, LLVMValueRef *idx);
+
+/* --- gpu_elem.c --- */
+
+/* The element at idx of value x as its readers see it: loaded through its
+ * access, or computed in place when the plan fuses it into its reader. */
+LLVMValueRef gpu_elem(Gpu *g, ValueId x, const LLVMValueRef *idx);
+/* The element at idx of value v computed from its operands (v's own
+ * stage, or a fused operand).  NULL after reporting an op with no code. */
+LLVMValueRef gpu_compute(Gpu *g, ValueId v, const LLVMValueRef *idx);
+
+/* --- gpu_math.c: f64 functions, f32 through f64 --- */
+
+LLVMValueRef gpu_exp(Gpu *g, LLVMValueRef x);
+LLVMValueRef gpu_log(Gpu *g, LLVMValueRef x);
+LLVMValueRef gpu_log1p(Gpu *g, LLVMValueRef x);
+LLVMValueRef gpu_tanh(Gpu *g, LLVMValueRef x);
+LLVMValueRef gpu_pow(Gpu *g, LLVMValueRef x, double c);
+
+#endif
