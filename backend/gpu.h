@@ -55,6 +55,7 @@ enum {
 typedef struct {
     const char *arch;           /* "sm_80" (NULL) or "sm_90" */
     int opt_level;              /* 0..3 as BeOptions's */
+    const char *only;           /* the one function to compile; NULL: every function */
 } BeGpuOptions;
 
 /* Whether arch is a --gpu-arch the GPU target takes. */

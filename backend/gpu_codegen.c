@@ -401,8 +401,9 @@ static LLVMValueRef sreg(Gpu *g, const char *name)
 /* Every thread of the grid waits here for all the others: a block's
  * threads meet (bar.sync), then its thread 0 arrives at the counter
  * bar[0] and waits until the last block to arrive resets it and advances
- * the generation bar[1]; fences order each block's writes before its
- * arrival and everyone's reads after the release.  The grid must be
+ * the generation bar[1]; fences (membar.gl, CUDA's __threadfence) order
+ * each block's writes before its arrival and everyone's reads after the
+ * release.  The grid must be
  * resident at once (a cooperative launch). */
 static LLVMValueRef grid_sync_fn(Gpu *g)
 {
@@ -430,16 +431,16 @@ static LLVMValueRef grid_sync_fn(Gpu *g)
     LLVMValueRef genp = LLVMBuildInBoundsGEP2(g->b, g->i32, bar, &gidx, 1, "");
     LLVMValueRef gen = LLVMBuildLoad2(g->b, g->i32, genp, "gen");
     LLVMSetVolatile(gen, 1);
-    LLVMBuildFence(g->b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
-    LLVMValueRef old = LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, bar, one, LLVMAtomicOrderingSequentiallyConsistent, 0);
+    gpu_intrinsic(g, "llvm.nvvm.membar.gl", NULL, NULL, 0);
+    LLVMValueRef old = LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, bar, one, LLVMAtomicOrderingMonotonic, 0);
     LLVMValueRef last = LLVMBuildSub(g->b, sreg(g, "llvm.nvvm.read.ptx.sreg.nctaid.x"), one, "");
     LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, old, last, ""), release, wait);
 
     LLVMPositionBuilderAtEnd(g->b, release);
     LLVMValueRef st = LLVMBuildStore(g->b, LLVMConstInt(g->i32, 0, 0), bar);
     LLVMSetVolatile(st, 1);
-    LLVMBuildFence(g->b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
-    LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, genp, one, LLVMAtomicOrderingSequentiallyConsistent, 0);
+    gpu_intrinsic(g, "llvm.nvvm.membar.gl", NULL, NULL, 0);
+    LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, genp, one, LLVMAtomicOrderingMonotonic, 0);
     LLVMBuildBr(g->b, done);
 
     LLVMPositionBuilderAtEnd(g->b, wait);
@@ -447,7 +448,7 @@ static LLVMValueRef grid_sync_fn(Gpu *g)
     LLVMSetVolatile(now, 1);
     LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, now, gen, ""), wait, waited);
     LLVMPositionBuilderAtEnd(g->b, waited);
-    LLVMBuildFence(g->b, LLVMAtomicOrderingSequentiallyConsistent, 0, "");
+    gpu_intrinsic(g, "llvm.nvvm.membar.gl", NULL, NULL, 0);
     LLVMBuildBr(g->b, done);
 
     LLVMPositionBuilderAtEnd(g->b, done);
@@ -591,7 +592,7 @@ static bool emit_function(Gpu *g, const IrFunc *f)
     return ok;
 }
 
-LLVMModuleRef be_gpu_module(const IrModule *m, LLVMContextRef ctx, bool device, Diag *d)
+LLVMModuleRef be_gpu_module(const IrModule *m, const char *only, LLVMContextRef ctx, bool device, Diag *d)
 {
     if (!ir_verify_module(m, d))
         return NULL;
@@ -608,7 +609,13 @@ LLVMModuleRef be_gpu_module(const IrModule *m, LLVMContextRef ctx, bool device, 
     g.ptr = LLVMPointerTypeInContext(ctx, 0);
     g.void_ = LLVMVoidTypeInContext(ctx);
     bool ok = true;
+    if (only && !ir_module_find(m, only)) {
+        diag_error(d, no_loc, "no function '@%s' to compile for the GPU", only);
+        ok = false;
+    }
     for (int i = 0; ok && i < m->nfunc; i++) {
+        if (only && strcmp(m->func[i]->name, only))
+            continue;
         if (LLVMGetNamedFunction(g.mod, m->func[i]->name)) {
             diag_error(d, no_loc, "function name '@%s' clashes with a function of the GPU code", m->func[i]->name);
             ok = false;

@@ -40,8 +40,9 @@ typedef struct {
 /* --- gpu_codegen.c --- */
 
 /* An LLVM module in ctx with a kernel (device) or a host entry per
- * function of m, no triple yet, or NULL after reporting through d. */
-LLVMModuleRef be_gpu_module(const IrModule *m, LLVMContextRef ctx, bool device, Diag *d);
+ * function of m (only the one named `only`, if not NULL), no triple yet,
+ * or NULL after reporting through d. */
+LLVMModuleRef be_gpu_module(const IrModule *m, const char *only, LLVMContextRef ctx, bool device, Diag *d);
 
 LLVMValueRef gpu_c64(const Gpu *g, int64_t v);
 LLVMTypeRef gpu_elem_type(const Gpu *g, DType dt);

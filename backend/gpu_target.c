@@ -67,7 +67,7 @@ static LLVMModuleRef device_module(const IrModule *m, const BeGpuOptions *o, LLV
                                    LLVMTargetMachineRef *tm, Diag *d)
 {
     *tm = nvptx_machine(o, d);
-    LLVMModuleRef mod = *tm ? be_gpu_module(m, ctx, true, d) : NULL;
+    LLVMModuleRef mod = *tm ? be_gpu_module(m, o ? o->only : NULL, ctx, true, d) : NULL;
     BeOptions bo = {.opt_level = o ? o->opt_level : 3};
     if (mod && !be_optimize(mod, *tm, &bo, d)) {
         LLVMDisposeModule(mod);
@@ -151,7 +151,7 @@ BeGpuHost *be_gpu_host_compile(const IrModule *m, Diag *d)
     h->d = d;
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
-    LLVMModuleRef mod = be_gpu_module(m, ctx, false, d);
+    LLVMModuleRef mod = be_gpu_module(m, NULL, ctx, false, d);
     LLVMTargetMachineRef tm = mod ? be_target_machine(NULL, LLVMRelocDefault, LLVMCodeModelJITDefault, d) : NULL;
     bool ok = tm && be_optimize(mod, tm, NULL, d);
     if (ok) {

@@ -69,4 +69,12 @@ typedef struct {
     MamlcEntry family[2];       /* support, query: variables..., draws... -> x, y */
 } MamlcModel;
 
+/* A library built with --device cuda also defines `mamlc__gpu`: the
+ * meta-step's GPU kernel (runtime/abi_cuda.c, docs/gpu.md). */
+typedef struct {
+    const char *ptx;            /* the PTX module, NUL-terminated */
+    const char *kernel;         /* the meta-step's kernel in it */
+    size_t task_bytes;          /* its working memory per task */
+} MamlcGpu;
+
 #endif
