@@ -7,8 +7,9 @@
  *
  * that computes F for B independent calls ("tasks") at once: the meta-step
  * of a whole meta-batch.  Its stages are the plan's computed values in node
- * order (then the outputs the plan copies, then the batch mean), separated
- * by a grid-wide barrier; each stage spreads its (task, element) pairs over
+ * order (then the outputs the plan copies, then the batch mean), in groups
+ * of independent stages separated by a grid-wide barrier (gpu_sched.c);
+ * each stage spreads its (task, element) pairs over
  * every thread of the grid, and each element is computed by one thread in
  * an order fixed by the shapes, so a run gives the same bits every time.
  * The kernel must be launched cooperatively (every block resident), with
@@ -75,9 +76,9 @@ char *be_gpu_ptx(const IrModule *m, const BeGpuOptions *o, Diag *d);
 
 /* The same kernels compiled for this machine, their grid executed
  * serially (the arithmetic check of the GPU code on a CPU): for F,
- * `void F(void *ctx, int64_t threads)` runs every stage for global thread
- * ids 0 .. threads - 1 in turn, a stage ending where the kernel's barrier
- * is.  ctx as above (host pointers). */
+ * `void F(void *ctx, int64_t threads)` runs each group of stages for
+ * global thread ids threads - 1 .. 0 in turn, a group ending where the
+ * kernel's barrier is.  ctx as above (host pointers). */
 typedef void (*BeGpuHostFn)(void *ctx, int64_t threads);
 typedef struct BeGpuHost BeGpuHost;
 BeGpuHost *be_gpu_host_compile(const IrModule *m, Diag *d);

@@ -1,7 +1,8 @@
-/* IR functions to GPU kernels (gpu.h): the stages of each function, the
- * batch mean and optimiser stage, the grid barrier between stages, and the
- * two entries built from them: the kernel (nvptx64) and the host entry that
- * runs the grid serially (the CPU check).
+/* IR functions to GPU kernels (gpu.h): the stages of each function and the
+ * batch mean and optimiser stage; gpu_sched.c groups them between grid
+ * barriers and gpu_entry.c builds the two entries that run them: the
+ * kernel (nvptx64) and the host entry that runs the grid serially (the
+ * CPU check).
  *
  * For IR function F with plan P (plan.h, the CPU target's own):
  *
@@ -17,8 +18,9 @@
  *   define void @F(ptr %ctx)              ; nvvm.annotations: kernel
  *
  * calls the stages in order with its global thread id and a grid barrier
- * after each but the last; the host entry @F(ptr %ctx, i64 %threads) calls
- * each stage for every thread id in turn.  Both run the same stage code. */
+ * before each group of stages but the first; the host entry
+ * @F(ptr %ctx, i64 %threads) runs each group for every thread id in turn.
+ * Both run the same stage code. */
 #include "gpu_impl.h"
 
 #include <llvm-c/Analysis.h>
@@ -27,102 +29,6 @@
 #include <string.h>
 
 static const SrcLoc no_loc = {0};
-
-/* --- helpers shared by the GPU files --- */
-
-LLVMValueRef gpu_c64(const Gpu *g, int64_t v)
-{
-    return LLVMConstInt(g->i64, (unsigned long long)v, 1);
-}
-
-LLVMTypeRef gpu_elem_type(const Gpu *g, DType dt)
-{
-    return dt == DT_F32 ? g->f32 : dt == DT_F64 ? g->f64 : g->i32;
-}
-
-LLVMValueRef gpu_alloca(Gpu *g, LLVMTypeRef t, const char *name)
-{
-    return LLVMBuildAlloca(g->eb, t, name);
-}
-
-LLVMValueRef gpu_intrinsic(Gpu *g, const char *name, LLVMTypeRef t, LLVMValueRef *args, unsigned n)
-{
-    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
-    LLVMTypeRef fty = LLVMIntrinsicGetType(g->ctx, id, &t, t ? 1 : 0);
-    return LLVMBuildCall2(g->b, fty, LLVMGetIntrinsicDeclaration(g->mod, id, &t, t ? 1 : 0), args, n, "");
-}
-
-LLVMValueRef gpu_loop_open(Gpu *g, GpuLoop *l, LLVMValueRef start, LLVMValueRef end, LLVMValueRef step)
-{
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
-    l->head = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "head");
-    l->body = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "body");
-    l->exit = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "exit");
-    l->step = step;
-    LLVMBuildBr(g->b, l->head);
-    LLVMPositionBuilderAtEnd(g->b, l->head);
-    l->iv = LLVMBuildPhi(g->b, g->i64, "i");
-    LLVMAddIncoming(l->iv, &start, &pre, 1);
-    LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, l->iv, end, ""), l->body, l->exit);
-    LLVMPositionBuilderAtEnd(g->b, l->body);
-    return l->iv;
-}
-
-void gpu_loop_close(Gpu *g, GpuLoop *l)
-{
-    LLVMValueRef next = LLVMBuildAdd(g->b, l->iv, l->step, "");
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
-    LLVMAddIncoming(l->iv, &next, &latch, 1);
-    LLVMBuildBr(g->b, l->head);
-    LLVMPositionBuilderAtEnd(g->b, l->exit);
-}
-
-LLVMValueRef gpu_addr(Gpu *g, const BeAccess *a, const LLVMValueRef *idx)
-{
-    if (a->base == BE_REG) {
-        LLVMValueRef off = gpu_c64(g, g->reg_off + 8 * (int64_t)g->reg_slot[a->index]);
-        return LLVMBuildInBoundsGEP2(g->b, g->i8, g->work, &off, 1, "");
-    }
-    LLVMValueRef base = a->base == BE_INPUT ? g->in[a->index] : a->base == BE_OUTPUT ? g->out[a->index] : g->work;
-    if (a->base == BE_ARENA) {
-        LLVMValueRef off = gpu_c64(g, a->byte_off);
-        base = LLVMBuildInBoundsGEP2(g->b, g->i8, base, &off, 1, "");
-    }
-    LLVMValueRef lin = gpu_c64(g, a->offset);
-    for (int k = 0; k < a->rank; k++)
-        if (a->stride[k])
-            lin = LLVMBuildAdd(g->b, lin, LLVMBuildMul(g->b, idx[k], gpu_c64(g, a->stride[k]), ""), "");
-    return LLVMBuildInBoundsGEP2(g->b, gpu_elem_type(g, a->dtype), base, &lin, 1, "");
-}
-
-LLVMValueRef gpu_ravel(Gpu *g, IrType t, const LLVMValueRef *idx)
-{
-    LLVMValueRef lin = gpu_c64(g, 0);
-    for (int k = 0; k < t.rank; k++)
-        lin = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, lin, gpu_c64(g, t.dim[k]), ""), idx[k], "");
-    return lin;
-}
-
-void gpu_unravel(Gpu *g, IrType t, LLVMValueRef lin, LLVMValueRef *idx)
-{
-    for (int k = t.rank - 1; k >= 0; k--) {
-        LLVMValueRef d = gpu_c64(g, t.dim[k]);
-        idx[k] = k ? LLVMBuildURem(g->b, lin, d, "") : lin;
-        if (k)
-            lin = LLVMBuildUDiv(g->b, lin, d, "");
-    }
-}
-
-/* --- the context's slots --- */
-
-static LLVMValueRef slot(Gpu *g, LLVMValueRef ctx, int k, LLVMTypeRef t)
-{
-    LLVMValueRef idx = gpu_c64(g, k);
-    LLVMValueRef p = LLVMBuildInBoundsGEP2(g->b, g->i64, ctx, &idx, 1, "");
-    LLVMValueRef v = LLVMBuildLoad2(g->b, t, p, "");
-    LLVMSetAlignment(v, 8);
-    return v;
-}
 
 static LLVMValueRef byte_gep(Gpu *g, LLVMValueRef base, LLVMValueRef off)
 {
@@ -162,16 +68,16 @@ static void pairs_open(Gpu *g, Stage *s, LLVMValueRef fn, LLVMValueRef n)
 {
     const IrFunc *f = g->f;
     s->ctx = LLVMGetParam(fn, 0);
-    s->tasks = slot(g, s->ctx, BE_GPU_TASKS, g->i64);
+    s->tasks = gpu_slot(g, s->ctx, BE_GPU_TASKS, g->i64);
     s->n = n;
-    s->total = n ? LLVMBuildMul(g->b, s->tasks, n, "") : slot(g, s->ctx, BE_GPU_MEAN_N, g->i64);
+    s->total = n ? LLVMBuildMul(g->b, s->tasks, n, "") : gpu_slot(g, s->ctx, BE_GPU_MEAN_N, g->i64);
     for (int i = 0; n && i < f->ninput + f->noutput; i++) {
         bool is_in = i < f->ninput;
         int k = BE_GPU_ARGS + 2 * i;
-        (is_in ? s->in_base : s->out_base)[is_in ? i : i - f->ninput] = slot(g, s->ctx, k, g->ptr);
-        (is_in ? s->in_stride : s->out_stride)[is_in ? i : i - f->ninput] = slot(g, s->ctx, k + 1, g->i64);
+        (is_in ? s->in_base : s->out_base)[is_in ? i : i - f->ninput] = gpu_slot(g, s->ctx, k, g->ptr);
+        (is_in ? s->in_stride : s->out_stride)[is_in ? i : i - f->ninput] = gpu_slot(g, s->ctx, k + 1, g->i64);
     }
-    s->work = slot(g, s->ctx, BE_GPU_WORK, g->ptr);
+    s->work = gpu_slot(g, s->ctx, BE_GPU_WORK, g->ptr);
     LLVMValueRef w = gpu_loop_open(g, &s->loop, LLVMGetParam(fn, 1), s->total, LLVMGetParam(fn, 2));
     if (!n) {
         s->i = w;
@@ -253,7 +159,7 @@ static LLVMValueRef tree_sum(Gpu *g, Stage *s, LLVMValueRef e)
     LLVMBuildStore(g->b, zero, at(g, lo, g->i64, zero));
     LLVMBuildStore(g->b, s->tasks, at(g, hi, g->i64, zero));
     LLVMBuildStore(g->b, zero, at(g, ph, g->i64, zero));
-    LLVMValueRef leaf = slot(g, s->ctx, BE_GPU_LEAF, g->ptr), stride = slot(g, s->ctx, BE_GPU_LEAF_STRIDE, g->i64);
+    LLVMValueRef leaf = gpu_slot(g, s->ctx, BE_GPU_LEAF, g->ptr), stride = gpu_slot(g, s->ctx, BE_GPU_LEAF_STRIDE, g->i64);
 
     LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "tree");
     LLVMBasicBlockRef node = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "node");
@@ -322,11 +228,11 @@ static LLVMValueRef tree_sum(Gpu *g, Stage *s, LLVMValueRef e)
 static void update(Gpu *g, Stage *s, LLVMValueRef e, LLVMValueRef gr, LLVMValueRef nreal)
 {
     LLVMTypeRef t = LLVMTypeOf(gr);
-    LLVMValueRef kind = slot(g, s->ctx, BE_GPU_UPDATE, g->i64);
-    LLVMValueRef params = slot(g, s->ctx, BE_GPU_PARAMS, g->ptr), state = slot(g, s->ctx, BE_GPU_STATE, g->ptr);
+    LLVMValueRef kind = gpu_slot(g, s->ctx, BE_GPU_UPDATE, g->i64);
+    LLVMValueRef params = gpu_slot(g, s->ctx, BE_GPU_PARAMS, g->ptr), state = gpu_slot(g, s->ctx, BE_GPU_STATE, g->ptr);
     LLVMValueRef sc[6];
     for (int k = 0; k < 6; k++)
-        sc[k] = LLVMBuildFPCast(g->b, slot(g, s->ctx, BE_GPU_OPT_W + k, g->f64), t, "");
+        sc[k] = LLVMBuildFPCast(g->b, gpu_slot(g, s->ctx, BE_GPU_OPT_W + k, g->f64), t, "");
     LLVMValueRef w = sc[0], b2 = sc[1], c2 = sc[2], eps = sc[3], bc2 = sc[4], step = sc[5];
     LLVMBasicBlockRef adam = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "adam");
     LLVMBasicBlockRef sgd = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "sgd");
@@ -380,136 +286,15 @@ static void mean_stage(Gpu *g, Stage *s, const char *name)
     LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSLT, e, nreal, ""), gb, lb);
     LLVMPositionBuilderAtEnd(g->b, gb);
     LLVMValueRef gr = real == g->f64 ? mean : LLVMBuildFPTrunc(g->b, mean, real, "");
-    LLVMBuildStore(g->b, gr, LLVMBuildInBoundsGEP2(g->b, real, slot(g, s->ctx, BE_GPU_GRAD, g->ptr), &e, 1, ""));
+    LLVMBuildStore(g->b, gr, LLVMBuildInBoundsGEP2(g->b, real, gpu_slot(g, s->ctx, BE_GPU_GRAD, g->ptr), &e, 1, ""));
     update(g, s, e, gr, nreal);
     LLVMBuildBr(g->b, nb);
     LLVMPositionBuilderAtEnd(g->b, lb);
-    LLVMBuildStore(g->b, mean, slot(g, s->ctx, BE_GPU_LOSS, g->ptr));
+    LLVMBuildStore(g->b, mean, gpu_slot(g, s->ctx, BE_GPU_LOSS, g->ptr));
     LLVMBuildBr(g->b, nb);
     LLVMPositionBuilderAtEnd(g->b, nb);
     gpu_loop_close(g, &s->loop);
     stage_end(g);
-}
-
-/* --- the grid barrier --- */
-
-static LLVMValueRef sreg(Gpu *g, const char *name)
-{
-    return gpu_intrinsic(g, name, NULL, NULL, 0);
-}
-
-/* Every thread of the grid waits here for all the others: a block's
- * threads meet (bar.sync), then its thread 0 arrives at the counter
- * bar[0] and waits until the last block to arrive resets it and advances
- * the generation bar[1]; fences (membar.gl, CUDA's __threadfence) order
- * each block's writes before its arrival and everyone's reads after the
- * release.  The grid must be
- * resident at once (a cooperative launch). */
-static LLVMValueRef grid_sync_fn(Gpu *g)
-{
-    LLVMValueRef fn = LLVMGetNamedFunction(g->mod, "mamlc.grid_sync");
-    if (fn)
-        return fn;
-    fn = LLVMAddFunction(g->mod, "mamlc.grid_sync", LLVMFunctionType(g->void_, &g->ptr, 1, 0));
-    LLVMSetLinkage(fn, LLVMInternalLinkage);
-    LLVMValueRef saved_fn = g->fn;
-    LLVMBasicBlockRef saved = LLVMGetInsertBlock(g->b);
-    g->fn = fn;
-    LLVMValueRef bar = LLVMGetParam(fn, 0), one = LLVMConstInt(g->i32, 1, 0), gidx = gpu_c64(g, 1);
-    LLVMBasicBlockRef entry = LLVMAppendBasicBlockInContext(g->ctx, fn, "entry");
-    LLVMBasicBlockRef arrive = LLVMAppendBasicBlockInContext(g->ctx, fn, "arrive");
-    LLVMBasicBlockRef release = LLVMAppendBasicBlockInContext(g->ctx, fn, "release");
-    LLVMBasicBlockRef wait = LLVMAppendBasicBlockInContext(g->ctx, fn, "wait");
-    LLVMBasicBlockRef waited = LLVMAppendBasicBlockInContext(g->ctx, fn, "waited");
-    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(g->ctx, fn, "done");
-    LLVMPositionBuilderAtEnd(g->b, entry);
-    gpu_intrinsic(g, "llvm.nvvm.barrier0", NULL, NULL, 0);
-    LLVMValueRef tid = sreg(g, "llvm.nvvm.read.ptx.sreg.tid.x");
-    LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, tid, LLVMConstInt(g->i32, 0, 0), ""), arrive, done);
-
-    LLVMPositionBuilderAtEnd(g->b, arrive);
-    LLVMValueRef genp = LLVMBuildInBoundsGEP2(g->b, g->i32, bar, &gidx, 1, "");
-    LLVMValueRef gen = LLVMBuildLoad2(g->b, g->i32, genp, "gen");
-    LLVMSetVolatile(gen, 1);
-    gpu_intrinsic(g, "llvm.nvvm.membar.gl", NULL, NULL, 0);
-    LLVMValueRef old = LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, bar, one, LLVMAtomicOrderingMonotonic, 0);
-    LLVMValueRef last = LLVMBuildSub(g->b, sreg(g, "llvm.nvvm.read.ptx.sreg.nctaid.x"), one, "");
-    LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, old, last, ""), release, wait);
-
-    LLVMPositionBuilderAtEnd(g->b, release);
-    LLVMValueRef st = LLVMBuildStore(g->b, LLVMConstInt(g->i32, 0, 0), bar);
-    LLVMSetVolatile(st, 1);
-    gpu_intrinsic(g, "llvm.nvvm.membar.gl", NULL, NULL, 0);
-    LLVMBuildAtomicRMW(g->b, LLVMAtomicRMWBinOpAdd, genp, one, LLVMAtomicOrderingMonotonic, 0);
-    LLVMBuildBr(g->b, done);
-
-    LLVMPositionBuilderAtEnd(g->b, wait);
-    LLVMValueRef now = LLVMBuildLoad2(g->b, g->i32, genp, "");
-    LLVMSetVolatile(now, 1);
-    LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntEQ, now, gen, ""), wait, waited);
-    LLVMPositionBuilderAtEnd(g->b, waited);
-    gpu_intrinsic(g, "llvm.nvvm.membar.gl", NULL, NULL, 0);
-    LLVMBuildBr(g->b, done);
-
-    LLVMPositionBuilderAtEnd(g->b, done);
-    gpu_intrinsic(g, "llvm.nvvm.barrier0", NULL, NULL, 0);
-    LLVMBuildRetVoid(g->b);
-    g->fn = saved_fn;
-    if (saved)
-        LLVMPositionBuilderAtEnd(g->b, saved);
-    return fn;
-}
-
-/* --- entries --- */
-
-/* The kernel @F(ptr ctx): the stages in order, a grid barrier between
- * two; marked a kernel through nvvm.annotations. */
-static void kernel_entry(Gpu *g, const char *name, LLVMValueRef *stage, int nstage)
-{
-    LLVMValueRef fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(g->void_, &g->ptr, 1, 0));
-    g->fn = fn;
-    LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
-    LLVMValueRef ctx = LLVMGetParam(fn, 0);
-    LLVMValueRef tid = LLVMBuildZExt(g->b, sreg(g, "llvm.nvvm.read.ptx.sreg.tid.x"), g->i64, "");
-    LLVMValueRef ntid = LLVMBuildZExt(g->b, sreg(g, "llvm.nvvm.read.ptx.sreg.ntid.x"), g->i64, "");
-    LLVMValueRef bid = LLVMBuildZExt(g->b, sreg(g, "llvm.nvvm.read.ptx.sreg.ctaid.x"), g->i64, "");
-    LLVMValueRef nbid = LLVMBuildZExt(g->b, sreg(g, "llvm.nvvm.read.ptx.sreg.nctaid.x"), g->i64, "");
-    LLVMValueRef gtid = LLVMBuildAdd(g->b, LLVMBuildMul(g->b, bid, ntid, ""), tid, "gtid");
-    LLVMValueRef threads = LLVMBuildMul(g->b, nbid, ntid, "threads");
-    LLVMValueRef sync = grid_sync_fn(g);
-    LLVMValueRef bar = slot(g, ctx, BE_GPU_BARRIER, g->ptr);
-    LLVMTypeRef pt[3] = {g->ptr, g->i64, g->i64};
-    LLVMTypeRef st = LLVMFunctionType(g->void_, pt, 3, 0);
-    for (int k = 0; k < nstage; k++) {
-        LLVMValueRef args[3] = {ctx, gtid, threads};
-        LLVMBuildCall2(g->b, st, stage[k], args, 3, "");
-        if (k + 1 < nstage)
-            LLVMBuildCall2(g->b, LLVMFunctionType(g->void_, &g->ptr, 1, 0), sync, &bar, 1, "");
-    }
-    LLVMBuildRetVoid(g->b);
-    LLVMMetadataRef md[3] = {LLVMValueAsMetadata(fn), LLVMMDStringInContext2(g->ctx, "kernel", 6),
-                          LLVMValueAsMetadata(LLVMConstInt(g->i32, 1, 0))};
-    LLVMAddNamedMetadataOperand(g->mod, "nvvm.annotations",
-                                LLVMMetadataAsValue(g->ctx, LLVMMDNodeInContext2(g->ctx, md, 3)));
-}
-
-/* The host entry @F(ptr ctx, i64 threads): each stage for every thread
- * id in turn, which is where the kernel's barriers fall. */
-static void host_entry(Gpu *g, const char *name, LLVMValueRef *stage, int nstage)
-{
-    LLVMTypeRef pt[3] = {g->ptr, g->i64, g->i64};
-    LLVMValueRef fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(g->void_, pt, 2, 0));
-    g->fn = fn;
-    LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
-    LLVMValueRef ctx = LLVMGetParam(fn, 0), threads = LLVMGetParam(fn, 1);
-    for (int k = 0; k < nstage; k++) {
-        GpuLoop l;
-        LLVMValueRef id = gpu_loop_open(g, &l, gpu_c64(g, 0), threads, gpu_c64(g, 1));
-        LLVMValueRef args[3] = {ctx, id, threads};
-        LLVMBuildCall2(g->b, LLVMFunctionType(g->void_, pt, 3, 0), stage[k], args, 3, "");
-        gpu_loop_close(g, &l);
-    }
-    LLVMBuildRetVoid(g->b);
 }
 
 /* The slots after f's arena of the values the plan keeps in registers. */
@@ -542,13 +327,18 @@ static bool emit_function(Gpu *g, const IrFunc *f)
     g->reg_slot = malloc(((size_t)f->nnode + 1) * sizeof *g->reg_slot);
     g->in = calloc((size_t)f->ninput + 1, sizeof *g->in);
     g->out = calloc((size_t)f->noutput + 1, sizeof *g->out);
-    LLVMValueRef *stage = calloc((size_t)f->nnode + (size_t)f->noutput + 2, sizeof *stage);
+    size_t most = (size_t)f->nnode + (size_t)f->noutput + 2;
+    LLVMValueRef *stage = calloc(most, sizeof *stage);
+    LLVMValueRef *run = calloc(most, sizeof *run);
+    GpuStage *info = calloc(most, sizeof *info);
+    bool *starts = calloc(most, sizeof *starts);
+    int *order = calloc(most, sizeof *order);
     Stage s = {0};
     s.in_base = calloc((size_t)f->ninput + 1, sizeof *s.in_base);
     s.in_stride = calloc((size_t)f->ninput + 1, sizeof *s.in_stride);
     s.out_base = calloc((size_t)f->noutput + 1, sizeof *s.out_base);
     s.out_stride = calloc((size_t)f->noutput + 1, sizeof *s.out_stride);
-    bool ok = g->reg_slot && g->in && g->out && stage && s.in_base && s.in_stride && s.out_base && s.out_stride;
+    bool ok = g->reg_slot && g->in && g->out && stage && run && info && starts && order && s.in_base && s.in_stride && s.out_base && s.out_stride;
     if (!ok)
         diag_error(g->d, no_loc, "out of memory compiling '@%s' for the GPU", f->name);
     int nstage = 0;
@@ -561,6 +351,7 @@ static bool emit_function(Gpu *g, const IrFunc *f)
                 continue;
             snprintf(name, sizeof name, "%s.s%d.%s", f->name, nstage, ir_op_info[f->node[v].op].name);
             value_stage(g, &s, name, v);
+            info[nstage] = (GpuStage){GPU_STAGE_VALUE, v};
             stage[nstage++] = g->fn;
         }
         for (int j = 0; g->ok && j < f->noutput; j++) {
@@ -568,16 +359,26 @@ static bool emit_function(Gpu *g, const IrFunc *f)
                 continue;
             snprintf(name, sizeof name, "%s.s%d.out", f->name, nstage);
             copy_stage(g, &s, name, j);
+            info[nstage] = (GpuStage){GPU_STAGE_COPY, j};
             stage[nstage++] = g->fn;
         }
         snprintf(name, sizeof name, "%s.s%d.mean", f->name, nstage);
         mean_stage(g, &s, name);
+        info[nstage] = (GpuStage){GPU_STAGE_MEAN, 0};
         stage[nstage++] = g->fn;
         ok = g->ok;
     }
-    if (ok)
-        (g->device ? kernel_entry : host_entry)(g, f->name, stage, nstage);
+    if (ok) {
+        gpu_stage_groups(g, info, nstage, order, starts);
+        for (int k = 0; k < nstage; k++)
+            run[k] = stage[order[k]];
+        (g->device ? gpu_kernel_entry : gpu_host_entry)(g, f->name, run, starts, nstage);
+    }
     free(stage);
+    free(run);
+    free(info);
+    free(starts);
+    free(order);
     free(s.in_base);
     free(s.in_stride);
     free(s.out_base);

@@ -1,5 +1,7 @@
 /* The GPU code generator's shared context (internal to backend/):
  * gpu_codegen.c builds a kernel per IR function from its stages,
+ * gpu_sched.c groups the stages between barriers, gpu_entry.c builds the
+ * kernel (and the host entry) that runs the groups,
  * gpu_elem.c the code of one element of a value (every kind of op, fused
  * operands computed in place), gpu_math.c the functions that neither the
  * GPU nor LLVM's NVPTX target provides (exp, log, ...), gpu_target.c the
@@ -56,6 +58,37 @@ LLVMValueRef gpu_addr(Gpu *g, const BeAccess *a, const LLVMValueRef *idx);
 /* The i64 index of a multi-index of type t, row-major, and back. */
 LLVMValueRef gpu_ravel(Gpu *g, IrType t, const LLVMValueRef *idx);
 void gpu_unravel(Gpu *g, IrType t, LLVMValueRef lin, LLVMValueRef *idx);
+
+/* Slot k of the kernel's context ctx (gpu.h), loaded as a t. */
+LLVMValueRef gpu_slot(Gpu *g, LLVMValueRef ctx, int k, LLVMTypeRef t);
+
+/* A stage of a kernel: a value the plan computes, an output it copies, or
+ * the batch mean. */
+typedef enum { GPU_STAGE_VALUE, GPU_STAGE_COPY, GPU_STAGE_MEAN } GpuStageKind;
+typedef struct {
+    GpuStageKind kind;
+    int index;                  /* VALUE: the value; COPY: the output */
+} GpuStage;
+
+/* --- gpu_sched.c --- */
+
+/* The order in which the stages st[0..nstage) of the function being built
+ * run (order[i]: the stage i-th to run), and where a grid barrier goes
+ * (starts[i]: before the i-th, which begins a group).  A stage that reads
+ * what an earlier one writes, or writes what it reads or writes, runs in
+ * a later group; the batch mean runs last, alone. */
+void gpu_stage_groups(const Gpu *g, const GpuStage *st, int nstage, int *order, bool *starts);
+
+/* --- gpu_entry.c --- */
+
+/* The kernel @name(ptr ctx): the stages in order, a grid barrier before
+ * each that starts a group; marked a kernel through nvvm.annotations. */
+void gpu_kernel_entry(Gpu *g, const char *name, const LLVMValueRef *stage, const bool *starts, int nstage);
+/* The host entry @name(ptr ctx, i64 threads): each group of stages for
+ * every thread id in turn, the highest first, and within a group a
+ * thread's stages one after another (an order the grid may take too, so
+ * that a wrong grouping shows as a wrong result). */
+void gpu_host_entry(Gpu *g, const char *name, const LLVMValueRef *stage, const bool *starts, int nstage);
 
 /* --- gpu_elem.c --- */
 

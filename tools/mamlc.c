@@ -362,7 +362,7 @@ static int parse_args(int argc, char **argv, Options *o) {
                 return usage_error(o->mode, "--meta needs KEY=VALUE, not '%s'", v);
             o->meta[o->model.nmeta++] = v;
         } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
-            o->be.opt_level = a[2] - '0';
+            o->be.opt_level = o->gpu.opt_level = a[2] - '0';
         } else if (tool_option(argc, argv, &i, "--target-cpu", &v)) {
             o->be.target_cpu = v;
         } else if (tool_option(argc, argv, &i, "--device", &v)) {
