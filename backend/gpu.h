@@ -8,15 +8,19 @@
  * that computes F for B independent calls ("tasks") at once: the meta-step
  * of a whole meta-batch.  Its stages are the plan's computed values in node
  * order (then the outputs the plan copies, then the batch mean), in groups
- * of independent stages separated by a grid-wide barrier (gpu_sched.c);
- * each stage spreads its (task, element) pairs over
- * every thread of the grid, and each element is computed by one thread in
- * an order fixed by the shapes, so a run gives the same bits every time.
- * The kernel must be launched cooperatively (every block resident), with
- * a one-dimensional grid and blocks.  docs/gpu.md describes it.
+ * of independent stages (gpu_sched.c).  The grid is split into teams of
+ * TEAM_BLOCKS blocks each (their number dividing the grid's); team k
+ * computes tasks k, k + teams, ..., each stage spreading its (task,
+ * element) pairs over the team's threads, and synchronises alone between
+ * groups; one grid-wide barrier precedes the batch mean, which runs on the
+ * whole grid.  Each element is computed by one thread in an order fixed by
+ * the shapes, so a run gives the same bits every time, whatever the grid
+ * and the teams.  The kernel must be launched cooperatively (every block
+ * resident), with a one-dimensional grid and blocks.  docs/gpu.md
+ * describes it.
  *
  * The kernel reads everything through ctx, an array of 64-bit slots in
- * device memory, laid out below (runtime/gpu.c fills it; both sides name
+ * device memory, laid out below (runtime/cuda.c fills it; both sides name
  * the same slots).  Task t of input i is at in_ptr[i] + t * in_stride[i]
  * bytes (stride 0: every task reads the same tensor, the parameters), and
  * likewise for outputs; task t's working memory is the WORK slot plus
@@ -35,7 +39,8 @@
 enum {
     BE_GPU_TASKS,               /* i64: B, the calls computed */
     BE_GPU_WORK,                /* ptr: B * be_gpu_task_bytes(F) bytes, 64-byte aligned */
-    BE_GPU_BARRIER,             /* ptr: two u32, zero before the launch (the grid barrier's) */
+    BE_GPU_BARRIER,             /* ptr: two u32 for the grid, then two per team; zero before the
+                                   first launch (the barriers leave them so) */
     BE_GPU_MEAN_N,              /* i64: elements of a leaf vector; 0: no batch mean */
     BE_GPU_LEAF,                /* ptr: task 0's leaf vector */
     BE_GPU_LEAF_STRIDE,         /* i64: bytes from one task's leaf vector to the next */
@@ -50,6 +55,7 @@ enum {
     BE_GPU_OPT_EPS,             /* double: eps */
     BE_GPU_OPT_BC2,             /* double: sqrt(1 - beta2^t) */
     BE_GPU_OPT_STEP,            /* double: Adam -lr / (1 - beta1^t); SGD -lr */
+    BE_GPU_TEAM_BLOCKS,         /* i64: P, the blocks of a team (>= 1, dividing the grid's) */
     BE_GPU_ARGS = 20            /* then per input: ptr, stride; then per output: ptr, stride */
 };
 
@@ -67,6 +73,10 @@ bool be_gpu_arch_ok(const char *arch);
  * register; a multiple of 64. */
 size_t be_gpu_task_bytes(const IrFunc *f);
 
+/* The most elements of one stage of F for one task: how many threads a
+ * team can keep busy (runtime/cuda.c sizes its teams by it). */
+size_t be_gpu_stage_elems(const IrFunc *f);
+
 /* Print the LLVM IR of m's kernels for nvptx64-nvidia-cuda (optimised
  * unless opt_level is 0). */
 bool be_gpu_emit_llvm(FILE *out, const IrModule *m, const BeGpuOptions *o, Diag *d);
@@ -76,10 +86,12 @@ char *be_gpu_ptx(const IrModule *m, const BeGpuOptions *o, Diag *d);
 
 /* The same kernels compiled for this machine, their grid executed
  * serially (the arithmetic check of the GPU code on a CPU): for F,
- * `void F(void *ctx, int64_t threads)` runs each group of stages for
- * global thread ids threads - 1 .. 0 in turn, a group ending where the
- * kernel's barrier is.  ctx as above (host pointers). */
-typedef void (*BeGpuHostFn)(void *ctx, int64_t threads);
+ * `void F(void *ctx, int64_t teams, int64_t threads)` runs each group of
+ * stages for each of `teams` teams and each of their `threads` thread ids,
+ * highest first, a group ending where the kernel's barrier is, then the
+ * batch mean over teams * threads ids.  ctx as above (host pointers;
+ * TEAM_BLOCKS unused). */
+typedef void (*BeGpuHostFn)(void *ctx, int64_t teams, int64_t threads);
 typedef struct BeGpuHost BeGpuHost;
 BeGpuHost *be_gpu_host_compile(const IrModule *m, Diag *d);
 BeGpuHostFn be_gpu_host_lookup(BeGpuHost *h, const char *name);

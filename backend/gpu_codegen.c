@@ -6,21 +6,22 @@
  *
  * For IR function F with plan P (plan.h, the CPU target's own):
  *
- *   internal void @F.sK(ptr %ctx, i64 %gtid, i64 %threads)
+ *   internal void @F.sK(ptr %ctx, i64 %team, i64 %teams, i64 %tid, i64 %tsize)
  *
  * is stage K: the K-th value P computes (node order), then each output P
- * copies, then the batch mean.  Its threads take the pairs (task t,
- * element i) of its value, t * N + i = gtid, gtid + threads, ...: every
- * task of the batch and every element in one sweep, whatever their
+ * copies, then the batch mean.  A team's threads take the pairs (task t,
+ * element i) of its value over the team's tasks, pair w = tid, tid +
+ * tsize, ...: all its tasks and every element in one sweep, whatever their
  * shape, and each element computed by one thread (gpu_elem.c), so the bits
  * do not depend on the grid.  The kernel
  *
  *   define void @F(ptr %ctx)              ; nvvm.annotations: kernel
  *
- * calls the stages in order with its global thread id and a grid barrier
- * before each group of stages but the first; the host entry
- * @F(ptr %ctx, i64 %threads) runs each group for every thread id in turn.
- * Both run the same stage code. */
+ * calls the stages in their groups' order with a team barrier before each
+ * group but the first, and the batch mean after a grid barrier
+ * (gpu_entry.c); the host entry @F(ptr %ctx, i64 %teams, i64 %threads)
+ * runs each group for every team and thread id in turn.  Both run the
+ * same stage code. */
 #include "gpu_impl.h"
 
 #include <llvm-c/Analysis.h>
@@ -46,8 +47,7 @@ typedef struct {
 
 static LLVMValueRef stage_fn(Gpu *g, const char *name)
 {
-    LLVMTypeRef pt[3] = {g->ptr, g->i64, g->i64};
-    LLVMValueRef fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(g->void_, pt, 3, 0));
+    LLVMValueRef fn = LLVMAddFunction(g->mod, name, gpu_stage_type(g));
     LLVMSetLinkage(fn, LLVMInternalLinkage);
     g->fn = fn;
     LLVMPositionBuilderAtEnd(g->eb, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
@@ -62,15 +62,27 @@ static void stage_end(Gpu *g)
 }
 
 /* Open stage fn's loop over the (task, element) pairs of n elements a
- * task (n NULL: the leaf vector's MEAN_N, one pair per element, no task),
- * with g->in, g->out and g->work the pair's task's. */
+ * task of its team's tasks (team, team + teams, ...), the team's thread
+ * tid taking pairs tid, tid + tsize, ... (n NULL: the leaf vector's
+ * MEAN_N elements, no task), with g->in, g->out and g->work the pair's
+ * task's. */
 static void pairs_open(Gpu *g, Stage *s, LLVMValueRef fn, LLVMValueRef n)
 {
     const IrFunc *f = g->f;
     s->ctx = LLVMGetParam(fn, 0);
     s->tasks = gpu_slot(g, s->ctx, BE_GPU_TASKS, g->i64);
     s->n = n;
-    s->total = n ? LLVMBuildMul(g->b, s->tasks, n, "") : gpu_slot(g, s->ctx, BE_GPU_MEAN_N, g->i64);
+    LLVMValueRef team = LLVMGetParam(fn, 1), teams = LLVMGetParam(fn, 2);
+    if (n) {
+        /* this team's tasks: team, team + teams, ... below B */
+        LLVMValueRef left = LLVMBuildSub(g->b, s->tasks, team, "");
+        LLVMValueRef owned = LLVMBuildSDiv(g->b, LLVMBuildAdd(g->b, left, LLVMBuildSub(g->b, teams, gpu_c64(g, 1), ""), ""),
+                                           teams, "");
+        owned = LLVMBuildSelect(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, left, gpu_c64(g, 0), ""), owned, gpu_c64(g, 0), "owned");
+        s->total = LLVMBuildMul(g->b, owned, n, "");
+    } else {
+        s->total = gpu_slot(g, s->ctx, BE_GPU_MEAN_N, g->i64);
+    }
     for (int i = 0; n && i < f->ninput + f->noutput; i++) {
         bool is_in = i < f->ninput;
         int k = BE_GPU_ARGS + 2 * i;
@@ -78,18 +90,18 @@ static void pairs_open(Gpu *g, Stage *s, LLVMValueRef fn, LLVMValueRef n)
         (is_in ? s->in_stride : s->out_stride)[is_in ? i : i - f->ninput] = gpu_slot(g, s->ctx, k + 1, g->i64);
     }
     s->work = gpu_slot(g, s->ctx, BE_GPU_WORK, g->ptr);
-    LLVMValueRef w = gpu_loop_open(g, &s->loop, LLVMGetParam(fn, 1), s->total, LLVMGetParam(fn, 2));
+    LLVMValueRef w = gpu_loop_open(g, &s->loop, LLVMGetParam(fn, 3), s->total, LLVMGetParam(fn, 4));
     if (!n) {
         s->i = w;
         return;
     }
-    s->t = LLVMBuildUDiv(g->b, w, n, "task");
+    s->t = LLVMBuildAdd(g->b, team, LLVMBuildMul(g->b, LLVMBuildUDiv(g->b, w, n, ""), teams, ""), "task");
     s->i = LLVMBuildURem(g->b, w, n, "elem");
     for (int i = 0; i < f->ninput; i++)
         g->in[i] = byte_gep(g, s->in_base[i], LLVMBuildMul(g->b, s->t, s->in_stride[i], ""));
     for (int j = 0; j < f->noutput; j++)
         g->out[j] = byte_gep(g, s->out_base[j], LLVMBuildMul(g->b, s->t, s->out_stride[j], ""));
-    g->work = byte_gep(g, s->work, LLVMBuildMul(g->b, s->t, gpu_c64(g, (int64_t)be_gpu_task_bytes(f)), ""));
+    g->work = byte_gep(g, s->work, LLVMBuildMul(g->b, s->t, gpu_c64(g, g->task_bytes), ""));
 }
 
 /* The stage of computed value v: each element from its operands, stored
@@ -318,6 +330,18 @@ size_t be_gpu_task_bytes(const IrFunc *f)
     return bytes ? bytes : 64;
 }
 
+size_t be_gpu_stage_elems(const IrFunc *f)
+{
+    BePlan p;
+    be_plan(f, &p);
+    int64_t most = 1;
+    for (ValueId v = 0; v < f->nnode; v++)
+        if (p.computed[v] && ir_numel(f->node[v].type) > most)
+            most = ir_numel(f->node[v].type);
+    be_plan_free(&p);
+    return (size_t)most;
+}
+
 static bool emit_function(Gpu *g, const IrFunc *f)
 {
     BePlan plan;
@@ -346,6 +370,7 @@ static bool emit_function(Gpu *g, const IrFunc *f)
     if (ok) {
         reg_slots(f, &plan, g->reg_slot);
         g->reg_off = (int64_t)(plan.arena_bytes + 63) / 64 * 64;
+        g->task_bytes = (int64_t)be_gpu_task_bytes(f);
         for (ValueId v = 0; g->ok && v < f->nnode; v++) {
             if (!plan.computed[v] || plan.acc[v].base == BE_IMM || plan.acc[v].base == BE_NONE)
                 continue;

@@ -97,3 +97,9 @@ LLVMValueRef gpu_slot(Gpu *g, LLVMValueRef ctx, int k, LLVMTypeRef t)
     return v;
 }
 
+
+LLVMTypeRef gpu_stage_type(const Gpu *g)
+{
+    LLVMTypeRef pt[5] = {g->ptr, g->i64, g->i64, g->i64, g->i64};
+    return LLVMFunctionType(g->void_, pt, 5, 0);
+}

@@ -26,6 +26,7 @@ typedef struct {
     const BePlan *plan;
     int *reg_slot;              /* per value: its 8-byte slot after the arena (BE_REG values), or -1 */
     int64_t reg_off;            /* bytes from a task's working memory to its slots */
+    int64_t task_bytes;         /* be_gpu_task_bytes(f) */
     /* In a stage's loop body, for the task it computes: */
     LLVMValueRef *in, *out;     /* each input's and output's address */
     LLVMValueRef work;          /* the task's working memory */
@@ -59,6 +60,11 @@ LLVMValueRef gpu_addr(Gpu *g, const BeAccess *a, const LLVMValueRef *idx);
 LLVMValueRef gpu_ravel(Gpu *g, IrType t, const LLVMValueRef *idx);
 void gpu_unravel(Gpu *g, IrType t, LLVMValueRef lin, LLVMValueRef *idx);
 
+/* A stage's type: void (ptr ctx, i64 team, i64 teams, i64 tid, i64 tsize):
+ * the tasks team, team + teams, ... below B, shared by the team's tsize
+ * threads, this one number tid among them (the batch mean: every element
+ * for teams = 1, the whole grid a team). */
+LLVMTypeRef gpu_stage_type(const Gpu *g);
 /* Slot k of the kernel's context ctx (gpu.h), loaded as a t. */
 LLVMValueRef gpu_slot(Gpu *g, LLVMValueRef ctx, int k, LLVMTypeRef t);
 

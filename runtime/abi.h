@@ -75,6 +75,7 @@ typedef struct {
     const char *ptx;            /* the PTX module, NUL-terminated */
     const char *kernel;         /* the meta-step's kernel in it */
     size_t task_bytes;          /* its working memory per task */
+    size_t stage_elems;         /* the most elements of one task in one stage */
 } MamlcGpu;
 
 #endif

@@ -48,7 +48,7 @@ static RtCuda *open_gpu(void)
     RtCudaModel cm = {.real = m->f64 ? RT_F64 : RT_F32, .nreal = m->nreal, .ntensor = m->ntensor,
                       .offset = offset, .count = count,
                       .data_bytes = {m->sx_bytes, m->sy_bytes, m->qx_bytes, m->qy_bytes},
-                      .task_bytes = mamlc__gpu.task_bytes};
+                      .task_bytes = mamlc__gpu.task_bytes, .stage_elems = mamlc__gpu.stage_elems};
     gpu = rt_cuda_open(mamlc__gpu.ptx, mamlc__gpu.kernel, &cm, gpu_error, sizeof gpu_error);
     return gpu;
 }

@@ -8,7 +8,8 @@
  * C needs (CUdeviceptr is a 64-bit integer, handles are pointers).  One
  * launch computes a meta-step: the kernel is persistent and synchronises
  * its grid itself, so it is launched cooperatively (cuLaunchCooperativeKernel)
- * with as many blocks as the device holds at once. */
+ * with at most as many blocks as the device holds at once: a team of
+ * blocks per task (teams_for). */
 #include "cuda.h"
 
 #include <dlfcn.h>
@@ -227,9 +228,31 @@ RtCuda *rt_cuda_open(const char *ptx, const char *kernel, const RtCudaModel *m, 
 
 const char *rt_cuda_device(const RtCuda *c) { return c->name; }
 
-void rt_cuda_grid(const RtCuda *c, int *blocks, int *threads)
+/* The teams of a launch for B tasks: as many as the tasks (each of
+ * P blocks, enough for the largest stage's elements at a few a thread,
+ * as many as the grid holds), or, with more tasks than resident blocks,
+ * one block each.  MAMLC_CUDA_TEAM_BLOCKS sets P (within what fits). */
+static void teams_for(const RtCuda *c, int B, int *teams, int *P)
 {
-    *blocks = c->blocks;
+    if (B >= c->blocks) {
+        *teams = c->blocks;
+        *P = 1;
+        return;
+    }
+    int most = c->blocks / B;
+    size_t want = (c->m.stage_elems + 4 * THREADS - 1) / (4 * THREADS);
+    const char *env = getenv("MAMLC_CUDA_TEAM_BLOCKS");
+    if (env && atoi(env) > 0)
+        want = (size_t)atoi(env);
+    *teams = B;
+    *P = want < 1 ? 1 : want > (size_t)most ? most : (int)want;
+}
+
+void rt_cuda_grid(const RtCuda *c, int B, int *teams, int *blocks, int *threads)
+{
+    int P;
+    teams_for(c, B, teams, &P);
+    *blocks = *teams * P;
     *threads = THREADS;
 }
 
@@ -244,8 +267,9 @@ static bool reserve(RtCuda *c, int B, char *err, size_t size)
     free_buffers(c);
     size_t rb = real_bytes(c), nreal = c->m.nreal;
     c->leaf_stride = ((nreal + 1) * rb + 63) / 64 * 64;
-    size_t bytes[] = {(size_t)B * c->m.task_bytes, (size_t)B * c->leaf_stride, 8 * (RT_GPU_ARGS + 2 * ((size_t)c->m.ntensor + 4 + 1 + (size_t)c->m.ntensor)),
-                      64, 64, nreal * rb + 64, (size_t)B * c->m.data_bytes[0] + 64, (size_t)B * c->m.data_bytes[1] + 64,
+    size_t bytes[] = {(size_t)B * c->m.task_bytes, (size_t)B * c->leaf_stride,
+                      8 * (RT_GPU_ARGS + 2 * ((size_t)c->m.ntensor + 4 + 1 + (size_t)c->m.ntensor)),
+                      8 * ((size_t)c->blocks + 1), 64, nreal * rb + 64, (size_t)B * c->m.data_bytes[0] + 64, (size_t)B * c->m.data_bytes[1] + 64,
                       (size_t)B * c->m.data_bytes[2] + 64, (size_t)B * c->m.data_bytes[3] + 64, nreal * rb + 64,
                       2 * nreal * rb + 64};
     CUdeviceptr *at[] = {&c->work, &c->leaf, &c->slots, &c->barrier, &c->loss, &c->h_params, &c->h_data[0],
@@ -255,7 +279,7 @@ static bool reserve(RtCuda *c, int B, char *err, size_t size)
             free_buffers(c);
             return false;
         }
-    if (!ok(c, c->cu.MemsetD8(c->barrier, 0, 64), "cannot clear the grid barrier", err, size)) {
+    if (!ok(c, c->cu.MemsetD8(c->barrier, 0, 8 * ((size_t)c->blocks + 1)), "cannot clear the barriers", err, size)) {
         free_buffers(c);
         return false;
     }
@@ -285,6 +309,9 @@ bool rt_cuda_step_device(RtCuda *c, int B, uint64_t params, const uint64_t data[
     slot[RT_GPU_LEAF_STRIDE] = c->leaf_stride;
     slot[RT_GPU_GRAD] = grad;
     slot[RT_GPU_LOSS] = c->loss;
+    int teams, P;
+    teams_for(c, B, &teams, &P);
+    slot[RT_GPU_TEAM_BLOCKS] = (uint64_t)P;
     for (int i = 0; i < m->ntensor; i++) {
         slot[RT_GPU_ARGS + 2 * i] = params + m->offset[i] * rb;        /* stride 0: every task's */
         slot[RT_GPU_ARGS + 2 * (nin + 1 + i)] = c->leaf + m->offset[i] * rb;
@@ -310,7 +337,7 @@ bool rt_cuda_step_device(RtCuda *c, int B, uint64_t params, const uint64_t data[
     if (!ok(c, c->cu.HtoD(c->slots, slot, nslot * sizeof *slot), "cannot copy to the GPU", err, size))
         return false;
     void *args[1] = {&c->slots};
-    return ok(c, c->cu.LaunchCooperative(c->fn, (unsigned)c->blocks, 1, 1, THREADS, 1, 1, 0, NULL, args),
+    return ok(c, c->cu.LaunchCooperative(c->fn, (unsigned)(teams * P), 1, 1, THREADS, 1, 1, 0, NULL, args),
               "cannot launch the meta-step", err, size) &&
            ok(c, c->cu.CtxSynchronize(), "the meta-step failed on the GPU", err, size) &&
            ok(c, c->cu.DtoH(loss, c->loss, sizeof *loss), "cannot copy from the GPU", err, size);

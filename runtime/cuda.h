@@ -18,7 +18,8 @@
 enum {
     RT_GPU_TASKS, RT_GPU_WORK, RT_GPU_BARRIER, RT_GPU_MEAN_N, RT_GPU_LEAF, RT_GPU_LEAF_STRIDE,
     RT_GPU_GRAD, RT_GPU_LOSS, RT_GPU_UPDATE, RT_GPU_PARAMS, RT_GPU_STATE, RT_GPU_OPT_W,
-    RT_GPU_OPT_B2, RT_GPU_OPT_C2, RT_GPU_OPT_EPS, RT_GPU_OPT_BC2, RT_GPU_OPT_STEP, RT_GPU_ARGS = 20
+    RT_GPU_OPT_B2, RT_GPU_OPT_C2, RT_GPU_OPT_EPS, RT_GPU_OPT_BC2, RT_GPU_OPT_STEP, RT_GPU_TEAM_BLOCKS,
+    RT_GPU_ARGS = 20
 };
 
 /* What a meta-step kernel computes: the flat parameter vector split into
@@ -31,6 +32,7 @@ typedef struct {
     const size_t *offset, *count;   /* per tensor, in reals */
     size_t data_bytes[4];           /* sx, sy, qx, qy of one task */
     size_t task_bytes;              /* the kernel's working memory per task (be_gpu_task_bytes) */
+    size_t stage_elems;             /* the most elements of one task in a stage (be_gpu_stage_elems) */
 } RtCudaModel;
 
 typedef struct RtCuda RtCuda;
@@ -40,9 +42,10 @@ typedef struct RtCuda RtCuda;
  * no driver, no GPU, or the driver refuses the PTX. */
 RtCuda *rt_cuda_open(const char *ptx, const char *kernel, const RtCudaModel *m, char *err, size_t errsize);
 void rt_cuda_close(RtCuda *c);
-/* The device's name, and the grid a launch uses. */
+/* The device's name, and the grid a launch for B tasks uses: its teams
+ * (backend/gpu.h), blocks and threads a block. */
 const char *rt_cuda_device(const RtCuda *c);
-void rt_cuda_grid(const RtCuda *c, int *blocks, int *threads);
+void rt_cuda_grid(const RtCuda *c, int B, int *teams, int *blocks, int *threads);
 
 /* A meta-step of B tasks on device memory (addresses as uint64_t, CUDA's
  * CUdeviceptr): the mean meta-gradient into grad (nreal reals) and the

@@ -18,6 +18,7 @@ _Static_assert((int)BE_GPU_TASKS == (int)RT_GPU_TASKS && (int)BE_GPU_WORK == (in
                    (int)BE_GPU_STATE == (int)RT_GPU_STATE && (int)BE_GPU_OPT_W == (int)RT_GPU_OPT_W && (int)BE_GPU_OPT_B2 == (int)RT_GPU_OPT_B2 &&
                    (int)BE_GPU_OPT_C2 == (int)RT_GPU_OPT_C2 && (int)BE_GPU_OPT_EPS == (int)RT_GPU_OPT_EPS &&
                    (int)BE_GPU_OPT_BC2 == (int)RT_GPU_OPT_BC2 && (int)BE_GPU_OPT_STEP == (int)RT_GPU_OPT_STEP &&
+                   (int)BE_GPU_TEAM_BLOCKS == (int)RT_GPU_TEAM_BLOCKS &&
                    (int)BE_GPU_ARGS == (int)RT_GPU_ARGS,
                "backend/gpu.h and runtime/cuda.h lay the kernel's context out alike");
 
@@ -45,7 +46,7 @@ bool gpu_emit(FILE *out, const IrModule *m, bool ptx, const BeGpuOptions *o, Dia
 
 /* C source defining mamlc__gpu with the PTX as a string, a line per
  * literal; malloc'd. */
-static char *gpu_source(const char *ptx, size_t task_bytes)
+static char *gpu_source(const char *ptx, size_t task_bytes, size_t stage_elems)
 {
     size_t n = strlen(ptx), cap = 4 * n + 512, len = 0;
     char *s = malloc(cap);
@@ -66,7 +67,7 @@ static char *gpu_source(const char *ptx, size_t task_bytes)
     }
     snprintf(s + len, cap - len,
              "\";\n__attribute__((visibility(\"hidden\"))) const MamlcGpu mamlc__gpu = "
-             "{mamlc__ptx, \"meta_step\", %zu};\n", task_bytes);
+             "{mamlc__ptx, \"meta_step\", %zu, %zu};\n", task_bytes, stage_elems);
     return s;
 }
 
@@ -75,7 +76,8 @@ bool gpu_lib_build(const Model *md, const IrModule *m, const char *path, const c
 {
     BeGpuOptions g = meta_step_only(o);
     char *ptx = be_gpu_ptx(m, &g, d);
-    char *src = ptx ? gpu_source(ptx, be_gpu_task_bytes(ir_module_find(m, "meta_step"))) : NULL;
+    const IrFunc *f = ir_module_find(m, "meta_step");
+    char *src = ptx ? gpu_source(ptx, be_gpu_task_bytes(f), be_gpu_stage_elems(f)) : NULL;
     if (ptx && !src)
         diag_error(d, no_loc, "out of memory embedding the PTX");
     bool ok = src && lib_build(md, m, path, header, be, src, d);
@@ -170,7 +172,7 @@ int gpu_run_model(const Model *md, IrModule *m, const BeGpuOptions *o, const Run
     RtReal real = md->real == DT_F64 ? RT_F64 : RT_F32;
     RtCudaModel cm = {real, nreal, ntensor, offset, count,
                       {bytes(t->support_x), bytes(t->support_y), bytes(t->query_x), bytes(t->query_y)},
-                      be_gpu_task_bytes(f)};
+                      be_gpu_task_bytes(f), be_gpu_stage_elems(f)};
     char err[2048];
     RtCuda *c = param && offset && count ? rt_cuda_open(ptx, "meta_step", &cm, err, sizeof err) : NULL;
     free(ptx);
@@ -178,10 +180,11 @@ int gpu_run_model(const Model *md, IrModule *m, const BeGpuOptions *o, const Run
     if (!c) {
         diag_error(d, no_loc, "--device cuda: %s", param ? err : "out of memory");
     } else {
-        int B = md->meta.meta_batch, blocks, threads;
+        int B = md->meta.meta_batch, teams, blocks, threads;
         long iters = r->iters ? r->iters : md->meta.iterations;
-        rt_cuda_grid(c, &blocks, &threads);
-        fprintf(stderr, "mamlc: %s, %d blocks of %d threads\n", rt_cuda_device(c), blocks, threads);
+        rt_cuda_grid(c, B, &teams, &blocks, &threads);
+        fprintf(stderr, "mamlc: %s, %d teams in %d blocks of %d threads\n", rt_cuda_device(c), teams, blocks,
+                threads);
         RtProgram p = {.real = real, .nreal = nreal, .param = param, .nparam = ntensor};
         const OptimizerConfig *oc = &md->meta.optimizer;
         RtOptimizer opt = {oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};

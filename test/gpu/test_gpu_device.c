@@ -87,7 +87,7 @@ static void check_model(const char *what, const char *text)
     char err[4096];
     RtCuda *c = NULL;
     if (f) {
-        RtCudaModel cm = {RT_F64, nreal, np, offset, count, {0}, be_gpu_task_bytes(f)};
+        RtCudaModel cm = {RT_F64, nreal, np, offset, count, {0}, be_gpu_task_bytes(f), be_gpu_stage_elems(f)};
         for (int k = 0; k < 4; k++) {
             IrType t = f->node[f->input[np + k]].type;
             cm.data_bytes[k] = (size_t)ir_numel(t) * ir_dtype_size(t.dtype);
@@ -154,10 +154,10 @@ static void check_model(const char *what, const char *text)
               loss[0], expect[nreal]);
         CHECK(!memcmp(grad[0], grad[1], nreal * sizeof(double)) && loss[0] == loss[1],
               "%s: two runs give the same bits", what);
-        int blocks, threads;
-        rt_cuda_grid(c, &blocks, &threads);
-        printf("%s on %s (%d blocks of %d threads): relative difference from the CPU %.3g\n", what,
-               rt_cuda_device(c), blocks, threads, rel);
+        int teams, blocks, threads;
+        rt_cuda_grid(c, B, &teams, &blocks, &threads);
+        printf("%s on %s (%d teams in %d blocks of %d threads): relative difference from the CPU %.3g\n", what,
+               rt_cuda_device(c), teams, blocks, threads, rel);
         /* Adam's first step on the GPU, as rt_opt_step takes it */
         double *p_gpu = malloc(nreal * sizeof(double)), *p_cpu = malloc(nreal * sizeof(double));
         double *s_gpu = calloc(2 * nreal, sizeof(double)), *s_cpu = calloc(2 * nreal, sizeof(double));

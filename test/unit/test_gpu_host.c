@@ -3,8 +3,8 @@
  * run serially, against the CPU target's meta-step (be_jit_compile) of the
  * same IR in f64: every task's meta-gradient and loss, and the batch mean
  * summed along the runtime's tree, agree to 1e-12 relative (norm-wise);
- * grids of different sizes give the same bits; the optimiser stage gives
- * rt_opt_step's bits.  Models: the sine MLP of examples/sine.mdl, a small
+ * grids of different sizes and teams give the same bits; the optimiser
+ * stage gives rt_opt_step's bits.  Models: the sine MLP of examples/sine.mdl, a small
  * conv net (conv2d and its gradients, batch norm, cross-entropy), and
  * models that reach tanh, sigmoid, softplus, exp, log and abs. */
 #include <math.h>
@@ -162,7 +162,7 @@ static void check_model(const char *what, const char *text)
     BeGpuHostFn kernel = be_gpu_host_lookup(host, "meta_step");
     size_t task_bytes = be_gpu_task_bytes(f);
     void *work = aligned_alloc(64, B * task_bytes);
-    double *leaf = calloc(B * stride, sizeof(double)), *grad[2], loss[2];
+    double *leaf = calloc(B * stride, sizeof(double)), *grad[3], loss[3];
     uint32_t barrier[2] = {0, 0};
     uint64_t ctx[BE_GPU_ARGS + 128] = {0};
     ctx[BE_GPU_TASKS] = B;
@@ -179,13 +179,15 @@ static void check_model(const char *what, const char *text)
         ctx[BE_GPU_ARGS + 2 * (f->ninput + j)] = (uintptr_t)(leaf + (j ? off[j] : nreal));
         ctx[BE_GPU_ARGS + 2 * (f->ninput + j) + 1] = stride * sizeof(double);
     }
-    static const int64_t grids[2] = {7, 300};
-    for (int r = 0; r < 2; r++) {
+    /* grids: one team of 7 threads; 3 teams of 100 (some with two tasks);
+     * more teams than tasks, of 5 threads */
+    static const int64_t teams[3] = {1, 3, B + 2}, threads[3] = {7, 100, 5};
+    for (int r = 0; r < 3; r++) {
         grad[r] = malloc(nreal * sizeof(double));
         ctx[BE_GPU_GRAD] = (uintptr_t)grad[r];
         ctx[BE_GPU_LOSS] = (uintptr_t)&loss[r];
         memset(leaf, 0, B * stride * sizeof(double));
-        kernel(ctx, grids[r]);
+        kernel(ctx, teams[r], threads[r]);
     }
     double worst = 0;
     for (int t = 0; t < B; t++)
@@ -195,8 +197,10 @@ static void check_model(const char *what, const char *text)
     CHECK(err <= 1e-12, "%s: the mean meta-gradient as the CPU's: %.3g relative", what, err);
     CHECK(fabs(loss[0] - cpu_mean[nreal]) <= 1e-12 * fabs(cpu_mean[nreal]), "%s: the mean loss %.17g as the CPU's %.17g",
           what, loss[0], cpu_mean[nreal]);
-    CHECK(!memcmp(grad[0], grad[1], nreal * sizeof(double)) && !memcmp(&loss[0], &loss[1], sizeof(double)),
-          "%s: grids of %d and %d threads give the same bits", what, (int)grids[0], (int)grids[1]);
+    for (int r = 1; r < 3; r++)
+        CHECK(!memcmp(grad[0], grad[r], nreal * sizeof(double)) && !memcmp(&loss[0], &loss[r], sizeof(double)),
+              "%s: %d teams of %d threads give the bits of one of %d", what, (int)teams[r], (int)threads[r],
+              (int)threads[0]);
     fprintf(stderr, "%s: %zu reals, relative difference from the CPU target %.3g\n", what, nreal, err);
 
     /* the optimiser stage: Adam's first step as rt_opt_step takes it */
@@ -212,7 +216,7 @@ static void check_model(const char *what, const char *text)
     ctx[BE_GPU_PARAMS] = (uintptr_t)params;
     ctx[BE_GPU_STATE] = (uintptr_t)state;
     memcpy(&ctx[BE_GPU_OPT_W], sc, sizeof sc);
-    kernel(ctx, 64);
+    kernel(ctx, 2, 32);
     CHECK(!memcmp(params, expect, nreal * sizeof(double)) && !memcmp(state, expect_state, 2 * nreal * sizeof(double)),
           "%s: the Adam stage gives rt_opt_step's bits", what);
 
@@ -220,7 +224,7 @@ static void check_model(const char *what, const char *text)
     free(expect);
     free(state);
     free(expect_state);
-    for (int r = 0; r < 2; r++)
+    for (int r = 0; r < 3; r++)
         free(grad[r]);
     for (int i = 0; i < f->ninput; i++)
         free(in[i]);
