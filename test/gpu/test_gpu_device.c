@@ -14,6 +14,7 @@
 #include "../../runtime/cuda.h"
 #include "../../runtime/runtime.h"
 #include "../unit/build_model.h"
+#include "../unit/gpu_common.h"
 #include "../unit/check.h"
 
 static const char *const conv_model =
@@ -33,35 +34,6 @@ static const char *const conv_model =
 enum { B = 7, CLASSES = 3 };
 
 static bool skipped;
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = 0;
-    fclose(f);
-    return s;
-}
-
-static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
-
-static double tree(const double *leaf, size_t stride, size_t e, int lo, int hi)
-{
-    if (hi - lo == 1)
-        return leaf[(size_t)lo * stride + e];
-    int mid = lo + (hi - lo) / 2;
-    return tree(leaf, stride, e, lo, mid) + tree(leaf, stride, e, mid, hi);
-}
 
 static void check_model(const char *what, const char *text)
 {
@@ -105,7 +77,7 @@ static void check_model(const char *what, const char *text)
         /* the flat parameters and each task's data, at random */
         double *params = malloc(nreal * sizeof(double));
         for (size_t k = 0; k < nreal; k++)
-            params[k] = 0.5 * (2 * urand() - 1);
+            params[k] = 0.5 * (2 * gpu_test_urand() - 1);
         void *data[4];
         for (int k = 0; k < 4; k++) {
             IrType t = f->node[f->input[np + k]].type;
@@ -116,7 +88,7 @@ static void check_model(const char *what, const char *text)
                 if (t.dtype == DT_I32)
                     ((int32_t *)data[k])[e] = rand() % CLASSES;
                 else
-                    ((double *)data[k])[e] = 2 * urand() - 1;
+                    ((double *)data[k])[e] = 2 * gpu_test_urand() - 1;
         }
         /* the CPU target, task by task, summed along the runtime's tree */
         size_t stride = nreal + 1;
@@ -136,7 +108,7 @@ static void check_model(const char *what, const char *text)
             fn(args, outs, arena);
         }
         for (size_t e = 0; e < stride; e++)
-            expect[e] = tree(leaf, stride, e, 0, B) * (1.0 / B);
+            expect[e] = gpu_test_tree(leaf, stride, e, 0, B) * (1.0 / B);
         /* the GPU, twice */
         double *grad[2] = {malloc(nreal * sizeof(double)), malloc(nreal * sizeof(double))}, loss[2];
         const void *in[4] = {data[0], data[1], data[2], data[3]};
@@ -194,7 +166,7 @@ static void check_model(const char *what, const char *text)
 int main(void)
 {
     srand(24);
-    char *sine = read_text(MAMLC_SOURCE_DIR "/examples/sine.mdl");
+    char *sine = gpu_test_read(MAMLC_SOURCE_DIR "/examples/sine.mdl");
     CHECK(sine != NULL, "examples/sine.mdl is readable");
     if (sine)
         check_model("sine.mdl", sine);

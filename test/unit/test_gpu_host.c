@@ -16,6 +16,7 @@
 #include "../../backend/gpu.h"
 #include "../../runtime/runtime.h"
 #include "build_model.h"
+#include "gpu_common.h"
 #include "check.h"
 
 static const char *const conv_model =
@@ -55,36 +56,6 @@ static const char *const softmax_model =
     "meta { inner_steps = 1; inner_lr = 0.1; order = second; }\n";
 
 enum { B = 5, CLASSES = 3 };
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) {
-        free(s);
-        s = NULL;
-    }
-    if (s)
-        s[n] = 0;
-    fclose(f);
-    return s;
-}
-
-static double urand(void) { return (rand() + 0.5) / ((double)RAND_MAX + 1); }
-
-/* Node [lo, hi) of the runtime's tree over the leaves (left + right). */
-static double tree(const double *leaf, size_t stride, size_t e, int lo, int hi)
-{
-    if (hi - lo == 1)
-        return leaf[(size_t)lo * stride + e];
-    int mid = lo + (hi - lo) / 2;
-    return tree(leaf, stride, e, lo, mid) + tree(leaf, stride, e, mid, hi);
-}
 
 static double rel_norm(const double *a, const double *b, size_t n)
 {
@@ -138,7 +109,7 @@ static void check_model(const char *what, const char *text)
             if (t.dtype == DT_I32)
                 ((int32_t *)in[i])[k] = rand() % CLASSES;
             else
-                ((double *)in[i])[k] = i < np ? 0.5 * (2 * urand() - 1) : 2 * urand() - 1;
+                ((double *)in[i])[k] = i < np ? 0.5 * (2 * gpu_test_urand() - 1) : 2 * gpu_test_urand() - 1;
     }
     /* the CPU target: each task's meta_step into its leaf */
     double *cpu_leaf = calloc(B * stride, sizeof(double));
@@ -156,7 +127,7 @@ static void check_model(const char *what, const char *text)
     }
     double *cpu_mean = malloc(stride * sizeof(double));
     for (size_t e = 0; e < stride; e++)
-        cpu_mean[e] = tree(cpu_leaf, stride, e, 0, B) * (1.0 / B);
+        cpu_mean[e] = gpu_test_tree(cpu_leaf, stride, e, 0, B) * (1.0 / B);
 
     /* the GPU target's kernel, its grid run serially */
     BeGpuHostFn kernel = be_gpu_host_lookup(host, "meta_step");
@@ -207,7 +178,7 @@ static void check_model(const char *what, const char *text)
     double *params = malloc(nreal * sizeof(double)), *expect = malloc(nreal * sizeof(double));
     double *state = calloc(2 * nreal, sizeof(double)), *expect_state = calloc(2 * nreal, sizeof(double));
     for (size_t k = 0; k < nreal; k++)
-        params[k] = expect[k] = 2 * urand() - 1;
+        params[k] = expect[k] = 2 * gpu_test_urand() - 1;
     RtOptimizer o = {RT_ADAM, 0.001, 0.9, 0.999, 1e-8};
     rt_opt_step(&o, RT_F64, nreal, expect, grad[0], expect_state, 1);
     double sc[6] = {1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, sqrt(1.0 - pow(o.beta2, 1)),
@@ -243,7 +214,7 @@ static void check_model(const char *what, const char *text)
 int main(void)
 {
     srand(24);
-    char *sine = read_text(MAMLC_SOURCE_DIR "/examples/sine.mdl");
+    char *sine = gpu_test_read(MAMLC_SOURCE_DIR "/examples/sine.mdl");
     CHECK(sine != NULL, "examples/sine.mdl is readable");
     if (sine)
         check_model("sine.mdl", sine);
