@@ -45,10 +45,18 @@ typedef struct {
     LLVMValueRef t, i;          /* the task and element of the pair being computed */
 } Stage;
 
+/* A stage's function, kept out of line (a .func of the PTX): a meta-step
+ * has hundreds of stages, and the driver's PTX compiler (at
+ * cuModuleLoadData) is then given hundreds of small functions rather than
+ * one kernel of all of them inlined, a megabyte of PTX for the conv net.
+ * A call per stage is nothing beside a stage's work.  (Not yet timed on a
+ * GPU: docs/gpu.md.) */
 static LLVMValueRef stage_fn(Gpu *g, const char *name)
 {
     LLVMValueRef fn = LLVMAddFunction(g->mod, name, gpu_stage_type(g));
     LLVMSetLinkage(fn, LLVMInternalLinkage);
+    unsigned kind = LLVMGetEnumAttributeKindForName("noinline", 8);
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, kind, 0));
     g->fn = fn;
     LLVMPositionBuilderAtEnd(g->eb, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
     LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, fn, "start"));
