@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "abi.h"
+#include "abi_cuda.h"
 #include "runtime.h"
 
 #ifdef MAMLC_F64
@@ -338,6 +339,9 @@ EXPORT mamlc_real mamlc_meta_step_weighted(mamlc_real *params, mamlc_real *state
 
 EXPORT mamlc_real mamlc_meta_grad(const mamlc_real *params, int B, const mamlc_real *sx, const void *sy,
                                   const mamlc_real *qx, const void *qy, mamlc_real *grad) {
+    if (mamlc__gpu_step)        /* --device cuda: on the GPU, the same checks first */
+        return B >= 1 && B <= RT_MAX_BATCH && params && grad && tasks_ok((size_t)B, sx, sy, qx, qy)
+                   ? (mamlc_real)mamlc__gpu_step(params, NULL, B, sx, sy, qx, qy, grad) : NAN;
     mamlc_workspace *ws = mamlc_workspace_new(B, 1);
     mamlc_real loss = mamlc_meta_grad_ws(ws, params, B, sx, sy, qx, qy, grad);
     mamlc_workspace_free(ws);
@@ -346,6 +350,9 @@ EXPORT mamlc_real mamlc_meta_grad(const mamlc_real *params, int B, const mamlc_r
 
 EXPORT mamlc_real mamlc_meta_step(mamlc_real *params, mamlc_real *state, int B, const mamlc_real *sx,
                                   const void *sy, const mamlc_real *qx, const void *qy) {
+    if (mamlc__gpu_step)
+        return B >= 1 && B <= RT_MAX_BATCH && params && state && tasks_ok((size_t)B, sx, sy, qx, qy)
+                   ? (mamlc_real)mamlc__gpu_step(params, state, B, sx, sy, qx, qy, NULL) : NAN;
     mamlc_workspace *ws = mamlc_workspace_new(B, 1);
     mamlc_real loss = mamlc_meta_step_ws(ws, params, state, B, sx, sy, qx, qy);
     mamlc_workspace_free(ws);

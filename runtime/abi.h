@@ -77,4 +77,13 @@ typedef struct {
     long msl_iterations;        /* ... annealed over this many iterations */
 } MamlcModel;
 
+/* A library built with --device cuda also defines `mamlc__gpu`: the
+ * meta-step's GPU kernel (runtime/abi_cuda.c, docs/gpu.md). */
+typedef struct {
+    const char *ptx;            /* the PTX module, NUL-terminated */
+    const char *kernel;         /* the meta-step's kernel in it */
+    size_t task_bytes;          /* its working memory per task */
+    size_t stage_elems;         /* the most elements of one task in one stage */
+} MamlcGpu;
+
 #endif

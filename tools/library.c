@@ -492,8 +492,10 @@ static bool run_command(char *const *argv, Diag *d) {
  * which the compiler driver hands on whole, where -Wl,-soname,NAME would
  * split NAME at its commas into more linker options. */
 static bool link_library(const char *dir, const char *tmp, const char *const *base, const int *nobj, int nbase,
-                         const char *real, const char *path, Diag *d) {
+                         const char *real, bool cuda, const char *path, Diag *d) {
     char src[PATH_MAX], obj[2 * BE_MAX_PARTS][PATH_MAX + 16], inc[PATH_MAX + 2], abi[PATH_MAX + 32];
+    char abi_cuda[PATH_MAX + 40];
+    snprintf(abi_cuda, sizeof abi_cuda, "%s/libmamlc_abi_cuda_%s.a", dir, real);
     snprintf(src, sizeof src, "%s/model.c", tmp);
     snprintf(inc, sizeof inc, "-I%s", dir);
     snprintf(abi, sizeof abi, "%s/libmamlc_abi_%s.a", dir, real);
@@ -509,6 +511,10 @@ static bool link_library(const char *dir, const char *tmp, const char *const *ba
         }
     char *rest[] = {"-Wl,--whole-archive", abi, "-Wl,--no-whole-archive", "-lm", "-pthread", "-Xlinker", "-soname",
                     "-Xlinker", soname, "-Wl,--no-undefined", "-Wl,-z,noexecstack", NULL};
+    if (cuda) {     /* --device cuda: the GPU half of the ABI (runtime/abi_cuda.c) */
+        argv[argc++] = "-Wl,--whole-archive";
+        argv[argc++] = abi_cuda;
+    }
     memcpy(argv + argc, rest, sizeof rest);
     return run_command(argv, d);
 }
@@ -540,7 +546,7 @@ static IrModule *family_module(const Model *md, Diag *d) {
 }
 
 bool lib_build(const Model *md, const IrModule *m, const char *path, const char *header, const BeOptions *o,
-               Diag *d) {
+               const char *gpu_source, Diag *d) {
     const char *real = md->real == DT_F64 ? "f64" : "f32";
     char dir[PATH_MAX], tmp[] = "/tmp/mamlc-XXXXXX", obj[2][PATH_MAX], src[PATH_MAX];
     if (!abi_dir(dir, sizeof dir, real, d))
@@ -557,10 +563,16 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
     snprintf(obj[1], sizeof obj[1], "%s/family", tmp);
     snprintf(src, sizeof src, "%s/model.c", tmp);
     char *source = model_source(md, m, fam);
+    if (source && gpu_source) {
+        Buf b = {source, strlen(source), strlen(source) + 1};
+        put(&b, "%s", gpu_source);
+        source = b.s;
+    }
     const char *base[2] = {obj[0], obj[1]};
     int nobj[2] = {be_emit_objects(m, obj[0], PREFIX, o, d), 0};
     bool ok = nobj[0] > 0 && (!fam || (nobj[1] = be_emit_objects(fam, obj[1], PREFIX, o, d)) > 0) &&
-              write_text(src, source, d) && link_library(dir, tmp, base, nobj, fam ? 2 : 1, real, path, d);
+              write_text(src, source, d) &&
+              link_library(dir, tmp, base, nobj, fam ? 2 : 1, real, gpu_source != NULL, path, d);
     free(source);
     ir_module_free(fam);
     for (int b = 0; b < 2; b++)

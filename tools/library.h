@@ -22,8 +22,11 @@ char *lib_header_path(const char *lib);
  * functions as an object file, a generated description of the model, and
  * the ABI layer (libmamlc_abi_*.a beside the mamlc executable), linked by
  * the system's C compiler ($CC, else cc), then its header at `header`.
- * Returns false after reporting through d. */
+ * With gpu_source (--device cuda, tools/gpu.c), that C source (the
+ * kernel) is appended to the description and the ABI's GPU half
+ * (libmamlc_abi_cuda_*.a) linked too.  Returns false after reporting
+ * through d. */
 bool lib_build(const Model *md, const IrModule *m, const char *path, const char *header,
-               const BeOptions *o, Diag *d);
+               const BeOptions *o, const char *gpu_source, Diag *d);
 
 #endif

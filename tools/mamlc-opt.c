@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../backend/backend.h"
+#include "../backend/gpu.h"
 #include "../backend/target.h"
 #include "../passes/passes.h"
 #include "util.h"
@@ -22,6 +23,8 @@ static const char usage[] =
     "  --optimize           run simplify, cse, transpose, reassociate and dce until nothing changes,\n"
     "                       then remat\n"
     "  --emit=ir|llvm       print the IR (default) or the LLVM IR of the result\n"
+    "  --emit=nvptx-ir|ptx  print the GPU target's LLVM IR or PTX of the result\n"
+    "  --gpu-arch=ARCH      sm_80 (default) or sm_90, for nvptx-ir and ptx\n"
     "  -O0 ... -O3          LLVM optimisation level for --emit=llvm (default 3)\n"
     "  --target-cpu=CPU     generate --emit=llvm code for CPU (default: this machine's);\n"
     "                       tests name it, so that their output is the same on every host\n"
@@ -37,6 +40,7 @@ int main(int argc, char **argv) {
     const char *only = NULL;
     PassOptions po = {.out = stdout};
     BeOptions bo = {.opt_level = 3};
+    BeGpuOptions go = {.opt_level = 3};
     IrPrintOptions print = {0};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -53,10 +57,13 @@ int main(int argc, char **argv) {
             only = a + 12;
         } else if (strcmp(a, "--optimize") == 0)
             optimize = true;
-        else if (tool_option(argc, argv, &i, "--emit", &v) && (!strcmp(v, "ir") || !strcmp(v, "llvm")))
+        else if (tool_option(argc, argv, &i, "--emit", &v) &&
+                 (!strcmp(v, "ir") || !strcmp(v, "llvm") || !strcmp(v, "nvptx-ir") || !strcmp(v, "ptx")))
             emit = v;
         else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3])
-            bo.opt_level = a[2] - '0';
+            bo.opt_level = go.opt_level = a[2] - '0';
+        else if (tool_option(argc, argv, &i, "--gpu-arch", &v) && be_gpu_arch_ok(v))
+            go.arch = v;
         else if (tool_option(argc, argv, &i, "--target-cpu", &v))
             bo.target_cpu = v;
         else if (strcmp(a, "--verify-each") == 0)
@@ -106,6 +113,13 @@ int main(int argc, char **argv) {
     }
     if (ok && strcmp(emit, "llvm") == 0)
         ok = be_emit_llvm(stdout, m, &bo, &d);
+    else if (ok && strcmp(emit, "nvptx-ir") == 0)
+        ok = be_gpu_emit_llvm(stdout, m, &go, &d);
+    else if (ok && strcmp(emit, "ptx") == 0) {
+        char *ptx = be_gpu_ptx(m, &go, &d);
+        ok = ptx && fputs(ptx, stdout) >= 0;
+        free(ptx);
+    }
     else if (ok)
         ir_print_module_with(stdout, m, &print);
     ir_module_free(m);

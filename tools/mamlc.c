@@ -13,6 +13,7 @@
 #include "../backend/backend.h"
 #include "../backend/target.h"
 #include "../passes/passes.h"
+#include "gpu.h"
 #include "library.h"
 #include "plot.h"
 #include "run.h"
@@ -36,7 +37,8 @@ static const char compile_help[] =
     "  --emit=STAGE         print a stage: ast, model-ir (the model's functions and\n"
     "                       meta block, mamlc-opt --meta-step's input), ir (the\n"
     "                       loss), grad-ir (the inner gradient), meta-ir (the\n"
-    "                       meta-step), llvm (LLVM IR),\n"
+    "                       meta-step), llvm (LLVM IR), ptx (the GPU target's\n"
+    "                       PTX), nvptx-ir (its LLVM IR; docs/gpu.md),\n"
     "                       header (the C header of -o's library), json (its\n"
     "                       mamlc_model_json())\n"
     "  --locations          with an IR stage: end each op with the source location\n"
@@ -53,6 +55,10 @@ static const char compile_help[] =
     "  -O0 ... -O3          LLVM optimisation level (default 3)\n"
     "  --target-cpu=CPU     generate code for CPU (default: this machine's);\n"
     "                       --target-cpu=help lists the CPUs\n"
+    "  --device=cpu|cuda    where the meta-step runs: -o embeds the GPU kernels in\n"
+    "                       the library, run trains on the GPU (default cpu)\n"
+    "  --gpu-arch=ARCH      sm_80 or sm_90: the GPU of ptx and --device cuda\n"
+    "                       (default sm_80, which runs on Hopper too)\n"
     "  --stats              compile, then print the parameter count, FLOPs and arena\n"
     "                       bytes of the meta-step (and how close its arena is to\n"
     "                       the peak of live buffers) and the time of each stage\n"
@@ -152,7 +158,7 @@ static const OptionSpec options[] = {
     {"--emit", true, C}, {"--locations", false, C}, {"--summary", false, C}, {"-o", true, C | P},
     {"--header", true, C}, {"--dtype", true, ALL}, {"-D", true, ALL}, {"--meta", true, ALL},
     {"-O0", false, ALL}, {"-O1", false, ALL}, {"-O2", false, ALL}, {"-O3", false, ALL},
-    {"--target-cpu", true, ALL}, {"--stats", false, C}, {"--verify-each", false, ALL},
+    {"--target-cpu", true, ALL}, {"--device", true, C | R}, {"--gpu-arch", true, C | R}, {"--stats", false, C}, {"--verify-each", false, ALL},
     {"--print-after", true, ALL}, {"--print-after-all", false, ALL},
     {"--save", true, R}, {"--save-state", false, R}, {"--resume", true, R}, {"--checkpoint-every", true, R},
     {"--threads", true, R}, {"--load", true, E}, {"--omniglot-runs", true, E}, {"--data", true, R | E},
@@ -177,6 +183,8 @@ typedef struct {
     DimOverride defines[64];
     const char *meta[64];
     BeOptions be;
+    BeGpuOptions gpu;           /* --gpu-arch */
+    bool cuda;                  /* --device cuda */
     RunOptions r;               /* run and eval */
 } Options;
 
@@ -290,7 +298,8 @@ static bool parse_define(Options *o, const char *s) {
     return d->name != NULL;
 }
 
-static const char *const stages[] = {"ast", "model-ir", "ir", "grad-ir", "meta-ir", "llvm", "header", "json"};
+static const char *const stages[] = {"ast", "model-ir", "ir", "grad-ir", "meta-ir", "llvm", "header", "json",
+                                     "ptx", "nvptx-ir"};
 
 /* Returns -1 when the arguments are fine, else the exit status. */
 static int parse_args(int argc, char **argv, Options *o) {
@@ -353,9 +362,17 @@ static int parse_args(int argc, char **argv, Options *o) {
                 return usage_error(o->mode, "--meta needs KEY=VALUE, not '%s'", v);
             o->meta[o->model.nmeta++] = v;
         } else if (a[0] == '-' && a[1] == 'O' && a[2] >= '0' && a[2] <= '3' && !a[3]) {
-            o->be.opt_level = a[2] - '0';
+            o->be.opt_level = o->gpu.opt_level = a[2] - '0';
         } else if (tool_option(argc, argv, &i, "--target-cpu", &v)) {
             o->be.target_cpu = v;
+        } else if (tool_option(argc, argv, &i, "--device", &v)) {
+            if (strcmp(v, "cpu") && strcmp(v, "cuda"))
+                return usage_error(o->mode, "--device takes cpu or cuda, not '%s'", v);
+            o->cuda = v[1] == 'u';
+        } else if (tool_option(argc, argv, &i, "--gpu-arch", &v)) {
+            if (!be_gpu_arch_ok(v))
+                return usage_error(o->mode, "--gpu-arch takes sm_80 or sm_90, not '%s'", v);
+            o->gpu.arch = v;
         } else if (strcmp(a, "--stats") == 0) {
             o->stats = true;
         } else if (strcmp(a, "--verify-each") == 0) {
@@ -467,7 +484,9 @@ static int parse_args(int argc, char **argv, Options *o) {
         return usage_error(o->mode, "%s", "--checkpoint-every goes with --save");
     if (o->output && o->emit)
         return usage_error(o->mode, "%s", "-o does not go with --emit");
-    bool ir_stage = o->emit && (!strcmp(o->emit, "model-ir") || strstr(o->emit, "ir"));
+    if (o->cuda && !o->output && !o->run)
+        return usage_error(o->mode, "%s", "--device cuda goes with -o or 'run'");
+    bool ir_stage = o->emit && (!strcmp(o->emit, "model-ir") || strstr(o->emit, "ir")) && strcmp(o->emit, "nvptx-ir");
     if (o->print.locations && !ir_stage)
         return usage_error(o->mode, "%s", "--locations goes with an IR stage (--emit=model-ir, ir, grad-ir or meta-ir)");
     if (o->summary && !ir_stage)
@@ -533,6 +552,8 @@ static int check_paths(const Options *o, Diag *d) {
 static const char *stage_func(const char *emit) {
     if (!emit || strcmp(emit, "llvm") == 0)
         return NULL;
+    if (strcmp(emit, "ptx") == 0 || strcmp(emit, "nvptx-ir") == 0)
+        return "meta_step";
     if (strcmp(emit, "ir") == 0)
         return "loss";
     return strcmp(emit, "grad-ir") == 0 ? "grad" : "meta_step";
@@ -699,14 +720,20 @@ static int compile(const Options *o, Diag *d) {
     IrModule *m = build(md, o, runs ? NULL : stage_func(o->emit), &t, d);
     if (!m)
         status = 1;
+    else if (runs && o->cuda)
+        status = gpu_run_model(md, m, &o->gpu, &r, d);
     else if (runs)
         status = run_model(md, m, &o->be, &r, d);
     else if (o->emit && strcmp(o->emit, "llvm") == 0)
         status = be_emit_llvm(stdout, m, &o->be, d) ? 0 : 1;
+    else if (o->emit && (strcmp(o->emit, "ptx") == 0 || strcmp(o->emit, "nvptx-ir") == 0))
+        status = gpu_emit(stdout, m, o->emit[0] == 'p', &o->gpu, d) ? 0 : 1;
+    else if (o->output && o->cuda)
+        status = gpu_lib_build(md, m, o->output, o->header, &o->be, &o->gpu, d) ? 0 : 1;
     else if (o->emit)
         print_ir(o, m);
     else if (o->output)
-        status = lib_build(md, m, o->output, o->header, &o->be, d) ? 0 : 1;
+        status = lib_build(md, m, o->output, o->header, &o->be, NULL, d) ? 0 : 1;
     else {
         BeJit *j = be_jit_compile(m, &o->be, d);
         status = j ? 0 : 1;
@@ -722,7 +749,7 @@ static int compile(const Options *o, Diag *d) {
 }
 
 int mamlc_main(int argc, char **argv, const RunCluster *cluster) {
-    Options o = {.be = {.opt_level = 3},
+    Options o = {.be = {.opt_level = 3}, .gpu = {.opt_level = 3},
                  .r = {.seed = 1, .eval_every = 10000, .eval_tasks = 1000, .threads = 1, .log_every = 100,
                        .cluster = cluster}};
     int status = parse_args(argc, argv, &o);
