@@ -56,7 +56,8 @@ static RtCuda *open_gpu(void)
 static RtOptimizer model_optimizer(void)
 {
     const MamlcModel *m = &mamlc__model;
-    return (RtOptimizer){(RtOptKind)m->optimizer, m->lr, m->beta1, m->beta2, m->eps};
+    return (RtOptimizer){.kind = (RtOptKind)m->optimizer, .lr = m->lr, .beta1 = m->beta1, .beta2 = m->beta2,
+                         .eps = m->eps};
 }
 
 double mamlc__gpu_step(const void *params, void *state, int B, const void *sx, const void *sy, const void *qx,

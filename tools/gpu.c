@@ -71,9 +71,31 @@ static char *gpu_source(const char *ptx, size_t task_bytes, size_t stage_elems)
     return s;
 }
 
+/* Whether the GPU target runs md's meta configuration: its meta-step takes
+ * the params and the four data arrays, and its last stage applies plain Adam
+ * or SGD; false after reporting the first switch it does not run. */
+static bool gpu_meta_supported(const Model *md, Diag *d)
+{
+    const MetaConfig *mc = &md->meta;
+    const OptimizerConfig *oc = &mc->optimizer;
+    const char *what = oc->kind == OPT_ADAMW ? "optimizer = adamw(..)"
+                       : oc->weight_decay    ? "weight_decay"
+                       : oc->cosine          ? "schedule = cosine(..)"
+                       : mc->clip_norm       ? "clip_norm"
+                       : mc->msl_iterations  ? "multi_step_loss"
+                       : mc->order == ORDER_ANNEAL ? "order = anneal(..)"
+                                                   : NULL;
+    if (what)
+        diag_error(d, mc->loc, "--device cuda does not run %s yet (docs/gpu.md); without --device it runs on the CPU",
+                   what);
+    return !what;
+}
+
 bool gpu_lib_build(const Model *md, const IrModule *m, const char *path, const char *header, const BeOptions *be,
                    const BeGpuOptions *o, Diag *d)
 {
+    if (!gpu_meta_supported(md, d))
+        return false;
     BeGpuOptions g = meta_step_only(o);
     char *ptx = be_gpu_ptx(m, &g, d);
     const IrFunc *f = ir_module_find(m, "meta_step");
@@ -144,7 +166,7 @@ int gpu_run_model(const Model *md, IrModule *m, const BeGpuOptions *o, const Run
         diag_error(d, no_loc, "--device cuda goes with 'mamlc run'");
         return 1;
     }
-    if (!run_options_ok(r, d))
+    if (!run_options_ok(r, d) || !gpu_meta_supported(md, d))
         return 1;
     if (strcmp(md->task.kind, "sinusoid") != 0) {
         diag_error(d, md->task.loc, "mamlc run --device cuda draws sinusoid tasks so far; for '%s' build a library "
@@ -187,7 +209,8 @@ int gpu_run_model(const Model *md, IrModule *m, const BeGpuOptions *o, const Run
                 threads);
         RtProgram p = {.real = real, .nreal = nreal, .param = param, .nparam = ntensor};
         const OptimizerConfig *oc = &md->meta.optimizer;
-        RtOptimizer opt = {oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, oc->lr, oc->beta1, oc->beta2, oc->eps};
+        RtOptimizer opt = {.kind = oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, .lr = oc->lr, .beta1 = oc->beta1,
+                           .beta2 = oc->beta2, .eps = oc->eps};
         size_t rb = rt_real_bytes(real);
         RtSinusoidSource src = {sinusoid(t), real};
         void *params = calloc(nreal + 1, rb), *state = calloc(2 * nreal + 1, rb), *data[4];

@@ -135,7 +135,7 @@ static void check_model(const char *what, const char *text)
         double *s_gpu = calloc(2 * nreal, sizeof(double)), *s_cpu = calloc(2 * nreal, sizeof(double));
         memcpy(p_gpu, params, nreal * sizeof(double));
         memcpy(p_cpu, params, nreal * sizeof(double));
-        RtOptimizer o = {RT_ADAM, 0.001, 0.9, 0.999, 1e-8};
+        RtOptimizer o = {.kind = RT_ADAM, .lr = 0.001, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
         double l;
         CHECK(rt_cuda_step_host(c, B, p_gpu, in, grad[1], &l, &o, s_gpu, 1, err, sizeof err),
               "%s: the meta-step with Adam runs on the GPU: %s", what, err);

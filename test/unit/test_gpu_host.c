@@ -179,7 +179,7 @@ static void check_model(const char *what, const char *text)
     double *state = calloc(2 * nreal, sizeof(double)), *expect_state = calloc(2 * nreal, sizeof(double));
     for (size_t k = 0; k < nreal; k++)
         params[k] = expect[k] = 2 * gpu_test_urand() - 1;
-    RtOptimizer o = {RT_ADAM, 0.001, 0.9, 0.999, 1e-8};
+    RtOptimizer o = {.kind = RT_ADAM, .lr = 0.001, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
     rt_opt_step(&o, RT_F64, nreal, expect, grad[0], expect_state, 1);
     double sc[6] = {1.0 - o.beta1, o.beta2, 1.0 - o.beta2, o.eps, sqrt(1.0 - pow(o.beta2, 1)),
                     -(o.lr / (1.0 - pow(o.beta1, 1)))};
