@@ -950,7 +950,7 @@ static bool lower_function(const Model *m, IrModule *mod, const char *name, cons
     if (!params)
         abort();
     for (int i = 0; i < m->nparam; i++)
-        params[i] = ir_input(f, m->param[i].name, m->param[i].type, m->param[i].loc);
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
     for (int i = 0; i < ndata; i++)
         args[i] = ir_input(f, data_name[i], data[i], m->task.loc);
     ValueId r = model_lower_call(m, f, fn, params, args, ndata, differentiable, d);

@@ -378,7 +378,12 @@ static void check_params(Check *c) {
         if (!at || *at != i)
             continue;
         ModelParam *p = &m->param[k];
-        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc, .lr_for = -1};
+        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc, .lr_for = -1,
+                          .decl = n->param.name};
+        const Ast *opt = n->param.option;
+        if (opt && strcmp(opt->name.id, "per_step") != 0)
+            diag_error(c->d, opt->loc, "unknown param option '%s'; expected 'per_step' or ';'", opt->name.id);
+        p->per_step = opt != NULL;
         if (n->param.shape->shape.dtype)
             diag_error(c->d, n->param.shape->loc, "params are real; drop the element type '%s'",
                        n->param.shape->shape.dtype);
@@ -885,6 +890,10 @@ static bool meta_adapt(Check *c, const Ast *kw, MetaConfig *mc) {
         } else if (mc->adapt[*at]) {
             diag_error(c->d, e->loc, "'adapt' lists '%s' twice", e->name.id);
             ok = false;
+        } else if (c->m->param[*at].per_step) {
+            diag_error(c->d, e->loc, "'adapt' lists '%s', a per_step param: its per-step copies are meta-learned, "
+                       "not adapted by the inner loop", e->name.id);
+            ok = false;
         } else
             mc->adapt[*at] = true;
     }
@@ -1092,6 +1101,42 @@ static void add_learned_rates(Check *c) {
     m->param = all;
 }
 
+/* Per-step params (MAML++'s BNWB): param NAME's slot becomes NAME.0, and
+ * NAME.1 .. NAME.{S-1} follow every other tensor, each initialised as
+ * NAME is (each from its own stream). */
+static void add_per_step_copies(Check *c) {
+    Model *m = c->m;
+    MetaConfig *mc = &m->meta;
+    int S = mc->inner_steps, extra = 0;
+    for (int i = 0; i < m->nparam; i++)
+        extra += m->param[i].per_step ? S - 1 : 0;
+    for (int i = 0; i < m->nparam; i++)
+        if (m->param[i].per_step && mc->algorithm != ALGO_MAML) {
+            const Ast *decl = c->decl[*(const int *)ast_map_get(&c->names, m->param[i].decl)];
+            diag_error(c->d, decl->param.option->loc, "per_step params are meta-learned through the query loss "
+                       "after each inner step, which only 'algorithm = maml' differentiates");
+        }
+    bool any = false;
+    for (int i = 0; i < m->nparam; i++)
+        any |= m->param[i].per_step;
+    if (!any)
+        return;
+    mc->per_step = arena_alloc(&m->arena, (size_t)m->nparam + 1);
+    ModelParam *all = arena_alloc(&m->arena, (size_t)(m->ntensor + extra + 1) * sizeof *all);
+    memcpy(all, m->param, (size_t)m->ntensor * sizeof *all);
+    for (int i = 0; i < m->nparam; i++) {
+        if (!(mc->per_step[i] = all[i].per_step))
+            continue;
+        all[i].name = arena_printf(&m->arena, "%s.0", all[i].decl);
+        for (int s = 1; s < S; s++) {
+            ModelParam *p = &all[m->ntensor++];
+            *p = all[i];
+            p->name = arena_printf(&m->arena, "%s.%d", all[i].decl, s);
+        }
+    }
+    m->param = all;
+}
+
 static void check_meta(Check *c) {
     Model *m = c->m;
     MetaConfig *mc = &m->meta;
@@ -1099,7 +1144,7 @@ static void check_meta(Check *c) {
     mc->nparam = m->nparam;
     mc->adapt = arena_alloc(&m->arena, (size_t)(m->nparam + 1) * sizeof *mc->adapt);
     for (int i = 0; i < m->nparam; i++)
-        mc->adapt[i] = true;
+        mc->adapt[i] = !m->param[i].per_step;
     const Ast *seen[NMETA_KEYS] = {0};
     if (c->meta) {
         mc->loc = c->meta->loc;
@@ -1110,6 +1155,7 @@ static void check_meta(Check *c) {
         apply_meta(c, &overrides->meta.entry, seen, mc);
     check_meta_combination(c, seen, mc);
     add_learned_rates(c);
+    add_per_step_copies(c);
 }
 
 /* --- loss and metric --- */
@@ -1153,7 +1199,7 @@ static void warn_unread(Check *c, const IrFunc *f, ValueId r, const ValueId *par
     for (int i = 0; i < m->nparam; i++)
         if (!reads[params[i]])
             diag_warning(c->d, m->param[i].loc, "param '%s' is never read by 'loss': it gets no gradient and "
-                         "never trains", m->param[i].name);
+                         "never trains", m->param[i].decl);
     const AstList *adapt = c->adapt ? &c->adapt->kwarg.value->list.item : NULL;
     for (int i = 0; adapt && i < adapt->n; i++) {
         const int *at = ast_map_get(&c->mi->params, adapt->item[i]->name.id);
@@ -1175,7 +1221,7 @@ static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool dif
     IrFunc *f = ir_func_new(mod, def->def.name);
     ValueId *params = xcalloc((size_t)m->nparam, sizeof *params);
     for (int i = 0; i < m->nparam; i++)
-        params[i] = ir_input(f, m->param[i].name, m->param[i].type, m->param[i].loc);
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
     ValueId args[2] = {ir_input(f, "x", tx, m->task.loc), ir_input(f, "y", ty, m->task.loc)};
     ValueId r = model_lower_call(m, f, def->def.name, params, args, 2, differentiable, c->d);
     bool ok = r != IR_NONE;

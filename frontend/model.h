@@ -29,6 +29,10 @@ typedef struct {
     SrcLoc loc;
     int lr_for;                 /* -1 for a `param`; for a learned inner learning
                                    rate (Meta-SGD), the param it belongs to */
+    const char *decl;           /* the declared name, which @loss's argument
+                                   takes: `name` but for a per_step param,
+                                   whose tensors are NAME.0 .. NAME.{S-1} */
+    bool per_step;              /* `param g : [..] = ones per_step;` */
 } ModelParam;
 
 typedef struct {
@@ -105,7 +109,9 @@ typedef struct {
     ModelDim *dim;      int ndim;
     /* The meta-learned tensors in the order of the flat parameter vector:
      * param[0..nparam) are the `param`s, param[nparam..ntensor) the learned
-     * inner learning rates (named "lr.NAME"), if any. */
+     * inner learning rates (named "lr.NAME"), if any, then the copies
+     * NAME.1 .. NAME.{S-1} of each per_step param NAME, in param order
+     * (its own slot holds NAME.0; S = inner_steps). */
     ModelParam *param;  int nparam, ntensor;
     ModelTask task;
     MetaConfig meta;            /* adapt has an entry per param */

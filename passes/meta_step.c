@@ -14,7 +14,10 @@
  * stop_grad, which gives first-order MAML: ∇θ_N L(θ_N; query).  With
  * `adapt = [..]` only the listed params take inner steps (ANIL), so only
  * their gradients are built in the inner loop.  Reptile takes the same
- * inner steps (first order) and returns θ − θ_N as the meta-gradient. */
+ * inner steps (first order) and returns θ − θ_N as the meta-gradient.
+ * A per-step param (`per_step`, MAML++'s per-step batch-norm weights) is
+ * one tensor per inner step, never adapted: inner step s uses copy s, the
+ * query loss copy S − 1 (ir_meta_step_copy). */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -28,8 +31,12 @@ typedef struct {
     const IrFunc *query_loss;   /* at the query shapes (@loss.query, or @loss) */
     const IrFunc *metric, *net; /* at the query shapes; NULL if absent */
     int nparam;                 /* @loss's params: its arguments but x and y */
-    int n;                      /* meta-learned tensors: params, then rates */
+    int n;                      /* meta-learned tensors: params, then rates, then
+                                   the per-step params' copies 1..S-1 */
     int *rate;                  /* per param: the tensor of its learned rate, or -1 */
+    int *copy;                  /* per param: for a per_step param, the tensor of its
+                                   copy 1 (copies 1..S-1 follow; its own slot is
+                                   copy 0), else -1 */
 } Builder;
 
 /* The i-th argument of f. */
@@ -40,7 +47,9 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
     IrFunc *f = ir_func_new(b->m, name);
     for (int i = 0; i < b->nparam; i++) {
         const IrNode *p = arg(b->loss, i);
-        theta[i] = ir_input(f, p->name, p->type, p->loc);
+        char name[256];     /* a per-step param's slot holds its copy 0 */
+        snprintf(name, sizeof name, b->copy[i] >= 0 ? "%s.0" : "%s", p->name);
+        theta[i] = ir_input(f, name, p->type, p->loc);
     }
     for (int i = 0; i < b->nparam; i++)
         if (b->rate[i] >= 0) {
@@ -48,6 +57,13 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
             char lr[256];
             snprintf(lr, sizeof lr, "lr.%s", p->name);
             theta[b->rate[i]] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
+        }
+    for (int i = 0; i < b->nparam; i++)   /* per-step params: copies 1..S-1 */
+        for (int s = 1; b->copy[i] >= 0 && s < b->mc->inner_steps; s++) {
+            const IrNode *p = arg(b->loss, i);
+            char name[256];
+            snprintf(name, sizeof name, "%s.%d", p->name, s);
+            theta[b->copy[i] + s - 1] = ir_input(f, name, p->type, p->loc);
         }
     return f;
 }
@@ -66,6 +82,26 @@ static ValueId call(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *thet
     args[b->nparam + 1] = y;
     ir_inline(f, fn, args, &out);
     free(args);
+    return out;
+}
+
+/* Put copy `copy` of each per-step param into its slot of theta, from
+ * which call takes the params (copy 0 is the slot's own; the runtime
+ * passes the copy an evaluation step needs in the slot). */
+static void use_copy(Builder *b, ValueId *theta, int copy) {
+    for (int i = 0; copy > 0 && i < b->nparam; i++)
+        if (b->copy[i] >= 0)
+            theta[i] = theta[b->copy[i] + copy - 1];
+}
+
+/* call with copy `copy` of each per-step param. */
+static ValueId call_at(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *theta, int copy, ValueId x,
+                       ValueId y) {
+    ValueId *at = malloc(((size_t)b->n + 1) * sizeof *at), out;
+    memcpy(at, theta, (size_t)b->n * sizeof *at);
+    use_copy(b, at, copy);
+    out = call(b, f, fn, at, x, y);
+    free(at);
     return out;
 }
 
@@ -106,7 +142,7 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
     int forward = step_phase(b, step, "forward"), gradient = step_phase(b, step, "gradient");
     b->m->adjoint[forward] = gradient;
     f->cur_phase = forward;
-    ValueId loss = call(b, f, b->loss, theta, x, y);
+    ValueId loss = call_at(b, f, b->loss, theta, step ? ir_meta_step_copy(b->mc, step - 1) : 0, x, y);
     int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
     ValueId *wrt = malloc(((size_t)k + 1) * sizeof *wrt), *g = malloc(((size_t)k + 1) * sizeof *g);
     for (int j = 0; j < k; j++)
@@ -221,6 +257,7 @@ static bool build_meta_step(Builder *b) {
     ValueId sx, sy, qx, qy;
     bool ok = inner_loop(b, f, theta, NULL, cur, &sx, &sy, &qx, &qy);
     f->cur_phase = ir_phase(b->m, "query loss");
+    use_copy(b, cur, ir_meta_step_copy(b->mc, b->mc->inner_steps - 1));
     ValueId l = ok ? call(b, f, b->query_loss, cur, qx, qy) : IR_NONE;
     /* the meta-gradient's ops, by the phase of the ops they differentiate */
     int query = f->cur_phase, back = ir_phase(b->m, "meta-gradient: query loss");
@@ -430,6 +467,21 @@ static bool check_signature(Builder *b, const IrFunc *f, int ndata, const IrFunc
     return ok;
 }
 
+/* The tensors of the per-step params' copies 1..S-1, after every other
+ * tensor (b->copy); false after reporting where the algorithm is not MAML. */
+static bool per_step_copies(Builder *b) {
+    b->copy = malloc(((size_t)b->nparam + 1) * sizeof *b->copy);
+    for (int i = 0; i < b->nparam; i++) {
+        b->copy[i] = ir_meta_per_step(b->mc, i) ? b->n : -1;
+        b->n += ir_meta_per_step(b->mc, i) ? b->mc->inner_steps - 1 : 0;
+        if (b->copy[i] >= 0 && b->mc->algorithm != ALGO_MAML) {
+            diag_error(b->d, b->mc->loc, "per_step params need 'algorithm = maml'");
+            return false;
+        }
+    }
+    return true;
+}
+
 /* Find and check the model's functions; count the meta-learned tensors. */
 static bool find_functions(Builder *b, const IrModule *model) {
     const MetaConfig *mc = b->mc;
@@ -456,7 +508,7 @@ static bool find_functions(Builder *b, const IrModule *model) {
     b->n = b->nparam;
     for (int i = 0; i < b->nparam; i++)
         b->rate[i] = ir_meta_has_rate(mc, i) ? b->n++ : -1;
-    return true;
+    return per_step_copies(b);
 }
 
 static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
@@ -483,6 +535,7 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (ok && b.net && wanted(only, "predict"))
         ok = build_predict(&b);
     free(b.rate);
+    free(b.copy);
     if (m->internal_errors) {
         diag_error(d, b.mc->loc, "internal error: %d value(s) of the meta-step could not be built",
                    m->internal_errors);

@@ -147,6 +147,13 @@ typedef struct {
     const void *sample_ctx;
     int meta_batch;
     RtOptimizer optimizer;
+    /* Per-step params (MAML++): per tensor, for a per-step param's slot
+     * (which holds its copy 0), the tensor of its copy 1, copies 1 ..
+     * step_copies - 1 following; else -1.  Evaluation passes the loss after
+     * k inner steps, and inner step k + 1, copy min(max(k - 1, 0), S - 1)
+     * in the slot (S = step_copies).  NULL: the model has none. */
+    const int *step_copy;
+    int step_copies;
 } RtProgram;
 
 /* How a process of a distributed run (mamlc-mpi) exchanges its node sums

@@ -66,6 +66,15 @@ static void point_out(const RtProgram *p, void *base, void **slot)
         slot[i] = (char *)base + p->param[i].offset * rb;
 }
 
+/* The per-step params' slots of slot[0..nparam) <- their copy `copy` in
+ * the flat vector at base. */
+static void point_copies(const RtProgram *p, const void *base, const void **slot, int copy)
+{
+    size_t rb = rt_real_bytes(p->real);
+    for (int i = 0; p->step_copy && copy > 0 && i < p->nparam; i++)
+        if (p->step_copy[i] >= 0)
+            slot[i] = (const char *)base + p->param[p->step_copy[i] + copy - 1].offset * rb;
+}
 
 /* ------------------------------------------------------------------------
  * Evaluation */
@@ -76,6 +85,7 @@ typedef struct {
     void *arena;                /* large enough for adapt_step, loss and metric */
     const void **in;
     void **out;
+    int copy;                   /* of the per-step params, for this step */
 } EvalBuffers;
 
 static void eval_free(EvalBuffers *b)
@@ -120,6 +130,7 @@ static double query_value(const RtProgram *p, const RtEntry *e, EvalBuffers *b)
 {
     Scalar value = {0};
     point_in(p, b->cur, b->in);
+    point_copies(p, b->cur, b->in, b->copy);
     b->in[p->nparam] = b->qx;
     b->in[p->nparam + 1] = b->qy;
     b->out[0] = &value;
@@ -132,9 +143,11 @@ static void adapt(const RtProgram *p, EvalBuffers *b)
 {
     Scalar support_loss;
     point_in(p, b->cur, b->in);
+    point_copies(p, b->cur, b->in, b->copy);
     b->in[p->nparam] = b->sx;
     b->in[p->nparam + 1] = b->sy;
     point_out(p, b->next, b->out);
+    point_copies(p, b->next, (const void **)b->out, b->copy);  /* the copy, unchanged, onto itself */
     b->out[p->nparam] = &support_loss;
     p->adapt_step.fn(b->in, b->out, b->arena);
     void *t = b->cur;
@@ -186,6 +199,7 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
         memcpy(b.cur, params, pbytes);
         memcpy(b.next, params, pbytes);
         for (int step = 0; step <= max_steps; step++) {
+            b.copy = step < 1 ? 0 : step - 1 < p->step_copies ? step - 1 : p->step_copies - 1;
             if (step > 0)
                 adapt(p, &b);
             for (int k = 0; k < o->nsteps; k++) {

@@ -21,6 +21,7 @@
 typedef struct {
     RtProgram prog;
     RtParam *param;
+    int *step_copy;             /* prog.step_copy */
     RtSinusoidSource sinusoid;
     RtOmniglotSource omniglot;
     RtOmniglot *train_data, *eval_data;
@@ -42,6 +43,7 @@ static void run_free(Run *r) {
     rt_images_close(r->train_images);
     rt_images_close(r->eval_images);
     free(r->param);
+    free(r->step_copy);
 }
 
 static const TaskArg *task_arg(const ModelTask *t, const char *name) {
@@ -371,6 +373,25 @@ static RtInitKind init_kind(InitKind k) {
 
 static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
 
+/* RtProgram's step_copy for md (NULL if it has no per-step params), and S
+ * into *copies. */
+static int *step_copies(const Model *md, int *copies) {
+    const MetaConfig *mc = &md->meta;
+    int next = md->ntensor, *copy = NULL;
+    *copies = mc->inner_steps;
+    for (int i = 0; i < md->nparam; i++)
+        next -= ir_meta_per_step(mc, i) ? mc->inner_steps - 1 : 0;
+    for (int i = 0; mc->per_step && i < md->nparam; i++) {
+        if (!copy)
+            copy = malloc((size_t)md->ntensor * sizeof *copy);
+        copy[i] = ir_meta_per_step(mc, i) ? next : -1;
+        next += ir_meta_per_step(mc, i) ? mc->inner_steps - 1 : 0;
+    }
+    for (int i = md->nparam; copy && i < md->ntensor; i++)
+        copy[i] = -1;
+    return copy;
+}
+
 static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
     RtProgram *p = &r->prog;
     p->nparam = md->ntensor;
@@ -382,6 +403,7 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
         p->nreal += r->param[i].count;
     }
     p->param = r->param;
+    p->step_copy = r->step_copy = step_copies(md, &p->step_copies);
     const ModelTask *t = &md->task;
     p->sx_bytes = bytes(t->support_x);
     p->sy_bytes = bytes(t->support_y);
