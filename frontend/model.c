@@ -958,6 +958,21 @@ static bool meta_order(Check *c, const Ast *kw, MetaConfig *mc) {
     return true;
 }
 
+/* eval_mode = transductive | running_stats: which batch-norm statistics
+ * held-out evaluation uses; given, the run keeps running statistics */
+static bool meta_eval_mode(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (v->kind == AST_NAME && strcmp(v->name.id, "transductive") == 0)
+        mc->eval_mode = EVAL_MODE_TRANSDUCTIVE;
+    else if (v->kind == AST_NAME && strcmp(v->name.id, "running_stats") == 0)
+        mc->eval_mode = EVAL_MODE_RUNNING_STATS;
+    else {
+        diag_error(c->d, v->loc, "'eval_mode' must be 'transductive' or 'running_stats'");
+        return false;
+    }
+    return true;
+}
+
 static const ArgSpec adam_args[] = {{"lr", 0.001, false}, {"beta1", 0.9, false}, {"beta2", 0.999, false},
                                     {"eps", 1e-8, false}};
 static const ArgSpec sgd_args[] = {{"lr", 0.001, false}};
@@ -1001,6 +1016,7 @@ static const struct {
     {"meta_batch", meta_meta_batch},
     {"optimizer", meta_optimizer},
     {"iterations", meta_iterations},
+    {"eval_mode", meta_eval_mode},
 };
 #define NMETA_KEYS (int)(sizeof meta_keys / sizeof meta_keys[0])
 
@@ -1276,6 +1292,30 @@ static bool check_real(Check *c) {
     return false;
 }
 
+/* The batch_norms whose running statistics the run keeps (m->bn): the
+ * loss lowered at the support shapes with batch statistics collected. */
+static void collect_bn(Check *c) {
+    Model *m = c->m;
+    IrModule *mod = ir_module_new(m->real);
+    IrFunc *f = ir_func_new(mod, "bn.stats");
+    ValueId *params = xcalloc((size_t)m->nparam + 1, sizeof *params);
+    for (int i = 0; i < m->nparam; i++)
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
+    ValueId args[2] = {ir_input(f, "x", m->task.support_x, m->task.loc), ir_input(f, "y", m->task.support_y,
+                                                                                    m->task.loc)};
+    ModelBn *bn = NULL;
+    int nbn = 0;
+    if (model_lower_bn(m, f, "loss", params, args, 2, BN_STATS, IR_NONE, &bn, &nbn, c->d) != IR_NONE || !nbn) {
+        m->bn = arena_alloc(&m->arena, ((size_t)nbn + 1) * sizeof *m->bn);
+        for (int i = 0; i < nbn; i++)
+            m->bn[i] = (ModelBn){arena_strdup(&m->arena, bn[i].name), bn[i].channels};
+        m->nbn = nbn;
+    }
+    free(bn);
+    free(params);
+    ir_module_free(mod);
+}
+
 static void check_model(Check *c) {
     int errors = c->d->nerrors;
     collect(c);
@@ -1290,8 +1330,9 @@ static void check_model(Check *c) {
         diag_error(c->d, (SrcLoc){c->m->file, 0, 0}, "missing 'def loss(x, y)' (the task loss)");
     if (c->d->nerrors != errors || !model_resolve(c->mi, c->d))
         return;
-    if (check_objective(c, "loss", true))
-        check_objective(c, "metric", false);
+    if (check_objective(c, "loss", true) && check_objective(c, "metric", false) &&
+        c->m->meta.eval_mode != EVAL_MODE_NONE)
+        collect_bn(c);
     if (c->m->task.family)
         ir_module_free(model_lower_family(c->m, c->d));     /* checks the family's lines */
 }

@@ -18,6 +18,7 @@
  *     meta_batch = 25
  *     optimizer = adam(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-08)
  *     iterations = 70000                //   or sgd(lr = 0.001)
+ *     eval_mode = transductive          // or running_stats; left out: none
  *   }
  */
 #ifndef MAMLC_IR_META_H
@@ -35,6 +36,10 @@ typedef struct {
 } OptimizerConfig;
 
 typedef enum { ORDER_SECOND, ORDER_FIRST } MetaOrder;
+/* Which batch-norm statistics held-out evaluation uses.  EVAL_MODE_NONE:
+ * the key is not given, batch statistics and no running statistics; given
+ * (either value), the run keeps running statistics (MAML++'s BNRS). */
+typedef enum { EVAL_MODE_NONE, EVAL_MODE_TRANSDUCTIVE, EVAL_MODE_RUNNING_STATS } EvalMode;
 typedef enum { ALGO_MAML, ALGO_REPTILE, ALGO_IMAML } MetaAlgorithm;
 typedef enum {
     INNER_LR_FIXED,             /* inner_lr = 0.01 */
@@ -75,6 +80,7 @@ typedef struct {
     int meta_batch;             /* default 25; at most META_MAX_BATCH */
     OptimizerConfig optimizer;  /* default adam(lr = 0.001) */
     long iterations;            /* default 70000 */
+    EvalMode eval_mode;         /* default none */
     SrcLoc loc;                 /* the meta block */
 } MetaConfig;
 

@@ -563,6 +563,17 @@ static bool name_list(Parser *ps, NameList *l) {
 /* adapt = [NAME, ...] */
 static bool meta_adapt(Parser *ps, MetaConfig *mc) { return name_list(ps, &ps->adapt); }
 
+/* eval_mode = transductive | running_stats */
+static bool meta_eval_mode(Parser *ps, MetaConfig *mc) {
+    if (keyword(ps, "transductive"))
+        mc->eval_mode = EVAL_MODE_TRANSDUCTIVE;
+    else if (keyword(ps, "running_stats"))
+        mc->eval_mode = EVAL_MODE_RUNNING_STATS;
+    else
+        return fail(ps, "transductive or running_stats");
+    return true;
+}
+
 /* per_step = [NAME, ...] */
 static bool meta_per_step(Parser *ps, MetaConfig *mc) { return name_list(ps, &ps->per_step); }
 
@@ -626,7 +637,7 @@ static const struct {
     {"algorithm", meta_algorithm},   {"inner_steps", meta_inner_steps}, {"inner_lr", meta_inner_lr},
     {"order", meta_order},           {"adapt", meta_adapt},             {"eval_steps", meta_eval_steps},
     {"meta_batch", meta_meta_batch}, {"optimizer", meta_optimizer},     {"iterations", meta_iterations},
-    {"per_step", meta_per_step},
+    {"per_step", meta_per_step},     {"eval_mode", meta_eval_mode},
 };
 enum { NMETA_KEYS = sizeof meta_keys / sizeof meta_keys[0] };
 

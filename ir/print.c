@@ -295,7 +295,11 @@ static void print_meta(FILE *out, const IrModule *m) {
         fputs(", eps = ", out);
         print_number(out, o->eps, DT_F64);
     }
-    fprintf(out, ")\n  iterations = %ld\n}\n", mc->iterations);
+    fprintf(out, ")\n  iterations = %ld\n", mc->iterations);
+    static const char *const eval_mode[] = {"", "transductive", "running_stats"};
+    if (mc->eval_mode != EVAL_MODE_NONE)
+        fprintf(out, "  eval_mode = %s\n", eval_mode[mc->eval_mode]);
+    fputs("}\n", out);
 }
 
 void ir_print_module_with(FILE *out, const IrModule *m, const IrPrintOptions *o) {

@@ -37,6 +37,13 @@ typedef struct {
     int *copy;                  /* per param: for a per_step param, the tensor of its
                                    copy 1 (copies 1..S-1 follow; its own slot is
                                    copy 0), else -1 */
+    /* batch norm's running statistics (MAML++'s BNRS), where the model has
+     * @bn.stats: its functions in inference form (@loss.running, ...) */
+    const IrFunc *bn_stats, *loss_running, *query_running, *metric_running;
+    ValueId *stats;             /* the batch statistics of each inner step */
+    bool running;               /* building the inference forms: begin adds the
+                                   input bn_in after the tensors, call passes it */
+    ValueId bn_in;
 } Builder;
 
 /* The i-th argument of f. */
@@ -65,6 +72,8 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
             snprintf(name, sizeof name, "%s.%d", p->name, s);
             theta[b->copy[i] + s - 1] = ir_input(f, name, p->type, p->loc);
         }
+    if (b->running)     /* the running statistics of one step */
+        b->bn_in = ir_input(f, "bn", arg(b->loss, b->nparam)->type, b->mc->loc);
     return f;
 }
 
@@ -76,10 +85,12 @@ static ValueId data(IrFunc *f, const char *name, const IrFunc *like, int i) {
 
 /* fn(params, x, y) inlined into f (y is left out for @net); its result. */
 static ValueId call(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *theta, ValueId x, ValueId y) {
-    ValueId *args = malloc(((size_t)b->nparam + 2) * sizeof *args), out;
+    ValueId *args = malloc(((size_t)b->nparam + 3) * sizeof *args), out;
     memcpy(args, theta, (size_t)b->nparam * sizeof *args);
-    args[b->nparam] = x;
-    args[b->nparam + 1] = y;
+    int k = b->nparam + b->running;     /* the inference forms take bn first */
+    args[b->nparam] = b->bn_in;
+    args[k] = x;
+    args[k + 1] = y;
     ir_inline(f, fn, args, &out);
     free(args);
     return out;
@@ -104,6 +115,8 @@ static ValueId call_at(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *t
     free(at);
     return out;
 }
+
+static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
 
 /* The indices of the params the inner loop adapts; returns their count. */
 static int adapted(const Builder *b, int *idx) {
@@ -143,6 +156,8 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
     b->m->adjoint[forward] = gradient;
     f->cur_phase = forward;
     ValueId loss = call_at(b, f, b->loss, theta, step ? ir_meta_step_copy(b->mc, step - 1) : 0, x, y);
+    if (step && b->bn_stats)    /* the batch statistics of this step's support forward */
+        b->stats[step - 1] = call_at(b, f, b->bn_stats, theta, ir_meta_step_copy(b->mc, step - 1), x, y);
     int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
     ValueId *wrt = malloc(((size_t)k + 1) * sizeof *wrt), *g = malloc(((size_t)k + 1) * sizeof *g);
     for (int j = 0; j < k; j++)
@@ -184,7 +199,8 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
 static bool build_loss(Builder *b, const char *name, const IrFunc *fn) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta);
     IrFunc *f = begin(b, name, theta);
-    ValueId x = data(f, "x", fn, b->nparam), y = data(f, "y", fn, b->nparam + 1);
+    int at = b->nparam + b->running;    /* x's place in fn */
+    ValueId x = data(f, "x", fn, at), y = data(f, "y", fn, at + 1);
     ir_output(f, call(b, f, fn, theta, x, y));
     free(theta);
     return true;
@@ -217,10 +233,11 @@ static bool build_grad(Builder *b) {
     return ok;
 }
 
-static bool build_adapt_step(Builder *b) {
+static bool build_adapt_step(Builder *b, const char *name) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta), *next = malloc((size_t)b->n * sizeof *next);
-    IrFunc *f = begin(b, "adapt_step", theta);
-    ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
+    IrFunc *f = begin(b, name, theta);
+    int at = b->nparam + b->running;    /* x's place in @loss */
+    ValueId x = data(f, "x", b->loss, at), y = data(f, "y", b->loss, at + 1);
     ValueId l = inner_step(b, f, 0, theta, NULL, x, y, next);
     if (l != IR_NONE) {
         for (int i = 0; i < b->n; i++)
@@ -246,6 +263,41 @@ static bool inner_loop(Builder *b, IrFunc *f, const ValueId *theta, const ValueI
     bool ok = true;
     for (int s = 0; ok && s < b->mc->inner_steps; s++)
         ok = inner_step(b, f, s + 1, cur, anchor, *sx, *sy, cur) != IR_NONE;
+    return ok;
+}
+
+/* With running statistics, the meta-step's last result: the batch
+ * statistics of inner steps 1..S, one after the other ([S * L]). */
+static void output_stats(Builder *b, IrFunc *f) {
+    if (!b->bn_stats)
+        return;
+    ValueId all = b->stats[0];
+    for (int s = 1; s < b->mc->inner_steps; s++)
+        all = ir_concat(f, all, b->stats[s], 0, b->mc->loc, NULL);
+    ir_output(f, all);
+    ir_rename(f, all, "bn.stats");
+}
+
+/* The inference forms (running statistics): adapt_step.running,
+ * eval_loss.running and metric.running, which take the statistics of one
+ * step, bn [L], after the tensors. */
+static bool build_running(Builder *b, const char *only) {
+    const IrFunc *loss = b->loss, *query = b->query_loss, *metric = b->metric;
+    b->loss = b->loss_running;
+    b->query_loss = b->query_running ? b->query_running : b->loss_running;
+    b->metric = b->metric_running;
+    b->running = true;
+    bool ok = true;
+    if (ok && wanted(only, "adapt_step.running"))
+        ok = build_adapt_step(b, "adapt_step.running");
+    if (ok && wanted(only, "eval_loss.running"))
+        ok = build_loss(b, "eval_loss.running", b->query_loss);
+    if (ok && b->metric && wanted(only, "metric.running"))
+        ok = build_loss(b, "metric.running", b->metric);
+    b->running = false;
+    b->loss = loss;
+    b->query_loss = query;
+    b->metric = metric;
     return ok;
 }
 
@@ -287,6 +339,7 @@ static bool build_meta_step(Builder *b) {
         ir_output(f, l);
         for (int i = 0; i < n; i++)
             ir_output(f, g[i]);
+        output_stats(b, f);
     }
     free(theta);
     free(cur);
@@ -421,6 +474,7 @@ static bool build_imaml_step(Builder *b) {
         ir_output(f, l);
         for (int i = 0; i < np; i++)
             ir_output(f, out[i]);
+        output_stats(b, f);
     }
     free(theta);
     free(cur);
@@ -482,6 +536,33 @@ static bool per_step_copies(Builder *b) {
     return true;
 }
 
+/* The functions of batch norm's running statistics, where the model has
+ * them (all, or none: @bn.stats, @loss.running, and @loss.query.running
+ * and @metric.running where @loss.query and @metric are); false after
+ * reporting. */
+static bool find_running(Builder *b, const IrModule *model) {
+    b->bn_stats = ir_module_find(model, "bn.stats");
+    b->loss_running = ir_module_find(model, "loss.running");
+    b->query_running = ir_module_find(model, "loss.query.running");
+    b->metric_running = ir_module_find(model, "metric.running");
+    bool any = b->bn_stats || b->loss_running || b->query_running || b->metric_running;
+    if (!any)
+        return true;
+    const IrFunc *q = ir_module_find(model, "loss.query");
+    bool ok = b->bn_stats && b->loss_running && !q == !b->query_running && !b->metric == !b->metric_running &&
+              b->bn_stats->noutput == 1 && b->loss_running->ninput == b->nparam + 3;
+    IrType t = ok ? ir_value_type(b->bn_stats, b->bn_stats->output[0]) : (IrType){0};
+    ok = ok && t.rank == 1 && ir_type_eq(t, arg(b->loss_running, b->nparam)->type);
+    if (!ok) {
+        diag_error(b->d, b->mc->loc, "running statistics need '@bn.stats(params..., x, y)' returning [L] and "
+                   "'@loss.running(params..., bn[L], x, y)' (with '@loss.query.running' and '@metric.running' "
+                   "where '@loss.query' and '@metric' are)");
+        return false;
+    }
+    b->stats = malloc(((size_t)b->mc->inner_steps + 1) * sizeof *b->stats);
+    return true;
+}
+
 /* Find and check the model's functions; count the meta-learned tensors. */
 static bool find_functions(Builder *b, const IrModule *model) {
     const MetaConfig *mc = b->mc;
@@ -504,6 +585,8 @@ static bool find_functions(Builder *b, const IrModule *model) {
         (b->metric && !check_signature(b, b->metric, 2, b->query_loss, 2, false)) ||
         (b->net && !check_signature(b, b->net, 1, b->query_loss, 1, false)))
         return false;
+    if (!find_running(b, model))
+        return false;
     b->rate = malloc(((size_t)b->nparam + 1) * sizeof *b->rate);
     b->n = b->nparam;
     for (int i = 0; i < b->nparam; i++)
@@ -511,7 +594,6 @@ static bool find_functions(Builder *b, const IrModule *model) {
     return per_step_copies(b);
 }
 
-static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
 
 bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (!model->meta) {
@@ -525,7 +607,7 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (ok && wanted(only, "grad"))
         ok = build_grad(&b);
     if (ok && wanted(only, "adapt_step"))
-        ok = build_adapt_step(&b);
+        ok = build_adapt_step(&b, "adapt_step");
     if (ok && wanted(only, "meta_step"))
         ok = b.mc->algorithm == ALGO_IMAML ? build_imaml_step(&b) : build_meta_step(&b);
     if (ok && wanted(only, "eval_loss"))
@@ -534,8 +616,11 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
         ok = build_loss(&b, "metric", b.metric);
     if (ok && b.net && wanted(only, "predict"))
         ok = build_predict(&b);
+    if (ok && b.bn_stats)
+        ok = build_running(&b, only);
     free(b.rate);
     free(b.copy);
+    free(b.stats);
     if (m->internal_errors) {
         diag_error(d, b.mc->loc, "internal error: %d value(s) of the meta-step could not be built",
                    m->internal_errors);
