@@ -11,7 +11,8 @@
  *     order, from means 0 and variances 1, over two meta-iterations;
  *   - the same bits with 1 and 2 threads;
  *   - the inference forms: eval_loss.running with the batch's own
- *     statistics (biased variance) equals eval_loss. */
+ *     statistics (biased variance) equals eval_loss, and
+ *     adapt_step.running steps along its gradient (central differences). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,53 @@ static void task_stats(const Program *pr, const double *params, int t, double *o
     free(next);
 }
 
+/* eval_loss.running at the tensors in[0..nparam), statistics in[nparam],
+ * on the set in[nparam + 1], in[nparam + 2] (the support set: both sets
+ * have one shape here), for central differences. */
+typedef struct {
+    const Compiled *c;
+    const void **in;
+} RunningLoss;
+
+static double running_loss(void *ctx) {
+    const RunningLoss *r = ctx;
+    double l;
+    run(r->c, r->c->loss_running, r->in, (void *[]){&l});
+    return l;
+}
+
+/* Adaptation with running statistics: adapt_step.running's step of each
+ * adapted param, (θ − θ') / α, against central differences of the loss in
+ * inference form, whose gradient its ops' rules make. */
+static void check_adapt_running(const Compiled *c, const Program *pr, double *params, const double *bn,
+                                const char *label) {
+    const RtProgram *p = &pr->p;
+    const void *in[MAXT + 3];
+    void *out[MAXT + 1];
+    double *next = malloc(p->nreal * sizeof(double)), loss, worst = 0;
+    for (int i = 0; i < p->nparam; i++) {
+        in[i] = params + pr->param[i].offset;
+        out[i] = next + pr->param[i].offset;
+    }
+    in[p->nparam] = bn;
+    in[p->nparam + 1] = pr->data;
+    in[p->nparam + 2] = pr->data + pr->nx;
+    out[p->nparam] = &loss;
+    run(c, ir_module_find(c->m, "adapt_step.running"), in, out);
+    RunningLoss r = {c, in};
+    for (int i = 0; i < c->md->nparam; i++) {
+        if (!ir_meta_adapts(&c->md->meta, i))
+            continue;
+        for (size_t k = 0; k < pr->param[i].count; k++) {
+            double *x = params + pr->param[i].offset + k, got = (*x - next[pr->param[i].offset + k]) / 0.3;
+            double fd = check_central_diff(running_loss, &r, x, 1e-5, got, 1e-8);
+            worst = fmax(worst, fabs(fd - got) / fmax(1e-3, fabs(got)));
+        }
+    }
+    CHECK(worst <= 1e-6, "%s: adapt_step.running against central differences: worst error %.3g", label, worst);
+    free(next);
+}
+
 /* Two meta-iterations of rt_train with `threads` threads; params gets the
  * result (nreal + nstat reals, from init). */
 static bool train(const Program *pr, const double *init, int threads, double *params) {
@@ -316,6 +364,7 @@ static void run_case(const char *label, const char *tmpl) {
     CHECK(fabs(l_batch - l_run) <= 1e-12 * fmax(1, fabs(l_batch)), "%s: eval_loss.running %.17g, eval_loss %.17g",
           label, l_run, l_batch);
 
+    check_adapt_running(&c, &pr, init, want, label);
     for (int i = 0; i < p->nparam; i++)
         free(scratch[i]);
     free(stats);
