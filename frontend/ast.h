@@ -77,6 +77,7 @@ struct Ast {
             const char *name;
             Ast *shape;         /* AST_SHAPE */
             Ast *init;          /* a name (he) or a call (normal(0.01)) */
+            Ast *option;        /* the name after the init (per_step), or NULL */
         } param;
         struct {
             const char *dtype;  /* element type written before '[', or NULL: real */

@@ -33,6 +33,13 @@ struct Lower {
     int depth;
     long steps;
     bool limit_reported;
+    /* batch norm's running statistics (MAML++'s BNRS, model_lower_bn) */
+    ModelBnMode bn_mode;
+    ValueId bn_in;              /* BN_RUNNING: the statistics, [L] */
+    ValueId bn_out;             /* BN_STATS: the batch statistics so far */
+    int bn_at;                  /* reals of the statistics used or made so far */
+    ModelBn *bn;                /* BN_STATS: each batch_norm's name and features */
+    int nbn;
 };
 
 static ValueId lower_expr(Lower *L, const Ast *e);
@@ -559,11 +566,33 @@ static ValueId lower_avg_pool2d(Lower *L, const Ast *call, const ModelBuiltin *b
     return k == 1 ? s : ir_binary_scalar(L->f, OP_DIV, s, (double)k * k, false, call->loc, L->d);
 }
 
+/* A name for batch_norm's running statistics: its gamma's, which must be a
+ * param (an argument of the function lowered) used by no other batch_norm;
+ * NULL after reporting. */
+static const char *bn_name(Lower *L, const Ast *call, ValueId gamma) {
+    const IrNode *g = &L->f->node[gamma];
+    if (g->op != OP_INPUT) {
+        diag_error(L->d, call->loc, "running statistics are named after batch_norm's gamma, which must be a param "
+                   "here");
+        return NULL;
+    }
+    for (int i = 0; i < L->nbn; i++)
+        if (strcmp(L->bn[i].name, g->name) == 0) {
+            diag_error(L->d, call->loc, "a second batch_norm with gamma '%s': running statistics are named after "
+                       "gamma, so each batch_norm needs its own", g->name);
+            return NULL;
+        }
+    return g->name;
+}
+
 /* batch_norm(x, gamma, beta) = gamma * (x - m) / sqrt(s2 + 1e-5) + beta,
  * with m and s2 the mean and the (biased) variance of each feature over
  * the batch: over axis 0 of x [N, F] (gamma, beta [F]), over axes 0, 2, 3
  * of x [N, C, H, W] (gamma, beta [C]).  Statistics of this call's batch,
- * no running averages (as MAML). */
+ * no running averages (as MAML).  In the lowerings of model_lower_bn:
+ * BN_STATS also appends m and the unbiased variance (n / (n - 1)) s2, n
+ * the count per feature, to the statistics; BN_RUNNING takes m and s2 from
+ * the statistics input instead (inference form). */
 static ValueId lower_batch_norm(Lower *L, const Ast *call, const ModelBuiltin *b, const ValueId *v) {
     static const int axes2[1] = {0}, axes4[3] = {0, 2, 3};
     IrType x = type_of(L, v[0]), gamma = type_of(L, v[1]), beta = type_of(L, v[2]);
@@ -583,11 +612,34 @@ static ValueId lower_batch_norm(Lower *L, const Ast *call, const ModelBuiltin *b
     IrType keep = x, feature = {.dtype = gamma.dtype, .rank = x.rank - 1, .dim = {x.dim[1], 1, 1}};
     for (int i = 0; i < naxes; i++)
         keep.dim[axes[i]] = 1;
-    ValueId sum = ir_reduce(f, OP_REDUCE_SUM, v[0], naxes, axes, loc, L->d);
-    ValueId mean = ir_binary_scalar(f, OP_DIV, sum, count, false, loc, L->d);
-    ValueId centred = ir_binary_bcast(f, OP_SUB, v[0], ir_reshape(f, mean, keep, loc, L->d), loc, L->d);
-    ValueId sq = ir_reduce(f, OP_REDUCE_SUM, ir_binary(f, OP_MUL, centred, centred, loc, L->d), naxes, axes, loc, L->d);
-    ValueId var = ir_binary_scalar(f, OP_DIV, sq, count, false, loc, L->d);
+    ValueId mean, centred, var;
+    if (L->bn_mode == BN_RUNNING) {
+        int at[2] = {L->bn_at, L->bn_at + x.dim[1]};
+        mean = ir_slice(f, L->bn_in, &at[0], gamma, loc, L->d);
+        var = ir_slice(f, L->bn_in, &at[1], gamma, loc, L->d);
+        L->bn_at += 2 * x.dim[1];
+        centred = ir_binary_bcast(f, OP_SUB, v[0], ir_reshape(f, mean, keep, loc, L->d), loc, L->d);
+    } else {
+        ValueId sum = ir_reduce(f, OP_REDUCE_SUM, v[0], naxes, axes, loc, L->d);
+        mean = ir_binary_scalar(f, OP_DIV, sum, count, false, loc, L->d);
+        centred = ir_binary_bcast(f, OP_SUB, v[0], ir_reshape(f, mean, keep, loc, L->d), loc, L->d);
+        ValueId sq = ir_reduce(f, OP_REDUCE_SUM, ir_binary(f, OP_MUL, centred, centred, loc, L->d), naxes, axes,
+                               loc, L->d);
+        var = ir_binary_scalar(f, OP_DIV, sq, count, false, loc, L->d);
+        if (L->bn_mode == BN_STATS) {
+            const char *name = bn_name(L, call, v[1]);
+            if (!name)
+                return IR_NONE;
+            L->bn = realloc(L->bn, ((size_t)L->nbn + 1) * sizeof *L->bn);
+            if (!L->bn)
+                abort();
+            L->bn[L->nbn++] = (ModelBn){name, x.dim[1]};
+            ValueId unbiased = ir_binary_scalar(f, OP_DIV, sq, count > 1 ? count - 1 : 1, false, loc, L->d);
+            ValueId both = ir_concat(f, mean, unbiased, 0, loc, L->d);
+            L->bn_out = L->bn_out == IR_NONE ? both : ir_concat(f, L->bn_out, both, 0, loc, L->d);
+            L->bn_at += 2 * x.dim[1];
+        }
+    }
     ValueId inv = ir_powc(f, ir_binary_scalar(f, OP_ADD, var, 1e-5, false, loc, L->d), -0.5, loc, L->d);
     ValueId norm = ir_binary_bcast(f, OP_MUL, centred, ir_reshape(f, inv, keep, loc, L->d), loc, L->d);
     ValueId scaled = ir_binary_bcast(f, OP_MUL, norm, ir_reshape(f, v[1], feature, loc, L->d), loc, L->d);
@@ -904,8 +956,34 @@ static ValueId lower_body(Lower *L, int index, const ValueId *args) {
     return r;
 }
 
+/* A call of the model's function fn with L set up (its batch-norm mode
+ * included). */
+static ValueId lower_top(Lower *L, const char *fn, const ValueId *args, int nargs);
+
 ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn, const ValueId *params, const ValueId *args,
                          int nargs, bool differentiable, Diag *d) {
+    Lower L = {.mi = model_impl(m), .m = m, .f = f, .params = params, .differentiable = differentiable, .d = d};
+    return lower_top(&L, fn, args, nargs);
+}
+
+ValueId model_lower_bn(const Model *m, IrFunc *f, const char *fn, const ValueId *params, const ValueId *args,
+                       int nargs, ModelBnMode mode, ValueId stats, ModelBn **bn, int *nbn, Diag *d) {
+    Lower L = {.mi = model_impl(m), .m = m, .f = f, .params = params, .d = d,
+               .bn_mode = mode, .bn_in = stats, .bn_out = IR_NONE};
+    ValueId r = lower_top(&L, fn, args, nargs);
+    if (mode == BN_STATS)
+        r = r == IR_NONE ? IR_NONE : L.bn_out;
+    if (bn) {
+        *bn = L.bn;
+        *nbn = L.nbn;
+    } else
+        free(L.bn);
+    return r;
+}
+
+static ValueId lower_top(Lower *L, const char *fn, const ValueId *args, int nargs) {
+    const Model *m = L->m;
+    Diag *d = L->d;
     const ModelImpl *mi = model_impl(m);
     const int *at = ast_map_get(&mi->defs, fn);
     if (!at) {
@@ -920,12 +998,11 @@ ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn, const ValueI
     for (int i = 0; i < nargs; i++)
         if (args[i] == IR_NONE)
             return IR_NONE;
-    Lower L = {.mi = mi, .m = m, .f = f, .params = params, .differentiable = differentiable, .d = d};
-    L.active = calloc((size_t)mi->ndef, sizeof *L.active);
-    if (!L.active)
+    L->active = calloc((size_t)mi->ndef, sizeof *L->active);
+    if (!L->active)
         abort();
-    ValueId r = lower_body(&L, *at, args);
-    free(L.active);
+    ValueId r = lower_body(L, *at, args);
+    free(L->active);
     return r;
 }
 
@@ -950,10 +1027,35 @@ static bool lower_function(const Model *m, IrModule *mod, const char *name, cons
     if (!params)
         abort();
     for (int i = 0; i < m->nparam; i++)
-        params[i] = ir_input(f, m->param[i].name, m->param[i].type, m->param[i].loc);
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
     for (int i = 0; i < ndata; i++)
         args[i] = ir_input(f, data_name[i], data[i], m->task.loc);
     ValueId r = model_lower_call(m, f, fn, params, args, ndata, differentiable, d);
+    free(params);
+    if (r != IR_NONE)
+        ir_output(f, r);
+    return r != IR_NONE;
+}
+
+/* The functions of batch norm's running statistics (model_lower_module):
+ * fn lowered in `mode` into `name`, taking the params, then (BN_RUNNING)
+ * the statistics `bn` [L], then x and y of the types data[0..2). */
+static bool lower_bn_function(const Model *m, IrModule *mod, const char *name, const char *fn, const IrType *data,
+                              ModelBnMode mode, Diag *d) {
+    IrFunc *f = ir_func_new(mod, name);
+    ValueId *params = malloc(((size_t)m->nparam + 1) * sizeof *params), args[2], bn = IR_NONE;
+    if (!params)
+        abort();
+    for (int i = 0; i < m->nparam; i++)
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
+    int L = 0;
+    for (int i = 0; i < m->nbn; i++)
+        L += 2 * m->bn[i].channels;
+    if (mode == BN_RUNNING)
+        bn = ir_input(f, "bn", (IrType){.dtype = m->real, .rank = 1, .dim = {L}}, m->meta.loc);
+    args[0] = ir_input(f, "x", data[0], m->task.loc);
+    args[1] = ir_input(f, "y", data[1], m->task.loc);
+    ValueId r = model_lower_bn(m, f, fn, params, args, 2, mode, bn, NULL, NULL, d);
     free(params);
     if (r != IR_NONE)
         ir_output(f, r);
@@ -970,6 +1072,11 @@ IrModule *model_lower_module(const Model *m, Diag *d) {
               (same || lower_function(m, mod, "loss.query", "loss", query, 2, true, d)) &&
               (!m->has_metric || lower_function(m, mod, "metric", "metric", query, 2, false, d)) &&
               (!model_has_func(m, "net") || lower_function(m, mod, "net", "net", query, 1, false, d));
+    if (ok && m->nbn)   /* running statistics (MAML++'s BNRS) */
+        ok = lower_bn_function(m, mod, "bn.stats", "loss", support, BN_STATS, d) &&
+             lower_bn_function(m, mod, "loss.running", "loss", support, BN_RUNNING, d) &&
+             (same || lower_bn_function(m, mod, "loss.query.running", "loss", query, BN_RUNNING, d)) &&
+             (!m->has_metric || lower_bn_function(m, mod, "metric.running", "metric", query, BN_RUNNING, d));
     if (!ok) {
         ir_module_free(mod);
         return NULL;

@@ -378,7 +378,12 @@ static void check_params(Check *c) {
         if (!at || *at != i)
             continue;
         ModelParam *p = &m->param[k];
-        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc, .lr_for = -1};
+        *p = (ModelParam){.name = n->param.name, .type = ir_scalar(m->real), .loc = n->loc, .lr_for = -1,
+                          .decl = n->param.name};
+        const Ast *opt = n->param.option;
+        if (opt && strcmp(opt->name.id, "per_step") != 0)
+            diag_error(c->d, opt->loc, "unknown param option '%s'; expected 'per_step' or ';'", opt->name.id);
+        p->per_step = opt != NULL;
         if (n->param.shape->shape.dtype)
             diag_error(c->d, n->param.shape->loc, "params are real; drop the element type '%s'",
                        n->param.shape->shape.dtype);
@@ -889,6 +894,10 @@ static bool meta_adapt(Check *c, const Ast *kw, MetaConfig *mc) {
         } else if (mc->adapt[*at]) {
             diag_error(c->d, e->loc, "'adapt' lists '%s' twice", e->name.id);
             ok = false;
+        } else if (c->m->param[*at].per_step) {
+            diag_error(c->d, e->loc, "'adapt' lists '%s', a per_step param: its per-step copies are meta-learned, "
+                       "not adapted by the inner loop", e->name.id);
+            ok = false;
         } else
             mc->adapt[*at] = true;
     }
@@ -992,6 +1001,21 @@ static bool meta_clip_norm(Check *c, const Ast *kw, MetaConfig *mc) {
     return true;
 }
 
+/* eval_mode = transductive | running_stats: which batch-norm statistics
+ * held-out evaluation uses; given, the run keeps running statistics */
+static bool meta_eval_mode(Check *c, const Ast *kw, MetaConfig *mc) {
+    const Ast *v = kw->kwarg.value;
+    if (v->kind == AST_NAME && strcmp(v->name.id, "transductive") == 0)
+        mc->eval_mode = EVAL_MODE_TRANSDUCTIVE;
+    else if (v->kind == AST_NAME && strcmp(v->name.id, "running_stats") == 0)
+        mc->eval_mode = EVAL_MODE_RUNNING_STATS;
+    else {
+        diag_error(c->d, v->loc, "'eval_mode' must be 'transductive' or 'running_stats'");
+        return false;
+    }
+    return true;
+}
+
 static const ArgSpec adam_args[] = {{"lr", 0.001, false}, {"beta1", 0.9, false}, {"beta2", 0.999, false},
                                     {"eps", 1e-8, false}, {"weight_decay", 0, false}};
 static const ArgSpec sgd_args[] = {{"lr", 0.001, false}};
@@ -1082,6 +1106,7 @@ static const struct {
     {"iterations", meta_iterations},
     {"multi_step_loss", meta_multi_step_loss},
     {"clip_norm", meta_clip_norm},
+    {"eval_mode", meta_eval_mode},
 };
 #define NMETA_KEYS (int)(sizeof meta_keys / sizeof meta_keys[0])
 
@@ -1195,6 +1220,42 @@ static void add_learned_rates(Check *c) {
     m->param = all;
 }
 
+/* Per-step params (MAML++'s BNWB): param NAME's slot becomes NAME.0, and
+ * NAME.1 .. NAME.{S-1} follow every other tensor, each initialised as
+ * NAME is (each from its own stream). */
+static void add_per_step_copies(Check *c) {
+    Model *m = c->m;
+    MetaConfig *mc = &m->meta;
+    int S = mc->inner_steps, extra = 0;
+    for (int i = 0; i < m->nparam; i++)
+        extra += m->param[i].per_step ? S - 1 : 0;
+    for (int i = 0; i < m->nparam; i++)
+        if (m->param[i].per_step && mc->algorithm != ALGO_MAML) {
+            const Ast *decl = c->decl[*(const int *)ast_map_get(&c->names, m->param[i].decl)];
+            diag_error(c->d, decl->param.option->loc, "per_step params are meta-learned through the query loss "
+                       "after each inner step, which only 'algorithm = maml' differentiates");
+        }
+    bool any = false;
+    for (int i = 0; i < m->nparam; i++)
+        any |= m->param[i].per_step;
+    if (!any)
+        return;
+    mc->per_step = arena_alloc(&m->arena, (size_t)m->nparam + 1);
+    ModelParam *all = arena_alloc(&m->arena, (size_t)(m->ntensor + extra + 1) * sizeof *all);
+    memcpy(all, m->param, (size_t)m->ntensor * sizeof *all);
+    for (int i = 0; i < m->nparam; i++) {
+        if (!(mc->per_step[i] = all[i].per_step))
+            continue;
+        all[i].name = arena_printf(&m->arena, "%s.0", all[i].decl);
+        for (int s = 1; s < S; s++) {
+            ModelParam *p = &all[m->ntensor++];
+            *p = all[i];
+            p->name = arena_printf(&m->arena, "%s.%d", all[i].decl, s);
+        }
+    }
+    m->param = all;
+}
+
 static void check_meta(Check *c) {
     Model *m = c->m;
     MetaConfig *mc = &m->meta;
@@ -1202,7 +1263,7 @@ static void check_meta(Check *c) {
     mc->nparam = m->nparam;
     mc->adapt = arena_alloc(&m->arena, (size_t)(m->nparam + 1) * sizeof *mc->adapt);
     for (int i = 0; i < m->nparam; i++)
-        mc->adapt[i] = true;
+        mc->adapt[i] = !m->param[i].per_step;
     const Ast *seen[NMETA_KEYS] = {0};
     if (c->meta) {
         mc->loc = c->meta->loc;
@@ -1213,6 +1274,7 @@ static void check_meta(Check *c) {
         apply_meta(c, &overrides->meta.entry, seen, mc);
     check_meta_combination(c, seen, mc);
     add_learned_rates(c);
+    add_per_step_copies(c);
 }
 
 /* --- loss and metric --- */
@@ -1256,7 +1318,7 @@ static void warn_unread(Check *c, const IrFunc *f, ValueId r, const ValueId *par
     for (int i = 0; i < m->nparam; i++)
         if (!reads[params[i]])
             diag_warning(c->d, m->param[i].loc, "param '%s' is never read by 'loss': it gets no gradient and "
-                         "never trains", m->param[i].name);
+                         "never trains", m->param[i].decl);
     const AstList *adapt = c->adapt ? &c->adapt->kwarg.value->list.item : NULL;
     for (int i = 0; adapt && i < adapt->n; i++) {
         const int *at = ast_map_get(&c->mi->params, adapt->item[i]->name.id);
@@ -1278,7 +1340,7 @@ static bool trial_lower(Check *c, const Ast *def, IrType tx, IrType ty, bool dif
     IrFunc *f = ir_func_new(mod, def->def.name);
     ValueId *params = xcalloc((size_t)m->nparam, sizeof *params);
     for (int i = 0; i < m->nparam; i++)
-        params[i] = ir_input(f, m->param[i].name, m->param[i].type, m->param[i].loc);
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
     ValueId args[2] = {ir_input(f, "x", tx, m->task.loc), ir_input(f, "y", ty, m->task.loc)};
     ValueId r = model_lower_call(m, f, def->def.name, params, args, 2, differentiable, c->d);
     bool ok = r != IR_NONE;
@@ -1333,6 +1395,30 @@ static bool check_real(Check *c) {
     return false;
 }
 
+/* The batch_norms whose running statistics the run keeps (m->bn): the
+ * loss lowered at the support shapes with batch statistics collected. */
+static void collect_bn(Check *c) {
+    Model *m = c->m;
+    IrModule *mod = ir_module_new(m->real);
+    IrFunc *f = ir_func_new(mod, "bn.stats");
+    ValueId *params = xcalloc((size_t)m->nparam + 1, sizeof *params);
+    for (int i = 0; i < m->nparam; i++)
+        params[i] = ir_input(f, m->param[i].decl, m->param[i].type, m->param[i].loc);
+    ValueId args[2] = {ir_input(f, "x", m->task.support_x, m->task.loc), ir_input(f, "y", m->task.support_y,
+                                                                                    m->task.loc)};
+    ModelBn *bn = NULL;
+    int nbn = 0;
+    if (model_lower_bn(m, f, "loss", params, args, 2, BN_STATS, IR_NONE, &bn, &nbn, c->d) != IR_NONE || !nbn) {
+        m->bn = arena_alloc(&m->arena, ((size_t)nbn + 1) * sizeof *m->bn);
+        for (int i = 0; i < nbn; i++)
+            m->bn[i] = (ModelBn){arena_strdup(&m->arena, bn[i].name), bn[i].channels};
+        m->nbn = nbn;
+    }
+    free(bn);
+    free(params);
+    ir_module_free(mod);
+}
+
 static void check_model(Check *c) {
     int errors = c->d->nerrors;
     collect(c);
@@ -1347,8 +1433,9 @@ static void check_model(Check *c) {
         diag_error(c->d, (SrcLoc){c->m->file, 0, 0}, "missing 'def loss(x, y)' (the task loss)");
     if (c->d->nerrors != errors || !model_resolve(c->mi, c->d))
         return;
-    if (check_objective(c, "loss", true))
-        check_objective(c, "metric", false);
+    if (check_objective(c, "loss", true) && check_objective(c, "metric", false) &&
+        c->m->meta.eval_mode != EVAL_MODE_NONE)
+        collect_bn(c);
     if (c->m->task.family)
         ir_module_free(model_lower_family(c->m, c->d));     /* checks the family's lines */
 }

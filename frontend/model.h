@@ -29,6 +29,10 @@ typedef struct {
     SrcLoc loc;
     int lr_for;                 /* -1 for a `param`; for a learned inner learning
                                    rate (Meta-SGD), the param it belongs to */
+    const char *decl;           /* the declared name, which @loss's argument
+                                   takes: `name` but for a per_step param,
+                                   whose tensors are NAME.0 .. NAME.{S-1} */
+    bool per_step;              /* `param g : [..] = ones per_step;` */
 } ModelParam;
 
 typedef struct {
@@ -105,10 +109,16 @@ typedef struct {
     ModelDim *dim;      int ndim;
     /* The meta-learned tensors in the order of the flat parameter vector:
      * param[0..nparam) are the `param`s, param[nparam..ntensor) the learned
-     * inner learning rates (named "lr.NAME"), if any. */
+     * inner learning rates (named "lr.NAME"), if any, then the copies
+     * NAME.1 .. NAME.{S-1} of each per_step param NAME, in param order
+     * (its own slot holds NAME.0; S = inner_steps). */
     ModelParam *param;  int nparam, ntensor;
     ModelTask task;
     MetaConfig meta;            /* adapt has an entry per param */
+    /* With running statistics (meta.eval_mode given): each batch_norm the
+     * loss meets at the support shapes, in order (model_lower_bn). */
+    struct ModelBn *bn;
+    int nbn;
     bool has_metric;            /* `def metric(x, y)` present */
     Arena arena;                /* owns everything above */
 } Model;
@@ -134,7 +144,11 @@ ValueId model_lower_call(const Model *m, IrFunc *f, const char *fn,
  *   @loss(params..., x, y)        at the support shapes,
  *   @loss.query(params..., x, y)  at the query shapes, where they differ,
  *   @metric(params..., x, y)      at the query shapes, if `def metric`,
- *   @net(params..., x)            at the query x, if `def net`.
+ *   @net(params..., x)            at the query x, if `def net`,
+ * and, with running statistics (m->nbn > 0: model_lower_bn),
+ *   @bn.stats(params..., x, y)    the batch statistics [L], support shapes,
+ *   @loss.running(params..., bn, x, y), @loss.query.running (where the
+ *   query shapes differ) and @metric.running: normalised with bn [L].
  * Returns NULL after reporting through d. */
 IrModule *model_lower_module(const Model *m, Diag *d);
 
@@ -146,6 +160,29 @@ IrModule *model_lower_module(const Model *m, Diag *d);
  * reporting through d (a line whose value does not have its field's type,
  * ...).  m's task must be a family. */
 IrModule *model_lower_family(const Model *m, Diag *d);
+
+/* Batch norm's running statistics (MAML++'s BNRS): one batch_norm's name
+ * (its gamma param's) and feature count C.  Its statistics are 2C reals,
+ * the mean and then the variance of each feature; a model's are every
+ * batch_norm's in the order the loss meets them (L reals in all). */
+typedef struct ModelBn {
+    const char *name;
+    int channels;
+} ModelBn;
+
+typedef enum {
+    BN_BATCH,                   /* batch statistics, as model_lower_call */
+    BN_STATS,                   /* the result is the batch statistics [L] instead of
+                                   fn's value (means, unbiased variances) */
+    BN_RUNNING                  /* normalise with the statistics `stats` [L] given */
+} ModelBnMode;
+
+/* model_lower_call with every batch_norm in `mode`; with BN_STATS, *bn and
+ * *nbn (if bn is not NULL) get each batch_norm's name and features (the
+ * caller frees *bn).  IR_NONE after reporting (also: a batch_norm whose
+ * gamma is not a param, or two with one gamma). */
+ValueId model_lower_bn(const Model *m, IrFunc *f, const char *fn, const ValueId *params, const ValueId *args,
+                       int nargs, ModelBnMode mode, ValueId stats, ModelBn **bn, int *nbn, Diag *d);
 
 /* The location of `def fn`, or a zero location if there is none. */
 SrcLoc model_func_loc(const Model *m, const char *fn);

@@ -51,7 +51,7 @@ static Ast *ret(AstParser *p, Ast *value, AST_YYLTYPE l);
 %token COMMA "," SEMI ";" COLON ":" ASSIGN "=" EQEQ "=="
 %token PLUS "+" MINUS "-" STAR "*" SLASH "/" AT "@" CARET "^"
 
-%type <node> decl dim_decl param_decl def_decl task_decl task_lines meta_decl shape type field
+%type <node> decl dim_decl param_decl param_option def_decl task_decl task_lines meta_decl shape type field
 %type <node> stmt return expr sum product unary power primary arg kwarg
 %type <list> decls names names_opt body stmts field_list kwargs kwargs_opt entries task_args
 %type <list> exprs exprs_opt args args_opt
@@ -82,14 +82,20 @@ dim_decl
       }
     ;
 
-/* param_decl = "param" NAME ":" type "=" expr ";" */
+/* param_decl = "param" NAME ":" type "=" expr [NAME] ";"   (NAME: per_step) */
 param_decl
-    : "param" { p->ctx = "param declaration"; } IDENT ":" type "=" expr ";" {
+    : "param" { p->ctx = "param declaration"; } IDENT ":" type "=" expr param_option ";" {
           $$ = node(p, AST_PARAM, @3);
           $$->param.name = $3;
           $$->param.shape = $5;
           $$->param.init = $7;
+          $$->param.option = $8;
       }
+    ;
+
+param_option
+    : %empty                    { $$ = NULL; }
+    | IDENT                     { $$ = node(p, AST_NAME, @1); $$->name.id = $1; }
     ;
 
 /* shape = "[" [expr ("," expr)*] "]" */

@@ -18,6 +18,10 @@ void ir_module_set_meta(IrModule *m, const MetaConfig *mc) {
         m->meta->adapt = arena_alloc(&m->arena, (size_t)mc->nparam * sizeof *mc->adapt + 1);
         memcpy(m->meta->adapt, mc->adapt, (size_t)mc->nparam * sizeof *mc->adapt);
     }
+    if (mc->per_step) {
+        m->meta->per_step = arena_alloc(&m->arena, (size_t)mc->nparam * sizeof *mc->per_step + 1);
+        memcpy(m->meta->per_step, mc->per_step, (size_t)mc->nparam * sizeof *mc->per_step);
+    }
 }
 
 IrType ir_meta_rate_type(const MetaConfig *mc, IrType param) {

@@ -15,6 +15,7 @@
  *     order = second                    // or first, anneal(first_until = N)
  *     multi_step_loss = anneal(N)       // left out: the last step's loss alone
  *     adapt = [W3, b3]                  // left out: every param
+ *     per_step = [g1, e1]               // left out: none
  *     eval_steps = [0, 1, 10]
  *     meta_batch = 25
  *     optimizer = adam(lr = 0.001, beta1 = 0.9, beta2 = 0.999, eps = 1e-08)
@@ -23,6 +24,7 @@
  *                                       //   add schedule = cosine(min_lr = M)
  *     clip_norm = C                     // left out: no clipping
  *     iterations = 70000
+ *     eval_mode = transductive          // or running_stats; left out: none
  *   }
  */
 #ifndef MAMLC_IR_META_H
@@ -48,6 +50,10 @@ typedef enum {
     ORDER_ANNEAL                /* order = anneal(first_until = N): first order while the
                                    iteration is below N, then second (MAML++) */
 } MetaOrder;
+/* Which batch-norm statistics held-out evaluation uses.  EVAL_MODE_NONE:
+ * the key is not given, batch statistics and no running statistics; given
+ * (either value), the run keeps running statistics (MAML++'s BNRS). */
+typedef enum { EVAL_MODE_NONE, EVAL_MODE_TRANSDUCTIVE, EVAL_MODE_RUNNING_STATS } EvalMode;
 typedef enum { ALGO_MAML, ALGO_REPTILE, ALGO_IMAML } MetaAlgorithm;
 typedef enum {
     INNER_LR_FIXED,             /* inner_lr = 0.01 */
@@ -83,20 +89,38 @@ typedef struct {
     double clip_norm;           /* clip_norm = C: the meta-gradient's largest L2 norm; 0: no clipping */
     bool *adapt;                /* adapt[i]: the inner loop updates the i-th
                                    param (@loss's i-th argument); NULL: all */
-    int nparam;                 /* entries of adapt */
+    int nparam;                 /* entries of adapt (and of per_step) */
+    bool *per_step;             /* per_step[i]: the i-th param is meta-learned
+                                   as one copy per inner step (MAML++'s
+                                   per-step batch-norm weights); never adapted.
+                                   NULL: none */
     int eval_steps[META_MAX_EVAL_STEPS]; /* ascending; default 0, 1, 10 */
     int neval_steps;
     int meta_batch;             /* default 25; at most META_MAX_BATCH */
     OptimizerConfig optimizer;  /* default adam(lr = 0.001) */
     long iterations;            /* default 70000 */
+    EvalMode eval_mode;         /* default none */
     SrcLoc loc;                 /* the meta block */
 } MetaConfig;
 
 /* The configuration of an empty meta block. */
 MetaConfig ir_meta_defaults(void);
 
-/* Whether the inner loop updates param i. */
-static inline bool ir_meta_adapts(const MetaConfig *mc, int i) { return !mc->adapt || mc->adapt[i]; }
+/* Whether param i has one meta-learned copy per inner step. */
+static inline bool ir_meta_per_step(const MetaConfig *mc, int i) { return mc->per_step && mc->per_step[i]; }
+
+/* Whether the inner loop updates param i (a per-step param never). */
+static inline bool ir_meta_adapts(const MetaConfig *mc, int i) {
+    return (!mc->adapt || mc->adapt[i]) && !ir_meta_per_step(mc, i);
+}
+
+/* The copy of a per-step param that inner step j (from 0) uses: j clamped
+ * to [0, S - 1], S = inner_steps.  The query loss after k inner steps uses
+ * copy ir_meta_step_copy(mc, k - 1), min(max(k - 1, 0), S - 1) (MAML++:
+ * evaluation past inner_steps reuses the last copy). */
+static inline int ir_meta_step_copy(const MetaConfig *mc, int k) {
+    return k < 0 ? 0 : k < mc->inner_steps ? k : mc->inner_steps - 1;
+}
 
 /* Whether param i (adapted, and with its rate learned) has a learned inner
  * learning rate.  Those rates are meta-learned tensors after the params, in

@@ -30,16 +30,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A list of param names in the meta block, and where it starts. */
+typedef struct {
+    const char **name;
+    int n;
+    SrcLoc loc;
+} NameList;
+
 typedef struct {
     const char *file, *p, *end;
     int line, col;
     Diag *d;
     IrModule *m;
     int phase;                  /* of the statements read now: the last marker's */
-    /* the meta block's adapt list, resolved against @loss at the end */
-    const char **adapt;
-    int nadapt;
-    SrcLoc adapt_loc;
+    /* the meta block's adapt and per_step lists, resolved against @loss at
+       the end */
+    NameList adapt, per_step;
     /* names of the current function's values */
     struct { const char *name; ValueId id; } *scope;
     int nscope, scope_cap;
@@ -572,10 +578,10 @@ static bool meta_multi_step_loss(Parser *ps, MetaConfig *mc) {
 
 static bool meta_clip_norm(Parser *ps, MetaConfig *mc) { return meta_positive(ps, "clip_norm", &mc->clip_norm); }
 
-/* adapt = [NAME, ...]: params of @loss, resolved once it is read */
-static bool meta_adapt(Parser *ps, MetaConfig *mc) {
+/* [NAME, ...]: params of @loss, resolved once it is read */
+static bool name_list(Parser *ps, NameList *l) {
     skip_space(ps);
-    ps->adapt_loc = here(ps);
+    l->loc = here(ps);
     if (!expect(ps, '[', "'['"))
         return false;
     int cap = 0;
@@ -583,11 +589,28 @@ static bool meta_adapt(Parser *ps, MetaConfig *mc) {
         char name[128];
         if (!word(ps, name, sizeof name, "a param name"))
             return false;
-        ps->adapt = arena_grow(&ps->m->arena, ps->adapt, &cap, ps->nadapt + 1, sizeof *ps->adapt);
-        ps->adapt[ps->nadapt++] = arena_strdup(&ps->m->arena, name);
+        l->name = arena_grow(&ps->m->arena, l->name, &cap, l->n + 1, sizeof *l->name);
+        l->name[l->n++] = arena_strdup(&ps->m->arena, name);
     } while (at(ps, ',') && (advance(ps), true));
     return expect(ps, ']', "',' or ']'");
 }
+
+/* adapt = [NAME, ...] */
+static bool meta_adapt(Parser *ps, MetaConfig *mc) { return name_list(ps, &ps->adapt); }
+
+/* eval_mode = transductive | running_stats */
+static bool meta_eval_mode(Parser *ps, MetaConfig *mc) {
+    if (keyword(ps, "transductive"))
+        mc->eval_mode = EVAL_MODE_TRANSDUCTIVE;
+    else if (keyword(ps, "running_stats"))
+        mc->eval_mode = EVAL_MODE_RUNNING_STATS;
+    else
+        return fail(ps, "transductive or running_stats");
+    return true;
+}
+
+/* per_step = [NAME, ...] */
+static bool meta_per_step(Parser *ps, MetaConfig *mc) { return name_list(ps, &ps->per_step); }
 
 static bool meta_eval_steps(Parser *ps, MetaConfig *mc) {
     if (!expect(ps, '[', "'['"))
@@ -658,6 +681,7 @@ static const struct {
     {"order", meta_order},           {"adapt", meta_adapt},             {"eval_steps", meta_eval_steps},
     {"meta_batch", meta_meta_batch}, {"optimizer", meta_optimizer},     {"iterations", meta_iterations},
     {"multi_step_loss", meta_multi_step_loss}, {"clip_norm", meta_clip_norm},
+    {"per_step", meta_per_step},     {"eval_mode", meta_eval_mode},
 };
 enum { NMETA_KEYS = sizeof meta_keys / sizeof meta_keys[0] };
 
@@ -689,27 +713,27 @@ static bool parse_meta(Parser *ps, SrcLoc loc) {
     return true;
 }
 
-/* The adapt list's names as flags over @loss's params (every argument but
- * the last two, x and y). */
-static bool resolve_adapt(Parser *ps) {
+/* The names of list l (the meta key `key`) as flags over @loss's params
+ * (every argument but the last two, x and y), into *flags. */
+static bool resolve_names(Parser *ps, const NameList *l, const char *key, bool **flags) {
     MetaConfig *mc = ps->m->meta;
     const IrFunc *loss = ir_module_find(ps->m, "loss");
     if (!loss || loss->ninput < 2) {
-        diag_error(ps->d, ps->adapt_loc, "'adapt' names params of '@loss(params..., x, y)', which is missing");
+        diag_error(ps->d, l->loc, "'%s' names params of '@loss(params..., x, y)', which is missing", key);
         return false;
     }
     mc->nparam = loss->ninput - 2;
-    mc->adapt = arena_alloc(&ps->m->arena, ((size_t)mc->nparam + 1) * sizeof *mc->adapt);
-    for (int i = 0; i < ps->nadapt; i++) {
+    *flags = arena_alloc(&ps->m->arena, ((size_t)mc->nparam + 1) * sizeof **flags);
+    for (int i = 0; i < l->n; i++) {
         int p = 0;
-        while (p < mc->nparam && strcmp(loss->node[loss->input[p]].name, ps->adapt[i]) != 0)
+        while (p < mc->nparam && strcmp(loss->node[loss->input[p]].name, l->name[i]) != 0)
             p++;
-        if (p == mc->nparam || mc->adapt[p]) {
-            diag_error(ps->d, ps->adapt_loc, p == mc->nparam ? "'adapt' names '%s', which is not a param of '@loss'"
-                                                             : "'adapt' lists '%s' twice", ps->adapt[i]);
+        if (p == mc->nparam || (*flags)[p]) {
+            diag_error(ps->d, l->loc, p == mc->nparam ? "'%s' names '%s', which is not a param of '@loss'"
+                                                      : "'%s' lists '%s' twice", key, l->name[i]);
             return false;
         }
-        mc->adapt[p] = true;
+        (*flags)[p] = true;
     }
     return true;
 }
@@ -734,7 +758,8 @@ IrModule *ir_parse(const char *file, const char *text, size_t len, Diag *d) {
     }
     for (;;) {
         skip_space(&ps);
-        if (ps.p >= ps.end && (!ps.nadapt || resolve_adapt(&ps)))
+        if (ps.p >= ps.end && (!ps.adapt.n || resolve_names(&ps, &ps.adapt, "adapt", &ps.m->meta->adapt)) &&
+            (!ps.per_step.n || resolve_names(&ps, &ps.per_step, "per_step", &ps.m->meta->per_step)))
             return ps.m;
         if (ps.p >= ps.end)
             break;

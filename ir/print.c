@@ -228,6 +228,23 @@ static void print_func(FILE *out, const IrFunc *f, const IrPrintOptions *o) {
 
 void ir_print_func(FILE *out, const IrFunc *f) { print_func(out, f, NULL); }
 
+/* "  key = [NAME, ...]" for the params of @loss flagged in flags; nothing
+ * when none is. */
+static void print_flagged(FILE *out, const MetaConfig *mc, const IrFunc *loss, const char *key, const bool *flags) {
+    if (!flags || !loss || loss->ninput < mc->nparam)
+        return;
+    const char *sep = NULL;
+    for (int i = 0; i < mc->nparam; i++)
+        if (flags[i]) {
+            if (!sep)
+                fprintf(out, "  %s = [", key);
+            fprintf(out, "%s%s", sep ? sep : "", loss->node[loss->input[i]].name);
+            sep = ", ";
+        }
+    if (sep)
+        fputs("]\n", out);
+}
+
 /* The meta block (ir/meta.h); adapt names the params of @loss. */
 static void print_meta(FILE *out, const IrModule *m) {
     const MetaConfig *mc = m->meta;
@@ -261,12 +278,13 @@ static void print_meta(FILE *out, const IrModule *m) {
         fputs("  adapt = [", out);
         const char *sep = "";
         for (int i = 0; i < mc->nparam; i++)
-            if (mc->adapt[i]) {
+            if (ir_meta_adapts(mc, i)) {
                 fprintf(out, "%s%s", sep, loss->node[loss->input[i]].name);
                 sep = ", ";
             }
         fputs("]\n", out);
     }
+    print_flagged(out, mc, loss, "per_step", mc->per_step);
     fputs("  eval_steps = [", out);
     for (int i = 0; i < mc->neval_steps; i++)
         fprintf(out, i ? ", %d" : "%d", mc->eval_steps[i]);
@@ -297,7 +315,11 @@ static void print_meta(FILE *out, const IrModule *m) {
         print_number(out, mc->clip_norm, DT_F64);
         fputc('\n', out);
     }
-    fprintf(out, "  iterations = %ld\n}\n", mc->iterations);
+    fprintf(out, "  iterations = %ld\n", mc->iterations);
+    static const char *const eval_mode[] = {"", "transductive", "running_stats"};
+    if (mc->eval_mode != EVAL_MODE_NONE)
+        fprintf(out, "  eval_mode = %s\n", eval_mode[mc->eval_mode]);
+    fputs("}\n", out);
 }
 
 void ir_print_module_with(FILE *out, const IrModule *m, const IrPrintOptions *o) {

@@ -19,7 +19,10 @@
  * MAML++ (Antoniou et al. 2019): `multi_step_loss` makes the meta-loss
  * Σ_s w_s L(θ_s; query) with the weights an input of the step, and
  * `order = anneal(..)` builds meta_step_first beside meta_step, the driver
- * choosing one per iteration. */
+ * choosing one per iteration.
+ * A per-step param (`per_step`, MAML++'s per-step batch-norm weights) is
+ * one tensor per inner step, never adapted: inner step s uses copy s, the
+ * query loss copy S − 1 (ir_meta_step_copy). */
 #include "passes.h"
 
 #include <stdlib.h>
@@ -33,8 +36,19 @@ typedef struct {
     const IrFunc *query_loss;   /* at the query shapes (@loss.query, or @loss) */
     const IrFunc *metric, *net; /* at the query shapes; NULL if absent */
     int nparam;                 /* @loss's params: its arguments but x and y */
-    int n;                      /* meta-learned tensors: params, then rates */
+    int n;                      /* meta-learned tensors: params, then rates, then
+                                   the per-step params' copies 1..S-1 */
     int *rate;                  /* per param: the tensor of its (first) learned rate, or -1 */
+    int *copy;                  /* per param: for a per_step param, the tensor of its
+                                   copy 1 (copies 1..S-1 follow; its own slot is
+                                   copy 0), else -1 */
+    /* batch norm's running statistics (MAML++'s BNRS), where the model has
+     * @bn.stats: its functions in inference form (@loss.running, ...) */
+    const IrFunc *bn_stats, *loss_running, *query_running, *metric_running;
+    ValueId *stats;             /* the batch statistics of each inner step */
+    bool running;               /* building the inference forms: begin adds the
+                                   input bn_in after the tensors, call passes it */
+    ValueId bn_in;
     bool first;                 /* the inner gradients held constant: the step being built is first order */
 } Builder;
 
@@ -46,7 +60,9 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
     IrFunc *f = ir_func_new(b->m, name);
     for (int i = 0; i < b->nparam; i++) {
         const IrNode *p = arg(b->loss, i);
-        theta[i] = ir_input(f, p->name, p->type, p->loc);
+        char name[256];     /* a per-step param's slot holds its copy 0 */
+        snprintf(name, sizeof name, b->copy[i] >= 0 ? "%s.0" : "%s", p->name);
+        theta[i] = ir_input(f, name, p->type, p->loc);
     }
     bool per_step = b->mc->inner_lr_kind == INNER_LR_LEARNED_PER_STEP;
     for (int i = 0; i < b->nparam; i++)
@@ -59,6 +75,15 @@ static IrFunc *begin(Builder *b, const char *name, ValueId *theta) {
                 snprintf(lr, sizeof lr, "lr.%s", p->name);
             theta[b->rate[i] + s] = ir_input(f, lr, ir_meta_rate_type(b->mc, p->type), p->loc);
         }
+    for (int i = 0; i < b->nparam; i++)   /* per-step params: copies 1..S-1 */
+        for (int s = 1; b->copy[i] >= 0 && s < b->mc->inner_steps; s++) {
+            const IrNode *p = arg(b->loss, i);
+            char name[256];
+            snprintf(name, sizeof name, "%s.%d", p->name, s);
+            theta[b->copy[i] + s - 1] = ir_input(f, name, p->type, p->loc);
+        }
+    if (b->running)     /* the running statistics of one step */
+        b->bn_in = ir_input(f, "bn", arg(b->loss, b->nparam)->type, b->mc->loc);
     return f;
 }
 
@@ -70,14 +95,38 @@ static ValueId data(IrFunc *f, const char *name, const IrFunc *like, int i) {
 
 /* fn(params, x, y) inlined into f (y is left out for @net); its result. */
 static ValueId call(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *theta, ValueId x, ValueId y) {
-    ValueId *args = malloc(((size_t)b->nparam + 2) * sizeof *args), out;
+    ValueId *args = malloc(((size_t)b->nparam + 3) * sizeof *args), out;
     memcpy(args, theta, (size_t)b->nparam * sizeof *args);
-    args[b->nparam] = x;
-    args[b->nparam + 1] = y;
+    int k = b->nparam + b->running;     /* the inference forms take bn first */
+    args[b->nparam] = b->bn_in;
+    args[k] = x;
+    args[k + 1] = y;
     ir_inline(f, fn, args, &out);
     free(args);
     return out;
 }
+
+/* Put copy `copy` of each per-step param into its slot of theta, from
+ * which call takes the params (copy 0 is the slot's own; the runtime
+ * passes the copy an evaluation step needs in the slot). */
+static void use_copy(Builder *b, ValueId *theta, int copy) {
+    for (int i = 0; copy > 0 && i < b->nparam; i++)
+        if (b->copy[i] >= 0)
+            theta[i] = theta[b->copy[i] + copy - 1];
+}
+
+/* call with copy `copy` of each per-step param. */
+static ValueId call_at(Builder *b, IrFunc *f, const IrFunc *fn, const ValueId *theta, int copy, ValueId x,
+                       ValueId y) {
+    ValueId *at = malloc(((size_t)b->n + 1) * sizeof *at), out;
+    memcpy(at, theta, (size_t)b->n * sizeof *at);
+    use_copy(b, at, copy);
+    out = call(b, f, fn, at, x, y);
+    free(at);
+    return out;
+}
+
+static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
 
 /* The indices of the params the inner loop adapts; returns their count. */
 static int adapted(const Builder *b, int *idx) {
@@ -128,7 +177,9 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
     int forward = step_phase(b, step, "forward"), gradient = step_phase(b, step, "gradient");
     b->m->adjoint[forward] = gradient;
     f->cur_phase = forward;
-    ValueId loss = call(b, f, b->loss, theta, x, y);
+    ValueId loss = call_at(b, f, b->loss, theta, step ? ir_meta_step_copy(b->mc, step - 1) : 0, x, y);
+    if (step && b->bn_stats)    /* the batch statistics of this step's support forward */
+        b->stats[step - 1] = call_at(b, f, b->bn_stats, theta, ir_meta_step_copy(b->mc, step - 1), x, y);
     int *idx = malloc(((size_t)b->nparam + 1) * sizeof *idx), k = adapted(b, idx);
     ValueId *wrt = malloc(((size_t)k + 1) * sizeof *wrt), *g = malloc(((size_t)k + 1) * sizeof *g);
     for (int j = 0; j < k; j++)
@@ -172,7 +223,8 @@ static ValueId inner_step(Builder *b, IrFunc *f, int step, const ValueId *theta,
 static bool build_loss(Builder *b, const char *name, const IrFunc *fn) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta);
     IrFunc *f = begin(b, name, theta);
-    ValueId x = data(f, "x", fn, b->nparam), y = data(f, "y", fn, b->nparam + 1);
+    int at = b->nparam + b->running;    /* x's place in fn */
+    ValueId x = data(f, "x", fn, at), y = data(f, "y", fn, at + 1);
     ir_output(f, call(b, f, fn, theta, x, y));
     free(theta);
     return true;
@@ -205,10 +257,11 @@ static bool build_grad(Builder *b) {
     return ok;
 }
 
-static bool build_adapt_step(Builder *b) {
+static bool build_adapt_step(Builder *b, const char *name) {
     ValueId *theta = malloc((size_t)b->n * sizeof *theta), *next = malloc((size_t)b->n * sizeof *next);
-    IrFunc *f = begin(b, "adapt_step", theta);
-    ValueId x = data(f, "x", b->loss, b->nparam), y = data(f, "y", b->loss, b->nparam + 1);
+    IrFunc *f = begin(b, name, theta);
+    int at = b->nparam + b->running;    /* x's place in @loss */
+    ValueId x = data(f, "x", b->loss, at), y = data(f, "y", b->loss, at + 1);
     ValueId l = inner_step(b, f, 0, theta, NULL, x, y, next);
     if (l != IR_NONE) {
         for (int i = 0; i < b->n; i++)
@@ -241,8 +294,45 @@ static bool inner_loop(Builder *b, IrFunc *f, const ValueId *theta, const ValueI
     return ok;
 }
 
+/* With running statistics, the meta-step's last result: the batch
+ * statistics of inner steps 1..S, one after the other ([S * L]). */
+static void output_stats(Builder *b, IrFunc *f) {
+    if (!b->bn_stats)
+        return;
+    ValueId all = b->stats[0];
+    for (int s = 1; s < b->mc->inner_steps; s++)
+        all = ir_concat(f, all, b->stats[s], 0, b->mc->loc, NULL);
+    ir_output(f, all);
+    ir_rename(f, all, "bn.stats");
+}
+
+/* The inference forms (running statistics): adapt_step.running,
+ * eval_loss.running and metric.running, which take the statistics of one
+ * step, bn [L], after the tensors. */
+static bool build_running(Builder *b, const char *only) {
+    const IrFunc *loss = b->loss, *query = b->query_loss, *metric = b->metric;
+    b->loss = b->loss_running;
+    b->query_loss = b->query_running ? b->query_running : b->loss_running;
+    b->metric = b->metric_running;
+    b->running = true;
+    bool ok = true;
+    if (ok && wanted(only, "adapt_step.running"))
+        ok = build_adapt_step(b, "adapt_step.running");
+    if (ok && wanted(only, "eval_loss.running"))
+        ok = build_loss(b, "eval_loss.running", b->query_loss);
+    if (ok && b->metric && wanted(only, "metric.running"))
+        ok = build_loss(b, "metric.running", b->metric);
+    b->running = false;
+    b->loss = loss;
+    b->query_loss = query;
+    b->metric = metric;
+    return ok;
+}
+
+
 /* MAML++'s multi-step loss: Σ_s w_s L_Q(θ_s) over the inner steps s = 1..N,
- * w the meta-step's input `loss_weights` (each[(s - 1) n ..]: θ_s). */
+ * w the meta-step's input `loss_weights` (each[(s - 1) n ..]: θ_s), each
+ * term with the per-step params' copy s − 1. */
 static ValueId multi_step_loss(Builder *b, IrFunc *f, const ValueId *each, ValueId qx, ValueId qy) {
     int steps = b->mc->inner_steps;
     SrcLoc loc = b->mc->loc;
@@ -251,8 +341,9 @@ static ValueId multi_step_loss(Builder *b, IrFunc *f, const ValueId *each, Value
     for (int s = 0; s < steps; s++) {
         ValueId ws = ir_reshape(f, ir_slice(f, w, (int[]){s}, ir_type(b->m->real, 1, (int[]){1}), loc, NULL),
                                 real, loc, NULL);
-        ValueId term = ir_binary(f, OP_MUL, ws, call(b, f, b->query_loss, each + (size_t)s * (size_t)b->n, qx, qy),
-                                 loc, NULL);
+        ValueId ls = call_at(b, f, b->query_loss, each + (size_t)s * (size_t)b->n, ir_meta_step_copy(b->mc, s),
+                             qx, qy);
+        ValueId term = ir_binary(f, OP_MUL, ws, ls, loc, NULL);
         l = l == IR_NONE ? term : ir_binary(f, OP_ADD, l, term, loc, NULL);
     }
     return l;
@@ -267,7 +358,13 @@ static bool build_meta_step(Builder *b, const char *name) {
     ValueId sx, sy, qx, qy;
     bool ok = inner_loop(b, f, theta, NULL, cur, each, &sx, &sy, &qx, &qy);
     f->cur_phase = ir_phase(b->m, "query loss");
-    ValueId l = !ok ? IR_NONE : each ? multi_step_loss(b, f, each, qx, qy) : call(b, f, b->query_loss, cur, qx, qy);
+    ValueId l = IR_NONE;
+    if (ok && each)
+        l = multi_step_loss(b, f, each, qx, qy);
+    else if (ok) {
+        use_copy(b, cur, ir_meta_step_copy(b->mc, b->mc->inner_steps - 1));
+        l = call(b, f, b->query_loss, cur, qx, qy);
+    }
     /* the meta-gradient's ops, by the phase of the ops they differentiate */
     int query = f->cur_phase, back = ir_phase(b->m, "meta-gradient: query loss");
     b->m->adjoint[query] = back;
@@ -296,6 +393,7 @@ static bool build_meta_step(Builder *b, const char *name) {
         ir_output(f, l);
         for (int i = 0; i < n; i++)
             ir_output(f, g[i]);
+        output_stats(b, f);
     }
     free(theta);
     free(cur);
@@ -431,6 +529,7 @@ static bool build_imaml_step(Builder *b) {
         ir_output(f, l);
         for (int i = 0; i < np; i++)
             ir_output(f, out[i]);
+        output_stats(b, f);
     }
     free(theta);
     free(cur);
@@ -477,6 +576,48 @@ static bool check_signature(Builder *b, const IrFunc *f, int ndata, const IrFunc
     return ok;
 }
 
+/* The tensors of the per-step params' copies 1..S-1, after every other
+ * tensor (b->copy); false after reporting where the algorithm is not MAML. */
+static bool per_step_copies(Builder *b) {
+    b->copy = malloc(((size_t)b->nparam + 1) * sizeof *b->copy);
+    for (int i = 0; i < b->nparam; i++) {
+        b->copy[i] = ir_meta_per_step(b->mc, i) ? b->n : -1;
+        b->n += ir_meta_per_step(b->mc, i) ? b->mc->inner_steps - 1 : 0;
+        if (b->copy[i] >= 0 && b->mc->algorithm != ALGO_MAML) {
+            diag_error(b->d, b->mc->loc, "per_step params need 'algorithm = maml'");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The functions of batch norm's running statistics, where the model has
+ * them (all, or none: @bn.stats, @loss.running, and @loss.query.running
+ * and @metric.running where @loss.query and @metric are); false after
+ * reporting. */
+static bool find_running(Builder *b, const IrModule *model) {
+    b->bn_stats = ir_module_find(model, "bn.stats");
+    b->loss_running = ir_module_find(model, "loss.running");
+    b->query_running = ir_module_find(model, "loss.query.running");
+    b->metric_running = ir_module_find(model, "metric.running");
+    bool any = b->bn_stats || b->loss_running || b->query_running || b->metric_running;
+    if (!any)
+        return true;
+    const IrFunc *q = ir_module_find(model, "loss.query");
+    bool ok = b->bn_stats && b->loss_running && !q == !b->query_running && !b->metric == !b->metric_running &&
+              b->bn_stats->noutput == 1 && b->loss_running->ninput == b->nparam + 3;
+    IrType t = ok ? ir_value_type(b->bn_stats, b->bn_stats->output[0]) : (IrType){0};
+    ok = ok && t.rank == 1 && ir_type_eq(t, arg(b->loss_running, b->nparam)->type);
+    if (!ok) {
+        diag_error(b->d, b->mc->loc, "running statistics need '@bn.stats(params..., x, y)' returning [L] and "
+                   "'@loss.running(params..., bn[L], x, y)' (with '@loss.query.running' and '@metric.running' "
+                   "where '@loss.query' and '@metric' are)");
+        return false;
+    }
+    b->stats = malloc(((size_t)b->mc->inner_steps + 1) * sizeof *b->stats);
+    return true;
+}
+
 /* Find and check the model's functions; count the meta-learned tensors. */
 static bool find_functions(Builder *b, const IrModule *model) {
     const MetaConfig *mc = b->mc;
@@ -504,16 +645,16 @@ static bool find_functions(Builder *b, const IrModule *model) {
         (b->metric && !check_signature(b, b->metric, 2, b->query_loss, 2, false)) ||
         (b->net && !check_signature(b, b->net, 1, b->query_loss, 1, false)))
         return false;
+    if (!find_running(b, model))
+        return false;
     b->rate = malloc(((size_t)b->nparam + 1) * sizeof *b->rate);
     b->n = b->nparam;
     for (int i = 0; i < b->nparam; i++) {
         b->rate[i] = ir_meta_has_rate(mc, i) ? b->n : -1;
         b->n += b->rate[i] >= 0 ? ir_meta_rates_per_param(mc) : 0;
     }
-    return true;
+    return per_step_copies(b);
 }
-
-static bool wanted(const char *only, const char *name) { return !only || strcmp(only, name) == 0; }
 
 bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (!model->meta) {
@@ -527,7 +668,7 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
     if (ok && wanted(only, "grad"))
         ok = build_grad(&b);
     if (ok && wanted(only, "adapt_step"))
-        ok = build_adapt_step(&b);
+        ok = build_adapt_step(&b, "adapt_step");
     if (ok && wanted(only, "meta_step"))
         ok = b.mc->algorithm == ALGO_IMAML ? build_imaml_step(&b) : build_meta_step(&b, "meta_step");
     if (ok && b.mc->order == ORDER_ANNEAL && b.mc->algorithm == ALGO_MAML && wanted(only, "meta_step_first")) {
@@ -541,7 +682,11 @@ bool meta_build(const IrModule *model, IrModule *m, const char *only, Diag *d) {
         ok = build_loss(&b, "metric", b.metric);
     if (ok && b.net && wanted(only, "predict"))
         ok = build_predict(&b);
+    if (ok && b.bn_stats)
+        ok = build_running(&b, only);
     free(b.rate);
+    free(b.copy);
+    free(b.stats);
     if (m->internal_errors) {
         diag_error(d, b.mc->loc, "internal error: %d value(s) of the meta-step could not be built",
                    m->internal_errors);

@@ -101,6 +101,15 @@ bool pass_optimize(IrFunc *f, const PassOptions *o, Diag *d);
  *   eval_loss(tensors..., x, y)           -> loss            (query shapes)
  *   metric(tensors..., x, y)              -> metric          (if @metric)
  *   predict(tensors..., x)                -> net(x)          (if @net)
+ * A per-step param (model->meta->per_step) is S tensors, NAME.0 in its slot
+ * and NAME.1 .. after the rates; meta_step uses copy s in inner step s + 1
+ * and copy S - 1 for the query loss, the others copy 0.  With running
+ * statistics (@bn.stats, @loss.running, and @loss.query.running and
+ * @metric.running where needed) meta_step also returns the batch
+ * statistics of its inner steps, [S * L], last, and the inference forms
+ *   adapt_step.running, eval_loss.running, metric.running
+ *                      (tensors..., bn[L], x, y) -> as without .running
+ * are built.
  * `only`, if not NULL, names the one function wanted.  Returns false after
  * reporting through d (a missing meta block, or model functions whose
  * signatures do not fit @loss's). */

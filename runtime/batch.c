@@ -34,7 +34,7 @@ enum {
 static size_t leaf_stride(const RtProgram *p)
 {
     size_t rb = rt_real_bytes(p->real);
-    return (((p->nreal + 1) * rb + ALIGN - 1) / ALIGN * ALIGN) / rb;
+    return ((rt_node_reals(p) * rb + ALIGN - 1) / ALIGN * ALIGN) / rb;
 }
 
 /* Bytes from one leaf buffer to the next. */
@@ -69,7 +69,7 @@ void *rt_alloc_zeroed(size_t n, size_t size)
 
 size_t rt_node_reals(const RtProgram *p)
 {
-    return p->nreal + 1;
+    return p->nreal + 1 + p->nstat;
 }
 
 static int count_nodes(int lo, int hi, int a, int b)
@@ -141,7 +141,7 @@ bool rt_step_work_alloc(const RtProgram *p, int max_tasks, RtStepWork *w)
         .task_grad = lv <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * lv, rt_real_bytes(p->real)) : NULL,
         .stack = v <= SIZE_MAX / levels ? rt_alloc_zeroed(levels * v, sizeof(double)) : NULL,
         .in = calloc((size_t)p->nparam + 5, sizeof(void *)),
-        .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
+        .out = calloc((size_t)p->nparam + 2, sizeof(void *)),
     };
     if (p->sample)
         w->drawn = (RtTask){rt_alloc_zeroed(p->sx_bytes, 1), rt_alloc_zeroed(p->sy_bytes, 1),
@@ -209,6 +209,7 @@ static void run_task(const Leaves *l, RtStepWork *w, int t, void *buf)
     w->in[np + 3] = d->qy;
     w->in[np + 4] = s->loss_weights;
     w->out[0] = (char *)buf + p->nreal * rb;
+    w->out[np + 1] = (char *)buf + (p->nreal + 1) * rb;     /* the batch statistics, if any */
     (s->first_order ? p->meta_step_first : p->meta_step).fn(w->in, w->out, w->arena);
 }
 
@@ -460,6 +461,7 @@ struct RtBatch {
     const void *opt_grad;
     long opt_t;
     double opt_scale;           /* rt_opt_grad_scale of the step's gradient */
+    double *stats;              /* rt_batch_stats */
 };
 
 void rt_batch_free(RtBatch *b)
@@ -481,6 +483,7 @@ void rt_batch_free(RtBatch *b)
     free(b->dest);
     free(b->sums);
     free(b->root);
+    free(b->stats);
     free(b);
 }
 
@@ -503,6 +506,7 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
         .dest = calloc((size_t)members, sizeof(double *)),
         .sums = nsums && v <= SIZE_MAX / nsums ? rt_alloc_zeroed(nsums * v, sizeof(double)) : NULL,
         .root = rt_alloc_zeroed(v, sizeof(double)),
+        .stats = calloc(p->nstat + 1, sizeof(double)),
         .claims = {
             .members = members,
             .next = calloc((size_t)members, sizeof(int)),
@@ -516,7 +520,7 @@ RtBatch *rt_batch_new(const RtProgram *p, int max_batch, int threads)
     pthread_mutex_init(&b->claims.lock, NULL);
     pthread_cond_init(&b->claims.stolen_done, NULL);
     Claims *c = &b->claims;
-    bool ok = b->work && b->bound && b->dest && (b->sums || !nsums) && b->root && c->next && c->end &&
+    bool ok = b->work && b->bound && b->dest && (b->sums || !nsums) && b->root && b->stats && c->next && c->end &&
               c->spare_of && c->done && (c->spare || !nspare);
     /* member 0 also regroups whole meta-batches: temporaries for B levels */
     for (int i = 0; ok && i < members; i++)
@@ -579,6 +583,13 @@ static void mean_job(void *ctx, int i)
     mean_range(&b->p, root, b->B, b->grad, c.from, to < b->p.nreal ? to : b->p.nreal);
     if (to > b->p.nreal)
         b->loss = mean_loss(&b->p, root, b->B);
+    for (size_t e = c.from > b->p.nreal + 1 ? c.from : b->p.nreal + 1; e < to; e++)
+        b->stats[e - b->p.nreal - 1] = root[e] * (1.0 / b->B);
+}
+
+const double *rt_batch_stats(const RtBatch *b)
+{
+    return b->stats;
 }
 
 /* Member i: the optimiser's step on its share of the parameters. */

@@ -181,6 +181,28 @@ typedef struct {
     const void *sample_ctx;
     int meta_batch;
     RtOptimizer optimizer;
+    /* Per-step params (MAML++): per tensor, for a per-step param's slot
+     * (which holds its copy 0), the tensor of its copy 1, copies 1 ..
+     * step_copies - 1 following; else -1.  Evaluation passes the loss after
+     * k inner steps, and inner step k + 1, copy min(max(k - 1, 0), S - 1)
+     * in the slot (S = step_copies).  NULL: the model has none. */
+    const int *step_copy;
+    int step_copies;
+    /* Running statistics of batch norm (MAML++'s BNRS); nstat 0: none.
+     * meta_step's last result is the batch statistics of its inner steps
+     * 1..S, S vectors of nstat / S reals (each batch_norm's means, then its
+     * unbiased variances, in the model's order).  The flat vectors that
+     * rt_train and rt_evaluate take then hold nstat more reals after the
+     * nreal: the running statistics, in that layout, which rt_train
+     * updates after each meta-iteration, in double and rounded to the real
+     * type, as torch.nn.BatchNorm does with momentum 0.1:
+     *   running <- 0.9 running + 0.1 mean over the tasks of their batch statistics
+     * (the mean summed in double along the meta-batch's tree, as the
+     * gradients are).  The inference forms take the statistics of one
+     * step (nstat / S reals) after the tensors:
+     *   in: params..., bn, x, y   out: as adapt_step, loss and metric */
+    size_t nstat;
+    RtEntry adapt_running, loss_running, metric_running;
 } RtProgram;
 
 /* How a process of a distributed run (mamlc-mpi) exchanges its node sums
@@ -235,6 +257,9 @@ typedef struct {
     long progress_every;        /* 0: on_progress is never called */
     RtProgressFn on_progress;   /* NULL: none */
     RtEvalFn on_eval;           /* NULL: none */
+    bool eval_running;          /* evaluate with the running statistics (p->nstat > 0):
+                                   step k's inference forms get those of copy
+                                   min(max(k - 1, 0), S - 1), as per-step params */
     void *hook_ctx;             /* on_progress's and on_eval's */
 } RtTrainOptions;
 
@@ -367,6 +392,9 @@ void rt_batch_nodes(RtBatch *b, const void *params, const RtSlice *s, double *ou
  * part after part. */
 double rt_batch_mean(RtBatch *b, int B, int nparts, const int *bound, const double *sums,
                      void *grad);
+/* The mean over the tasks of their batch statistics (p->nstat doubles) as
+ * of the last rt_batch_mean. */
+const double *rt_batch_stats(const RtBatch *b);
 /* rt_opt_step on p->nreal parameters, its elements shared among b's threads. */
 void rt_batch_opt_step(RtBatch *b, const RtOptimizer *o, void *params, const void *grad, void *state,
                        long t);

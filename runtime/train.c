@@ -66,6 +66,15 @@ static void point_out(const RtProgram *p, void *base, void **slot)
         slot[i] = (char *)base + p->param[i].offset * rb;
 }
 
+/* The per-step params' slots of slot[0..nparam) <- their copy `copy` in
+ * the flat vector at base. */
+static void point_copies(const RtProgram *p, const void *base, const void **slot, int copy)
+{
+    size_t rb = rt_real_bytes(p->real);
+    for (int i = 0; p->step_copy && copy > 0 && i < p->nparam; i++)
+        if (p->step_copy[i] >= 0)
+            slot[i] = (const char *)base + p->param[p->step_copy[i] + copy - 1].offset * rb;
+}
 
 /* ------------------------------------------------------------------------
  * Evaluation */
@@ -76,6 +85,8 @@ typedef struct {
     void *arena;                /* large enough for adapt_step, loss and metric */
     const void **in;
     void **out;
+    int copy;                   /* of the per-step params, for this step */
+    const void *running;        /* the running statistics of that copy; NULL: batch statistics */
 } EvalBuffers;
 
 static void eval_free(EvalBuffers *b)
@@ -98,6 +109,9 @@ static bool eval_alloc(const RtProgram *p, EvalBuffers *b)
         arena = p->loss.arena_bytes;
     if (p->metric.fn && p->metric.arena_bytes > arena)
         arena = p->metric.arena_bytes;
+    const RtEntry *running[] = {&p->adapt_running, &p->loss_running, &p->metric_running};
+    for (int i = 0; p->nstat && i < 3; i++)
+        arena = running[i]->arena_bytes > arena ? running[i]->arena_bytes : arena;
     *b = (EvalBuffers){
         .cur = rt_alloc_zeroed(p->nreal, rt_real_bytes(p->real)),
         .next = rt_alloc_zeroed(p->nreal, rt_real_bytes(p->real)),
@@ -106,7 +120,7 @@ static bool eval_alloc(const RtProgram *p, EvalBuffers *b)
         .qx = rt_alloc_zeroed(p->qx_bytes, 1),
         .qy = rt_alloc_zeroed(p->qy_bytes, 1),
         .arena = rt_alloc_zeroed(arena, 1),
-        .in = calloc((size_t)p->nparam + 2, sizeof(void *)),
+        .in = calloc((size_t)p->nparam + 3, sizeof(void *)),
         .out = calloc((size_t)p->nparam + 1, sizeof(void *)),
     };
     if (b->cur && b->next && b->sx && b->sy && b->qx && b->qy && b->arena && b->in && b->out)
@@ -115,13 +129,27 @@ static bool eval_alloc(const RtProgram *p, EvalBuffers *b)
     return false;
 }
 
-/* Runs entry e (loss or metric) on the parameters in b->cur and the query set. */
-static double query_value(const RtProgram *p, const RtEntry *e, EvalBuffers *b)
+/* in[nparam..] <- the inference forms' running statistics (if b has
+ * them), then x and y; returns the entry that takes them: e, or running. */
+static const RtEntry *point_data(const RtProgram *p, EvalBuffers *b, const RtEntry *e, const RtEntry *running,
+                                 const void *x, const void *y)
+{
+    int at = p->nparam;
+    if (b->running)
+        b->in[at++] = b->running;
+    b->in[at] = x;
+    b->in[at + 1] = y;
+    return b->running ? running : e;
+}
+
+/* Runs entry e (loss or metric; running: its inference form) on the
+ * parameters in b->cur and the query set. */
+static double query_value(const RtProgram *p, const RtEntry *e, const RtEntry *running, EvalBuffers *b)
 {
     Scalar value = {0};
     point_in(p, b->cur, b->in);
-    b->in[p->nparam] = b->qx;
-    b->in[p->nparam + 1] = b->qy;
+    point_copies(p, b->cur, b->in, b->copy);
+    e = point_data(p, b, e, running, b->qx, b->qy);
     b->out[0] = &value;
     e->fn(b->in, b->out, b->arena);
     return scalar_value(p->real, &value);
@@ -132,11 +160,12 @@ static void adapt(const RtProgram *p, EvalBuffers *b)
 {
     Scalar support_loss;
     point_in(p, b->cur, b->in);
-    b->in[p->nparam] = b->sx;
-    b->in[p->nparam + 1] = b->sy;
+    point_copies(p, b->cur, b->in, b->copy);
+    const RtEntry *e = point_data(p, b, &p->adapt_step, &p->adapt_running, b->sx, b->sy);
     point_out(p, b->next, b->out);
+    point_copies(p, b->next, (const void **)b->out, b->copy);  /* the copy, unchanged, onto itself */
     b->out[p->nparam] = &support_loss;
-    p->adapt_step.fn(b->in, b->out, b->arena);
+    e->fn(b->in, b->out, b->arena);
     void *t = b->cur;
     b->cur = b->next;
     b->next = t;
@@ -179,6 +208,8 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
     if (!eval_alloc(p, &b))
         return false;
     size_t pbytes = p->nreal * rt_real_bytes(p->real);
+    int last = p->step_copies > 0 ? p->step_copies - 1 : 0;     /* the last copy of per-step params */
+    size_t per_step = p->nstat / (size_t)(last + 1);            /* running statistics of one copy */
     for (int task = 0; task < o->eval_tasks; task++) {
         p->sample(p->sample_ctx, o->seed, RT_EVAL_TASK | (uint64_t)task, b.sx, b.sy, b.qx, b.qy);
         /* Both vectors start as params, so reals outside every parameter
@@ -186,16 +217,19 @@ bool rt_evaluate(const RtProgram *p, const RtTrainOptions *o, const void *params
         memcpy(b.cur, params, pbytes);
         memcpy(b.next, params, pbytes);
         for (int step = 0; step <= max_steps; step++) {
+            b.copy = step < 1 ? 0 : step - 1 < last ? step - 1 : last;
+            if (o->eval_running && p->nstat)    /* the running statistics of the step's copy */
+                b.running = (const char *)params + (p->nreal + (size_t)b.copy * per_step) * rt_real_bytes(p->real);
             if (step > 0)
                 adapt(p, &b);
             for (int k = 0; k < o->nsteps; k++) {
                 if (o->steps[k] != step)
                     continue;
-                double loss = query_value(p, &p->loss, &b);
+                double loss = query_value(p, &p->loss, &p->loss_running, &b);
                 points[k].loss += loss;
                 points[k].loss_ci += loss * loss;
                 if (p->metric.fn) {
-                    double metric = query_value(p, &p->metric, &b);
+                    double metric = query_value(p, &p->metric, &p->metric_running, &b);
                     points[k].metric += metric;
                     points[k].metric_ci += metric * metric;
                 }
@@ -403,6 +437,20 @@ static bool meta_iteration(const RtProgram *p, const RtTrainOptions *o, TrainBuf
     return true;
 }
 
+/* The running statistics after params' nreal reals <- 0.9 of them + 0.1
+ * of the meta-batch's mean batch statistics (momentum 0.1, as
+ * torch.nn.BatchNorm), in double, rounded to the real type. */
+static void update_running(const RtProgram *p, const double *mean, void *params)
+{
+    size_t rb = rt_real_bytes(p->real);
+    void *running = (char *)params + p->nreal * rb;
+    for (size_t i = 0; i < p->nstat; i++)
+        if (p->real == RT_F32)
+            ((float *)running)[i] = (float)(0.9 * ((float *)running)[i] + 0.1 * mean[i]);
+        else
+            ((double *)running)[i] = 0.9 * ((double *)running)[i] + 0.1 * mean[i];
+}
+
 /* Whether all n values of type real at x are finite. */
 static bool all_finite(RtReal real, const void *x, size_t n)
 {
@@ -546,6 +594,7 @@ bool rt_train(const RtProgram *p, const RtTrainOptions *o, void *params, RtRepor
             break;
         }
         rt_batch_opt_step(b.batch, &p->optimizer, params, b.grad, opt_state, done + 1);
+        update_running(p, rt_batch_stats(b.batch), params);
         if (!all_finite(p->real, params, p->nreal) ||
             !all_finite(p->real, opt_state, rt_opt_state_count(&p->optimizer, p->nreal))) {
             rep->diverged = RT_DIVERGED_UPDATE;

@@ -549,6 +549,11 @@ bool lib_build(const Model *md, const IrModule *m, const char *path, const char 
                const char *gpu_source, Diag *d) {
     const char *real = md->real == DT_F64 ? "f64" : "f32";
     char dir[PATH_MAX], tmp[] = "/tmp/mamlc-XXXXXX", obj[2][PATH_MAX], src[PATH_MAX];
+    if (md->nbn) {
+        diag_error(d, md->meta.loc, "the library ABI has no running statistics of batch norm yet: leave "
+                   "'eval_mode' out of the meta block to build one");
+        return false;
+    }
     if (!abi_dir(dir, sizeof dir, real, d))
         return false;
     IrModule *fam = md->task.family ? family_module(md, d) : NULL;

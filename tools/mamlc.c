@@ -109,7 +109,9 @@ static const char eval_help[] =
     "                       as for run\n"
     "  --tasks FILE         evaluate on each task of FILE.safetensors\n"
     "  --omniglot-runs all_runs.zip\n"
-    "                       the official 20-way one-shot runs (a 20-way 1-shot model)\n";
+    "                       the official 20-way one-shot runs (a 20-way 1-shot model)\n"
+    "  --eval-mode M        batch norm's statistics: transductive, running_stats or\n"
+    "                       both (a model whose meta block gives eval_mode; also run)\n";
 
 static const char plot_help[] =
     "Plot options:\n"
@@ -166,6 +168,7 @@ static const OptionSpec options[] = {
     {"--eval-split", true, R | E}, {"--iters", true, R}, {"--seed", true, R | E | P}, {"--eval-every", true, R},
     {"--eval-tasks", true, R | E | P}, {"--report", true, R | E}, {"--quiet", false, R},
     {"--expect-improvement", false, R}, {"--log", true, R}, {"--log-every", true, R}, {"--fit", true, P},
+    {"--eval-mode", true, R | E},
 };
 enum { NOPTIONS = sizeof options / sizeof *options };
 
@@ -400,6 +403,12 @@ static int parse_args(int argc, char **argv, Options *o) {
             if (!parse_long(v, 1, &n) || n > 256)
                 return usage_error(o->mode, "--threads needs an integer from 1 to 256, not '%s'", v);
             o->r.threads = (int)n;
+        } else if (runs && tool_option(argc, argv, &i, "--eval-mode", &v)) {
+            o->r.eval_both = strcmp(v, "both") == 0;
+            o->r.eval_mode = strcmp(v, "transductive") == 0    ? EVAL_MODE_TRANSDUCTIVE
+                             : strcmp(v, "running_stats") == 0 ? EVAL_MODE_RUNNING_STATS : EVAL_MODE_NONE;
+            if (!o->r.eval_both && o->r.eval_mode == EVAL_MODE_NONE)
+                return usage_error(o->mode, "--eval-mode needs transductive, running_stats or both, not '%s'", v);
         } else if (o->eval && tool_option(argc, argv, &i, "--load", &v)) {
             o->r.load = v;
         } else if (o->eval && tool_option(argc, argv, &i, "--omniglot-runs", &v)) {

@@ -21,6 +21,10 @@
 typedef struct {
     RtProgram prog;
     RtParam *param;
+    int *step_copy;             /* prog.step_copy */
+    RtParam *ckparam;           /* the checkpoint's tensors: prog.param, then the running statistics */
+    RtShape *ckshape;
+    int nck;
     RtSinusoidSource sinusoid;
     RtOmniglotSource omniglot;
     RtOmniglot *train_data, *eval_data;
@@ -42,6 +46,11 @@ static void run_free(Run *r) {
     rt_images_close(r->train_images);
     rt_images_close(r->eval_images);
     free(r->param);
+    free(r->step_copy);
+    for (int i = r->prog.nparam; i < r->nck; i++)
+        free((char *)r->ckparam[i].name);
+    free(r->ckparam);
+    free(r->ckshape);
 }
 
 static const TaskArg *task_arg(const ModelTask *t, const char *name) {
@@ -379,6 +388,69 @@ RtOptimizer run_optimizer(const MetaConfig *mc) {
                          .cosine = oc->cosine, .min_lr = oc->min_lr, .t_max = mc->iterations};
 }
 
+/* RtProgram's step_copy for md (NULL if it has no per-step params), and S
+ * into *copies. */
+static int *step_copies(const Model *md, int *copies) {
+    const MetaConfig *mc = &md->meta;
+    int next = md->ntensor, *copy = NULL;
+    *copies = mc->inner_steps;
+    for (int i = 0; i < md->nparam; i++)
+        next -= ir_meta_per_step(mc, i) ? mc->inner_steps - 1 : 0;
+    for (int i = 0; mc->per_step && i < md->nparam; i++) {
+        if (!copy)
+            copy = malloc((size_t)md->ntensor * sizeof *copy);
+        copy[i] = ir_meta_per_step(mc, i) ? next : -1;
+        next += ir_meta_per_step(mc, i) ? mc->inner_steps - 1 : 0;
+    }
+    for (int i = md->nparam; copy && i < md->ntensor; i++)
+        copy[i] = -1;
+    return copy;
+}
+
+/* Batch norm's running statistics (MAML++'s BNRS, md->bn), S copies of L
+ * reals after the nreal: the checkpoint's tensors bn.NAME.mean.s and
+ * bn.NAME.var.s (r->ckparam, after the program's), and prog.nstat. */
+static void running_tensors(const Model *md, Run *r) {
+    RtProgram *p = &r->prog;
+    int S = md->meta.inner_steps;
+    size_t L = 0;
+    for (int b = 0; b < md->nbn; b++)
+        L += 2 * (size_t)md->bn[b].channels;
+    p->nstat = (size_t)S * L;
+    r->nck = p->nparam + 2 * S * md->nbn;
+    r->ckparam = calloc((size_t)r->nck + 1, sizeof *r->ckparam);
+    r->ckshape = calloc((size_t)r->nck + 1, sizeof *r->ckshape);
+    for (int i = 0; i < p->nparam; i++) {
+        r->ckparam[i] = r->param[i];
+        r->ckshape[i] = (RtShape){md->param[i].type.rank, md->param[i].type.dim};
+    }
+    size_t at = p->nreal;
+    for (int s = 0, k = p->nparam; s < S; s++)
+        for (int b = 0; b < md->nbn; b++)
+            for (int v = 0; v < 2; v++, k++) {
+                size_t len = strlen(md->bn[b].name) + 32;
+                char *name = malloc(len);
+                snprintf(name, len, "bn.%s.%s.%d", md->bn[b].name, v ? "var" : "mean", s);
+                r->ckparam[k] = (RtParam){name, at, (size_t)md->bn[b].channels, {0}};
+                r->ckshape[k] = (RtShape){1, &md->bn[b].channels};
+                at += (size_t)md->bn[b].channels;
+            }
+}
+
+/* The running statistics' first values in params (after the nreal): means
+ * 0 and variances 1, as torch.nn.BatchNorm's. */
+static void init_running(const Run *r, void *params) {
+    size_t rb = rt_real_bytes(r->prog.real);
+    for (int k = r->prog.nparam; k < r->nck; k++)
+        for (size_t e = 0; strstr(r->ckparam[k].name, ".var.") && e < r->ckparam[k].count; e++) {
+            char *at = (char *)params + (r->ckparam[k].offset + e) * rb;
+            if (r->prog.real == RT_F32)
+                *(float *)at = 1;
+            else
+                *(double *)at = 1;
+        }
+}
+
 static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *d) {
     RtProgram *p = &r->prog;
     p->nparam = md->ntensor;
@@ -390,6 +462,7 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
         p->nreal += r->param[i].count;
     }
     p->param = r->param;
+    p->step_copy = r->step_copy = step_copies(md, &p->step_copies);
     const ModelTask *t = &md->task;
     p->sx_bytes = bytes(t->support_x);
     p->sy_bytes = bytes(t->support_y);
@@ -400,9 +473,13 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
     p->first_until = md->meta.first_until;
     p->loss_weights = md->meta.msl_iterations ? md->meta.inner_steps : 0;
     p->msl_iterations = md->meta.msl_iterations;
+    running_tensors(md, r);
     return entry(j, m, "meta_step", &p->meta_step, d) && entry(j, m, "adapt_step", &p->adapt_step, d) &&
            entry(j, m, "meta_step_first", &p->meta_step_first, d) &&
-           entry(j, m, "eval_loss", &p->loss, d) && entry(j, m, "metric", &p->metric, d);
+           entry(j, m, "eval_loss", &p->loss, d) && entry(j, m, "metric", &p->metric, d) &&
+           (!p->nstat || (entry(j, m, "adapt_step.running", &p->adapt_running, d) &&
+                          entry(j, m, "eval_loss.running", &p->loss_running, d) &&
+                          entry(j, m, "metric.running", &p->metric_running, d)));
 }
 
 
@@ -420,9 +497,12 @@ static bool run_fit(const Model *md, BeJit *j, IrModule *m, const Run *r, const 
 }
 
 /* The final evaluation over `tasks` held-out tasks; +- is the half-width of
- * a 95% confidence interval. */
-static void print_eval(const RtEvalPoint *pt, int n, long tasks) {
-    printf("held-out evaluation over %ld tasks (+- 95%% confidence):\n", tasks);
+ * a 95% confidence interval.  With running statistics, which batch-norm
+ * statistics it used. */
+static void print_eval(const RtEvalPoint *pt, int n, long tasks, const RtTrainOptions *to, const RtProgram *p) {
+    printf("held-out evaluation over %ld tasks%s (+- 95%% confidence):\n", tasks,
+           !p->nstat ? "" : to->eval_running ? ", batch norm with running statistics"
+                                            : ", batch norm with transductive statistics");
     for (int i = 0; i < n; i++) {
         printf("  after %2d inner step%s: loss %.6g +- %.2g", pt[i].steps, pt[i].steps == 1 ? " " : "s", pt[i].loss,
                pt[i].loss_ci);
@@ -430,6 +510,20 @@ static void print_eval(const RtEvalPoint *pt, int n, long tasks) {
             printf("  metric %.6g +- %.2g", pt[i].metric, pt[i].metric_ci);
         printf("\n");
     }
+}
+
+/* --eval-mode both: the final evaluation again with the other statistics
+ * (to's mode flipped back afterwards). */
+static bool eval_other_mode(const RtProgram *p, RtTrainOptions *to, const void *params, const RunOptions *o) {
+    if (!o->eval_both)
+        return true;
+    RtEvalPoint pt[16];
+    to->eval_running = !to->eval_running;
+    bool ok = rt_evaluate(p, to, params, pt);
+    if (ok)
+        print_eval(pt, to->nsteps, to->eval_tasks, to, p);
+    to->eval_running = !to->eval_running;
+    return ok;
 }
 
 /* --expect-improvement: the held-out loss after the most inner steps that
@@ -453,16 +547,12 @@ static bool check_improvement(const Model *md, const RtEvalPoint *before, const 
 /* A checkpoint of the run's flat vector (and optimiser state). */
 typedef struct {
     RtCheckpoint ck;
-    RtShape *shape;
     char fingerprint[RT_FINGERPRINT_SIZE];
 } Checkpoint;
 
 static void checkpoint_init(Checkpoint *c, const Model *md, const Run *r, void *params, void *state) {
-    c->shape = calloc((size_t)md->ntensor + 1, sizeof *c->shape);
-    for (int i = 0; i < md->ntensor; i++)
-        c->shape[i] = (RtShape){md->param[i].type.rank, md->param[i].type.dim};
-    c->ck = (RtCheckpoint){.real = r->prog.real, .nparam = r->prog.nparam, .param = r->prog.param,
-                           .shape = c->shape, .nreal = r->prog.nreal, .params = params,
+    c->ck = (RtCheckpoint){.real = r->prog.real, .nparam = r->nck, .param = r->ckparam,   /* with bn.* */
+                           .shape = r->ckshape, .nreal = r->prog.nreal + r->prog.nstat, .params = params,
                            .nstate = rt_opt_state_count(&r->prog.optimizer, r->prog.nreal), .state = state};
     rt_checkpoint_fingerprint(&c->ck, NULL, c->fingerprint);
     c->ck.model = c->fingerprint;
@@ -511,8 +601,14 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
     bool ok = setup_source(md, o, &r, d);
     BeJit *j = ok ? be_jit_compile(m, be, d) : NULL;
     ok = j && setup_program(md, j, m, &r, d);
+    if (ok && (o->eval_mode || o->eval_both) && !r.prog.nstat) {
+        diag_error(d, md->meta.loc.file ? md->meta.loc : (SrcLoc){md->file, 0, 0}, "--eval-mode needs running "
+                   "statistics: a batch_norm, and 'eval_mode' in the meta block");
+        ok = false;
+    }
     size_t rb = ir_dtype_size(md->real), nstate = ok ? rt_opt_state_count(&r.prog.optimizer, r.prog.nreal) : 0;
-    void *params = ok ? calloc(r.prog.nreal + 1, rb) : NULL, *state = ok ? calloc(nstate + 1, rb) : NULL;
+    void *params = ok ? calloc(r.prog.nreal + r.prog.nstat + 1, rb) : NULL;     /* then the running statistics */
+    void *state = ok ? calloc(nstate + 1, rb) : NULL;
     if (ok && (!params || !state)) {
         diag_error(d, (SrcLoc){0}, "out of memory for %zu parameters", r.prog.nreal);
         ok = false;
@@ -520,6 +616,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
     Checkpoint c = {0};
     if (ok) {
         rt_init_params(&r.prog, o->seed, params);
+        init_running(&r, params);
         checkpoint_init(&c, md, &r, params, state);
         c.ck.has_state = o->train;
         const char *from = o->train ? o->resume : o->load;
@@ -567,6 +664,7 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         .on_progress = logs && o->log ? runlog_train : NULL,
         .on_eval = logs ? runlog_eval : NULL,
         .hook_ctx = &log,
+        .eval_running = (o->eval_mode ? o->eval_mode : md->meta.eval_mode) == EVAL_MODE_RUNNING_STATS,
     };
     if (logs)
         runlog_config(&log, md, be, o, o->train ? iterations : 0, to.start, to.eval_tasks);
@@ -580,7 +678,8 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         rep.neval = to.nsteps;
         ok = rt_evaluate(&r.prog, &to, params, rep.eval);
         if (ok)
-            print_eval(rep.eval, rep.neval, to.eval_tasks);
+            print_eval(rep.eval, rep.neval, to.eval_tasks, &to, &r.prog);
+        ok = ok && eval_other_mode(&r.prog, &to, params, o);
     } else if (ok && o->train) {
         RtEvalPoint before[16];
         bool evaluates = lead && to.eval_tasks > 0 && to.nsteps > 0, expect = o->expect_improvement && evaluates;
@@ -609,7 +708,8 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
         if (ok && lead) {
             printf("trained %ld iterations in %.1f s (%.0f steps/s)\n", rep.iterations, rep.seconds,
                    rep.steps_per_second);
-            print_eval(rep.eval, rep.neval, to.eval_tasks);
+            print_eval(rep.eval, rep.neval, to.eval_tasks, &to, &r.prog);
+            ok = eval_other_mode(&r.prog, &to, params, o);
         }
         if (ok && lead && o->save) {
             c.ck.has_state = o->save_state || o->checkpoint_every > 0;
@@ -629,7 +729,6 @@ int run_model(const Model *md, IrModule *m, const BeOptions *be, const RunOption
                    strerror(log.error));
         ok = false;
     }
-    free(c.shape);
     free(params);
     free(state);
     run_free(&r);

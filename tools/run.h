@@ -42,6 +42,8 @@ typedef struct {
     int threads;                /* threads sharing each meta-batch's tasks */
     uint64_t seed;
     const RunCluster *cluster;  /* NULL: a single process */
+    EvalMode eval_mode;         /* --eval-mode: EVAL_MODE_NONE, the model's eval_mode */
+    bool eval_both;             /* --eval-mode both: report both kinds of statistics */
 } RunOptions;
 
 /* The runtime's outer optimiser for a meta configuration: its optimizer,
