@@ -84,7 +84,9 @@ static bool gpu_meta_supported(const Model *md, Diag *d)
                        : mc->clip_norm       ? "clip_norm"
                        : mc->msl_iterations  ? "multi_step_loss"
                        : mc->order == ORDER_ANNEAL ? "order = anneal(..)"
-                                                   : NULL;
+                       : mc->per_step        ? "per_step params"
+                       : mc->eval_mode != EVAL_MODE_NONE ? "eval_mode"
+                                                         : NULL;
     if (what)
         diag_error(d, mc->loc, "--device cuda does not run %s yet (docs/gpu.md); without --device it runs on the CPU",
                    what);
