@@ -227,6 +227,29 @@ static Opnd conv_source(Cg *cg, const ConvDims *d, const Opnd *x, const ConvScra
     return *x;
 }
 
+/* Output positions (h, w) (strides sh, sw) as the rows of a product of
+ * `terms` terms over windows `kw` wide: a tile's BE_TILE_ROWS rows are w /
+ * BE_TILE_ROWS positions apart along w where that divides w and keeps
+ * their windows apart, else adjacent.  Adjacent positions' windows
+ * overlap, so a tile's written-out terms (emit_tile_terms) read the same
+ * element for several rows; LLVM then keeps those loads in registers from
+ * one term to the next, more than AVX2's 16 hold beside 12 accumulators,
+ * and spills them every term.  But the tile's results are stored one
+ * element at a time (the positions are the result's columns), and only
+ * adjacent positions' stores combine into vectors: with fewer than
+ * SPREAD_TERMS terms (conv2d of 3 channels: 27) the stores cost more than
+ * the spills (the first conv of mini-conv ran 40% slower spread).  Each
+ * element's sum keeps its order. */
+enum { SPREAD_TERMS = 64 };
+
+static Split tile_positions(int64_t h, int64_t sh, int64_t w, int64_t sw, int64_t kw, int64_t terms)
+{
+    int64_t apart = w / BE_TILE_ROWS;
+    if (w % BE_TILE_ROWS || apart < kw || terms < SPREAD_TERMS)
+        return cg_split2(h, sh, w, sw);
+    return cg_split3(h, sh, apart, sw, BE_TILE_ROWS, apart * sw);
+}
+
 /* y = conv2d(x, w): y[n]^T = xc[n]^T @ w^T with x's windows read in place
  * (columns: channels), or y[n] = w @ xc[n] with xc packed (columns:
  * positions). */
@@ -252,9 +275,11 @@ static void emit_conv2d(Cg *cg, const ConvDims *d, Opnd *o, ConvScratch *s, bool
     Opnd xs = conv_source(cg, d, &x, s, &padded);
     if (by_o) {
         const int64_t *st = xs.a.stride;
-        Mat a = cg_mat(cg, &xs, cg_split2(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2]),
+        int64_t kw = (d->KW + d->stride - 1) / d->stride;      /* positions a window spans along w */
+        Mat a = cg_mat(cg, &xs, tile_positions(d->Ho, d->stride * st[1], d->Wo, d->stride * st[2], kw, d->K),
                        cg_split3(d->C, st[0], d->KH, st[1], d->KW, st[2]));
-        Mat c = cg_mat(cg, &y, cg_split1(d->P, 1), cg_split1(d->O, d->P));
+        Mat c = cg_mat(cg, &y, tile_positions(d->Ho, d->Wo, d->Wo, 1, kw, d->K),
+                       cg_split1(d->O, d->P));
         cg_emit_gemm(cg, &c, &a, &wt, d->P, d->O, false, false, NULL);
     } else {
         emit_im2col(cg, d, &xs, padded, &s->x, d->P, 1);
@@ -351,12 +376,14 @@ static void emit_conv2d_grad_x_phased(Cg *cg, const ConvDims *d, Opnd *o, ConvSc
             ConvPhase p = conv_phase(d, rh, rv);
             if (!p.jh || !p.jv || !p.mh || !p.mv)
                 continue;
-            Mat a = cg_mat(cg, &s->gpad, cg_split2(p.mh, gw, p.mv, 1), cg_split3(d->O, gh, p.jh, -gw, p.jv, -1));
+            Mat a = cg_mat(cg, &s->gpad, tile_positions(p.mh, gw, p.mv, 1, p.jv, d->O * p.jh * p.jv),
+                           cg_split3(d->O, gh, p.jh, -gw, p.jv, -1));
             a.base = cg_c64(cg, (p.qh0 + bs->gpad_top) * gw + p.qv0 + bs->gpad_left);
             Mat b = cg_mat(cg, &s->w, cg_split3(d->O, p.jh * p.jv * d->C, p.jh, p.jv * d->C, p.jv, d->C),
                            cg_split1(d->C, 1));
             b.base = cg_c64(cg, start[rh * S + rv]);
-            Mat c = cg_mat(cg, &dx, cg_split2(p.mh, S * xs[1], p.mv, S * xs[2]), cg_split1(d->C, xs[0]));
+            Mat c = cg_mat(cg, &dx, tile_positions(p.mh, S * xs[1], p.mv, S * xs[2], p.jv, d->O * p.jh * p.jv),
+                           cg_split1(d->C, xs[0]));
             c.base = cg_c64(cg, (S * p.qh0 + rh - d->pad) * xs[1] + (S * p.qv0 + rv - d->pad) * xs[2]);
             cg_emit_gemm(cg, &c, &a, &b, p.mh * p.mv, d->C, false, false, NULL);
         }
