@@ -1,6 +1,7 @@
-/* Buffer planning: accesses for every value, arena offsets by greedy by size.
+/* Buffer planning: accesses for every value, arena offsets by liveness.
  * See plan.h for the model; plan_fusion.c decides what is fused into what,
- * plan_kernels.c the scratch and the way of each product. */
+ * plan_kernels.c the scratch and the way of each product, plan_arena.c
+ * the buffers' offsets. */
 #include "plan_impl.h"
 #include "backend.h"
 
