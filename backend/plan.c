@@ -1,6 +1,7 @@
-/* Buffer planning: accesses for every value, arena offsets by linear scan.
+/* Buffer planning: accesses for every value, arena offsets by liveness.
  * See plan.h for the model; plan_fusion.c decides what is fused into what,
- * plan_kernels.c the scratch and the way of each product. */
+ * plan_kernels.c the scratch and the way of each product, plan_arena.c
+ * the buffers' offsets. */
 #include "plan_impl.h"
 #include "backend.h"
 
@@ -130,73 +131,6 @@ static bool access_reshape(const BeAccess *x, IrType xt, IrType t, BeAccess *out
     return true;
 }
 
-/* --- arena space: a sorted list of free blocks below the high-water mark --- */
-
-typedef struct {
-    int64_t off, size;
-} Block;
-
-typedef struct {
-    Block *free;        /* sorted by offset, never adjacent */
-    int nfree;
-    int64_t top;        /* high-water mark */
-} Space;
-
-static int64_t space_alloc(Space *s, int64_t size)
-{
-    int best = -1;
-    for (int i = 0; i < s->nfree; i++)
-        if (s->free[i].size >= size && (best < 0 || s->free[i].size < s->free[best].size))
-            best = i;
-    if (best >= 0) {
-        int64_t off = s->free[best].off;
-        s->free[best].off += size;
-        s->free[best].size -= size;
-        if (s->free[best].size == 0) {
-            memmove(&s->free[best], &s->free[best + 1], (size_t)(s->nfree - best - 1) * sizeof(Block));
-            s->nfree--;
-        }
-        return off;
-    }
-    /* A free block ending at the top grows instead of a fresh one. */
-    if (s->nfree > 0) {
-        Block *last = &s->free[s->nfree - 1];
-        if (last->off + last->size == s->top) {
-            int64_t off = last->off;
-            s->top = off + size;
-            s->nfree--;
-            return off;
-        }
-    }
-    int64_t off = s->top;
-    s->top += size;
-    return off;
-}
-
-static void space_free(Space *s, int64_t off, int64_t size)
-{
-    int i = 0;
-    while (i < s->nfree && s->free[i].off < off)
-        i++;
-    bool prev = i > 0 && s->free[i - 1].off + s->free[i - 1].size == off;
-    bool next = i < s->nfree && off + size == s->free[i].off;
-    if (prev && next) {
-        s->free[i - 1].size += size + s->free[i].size;
-        memmove(&s->free[i], &s->free[i + 1], (size_t)(s->nfree - i - 1) * sizeof(Block));
-        s->nfree--;
-    } else if (prev) {
-        s->free[i - 1].size += size;
-    } else if (next) {
-        s->free[i].off = off;
-        s->free[i].size += size;
-    } else {
-        memmove(&s->free[i + 1], &s->free[i], (size_t)(s->nfree - i) * sizeof(Block));
-        s->free[i].off = off;
-        s->free[i].size = size;
-        s->nfree++;
-    }
-}
-
 int64_t be_buffer_bytes(IrType t)
 {
     int64_t b = ir_numel(t) * (int64_t)ir_dtype_size(t.dtype);
@@ -270,10 +204,10 @@ static int in_place(const IrFunc *f, const BePlan *p, ValueId v, const int *root
     return -1;
 }
 
-/* Place every arena buffer: walk the nodes in order, take space for each
- * computed value (and its scratch, given back at once), and give back the
- * buffers whose last reader was this node; an elementwise value takes over
- * the buffer of an operand it reads last where it can (in_place). */
+/* Place every arena buffer: a span for each computed value from its node
+ * to its last reader, and one for each node's scratch, packed by
+ * be_place_spans; an elementwise value takes over the buffer of an operand it
+ * reads last where it can (in_place), and so lengthens its span. */
 static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
 {
     int n = f->nnode;
@@ -299,46 +233,50 @@ static void place_buffers(const IrFunc *f, BePlan *p, const bool *live)
         if (p->out_copy[j] && root[f->output[j]] >= 0)
             last[root[f->output[j]]] = n;
 
-    /* dies[i]: a list (through next[]) of the buffers whose last reader is i. */
-    int *dies = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
-    int *next = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
-    for (int i = 0; i <= n; i++)
-        dies[i] = -1;
+    /* span_of[v], scratch_of[v]: the spans of v's buffer and scratch, or -1. */
+    int *span_of = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    int *scratch_of = arena_alloc(&p->arena, sizeof(int) * (size_t)(n + 1));
+    BeSpan *sp = arena_alloc(&p->arena, sizeof(BeSpan) * (size_t)(2 * n + 1));
+    int ns = 0;
     for (int v = 0; v < n; v++) {
-        if (root[v] == v && last[v] >= 0) {
-            next[v] = dies[last[v]];
-            dies[last[v]] = v;
+        span_of[v] = scratch_of[v] = -1;
+        if (root[v] == v) {
+            int r = in_place(f, p, v, root, last);
+            if (r >= 0)
+                span_of[v] = span_of[r];
+            else
+                span_of[v] = ns, sp[ns++] = (BeSpan){be_buffer_bytes(f->node[v].type), 0, v, v};
+            /* A buffer no node reads is held to the end. */
+            int end = last[v] >= 0 ? last[v] : n;
+            if (end > sp[span_of[v]].last)
+                sp[span_of[v]].last = end;
         }
+        if (p->scratch_bytes[v])
+            scratch_of[v] = ns, sp[ns++] = (BeSpan){p->scratch_bytes[v], 0, v, v};
     }
+    p->arena_bytes = (size_t)be_place_spans(sp, ns, &p->arena);
 
-    Space s = {arena_alloc(&p->arena, sizeof(Block) * (size_t)(n + 1)), 0, 0};
-    bool *taken = arena_alloc(&p->arena, sizeof(bool) * (size_t)(n + 1));    /* by a value in place */
-    int64_t held = 0, peak = 0;
-    for (int v = 0; v < n; v++) {
-        taken[v] = false;
-        int r = root[v] == v ? in_place(f, p, v, root, last) : -1;
-        if (r >= 0) {
-            p->acc[v].byte_off = p->acc[r].byte_off;
-            taken[r] = true;
-        } else if (root[v] == v) {
-            p->acc[v].byte_off = space_alloc(&s, be_buffer_bytes(f->node[v].type));
-            held += be_buffer_bytes(f->node[v].type);
-        }
-        if (p->scratch_bytes[v])
-            p->scratch_off[v] = space_alloc(&s, p->scratch_bytes[v]);
-        if (held + p->scratch_bytes[v] > peak)
-            peak = held + p->scratch_bytes[v];
-        for (int r = dies[v]; r >= 0; r = next[r]) {
-            if (taken[r])
-                continue;
-            space_free(&s, p->acc[r].byte_off, be_buffer_bytes(f->node[r].type));
-            held -= be_buffer_bytes(f->node[r].type);
-        }
-        if (p->scratch_bytes[v])
-            space_free(&s, p->scratch_off[v], p->scratch_bytes[v]);
+    /* The live peak: the most bytes of spans live at one node. */
+    int64_t *delta = arena_alloc(&p->arena, sizeof(int64_t) * (size_t)(n + 2));
+    memset(delta, 0, sizeof(int64_t) * (size_t)(n + 2));
+    for (int i = 0; i < ns; i++) {
+        delta[sp[i].first] += sp[i].size;
+        delta[sp[i].last + 1] -= sp[i].size;
     }
-    p->arena_bytes = (size_t)s.top;
+    int64_t held = 0, peak = 0;
+    for (int v = 0; v <= n; v++) {
+        held += delta[v];
+        if (held > peak)
+            peak = held;
+    }
     p->live_peak_bytes = (size_t)peak;
+
+    for (int v = 0; v < n; v++) {
+        if (span_of[v] >= 0)
+            p->acc[v].byte_off = sp[span_of[v]].off;
+        if (scratch_of[v] >= 0)
+            p->scratch_off[v] = sp[scratch_of[v]].off;
+    }
     /* Views were planned before their buffers were placed. */
     for (int v = 0; v < n; v++)
         if (root[v] >= 0 && root[v] != v)

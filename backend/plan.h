@@ -17,7 +17,7 @@
  * the same access).  Values the code generator computes
  * get a fresh row-major buffer: in out[j] when the value is output j, else
  * in the arena at a 64-byte aligned offset, reusing the space of buffers
- * whose values are dead (linear scan in node order); an elementwise value
+ * whose values are dead (plan_arena.c: greedy by size); an elementwise value
  * of at least 256 KiB may instead take over the buffer of an operand it
  * reads last, element for element (computed in place).  One-element values
  * that are not outputs live in an LLVM register instead (except the

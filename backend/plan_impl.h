@@ -17,4 +17,16 @@ bool be_dense_strides(const BeAccess *a, IrType t);
  * whether an output needs it. */
 void be_plan_fusion(const IrFunc *f, BePlan *p, const bool *live);
 
+/* Arena bytes live from node `first` to node `last`, both included: a
+ * buffer (with the values computed in place of it) or a node's scratch. */
+typedef struct {
+    int64_t size, off;
+    int first, last;
+} BeSpan;
+
+/* Give each span an offset (plan_arena.c), a multiple of BE_ALIGN where
+ * the sizes are, such that no two spans live at one node share a byte;
+ * return the bytes they need.  Deterministic. */
+int64_t be_place_spans(BeSpan *sp, int n, Arena *arena);
+
 #endif
