@@ -20,7 +20,7 @@
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
 #include "../../runtime/runtime.h"
-#include "build_model.h"
+#include "compile_model.h"
 #include "check.h"
 
 /* A dense layer, batch norm over its 5 features (per step), a head. */
@@ -61,24 +61,13 @@ typedef struct {
 static bool compile(Compiled *c, const char *tmpl, int B) {
     char text[2048];
     snprintf(text, sizeof text, tmpl, B);
-    Diag d;
-    diag_init(&d, stderr);
-    ModelOptions mo = {.real = DT_F64};
-    c->md = model_load_text("test.mdl", text, strlen(text), &mo, &d);
-    c->m = ir_module_new(DT_F64);
-    bool ok = c->md && build_model(c->md, c->m, NULL, &d);
-    for (int i = 0; ok && i < c->m->nfunc; i++)
-        ok = pass_optimize(c->m->func[i], NULL, &d) && ir_verify_func(c->m->func[i], &d);
-    BeOptions bo = {.opt_level = 1};
-    c->jit = ok ? be_jit_compile(c->m, &bo, &d) : NULL;
-    diag_free(&d);
-    if (c->jit) {
-        c->meta = ir_module_find(c->m, "meta_step");
-        c->adapt = ir_module_find(c->m, "adapt_step");
-        c->loss = ir_module_find(c->m, "eval_loss");
-        c->loss_running = ir_module_find(c->m, "eval_loss.running");
-    }
-    return c->jit && c->meta && c->adapt && c->loss && c->loss_running;
+    if (!compile_model(text, NULL, 1, &c->md, &c->m, &c->jit))
+        return false;
+    c->meta = ir_module_find(c->m, "meta_step");
+    c->adapt = ir_module_find(c->m, "adapt_step");
+    c->loss = ir_module_find(c->m, "eval_loss");
+    c->loss_running = ir_module_find(c->m, "eval_loss.running");
+    return c->meta && c->adapt && c->loss && c->loss_running;
 }
 
 static void release(Compiled *c) {

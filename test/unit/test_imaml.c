@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "../../backend/backend.h"
-#include "build_model.h"
+#include "compile_model.h"
 #include "check.h"
 
 /* A small sine-style network with smooth activations. */
@@ -56,20 +56,7 @@ typedef struct {
 static bool compile(Compiled *c, const char *meta, const char *const *only, bool jit) {
     char text[2048];
     snprintf(text, sizeof text, model_text, meta);
-    Diag d;
-    diag_init(&d, stderr);
-    ModelOptions mo = {.real = DT_F64};
-    c->md = model_load_text("test.mdl", text, strlen(text), &mo, &d);
-    c->m = ir_module_new(DT_F64);
-    bool ok = c->md != NULL;
-    for (int i = 0; ok && only[i]; i++)
-        ok = build_model(c->md, c->m, only[i], &d);
-    for (int i = 0; ok && i < c->m->nfunc; i++)
-        ok = pass_optimize(c->m->func[i], NULL, &d) && ir_verify_func(c->m->func[i], &d);
-    BeOptions bo = {.opt_level = 2};
-    c->jit = ok && jit ? be_jit_compile(c->m, &bo, &d) : NULL;
-    diag_free(&d);
-    return ok && (c->jit || !jit);
+    return compile_model(text, only, jit ? 2 : -1, &c->md, &c->m, &c->jit);
 }
 
 static void release(Compiled *c) {

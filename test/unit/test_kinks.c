@@ -11,7 +11,7 @@
 
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
-#include "build_model.h"
+#include "compile_model.h"
 #include "check.h"
 
 typedef struct {
@@ -21,18 +21,7 @@ typedef struct {
 } Compiled;
 
 static bool compile(Compiled *c, const char *text) {
-    Diag d;
-    diag_init(&d, stderr);
-    ModelOptions mo = {.real = DT_F64};
-    c->md = model_load_text("kinks.mdl", text, strlen(text), &mo, &d);
-    c->m = ir_module_new(DT_F64);
-    bool ok = c->md && build_model(c->md, c->m, NULL, &d);
-    for (int i = 0; ok && i < c->m->nfunc; i++)
-        ok = pass_optimize(c->m->func[i], NULL, &d) && ir_verify_func(c->m->func[i], &d);
-    BeOptions bo = {.opt_level = 2};
-    c->jit = ok ? be_jit_compile(c->m, &bo, &d) : NULL;
-    diag_free(&d);
-    return c->jit != NULL;
+    return compile_model(text, NULL, 2, &c->md, &c->m, &c->jit);
 }
 
 static void release(Compiled *c) {

@@ -17,7 +17,7 @@
 #include "../../backend/backend.h"
 #include "../../passes/passes.h"
 #include "../../runtime/runtime.h"
-#include "build_model.h"
+#include "compile_model.h"
 #include "check.h"
 
 /* An MLP with batch norm over the points; %s: " per_step" or "" (twice),
@@ -46,20 +46,7 @@ typedef struct {
 static bool compile(Compiled *c, const char *per_step, const char *meta, const char *const *only) {
     char text[2048];
     snprintf(text, sizeof text, model_text, per_step, per_step, meta);
-    Diag d;
-    diag_init(&d, stderr);
-    ModelOptions mo = {.real = DT_F64};
-    c->md = model_load_text("test.mdl", text, strlen(text), &mo, &d);
-    c->m = ir_module_new(DT_F64);
-    bool ok = c->md != NULL;
-    for (int i = 0; ok && only[i]; i++)
-        ok = build_model(c->md, c->m, only[i], &d);
-    for (int i = 0; ok && i < c->m->nfunc; i++)
-        ok = pass_optimize(c->m->func[i], NULL, &d) && ir_verify_func(c->m->func[i], &d);
-    BeOptions bo = {.opt_level = 1};
-    c->jit = ok ? be_jit_compile(c->m, &bo, &d) : NULL;
-    diag_free(&d);
-    return c->jit != NULL;
+    return compile_model(text, only, 1, &c->md, &c->m, &c->jit);
 }
 
 static void release(Compiled *c) {
