@@ -33,7 +33,7 @@ extern const MamlcModel mamlc__model;
 
 static RtEntry entry(MamlcEntry e) { return (RtEntry){(RtFn)e.fn, e.arena_bytes}; }
 
-static RtOptimizer model_optimizer(void) {
+RtOptimizer mamlc__model_optimizer(void) {
     const MamlcModel *m = &mamlc__model;
     return (RtOptimizer){.kind = (RtOptKind)m->optimizer, .lr = m->lr, .beta1 = m->beta1, .beta2 = m->beta2,
                          .eps = m->eps, .weight_decay = m->weight_decay, .clip_norm = m->clip_norm,
@@ -65,7 +65,7 @@ static bool program(RtProgram *p) {
         .loss_weights = m->loss_weights,
         .msl_iterations = m->msl_iterations,
         .meta_batch = 1,
-        .optimizer = model_optimizer(),
+        .optimizer = mamlc__model_optimizer(),
     };
     return true;
 }
@@ -123,7 +123,7 @@ EXPORT size_t mamlc_param_count(void) { return mamlc__model.nreal; }
 
 /* The optimiser's state, then the step count t as the last real. */
 EXPORT size_t mamlc_state_count(void) {
-    RtOptimizer o = model_optimizer();
+    RtOptimizer o = mamlc__model_optimizer();
     return rt_opt_state_count(&o, mamlc__model.nreal) + 1;
 }
 
@@ -271,7 +271,7 @@ EXPORT void mamlc_apply_grad(mamlc_real *params, mamlc_real *state, const mamlc_
     const MamlcModel *m = &mamlc__model;
     if (!params || !state || !grad)
         return;
-    RtOptimizer o = model_optimizer();
+    RtOptimizer o = mamlc__model_optimizer();
     rt_opt_step(&o, m->f64 ? RT_F64 : RT_F32, m->nreal, params, grad, state, next_step(state));
 }
 
@@ -289,7 +289,7 @@ static mamlc_real meta_step(mamlc_workspace *ws, mamlc_real *params, mamlc_real 
     if (ws && !own_weights)
         schedule(ws, it);
     if (meta_grad(ws, params, B, sx, sy, qx, qy, it < mamlc__model.first_until, ws ? ws->grad : NULL, &loss)) {
-        RtOptimizer o = model_optimizer();
+        RtOptimizer o = mamlc__model_optimizer();
         rt_batch_opt_step(ws->batch, &o, params, ws->grad, state, next_step(state));
     }
     return loss;

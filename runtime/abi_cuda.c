@@ -53,20 +53,13 @@ static RtCuda *open_gpu(void)
     return gpu;
 }
 
-static RtOptimizer model_optimizer(void)
-{
-    const MamlcModel *m = &mamlc__model;
-    return (RtOptimizer){.kind = (RtOptKind)m->optimizer, .lr = m->lr, .beta1 = m->beta1, .beta2 = m->beta2,
-                         .eps = m->eps};
-}
-
 double mamlc__gpu_step(const void *params, void *state, int B, const void *sx, const void *sy, const void *qx,
                        const void *qy, void *grad)
 {
     pthread_mutex_lock(&lock);
     RtCuda *c = open_gpu();
     double loss = NAN;
-    RtOptimizer o = model_optimizer();
+    RtOptimizer o = mamlc__model_optimizer();
     const void *data[4] = {sx, sy, qx, qy};
     size_t n = mamlc__model.nreal, moments = rt_opt_state_count(&o, n);
     mamlc_real *t = state ? (mamlc_real *)state + moments : NULL;
@@ -88,7 +81,7 @@ static double device_step(const mamlc_real *params, mamlc_real *state, long step
     pthread_mutex_lock(&lock);
     RtCuda *c = open_gpu();
     double loss = NAN;
-    RtOptimizer o = model_optimizer();
+    RtOptimizer o = mamlc__model_optimizer();
     uint64_t data[4] = {(uintptr_t)sx, (uintptr_t)sy, (uintptr_t)qx, (uintptr_t)qy};
     if (c && !rt_cuda_step_device(c, B, (uintptr_t)params, data, (uintptr_t)grad, &loss, step > 0 ? &o : NULL,
                                   (uintptr_t)state, step, gpu_error, sizeof gpu_error))
@@ -109,7 +102,7 @@ EXPORT mamlc_real mamlc_cuda_meta_step(mamlc_real *params, mamlc_real *state, lo
                                        const mamlc_real *sx, const void *sy, const mamlc_real *qx, const void *qy,
                                        mamlc_real *grad)
 {
-    RtOptimizer o = model_optimizer();
+    RtOptimizer o = mamlc__model_optimizer();
     if (B < 1 || B > RT_MAX_BATCH || !params || (!state && rt_opt_state_count(&o, 1)) || step < 1 || !sx || !sy ||
         !qx || !qy || !grad)
         return NAN;

@@ -136,21 +136,6 @@ static RtInitKind init_kind(InitKind k)
 
 static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
 
-/* The sinusoid's ranges: the task's arguments, else mamlc run's defaults. */
-static RtSinusoid sinusoid(const ModelTask *t)
-{
-    static const char *const names[3] = {"amplitude", "phase", "x"};
-    double range[6] = {0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0};
-    for (int i = 0; i < t->narg; i++)
-        for (int k = 0; k < 3; k++)
-            if (strcmp(t->arg[i].name, names[k]) == 0) {
-                range[2 * k] = t->arg[i].lo;
-                range[2 * k + 1] = t->arg[i].hi;
-            }
-    return (RtSinusoid){range[0], range[1], range[2], range[3], range[4], range[5], t->support_x.dim[0],
-                        t->query_x.dim[0]};
-}
-
 /* The options of mamlc run that a GPU run takes: --iters, --seed, --quiet. */
 static bool run_options_ok(const RunOptions *r, Diag *d)
 {
@@ -210,11 +195,9 @@ int gpu_run_model(const Model *md, IrModule *m, const BeGpuOptions *o, const Run
         fprintf(stderr, "mamlc: %s, %d teams in %d blocks of %d threads\n", rt_cuda_device(c), teams, blocks,
                 threads);
         RtProgram p = {.real = real, .nreal = nreal, .param = param, .nparam = ntensor};
-        const OptimizerConfig *oc = &md->meta.optimizer;
-        RtOptimizer opt = {.kind = oc->kind == OPT_ADAM ? RT_ADAM : RT_SGD, .lr = oc->lr, .beta1 = oc->beta1,
-                           .beta2 = oc->beta2, .eps = oc->eps};
+        RtOptimizer opt = run_optimizer(&md->meta);
         size_t rb = rt_real_bytes(real);
-        RtSinusoidSource src = {sinusoid(t), real};
+        RtSinusoidSource src = {run_sinusoid(t), real};
         void *params = calloc(nreal + 1, rb), *state = calloc(2 * nreal + 1, rb), *data[4];
         for (int k = 0; k < 4; k++)
             data[k] = calloc((size_t)B * cm.data_bytes[k] + 1, 1);

@@ -328,19 +328,12 @@ static void put_entry(Buf *b, const IrModule *m, const char *name) {
     }
 }
 
-/* The sinusoid's [lo, hi) ranges of amplitude, phase and x: the task's
- * arguments, else the defaults of `mamlc run` (tools/run.c). */
+/* The sinusoid's [lo, hi) ranges of amplitude, phase and x, as `mamlc run`
+ * draws them (run_sinusoid). */
 static void put_sinusoid(Buf *b, const ModelTask *t) {
-    static const char *const names[3] = {"amplitude", "phase", "x"};
-    double range[6] = {0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0};
-    for (int i = 0; i < t->narg; i++)
-        for (int k = 0; k < 3; k++)
-            if (strcmp(t->arg[i].name, names[k]) == 0) {
-                range[2 * k] = t->arg[i].lo;
-                range[2 * k + 1] = t->arg[i].hi;
-            }
-    put(b, "    .sinusoid = {%.17g, %.17g, %.17g, %.17g, %.17g, %.17g},\n", range[0], range[1], range[2], range[3],
-        range[4], range[5]);
+    RtSinusoid s = run_sinusoid(t);
+    put(b, "    .sinusoid = {%.17g, %.17g, %.17g, %.17g, %.17g, %.17g},\n", s.amp_lo, s.amp_hi, s.phase_lo, s.phase_hi,
+        s.x_lo, s.x_hi);
 }
 
 /* A task family's draws (the variables', the support's, the query's) and

@@ -68,13 +68,16 @@ static void range(const ModelTask *t, const char *name, double *lo, double *hi) 
     }
 }
 
+RtSinusoid run_sinusoid(const ModelTask *t) {
+    RtSinusoid s = {0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0, t->support_x.dim[0], t->query_x.dim[0]};
+    range(t, "amplitude", &s.amp_lo, &s.amp_hi);
+    range(t, "phase", &s.phase_lo, &s.phase_hi);
+    range(t, "x", &s.x_lo, &s.x_hi);
+    return s;
+}
+
 static bool setup_sinusoid(const Model *md, Run *r) {
-    const ModelTask *t = &md->task;
-    RtSinusoid *s = &r->sinusoid.sinusoid;
-    *s = (RtSinusoid){0.1, 5.0, 0.0, 3.14159265358979, -5.0, 5.0, t->support_x.dim[0], t->query_x.dim[0]};
-    range(t, "amplitude", &s->amp_lo, &s->amp_hi);
-    range(t, "phase", &s->phase_lo, &s->phase_hi);
-    range(t, "x", &s->x_lo, &s->x_hi);
+    r->sinusoid.sinusoid = run_sinusoid(&md->task);
     r->sinusoid.real = r->prog.real;
     r->prog.sample = rt_sinusoid_sample;
     r->prog.sample_ctx = &r->sinusoid;

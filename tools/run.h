@@ -46,6 +46,10 @@ typedef struct {
     bool eval_both;             /* --eval-mode both: report both kinds of statistics */
 } RunOptions;
 
+/* A sinusoid task's ranges and point counts: its [lo, hi) arguments
+ * amplitude, phase and x, each defaulting to the MAML paper's. */
+RtSinusoid run_sinusoid(const ModelTask *t);
+
 /* The runtime's outer optimiser for a meta configuration: its optimizer,
  * clip_norm, and the cosine schedule over `iterations`. */
 RtOptimizer run_optimizer(const MetaConfig *mc);
