@@ -7,6 +7,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "powc.h"
+
 static const SrcLoc no_loc = {0};
 
 /* --- elementwise math --- */
@@ -47,47 +49,11 @@ static LLVMValueRef build_softplus(Cg *cg, LLVMTypeRef t, LLVMValueRef x)
     return LLVMBuildFAdd(cg->b, cg_call2(cg, "llvm.maxnum", t, x, LLVMConstReal(t, 0)), l, "");
 }
 
-/* x^k for k >= 1 by repeated squaring. */
-static LLVMValueRef build_ipow(Cg *cg, LLVMValueRef x, int k)
+/* The general x^c: llvm.pow, one libm call per element. */
+static LLVMValueRef libm_pow(void *cg, LLVMValueRef x, double c)
 {
-    LLVMValueRef y = NULL, p = x;
-    while (k) {
-        if (k & 1)
-            y = y ? LLVMBuildFMul(cg->b, y, p, "") : p;
-        k >>= 1;
-        if (k)
-            p = LLVMBuildFMul(cg->b, p, p, "");
-    }
-    return y;
-}
-
-/* x^c: repeated squaring for integer c up to 16; for c = +-(k + 1/2) up to
- * 16.5, |x|^k (sqrt(x) + 0), in double for f32 when k > 0 (then within
- * an ulp of pow), with pow's answers at -0 (the + 0 and |x|) and at -inf;
- * llvm.pow, one libm call per element, otherwise. */
-static LLVMValueRef build_powc(Cg *cg, LLVMTypeRef t, LLVMValueRef x, double c)
-{
-    LLVMValueRef one = LLVMConstReal(t, 1);
-    double a = fabs(c);
-    int k = (int)floor(a);
-    if (a == k && a <= 16) {
-        if (k == 0)
-            return one;
-        LLVMValueRef y = build_ipow(cg, x, k);
-        return c < 0 ? LLVMBuildFDiv(cg->b, one, y, "") : y;
-    }
-    if (a != k + 0.5 || a > 16.5)
-        return cg_call2(cg, "llvm.pow", t, x, LLVMConstReal(t, c));
-    LLVMTypeRef w = k > 0 && LLVMGetTypeKind(t) == LLVMFloatTypeKind ? LLVMDoubleTypeInContext(cg->ctx) : t;
-    LLVMValueRef xw = w != t ? LLVMBuildFPExt(cg->b, x, w, "") : x;
-    LLVMValueRef y = LLVMBuildFAdd(cg->b, cg_call1(cg, "llvm.sqrt", w, xw), LLVMConstReal(w, 0), "");
-    if (k > 0)
-        y = LLVMBuildFMul(cg->b, build_ipow(cg, cg_call1(cg, "llvm.fabs", w, xw), k), y, "");
-    y = LLVMBuildSelect(cg->b, cg_fcmp(cg, LLVMRealOEQ, xw, LLVMConstReal(w, -INFINITY)), LLVMConstReal(w, INFINITY),
-                        y, "");
-    if (c < 0)
-        y = LLVMBuildFDiv(cg->b, LLVMConstReal(w, 1), y, "");
-    return w != t ? LLVMBuildFPTrunc(cg->b, y, t, "") : y;
+    LLVMTypeRef t = LLVMTypeOf(x);
+    return cg_call2(cg, "llvm.pow", t, x, LLVMConstReal(t, c));
 }
 
 static LLVMValueRef select01(Cg *cg, LLVMTypeRef t, LLVMValueRef cond)
@@ -121,7 +87,7 @@ static LLVMValueRef elem_value(Cg *cg, const IrNode *n, const LLVMValueRef *x, L
                                LLVMBuildSelect(cg->b, cg_fcmp(cg, LLVMRealOLT, a, zero),
                                                LLVMConstReal(t, -1), zero, ""), "");
     case OP_STEP: return select01(cg, t, cg_fcmp(cg, LLVMRealOGT, a, zero));
-    case OP_POWC: return build_powc(cg, t, a, n->value);
+    case OP_POWC: return be_build_powc(cg->b, t, a, n->value, libm_pow, cg);
     case OP_STOP_GRAD: return a;
     case OP_ADD: return LLVMBuildFAdd(cg->b, a, b, "");
     case OP_SUB: return LLVMBuildFSub(cg->b, a, b, "");

@@ -13,6 +13,8 @@
 
 #include <math.h>
 
+#include "powc.h"
+
 static const SrcLoc no_loc = {0};
 
 static LLVMValueRef fcmp(Gpu *g, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b)
@@ -52,46 +54,8 @@ static LLVMValueRef softplus(Gpu *g, LLVMTypeRef t, LLVMValueRef x)
     return LLVMBuildFAdd(g->b, call2(g, "llvm.maxnum", x, LLVMConstReal(t, 0)), gpu_log1p(g, e), "");
 }
 
-static LLVMValueRef ipow(Gpu *g, LLVMValueRef x, int k)
-{
-    LLVMValueRef y = NULL, p = x;
-    while (k) {
-        if (k & 1)
-            y = y ? LLVMBuildFMul(g->b, y, p, "") : p;
-        k >>= 1;
-        if (k)
-            p = LLVMBuildFMul(g->b, p, p, "");
-    }
-    return y;
-}
-
-/* x^c with the CPU's cases (backend/cg_elementwise.c, build_powc):
- * repeated squaring for integers up to 16, |x|^k sqrt(x) for half
- * integers up to 16.5 (in double for f32), else gpu_pow. */
-static LLVMValueRef powc(Gpu *g, LLVMTypeRef t, LLVMValueRef x, double c)
-{
-    LLVMValueRef one = LLVMConstReal(t, 1);
-    double a = fabs(c);
-    int k = (int)floor(a);
-    if (a == k && a <= 16) {
-        if (k == 0)
-            return one;
-        LLVMValueRef y = ipow(g, x, k);
-        return c < 0 ? LLVMBuildFDiv(g->b, one, y, "") : y;
-    }
-    if (a != k + 0.5 || a > 16.5)
-        return gpu_pow(g, x, c);
-    LLVMTypeRef w = k > 0 && t == g->f32 ? g->f64 : t;
-    LLVMValueRef xw = w != t ? LLVMBuildFPExt(g->b, x, w, "") : x;
-    LLVMValueRef y = LLVMBuildFAdd(g->b, call1(g, "llvm.sqrt", xw), LLVMConstReal(w, 0), "");
-    if (k > 0)
-        y = LLVMBuildFMul(g->b, ipow(g, call1(g, "llvm.fabs", xw), k), y, "");
-    y = LLVMBuildSelect(g->b, fcmp(g, LLVMRealOEQ, xw, LLVMConstReal(w, -INFINITY)), LLVMConstReal(w, INFINITY), y,
-                        "");
-    if (c < 0)
-        y = LLVMBuildFDiv(g->b, LLVMConstReal(w, 1), y, "");
-    return w != t ? LLVMBuildFPTrunc(g->b, y, t, "") : y;
-}
+/* The general x^c: the module's own pow (gpu_math.c). */
+static LLVMValueRef module_pow(void *g, LLVMValueRef x, double c) { return gpu_pow(g, x, c); }
 
 /* The element of elementwise node n from its operands' elements x[]. */
 static LLVMValueRef map_value(Gpu *g, const IrNode *n, const LLVMValueRef *x)
@@ -113,7 +77,7 @@ static LLVMValueRef map_value(Gpu *g, const IrNode *n, const LLVMValueRef *x)
                                LLVMBuildSelect(g->b, fcmp(g, LLVMRealOLT, a, zero), LLVMConstReal(t, -1), zero, ""),
                                "");
     case OP_STEP: return select01(g, t, fcmp(g, LLVMRealOGT, a, zero));
-    case OP_POWC: return powc(g, t, a, n->value);
+    case OP_POWC: return be_build_powc(g->b, t, a, n->value, module_pow, g);
     case OP_STOP_GRAD: return a;
     case OP_ADD: return LLVMBuildFAdd(g->b, a, b, "");
     case OP_SUB: return LLVMBuildFSub(g->b, a, b, "");
