@@ -56,18 +56,33 @@ static LLVMValueRef libm_pow(void *cg, LLVMValueRef x, double c)
     return cg_call2(cg, "llvm.pow", t, x, LLVMConstReal(t, c));
 }
 
+/* The constant c of type t: a real, or a vector of reals all c. */
+static LLVMValueRef real_const(LLVMTypeRef t, double c)
+{
+    if (LLVMGetTypeKind(t) != LLVMVectorTypeKind)
+        return LLVMConstReal(t, c);
+    LLVMValueRef e[64], x = LLVMConstReal(LLVMGetElementType(t), c);
+    unsigned n = LLVMGetVectorSize(t);
+    for (unsigned i = 0; i < n; i++)
+        e[i] = x;
+    return LLVMConstVector(e, n);
+}
+
 static LLVMValueRef select01(Cg *cg, LLVMTypeRef t, LLVMValueRef cond)
 {
-    return LLVMBuildSelect(cg->b, cond, LLVMConstReal(t, 1), LLVMConstReal(t, 0), "");
+    return LLVMBuildSelect(cg->b, cond, real_const(t, 1), real_const(t, 0), "");
 }
 
 /* The element of n's result from its operands' elements x[] (for ONEHOT,
- * from the label and `cls`, the index along the class dim).  NULL for an op
+ * from the label and `cls`, the index along the class dim), or the vector
+ * of elements from operands' vectors (cg_vector_op's ops).  NULL for an op
  * that is not elementwise. */
 static LLVMValueRef elem_value(Cg *cg, const IrNode *n, const LLVMValueRef *x, LLVMValueRef cls)
 {
-    LLVMTypeRef t = cg_elem_type(cg, n->type.dtype);
-    LLVMValueRef zero = LLVMConstReal(t, 0);
+    LLVMTypeRef t = cg_elem_type(cg, n->type.dtype), xt = LLVMTypeOf(x[0]);
+    if (LLVMGetTypeKind(xt) == LLVMVectorTypeKind)
+        t = LLVMVectorType(t, LLVMGetVectorSize(xt));
+    LLVMValueRef zero = real_const(t, 0);
     LLVMValueRef a = x[0], b = x[1];
     switch (n->op) {
     case OP_NEG: return LLVMBuildFNeg(cg->b, a, "");

@@ -63,8 +63,8 @@ static void emit_reduce_lanes(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
 enum { SUM_WIDTH = 8, SUM_LANES = BE_SUM_LANES, SUM_VECS = SUM_LANES / SUM_WIDTH, SUM_SEGMENT = 32 * SUM_LANES };
 
 /* What a blocked sum adds up: its operand x[0], or (fused >= 0) the value
- * fused computed from its operands x[0, n), each dense over its shape or
- * one element (the plan's sum_fuses). */
+ * fused computed from its operands x[0, n), each one element or, along
+ * the run, dense or the same element (the plan's sum_computes). */
 typedef struct {
     const Opnd *x;
     int n;
@@ -72,13 +72,21 @@ typedef struct {
     DType dtype;
 } SumSource;
 
+/* One run of a blocked sum: where each of the source's operands starts
+ * (dense ones), or its one element along the run (`same`). */
+typedef struct {
+    LLVMValueRef start[BE_FUSE_LEAVES];
+    LLVMValueRef same[BE_FUSE_LEAVES];
+} SumRun;
+
 /* The w = SUM_WIDTH elements, or the one element (w = 1), of the source
- * from element index at on. */
-static LLVMValueRef sum_source(Cg *cg, const SumSource *s, LLVMValueRef at, int w)
+ * from element `off` of the run on. */
+static LLVMValueRef sum_source(Cg *cg, const SumSource *s, const SumRun *run, LLVMValueRef off, int w)
 {
     LLVMValueRef v[BE_FUSE_LEAVES];
     for (int i = 0; i < s->n; i++)
-        v[i] = cg_load_vec_at(cg, &s->x[i], at, w);
+        v[i] = run->same[i] ? cg_splat(cg, run->same[i], w)
+                            : cg_load_vec_at(cg, &s->x[i], cg_idx_add(cg, run->start[i], off), w);
     int j = 0;
     return s->fused < 0 ? v[0] : cg_fused_value(cg, s->fused, v, &j, NULL, NULL);
 }
@@ -90,11 +98,11 @@ static void add_into(Cg *cg, LLVMValueRef acc, LLVMValueRef e)
     LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, vt, acc, ""), e, ""), acc);
 }
 
-/* total[v] += the sums of the n elements of s from index at on: element j
- * into lane j mod SUM_LANES of a partial sum, the last n mod SUM_WIDTH
- * into the low lanes of one vector. */
-static void sum_segment(Cg *cg, const SumSource *s, LLVMValueRef at, int64_t n, LLVMValueRef *part,
-                        LLVMValueRef *total)
+/* total[v] += the sums of the n elements of s from element `at` of the
+ * run on: element j into lane j mod SUM_LANES of a partial sum, the last n
+ * mod SUM_WIDTH into the low lanes of one vector. */
+static void sum_segment(Cg *cg, const SumSource *s, const SumRun *run, LLVMValueRef at, int64_t n,
+                        LLVMValueRef *part, LLVMValueRef *total)
 {
     LLVMTypeRef vt = LLVMVectorType(cg_elem_type(cg, s->dtype), SUM_WIDTH);
     LLVMValueRef zero = LLVMConstNull(vt);
@@ -105,17 +113,17 @@ static void sum_segment(Cg *cg, const SumSource *s, LLVMValueRef at, int64_t n, 
         LLVMValueRef c = cg_range_open(cg, &lb, 0, n / SUM_LANES);
         LLVMValueRef block = cg_idx_add(cg, at, LLVMBuildNUWMul(cg->b, c, cg_c64(cg, SUM_LANES), ""));
         for (int v = 0; v < SUM_VECS; v++)
-            add_into(cg, part[v], sum_source(cg, s, cg_idx_add(cg, block, cg_c64(cg, v * SUM_WIDTH)), SUM_WIDTH));
+            add_into(cg, part[v], sum_source(cg, s, run, cg_idx_add(cg, block, cg_c64(cg, v * SUM_WIDTH)), SUM_WIDTH));
         lb.scalar = true;
         cg_range_close(cg, &lb);
     }
     int64_t j = n / SUM_LANES * SUM_LANES;
     for (int v = 0; j + SUM_WIDTH <= n; v++, j += SUM_WIDTH)
-        add_into(cg, part[v], sum_source(cg, s, cg_idx_add(cg, at, cg_c64(cg, j)), SUM_WIDTH));
+        add_into(cg, part[v], sum_source(cg, s, run, cg_idx_add(cg, at, cg_c64(cg, j)), SUM_WIDTH));
     if (j < n) {
         LLVMValueRef e = zero;
         for (int l = 0; j + l < n; l++) {
-            LLVMValueRef x = sum_source(cg, s, cg_idx_add(cg, at, cg_c64(cg, j + l)), 1);
+            LLVMValueRef x = sum_source(cg, s, run, cg_idx_add(cg, at, cg_c64(cg, j + l)), 1);
             e = LLVMBuildInsertElement(cg->b, e, x, cg_c64(cg, l), "");
         }
         add_into(cg, part[n % SUM_LANES / SUM_WIDTH], e);
@@ -147,7 +155,8 @@ static LLVMValueRef sum_lanes(Cg *cg, LLVMValueRef v, int w)
  * the reduced dims outside it) is summed segment by segment (sum_segment)
  * into SUM_LANES running totals; at the end the totals' vectors are added
  * pairwise, then their lanes.  Each lane of a partial sum adds at most 32
- * elements, each total one partial per segment. */
+ * elements, each total one partial per segment.  kept: access 0 the
+ * result, 1 + i the source's operand i; over: access i operand i. */
 static void emit_reduce_blocked(Cg *cg, Opnd *y, const SumSource *src, const Iter *kept, const Iter *over)
 {
     LLVMTypeRef vt = LLVMVectorType(cg_elem_type(cg, src->dtype), SUM_WIDTH);
@@ -161,21 +170,31 @@ static void emit_reduce_blocked(Cg *cg, Opnd *y, const SumSource *src, const Ite
     Loop lk[IR_MAX_RANK + 1], lo[IR_MAX_RANK + 1], ls;
     LLVMValueRef ik[IR_MAX_RANK + 1], io[IR_MAX_RANK + 1];
     cg_nest_open(cg, kept, lk, ik);
-    LLVMValueRef yo = cg_iter_index(cg, kept, 0, ik), xo = cg_iter_index(cg, kept, 1, ik);
+    LLVMValueRef yo = cg_iter_index(cg, kept, 0, ik);
     for (int v = 0; v < SUM_VECS; v++)
         LLVMBuildStore(cg->b, LLVMConstNull(vt), total[v]);
     cg_nest_open(cg, &outer, lo, io);
-    LLVMValueRef run = cg_idx_add(cg, xo, cg_iter_index(cg, &outer, 0, io));
+    SumRun run;
+    for (int i = 0; i < src->n; i++) {
+        const Opnd *x = &src->x[i];
+        run.start[i] = run.same[i] = NULL;
+        LLVMValueRef at = NULL;
+        if (be_in_memory(&x->a))
+            at = cg_idx_add(cg, cg_iter_index(cg, kept, 1 + i, ik), cg_iter_index(cg, &outer, i, io));
+        if (be_in_memory(&x->a) && over->stride[i][outer.rank] != 0)
+            run.start[i] = at;
+        else
+            run.same[i] = cg_load_at(cg, x, at);
+    }
     if (n >= SUM_SEGMENT) {
         LLVMValueRef sg = cg_range_open(cg, &ls, 0, n / SUM_SEGMENT);
-        sum_segment(cg, src, cg_idx_add(cg, run, LLVMBuildNUWMul(cg->b, sg, cg_c64(cg, SUM_SEGMENT), "")), SUM_SEGMENT,
-                    part, total);
+        sum_segment(cg, src, &run, LLVMBuildNUWMul(cg->b, sg, cg_c64(cg, SUM_SEGMENT), ""), SUM_SEGMENT, part,
+                    total);
         ls.scalar = true;
         cg_range_close(cg, &ls);
     }
     if (n % SUM_SEGMENT)
-        sum_segment(cg, src, cg_idx_add(cg, run, cg_c64(cg, n / SUM_SEGMENT * SUM_SEGMENT)), n % SUM_SEGMENT, part,
-                    total);
+        sum_segment(cg, src, &run, cg_c64(cg, n / SUM_SEGMENT * SUM_SEGMENT), n % SUM_SEGMENT, part, total);
     for (int i = 0; i < outer.rank; i++)
         lo[i].scalar = true;
     cg_nest_close(cg, &outer, lo);
@@ -213,8 +232,27 @@ static bool emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
     bool is_arg = n->op == OP_ARGMAX;
     if (n->op == OP_REDUCE_SUM && be_in_memory(&x->a) && over.rank && over.stride[0][over.rank - 1] == 1 &&
         over.dim[over.rank - 1] >= SUM_LANES) {
-        emit_reduce_blocked(cg, y, src, &kept, &over);
-        return true;
+        /* The same loops, over the source's operands (the plan's
+         * sum_computes: they coalesce as x does along the run). */
+        Iter bk = {.nacc = 1 + src->n}, bo = {.nacc = src->n};
+        for (int k = 0; k < x->t.rank; k++) {
+            int64_t s[CG_MAX_ACC] = {ys[k]};
+            for (int i = 0; i < src->n; i++)
+                s[1 + i] = src->x[i].a.stride[k];
+            if (red[k])
+                cg_iter_add_dim(&bo, x->t.dim[k], &s[1]);
+            else
+                cg_iter_add_dim(&bk, x->t.dim[k], s);
+        }
+        cg_iter_coalesce(&bk, false);
+        cg_iter_coalesce(&bo, false);
+        bool runs = bo.rank && bo.dim[bo.rank - 1] == over.dim[over.rank - 1];
+        for (int i = 0; runs && i < src->n; i++)
+            runs = !be_in_memory(&src->x[i].a) || bo.stride[i][bo.rank - 1] <= 1;
+        if (runs) {
+            emit_reduce_blocked(cg, y, src, &bk, &bo);
+            return true;
+        }
     }
     if (src->fused >= 0)
         return false;           /* a fused operand needs the blocked sum */

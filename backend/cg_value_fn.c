@@ -105,7 +105,7 @@ static bool is_param(const Opnd *o, int i)
  * parameter and leaves cg->b at the function's start. */
 static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
-    static const char *const pname[CG_MAX_ACC] = {"y", "a", "b", "c", "d", "e"};
+    static const char *const pname[CG_MAX_ACC] = {"y", "a", "b", "c", "d", "e", "f", "g", "h"};
     LLVMTypeRef pt[CG_MAX_ACC + 2];
     int np = 0;
     for (int i = 0; i < n; i++)

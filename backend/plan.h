@@ -24,17 +24,17 @@
  * results of convolutions, which are always in memory).  Convolutions and
  * matrix products also get scratch space in the arena for their packed
  * operands, live while their node runs.  Dead values get no storage and no
- * code.  An elementwise value whose one reader is an elementwise value of
- * the same shape, and not an output, is fused into it: the reader's loop
- * computes it from its operands, element by element, and it is never
- * stored (BE_FUSE_LEAVES bounds the operands one loop reads).  A matrix
+ * code.  An elementwise value, not an output, whose readers are all
+ * elementwise values of the same shape is fused into them: each reader's
+ * loop computes it from its operands, element by element, and it is never
+ * stored (BE_FUSE_LEAVES bounds the operands one loop reads; a value read
+ * twice must be cheap: arithmetic, no calls).  A matrix
  * product read only by such a loop of + - * and negation is fused too: its
  * register tiles compute the loop's value from each sum before storing it,
  * and its scratch moves to the loop's node; where that loop adds two
- * products, both can run in one set of tiles (be_product_pair).  So is
- * such an op of dense
- * operands read only by a blocked sum (BE_SUM_LANES): the sum's loop
- * computes it before adding it. */
+ * products, both can run in one set of tiles (be_product_pair).  A
+ * blocked sum (BE_SUM_LANES) computes such values in its loop too, before
+ * adding them. */
 #ifndef MAMLC_BACKEND_PLAN_H
 #define MAMLC_BACKEND_PLAN_H
 
@@ -150,7 +150,7 @@ typedef struct {
 BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt);
 
 /* The most operands (leaves) the loop of a value with fused operands reads. */
-#define BE_FUSE_LEAVES 3
+#define BE_FUSE_LEAVES 6
 
 /* Whether the fused add v sums two products in one set of tiles (plan.c
  * says when), and if so which drives them: *main, the one with more terms
@@ -164,8 +164,11 @@ ValueId be_fused_product(const IrFunc *f, const BePlan *p, ValueId v, ValueId *o
 
 /* A sum whose operand ends in a dense run of at least BE_SUM_LANES reduced
  * elements is blocked (backend/cg_reduce.c: emit_reduce_blocked), and can
- * compute an operand of + - * or negation of dense operands in its loop. */
+ * compute in its loop an operand made of + - *, negation, relu and step
+ * (be_sum_op), vector by vector, from leaves each dense along that run or
+ * the same all along it. */
 #define BE_SUM_LANES 32
+bool be_sum_op(IrOp op);
 
 /* Plan f into p.  Never fails; release p with be_plan_free. */
 void be_plan(const IrFunc *f, BePlan *p);
