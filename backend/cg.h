@@ -169,11 +169,14 @@ Opnd cg_scratch(Cg *cg, DType dt, int64_t off, int rank, const int *dim);
 
 /* Whether x is fused into a reader's loop (no buffer of its own). */
 bool cg_fused(const Cg *cg, ValueId x);
-/* The operands the loop of v reads, its fused operands' in their place. */
+/* The operands the loop of v reads, its fused operands' in their place,
+ * each once. */
 void cg_fused_operands(const Cg *cg, ValueId v, Opnd *o, int *no);
-/* v's element from the operands its loop reads (and a fused product's sum). */
-LLVMValueRef cg_fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, int *j, LLVMValueRef prod,
-                            LLVMValueRef cls);
+/* Where cg_fused_operands puts operand x of the loop of cg->root. */
+int cg_leaf_index(const Cg *cg, ValueId x);
+/* v's element from the operands the loop of cg->root reads (and a fused
+ * product's sum). */
+LLVMValueRef cg_fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, LLVMValueRef prod, LLVMValueRef cls);
 /* dst = n(src...) elementwise over (rank, dim), or a copy when n is NULL. */
 bool cg_emit_map(Cg *cg, const IrNode *n, int rank, const int *dim, Opnd *dst, int nsrc, const Opnd *src);
 void cg_shuffle_halves(Cg *cg, LLVMValueRef a, LLVMValueRef b, int h, int w, LLVMValueRef *lo, LLVMValueRef *hi);

@@ -126,25 +126,42 @@ bool cg_fused(const Cg *cg, ValueId x)
     return cg->plan->fused_into[x] >= 0;
 }
 
-/* Append to o, from o[*no] on, the operands the loop of v reads: its own,
- * each fused one's in its place (a fused product's none: they come first). */
+/* Append to o, from o[*no] on, the operands the loop of v reads: its own
+ * (in order), or with fused ones, each fused one's in its place, each
+ * operand once (be_loop_leaves; a fused product's none: they come
+ * first). */
 void cg_fused_operands(const Cg *cg, ValueId v, Opnd *o, int *no)
 {
-    const IrNode *n = &cg->f->node[v];
-    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
-        ValueId x = n->arg[a];
-        if (!cg_fused(cg, x))
-            o[(*no)++] = (Opnd){.a = cg->plan->acc[x], .t = cg->f->node[x].type};
-        else if (cg->f->node[x].op != OP_MATMUL)
-            cg_fused_operands(cg, x, o, no);
+    const IrNode *nd = &cg->f->node[v];
+    bool fuses = false;
+    for (int a = 0; a < ir_op_info[nd->op].arity; a++)
+        fuses |= cg_fused(cg, nd->arg[a]);
+    if (!fuses) {
+        for (int a = 0; a < ir_op_info[nd->op].arity; a++)
+            o[(*no)++] = (Opnd){.a = cg->plan->acc[nd->arg[a]], .t = cg->f->node[nd->arg[a]].type};
+        return;
     }
+    ValueId leaf[BE_FUSE_LEAVES];
+    int nodes, n = be_loop_leaves(cg->f, cg->plan, v, leaf, BE_FUSE_LEAVES, &nodes);
+    for (int i = 0; i < n; i++)
+        if (!cg_fused(cg, leaf[i]))
+            o[(*no)++] = (Opnd){.a = cg->plan->acc[leaf[i]], .t = cg->f->node[leaf[i]].type};
 }
 
-/* v's element (or vector) from the operands its loop reads, x[*j] on in
- * cg_fused_operands' order, and the fused product's `prod` (the sum of two
- * products summed in its tiles); NULL for an op that is not elementwise. */
-LLVMValueRef cg_fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, int *j, LLVMValueRef prod,
-                            LLVMValueRef cls)
+int cg_leaf_index(const Cg *cg, ValueId x)
+{
+    ValueId leaf[BE_FUSE_LEAVES];
+    int nodes, n = be_loop_leaves(cg->f, cg->plan, cg->root, leaf, BE_FUSE_LEAVES, &nodes), k = 0;
+    for (int i = 0; i < n && leaf[i] != x; i++)
+        k += !cg_fused(cg, leaf[i]);
+    return k;
+}
+
+/* v's element (or vector) from the operands the loop of cg->root reads,
+ * x[] in cg_fused_operands' order, and the fused product's `prod` (the
+ * sum of two products summed in its tiles); NULL for an op that is not
+ * elementwise. */
+LLVMValueRef cg_fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, LLVMValueRef prod, LLVMValueRef cls)
 {
     const IrNode *n = &cg->f->node[v];
     ValueId main, other;
@@ -154,9 +171,9 @@ LLVMValueRef cg_fused_value(Cg *cg, ValueId v, const LLVMValueRef *x, int *j, LL
     for (int a = 0; a < ir_op_info[n->op].arity; a++) {
         ValueId y = n->arg[a];
         if (!cg_fused(cg, y))
-            arg[a] = x[(*j)++];
+            arg[a] = x[cg_leaf_index(cg, y)];
         else
-            arg[a] = cg->f->node[y].op == OP_MATMUL ? prod : cg_fused_value(cg, y, x, j, prod, cls);
+            arg[a] = cg->f->node[y].op == OP_MATMUL ? prod : cg_fused_value(cg, y, x, prod, cls);
         if (!arg[a])
             return NULL;
     }
@@ -194,8 +211,7 @@ bool cg_emit_map(Cg *cg, const IrNode *n, int rank, const int *dim, Opnd *dst, i
         x[i] = cg_load_at(cg, &src[i], idx[1 + i]);
     LLVMValueRef cls = last >= 0 ? iv[last] : cg_c64(cg, 0), y = x[0];
     if (n && cg->root >= 0 && n == &cg->f->node[cg->root]) {
-        int j = 0;
-        y = cg_fused_value(cg, cg->root, x, &j, NULL, cls);
+        y = cg_fused_value(cg, cg->root, x, NULL, cls);
     } else if (n) {
         y = elem_value(cg, n, x, cls);
     }

@@ -198,8 +198,7 @@ static void tile_store(Cg *cg, Mat *C, const Epilogue *e, LLVMValueRef i, LLVMVa
             LLVMValueRef zr = cg_idx_add(cg, z->base, split_offset(cg, &z->r, i));
             x[q] = view_load_lanes(cg, z, cg_idx_add(cg, zr, zc), nr, ns);
         }
-        int j = 0;
-        v = cg_fused_value(cg, cg->root, x, &j, v, NULL);
+        v = cg_fused_value(cg, cg->root, x, v, NULL);
     }
     view_store_vec(cg, C, crow, nr, ns, v);
 }

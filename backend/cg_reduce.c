@@ -87,8 +87,7 @@ static LLVMValueRef sum_source(Cg *cg, const SumSource *s, const SumRun *run, LL
     for (int i = 0; i < s->n; i++)
         v[i] = run->same[i] ? cg_splat(cg, run->same[i], w)
                             : cg_load_vec_at(cg, &s->x[i], cg_idx_add(cg, run->start[i], off), w);
-    int j = 0;
-    return s->fused < 0 ? v[0] : cg_fused_value(cg, s->fused, v, &j, NULL, NULL);
+    return s->fused < 0 ? v[0] : cg_fused_value(cg, s->fused, v, NULL, NULL);
 }
 
 /* *acc += e (vectors kept in allocas). */

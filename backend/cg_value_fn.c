@@ -105,7 +105,7 @@ static bool is_param(const Opnd *o, int i)
  * parameter and leaves cg->b at the function's start. */
 static void value_fn_begin(Cg *cg, const char *name, const IrNode *node, Opnd *o, int n, int64_t scratch)
 {
-    static const char *const pname[CG_MAX_ACC] = {"y", "a", "b", "c", "d", "e", "f", "g", "h"};
+    static const char *const pname[CG_MAX_ACC] = {"y", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"};
     LLVMTypeRef pt[CG_MAX_ACC + 2];
     int np = 0;
     for (int i = 0; i < n; i++)
@@ -186,9 +186,11 @@ static void value_fn_end(Cg *cg, const Opnd *o)
  * need.) */
 typedef struct {
     /* op, scratch bytes, value, ival, nlist, list; the fused operands'
-     * op, value and ival (fused_key); per access: class, dtype,
-     * rank, dims, imm or offset, strides (8 bytes each) */
-    unsigned char b[8 * (5 + IR_MAX_RANK + 3 * 2 * CG_MAX_ACC + CG_MAX_ACC * (5 + 2 * IR_MAX_RANK))];
+     * op, value and ival, and each operand's place (fused_key: 3
+     * per fused value, 1 per operand of the root and of each fused
+     * value); per access: class, dtype, rank, dims, imm or offset,
+     * strides (8 bytes each) */
+    unsigned char b[8 * (5 + IR_MAX_RANK + 5 * (BE_FUSE_NODES + 1) + CG_MAX_ACC * (5 + 2 * IR_MAX_RANK))];
     size_t n;
 } Key;
 
@@ -204,14 +206,15 @@ static void key_f64(Key *k, double v)
     k->n += sizeof v;
 }
 
-/* For each operand of v: -1, or the fused op, value, ival (and its own). */
+/* For each operand of v: -1 - its place among the loop's operands
+ * (cg_leaf_index), or the fused op, value, ival (and its own). */
 static void fused_key(const Cg *cg, Key *k, ValueId v)
 {
     const IrNode *n = &cg->f->node[v];
     for (int a = 0; a < ir_op_info[n->op].arity; a++) {
         const IrNode *x = &cg->f->node[n->arg[a]];
         if (!cg_fused(cg, n->arg[a])) {
-            key_i64(k, -1);
+            key_i64(k, -1 - cg_leaf_index(cg, n->arg[a]));
             continue;
         }
         key_i64(k, x->op);

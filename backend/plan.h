@@ -149,8 +149,16 @@ typedef struct {
 
 BeMatmulPlan be_matmul_plan(IrType c, const BeAccess *a, IrType at, const BeAccess *b, IrType bt);
 
-/* The most operands (leaves) the loop of a value with fused operands reads. */
-#define BE_FUSE_LEAVES 6
+/* The most distinct operands (leaves) the loop of a value with fused
+ * operands reads, and the most fused values it computes. */
+#define BE_FUSE_LEAVES 10
+#define BE_FUSE_NODES 16
+
+/* The distinct operands the loop of v reads, its fused operands' in their
+ * place, depth first: leaf[0, min(count, max)), each once (a fused product
+ * is one); returns their count and, in *nodes, the fused values the loop
+ * computes. */
+int be_loop_leaves(const IrFunc *f, const BePlan *p, ValueId v, ValueId *leaf, int max, int *nodes);
 
 /* Whether the fused add v sums two products in one set of tiles (plan.c
  * says when), and if so which drives them: *main, the one with more terms

@@ -96,17 +96,43 @@ static bool sum_fuses(const IrFunc *f, const BePlan *p, const IrNode *r, ValueId
     return r->op == OP_REDUCE_SUM && sum_run(f, r, run) >= BE_SUM_LANES && sum_computes(f, p, v, run);
 }
 
-/* The operands the loop of value v reads, its fused operands' in their
- * place (a fused product counting as one). */
-static int fused_leaves(const IrFunc *f, const BePlan *p, ValueId v)
+static void collect_leaves(const IrFunc *f, const BePlan *p, ValueId v, ValueId *leaf, int max, int *n,
+                           int *nodes)
 {
-    const IrNode *n = &f->node[v];
-    int k = 0;
-    for (int a = 0; a < ir_op_info[n->op].arity; a++) {
-        ValueId x = n->arg[a];
-        k += p->fused_into[x] >= 0 && f->node[x].op != OP_MATMUL ? fused_leaves(f, p, x) : 1;
+    const IrNode *nd = &f->node[v];
+    for (int a = 0; a < ir_op_info[nd->op].arity; a++) {
+        ValueId x = nd->arg[a];
+        if (p->fused_into[x] >= 0 && f->node[x].op != OP_MATMUL) {
+            ++*nodes;
+            collect_leaves(f, p, x, leaf, max, n, nodes);
+            continue;
+        }
+        bool seen = false;
+        for (int i = 0; i < *n && i < max; i++)
+            seen |= leaf[i] == x;
+        if (!seen) {
+            if (*n < max)
+                leaf[*n] = x;
+            ++*n;
+        }
     }
-    return k;
+}
+
+int be_loop_leaves(const IrFunc *f, const BePlan *p, ValueId v, ValueId *leaf, int max, int *nodes)
+{
+    int n = 0;
+    *nodes = 0;
+    collect_leaves(f, p, v, leaf, max, &n, nodes);
+    return n;
+}
+
+/* Whether the loop of v, with its fused operands, stays within
+ * BE_FUSE_LEAVES operands and BE_FUSE_NODES fused values. */
+static bool loop_fits(const IrFunc *f, const BePlan *p, ValueId v)
+{
+    ValueId leaf[BE_FUSE_LEAVES + 1];
+    int nodes;
+    return be_loop_leaves(f, p, v, leaf, BE_FUSE_LEAVES + 1, &nodes) <= BE_FUSE_LEAVES && nodes <= BE_FUSE_NODES;
 }
 
 /* The terms of product v (its operands' shared dim). */
@@ -220,7 +246,7 @@ static void fuse_elementwise(const IrFunc *f, BePlan *p, const Readers *rs, Valu
             return;
     p->fused_into[v] = rs->reader[first];
     for (int i = first; i < end; i++)
-        if (fused_leaves(f, p, rs->reader[i]) > BE_FUSE_LEAVES) {
+        if (!loop_fits(f, p, rs->reader[i])) {
             p->fused_into[v] = -1;
             return;
         }
@@ -249,7 +275,7 @@ static void fuse_product(const IrFunc *f, BePlan *p, const Readers *rs, ValueId 
         (!joins && !tile_epilogue(f, p, top)))
         return;
     p->fused_into[v] = r;
-    if (fused_leaves(f, p, top) > BE_FUSE_LEAVES) {
+    if (!loop_fits(f, p, top)) {
         p->fused_into[v] = -1;
         return;
     }
@@ -278,8 +304,8 @@ static int by_terms(const void *a, const void *b)
  * loop that can compute it: an elementwise value of the same shape and
  * element type that code computes (not a view: stop_grad), or a blocked
  * sum (sum_fuses); a value read more than once must be cheap to compute
- * again (recomputed), and each reader's loop reads at most BE_FUSE_LEAVES
- * operands.  Values go in node order, so a chain fuses all the way into
+ * again (recomputed), and each reader's loop stays within BE_FUSE_LEAVES
+ * operands and BE_FUSE_NODES fused values (loop_fits).  Values go in node order, so a chain fuses all the way into
  * its last loop.  Then fuse each product in an arena buffer of at least
  * FUSE_PRODUCT_BYTES read only by such a loop of + - * and negation (the
  * product's tiles compute that loop's value: `tile_epilogue`), computed
