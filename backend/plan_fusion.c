@@ -305,11 +305,12 @@ static int by_terms(const void *a, const void *b)
  * element type that code computes (not a view: stop_grad), or a blocked
  * sum (sum_fuses); a value read more than once must be cheap to compute
  * again (recomputed), and each reader's loop stays within BE_FUSE_LEAVES
- * operands and BE_FUSE_NODES fused values (loop_fits).  Values go in node order, so a chain fuses all the way into
- * its last loop.  Then fuse each product in an arena buffer of at least
- * FUSE_PRODUCT_BYTES read only by such a loop of + - * and negation (the
- * product's tiles compute that loop's value: `tile_epilogue`), computed
- * in that one loop; its scratch moves to the loop's node.  (A smaller
+ * operands and BE_FUSE_NODES fused values (loop_fits).  Values go in node
+ * order, so a chain fuses all the way into its last loop.  Then fuse each
+ * product in an arena buffer of at least FUSE_PRODUCT_BYTES read only by
+ * such a loop of + - * and negation, computed in that one loop (the
+ * product's tiles compute the loop's value: `tile_epilogue`); its scratch
+ * moves to the loop's node.  (A smaller
  * product stays in the cache between the two: fusing it would save little
  * and cost compile time, its function being shared less.)  Products go in
  * order of their terms per element, fewest first: where a loop reads two,
@@ -329,7 +330,10 @@ void be_plan_fusion(const IrFunc *f, BePlan *p, const bool *live)
         rs.uses[v] = 0;
         p->fused_into[v] = -1;
     }
-    /* Count each value's distinct readers, then list them. */
+    /* Each value's readers, a node reading it twice listed once: first
+     * counted into start[x + 2]; the running sums make start[x + 1] the
+     * first slot of x; listing moves it on to x + 1's, so that reader[
+     * start[x] .. start[x + 1]) are x's. */
     for (int v = 0; v < n; v++) {
         const IrNode *nd = &f->node[v];
         for (int a = 0; live[v] && a < ir_op_info[nd->op].arity; a++) {
