@@ -156,22 +156,6 @@ static void read_leaves(const IrFunc *f, const BePlan *p, ValueId v, int at, con
  * conv net's 247 functions would be 282, and its compile time longer). */
 enum { IN_PLACE_BYTES = 256 << 10 };
 
-/* leaf[*n ..] <- the operands the loop of v reads, through its fused
- * operands (at most BE_FUSE_LEAVES: fused_leaves); false if a product is
- * fused among them. */
-static bool loop_leaves(const IrFunc *f, const BePlan *p, ValueId v, ValueId *leaf, int *n)
-{
-    const IrNode *nd = &f->node[v];
-    for (int a = 0; a < ir_op_info[nd->op].arity; a++) {
-        ValueId x = nd->arg[a];
-        if (p->fused_into[x] < 0)
-            leaf[(*n)++] = x;
-        else if (f->node[x].op == OP_MATMUL || !loop_leaves(f, p, x, leaf, n))
-            return false;
-    }
-    return true;
-}
-
 /* An arena buffer that elementwise value v (of at least IN_PLACE_BYTES)
  * may compute in place: one whose last reader is v, of v's size, and read
  * by v's loop (with its fused operands, no product among them) only
@@ -185,9 +169,10 @@ static int in_place(const IrFunc *f, const BePlan *p, ValueId v, const int *root
         be_buffer_bytes(nd->type) < IN_PLACE_BYTES)
         return -1;
     ValueId leaf[BE_FUSE_LEAVES];
-    int nleaf = 0;
-    if (!loop_leaves(f, p, v, leaf, &nleaf))
-        return -1;
+    int nodes, nleaf = be_loop_leaves(f, p, v, leaf, BE_FUSE_LEAVES, &nodes);
+    for (int i = 0; i < nleaf; i++)
+        if (f->node[leaf[i]].op == OP_MATMUL && p->fused_into[leaf[i]] >= 0)
+            return -1;          /* a product's tiles compute v */
     for (int i = 0; i < nleaf; i++) {
         int r = root[leaf[i]];
         if (r < 0 || last[r] != v || be_buffer_bytes(f->node[r].type) != be_buffer_bytes(nd->type))
