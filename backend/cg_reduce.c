@@ -207,6 +207,27 @@ static void emit_reduce_blocked(Cg *cg, Opnd *y, const SumSource *src, const Ite
     cg_nest_close(cg, kept, lk);
 }
 
+/* The kept and the reduced dims of x's shape (red) as two iteration
+ * spaces, coalesced: kept with the result's strides ys, then those of each
+ * of the n accesses a[]; over with those of a[] alone. */
+static void split_dims(const Opnd *x, const int64_t *ys, const bool *red, const Opnd *a, int n, Iter *kept,
+                       Iter *over)
+{
+    *kept = (Iter){.nacc = 1 + n};
+    *over = (Iter){.nacc = n};
+    for (int k = 0; k < x->t.rank; k++) {
+        int64_t s[CG_MAX_ACC] = {ys[k]};
+        for (int i = 0; i < n; i++)
+            s[1 + i] = a[i].a.stride[k];
+        if (red[k])
+            cg_iter_add_dim(over, x->t.dim[k], &s[1]);
+        else
+            cg_iter_add_dim(kept, x->t.dim[k], s);
+    }
+    cg_iter_coalesce(kept, false);
+    cg_iter_coalesce(over, false);
+}
+
 /* Reduction with a reduced dim innermost (and every ARGMAX): a sum over a
  * long dense run is blocked (above); otherwise, for each kept index, an
  * accumulator runs over the reduced indices in row-major order.  Sums and
@@ -218,33 +239,15 @@ static bool emit_reduce_inner(Cg *cg, const IrNode *n, Opnd *y, const Opnd *x, c
                               const SumSource *src)
 {
     LLVMTypeRef t = cg_elem_type(cg, x->a.dtype);
-    Iter kept = {.nacc = 2}, over = {.nacc = 1};
-    for (int k = 0; k < x->t.rank; k++) {
-        int64_t s[2] = {ys[k], x->a.stride[k]};
-        if (red[k])
-            cg_iter_add_dim(&over, x->t.dim[k], &s[1]);
-        else
-            cg_iter_add_dim(&kept, x->t.dim[k], s);
-    }
-    cg_iter_coalesce(&kept, false);
-    cg_iter_coalesce(&over, false);
+    Iter kept, over;
+    split_dims(x, ys, red, x, 1, &kept, &over);
     bool is_arg = n->op == OP_ARGMAX;
     if (n->op == OP_REDUCE_SUM && be_in_memory(&x->a) && over.rank && over.stride[0][over.rank - 1] == 1 &&
         over.dim[over.rank - 1] >= SUM_LANES) {
         /* The same loops, over the source's operands (the plan's
          * sum_computes: they coalesce as x does along the run). */
-        Iter bk = {.nacc = 1 + src->n}, bo = {.nacc = src->n};
-        for (int k = 0; k < x->t.rank; k++) {
-            int64_t s[CG_MAX_ACC] = {ys[k]};
-            for (int i = 0; i < src->n; i++)
-                s[1 + i] = src->x[i].a.stride[k];
-            if (red[k])
-                cg_iter_add_dim(&bo, x->t.dim[k], &s[1]);
-            else
-                cg_iter_add_dim(&bk, x->t.dim[k], s);
-        }
-        cg_iter_coalesce(&bk, false);
-        cg_iter_coalesce(&bo, false);
+        Iter bk, bo;
+        split_dims(x, ys, red, src->x, src->n, &bk, &bo);
         bool runs = bo.rank && bo.dim[bo.rank - 1] == over.dim[over.rank - 1];
         for (int i = 0; runs && i < src->n; i++)
             runs = !be_in_memory(&src->x[i].a) || bo.stride[i][bo.rank - 1] <= 1;
