@@ -125,17 +125,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static RtInitKind init_kind(InitKind k)
-{
-    static const RtInitKind map[] = {
-        [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
-        [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
-        [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
-    return map[k];
-}
-
-static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
-
 /* The options of mamlc run that a GPU run takes: --iters, --seed, --quiet. */
 static bool run_options_ok(const RunOptions *r, Diag *d)
 {
@@ -171,16 +160,16 @@ int gpu_run_model(const Model *md, IrModule *m, const BeGpuOptions *o, const Run
     size_t nreal = 0;
     for (int i = 0; param && offset && count && i < ntensor; i++) {
         const ModelParam *mp = &md->param[i];
-        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
         offset[i] = nreal;
         count[i] = (size_t)ir_numel(mp->type);
-        param[i] = (RtParam){mp->name, nreal, count[i], init};
+        param[i] = (RtParam){mp->name, nreal, count[i], run_param_init(mp)};
         nreal += count[i];
     }
     const ModelTask *t = &md->task;
     RtReal real = md->real == DT_F64 ? RT_F64 : RT_F32;
     RtCudaModel cm = {real, nreal, ntensor, offset, count,
-                      {bytes(t->support_x), bytes(t->support_y), bytes(t->query_x), bytes(t->query_y)},
+                      {run_value_bytes(t->support_x), run_value_bytes(t->support_y), run_value_bytes(t->query_x),
+                       run_value_bytes(t->query_y)},
                       be_gpu_task_bytes(f), be_gpu_stage_elems(f)};
     char err[2048];
     RtCuda *c = param && offset && count ? rt_cuda_open(ptx, "meta_step", &cm, err, sizeof err) : NULL;

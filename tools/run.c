@@ -373,15 +373,15 @@ static bool entry(BeJit *j, IrModule *m, const char *name, RtEntry *e, Diag *d) 
     return true;
 }
 
-static RtInitKind init_kind(InitKind k) {
-    static const RtInitKind map[] = {
+RtInit run_param_init(const ModelParam *mp) {
+    static const RtInitKind kind[] = {
         [INIT_ZEROS] = RT_INIT_ZEROS, [INIT_ONES] = RT_INIT_ONES, [INIT_HE] = RT_INIT_HE,
         [INIT_GLOROT] = RT_INIT_GLOROT, [INIT_NORMAL] = RT_INIT_NORMAL,
         [INIT_UNIFORM] = RT_INIT_UNIFORM, [INIT_CONST] = RT_INIT_CONST};
-    return map[k];
+    return (RtInit){kind[mp->init.kind], mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
 }
 
-static size_t bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
+size_t run_value_bytes(IrType t) { return (size_t)ir_numel(t) * ir_dtype_size(t.dtype); }
 
 RtOptimizer run_optimizer(const MetaConfig *mc) {
     const OptimizerConfig *oc = &mc->optimizer;
@@ -460,17 +460,16 @@ static bool setup_program(const Model *md, BeJit *j, IrModule *m, Run *r, Diag *
     r->param = calloc((size_t)md->ntensor, sizeof *r->param);
     for (int i = 0; i < md->ntensor; i++) {
         const ModelParam *mp = &md->param[i];
-        RtInit init = {init_kind(mp->init.kind), mp->init.a, mp->init.b, mp->type.rank, mp->type.dim};
-        r->param[i] = (RtParam){mp->name, p->nreal, (size_t)ir_numel(mp->type), init};
+        r->param[i] = (RtParam){mp->name, p->nreal, (size_t)ir_numel(mp->type), run_param_init(mp)};
         p->nreal += r->param[i].count;
     }
     p->param = r->param;
     p->step_copy = r->step_copy = step_copies(md, &p->step_copies);
     const ModelTask *t = &md->task;
-    p->sx_bytes = bytes(t->support_x);
-    p->sy_bytes = bytes(t->support_y);
-    p->qx_bytes = bytes(t->query_x);
-    p->qy_bytes = bytes(t->query_y);
+    p->sx_bytes = run_value_bytes(t->support_x);
+    p->sy_bytes = run_value_bytes(t->support_y);
+    p->qx_bytes = run_value_bytes(t->query_x);
+    p->qy_bytes = run_value_bytes(t->query_y);
     p->meta_batch = md->meta.meta_batch;
     p->optimizer = run_optimizer(&md->meta);
     p->first_until = md->meta.first_until;

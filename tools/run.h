@@ -54,6 +54,13 @@ RtSinusoid run_sinusoid(const ModelTask *t);
  * clip_norm, and the cosine schedule over `iterations`. */
 RtOptimizer run_optimizer(const MetaConfig *mc);
 
+/* The runtime's initialiser of parameter mp: its init kind, arguments
+ * and shape. */
+RtInit run_param_init(const ModelParam *mp);
+
+/* Bytes of a value of type t (not rounded). */
+size_t run_value_bytes(IrType t);
+
 /* Whether md's task reads a data set (--data, --eval-data): omniglot and
  * images do; sinusoid and families make their tasks, and external ones come
  * from the caller (or a task file, --tasks, as any kind's may). */
